@@ -1,0 +1,189 @@
+//! The `hookhost` binary: thin glue over the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hookhost::config::{Config, PluginsConfig};
+use hookhost::plugins::{LOG_TARGET, Plugin, Registry, Runtime, Watcher, plugin_name};
+use sha2::{Digest, Sha256};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "hookhost",
+    version,
+    about = "Self-hosted webhook delivery with WebAssembly plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: load every plugin in the plugins folder and watch it.
+    Serve {
+        /// TOML configuration file (every key has a default; see README).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Plugins folder, overriding `plugins.dir` from the config.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
+    /// Check and run plugins without a server.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Say whether FILE implements the hookhost plugin contract and which roles it exports.
+    Check {
+        /// A WebAssembly component (`NAME.wasm`).
+        file: PathBuf,
+    },
+    /// Run FILE once on an event and print every role's decision as JSON.
+    Run {
+        /// A WebAssembly component (`NAME.wasm`).
+        file: PathBuf,
+        /// The event: `{"type": ..., "data": {...}}`, optional `id` and `timestamp`.
+        #[arg(long)]
+        event: PathBuf,
+        /// The plugin's configuration (JSON); none if omitted.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One-off plugin commands show the plugin's own log lines, not the host's.
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "info".to_string(),
+        Command::Plugin(_) => format!("warn,{LOG_TARGET}=trace"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve { config, plugins } => serve(config.as_deref(), plugins),
+        Command::Plugin(PluginCommand::Check { file }) => plugin_check(&file),
+        Command::Plugin(PluginCommand::Run {
+            file,
+            event,
+            config,
+        }) => plugin_run(&file, &event, config.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_file: Option<&Path>, plugins_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let mut config = match config_file {
+        Some(file) => Config::load(file)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = plugins_dir {
+        config.plugins.dir = dir;
+    }
+    let dir = config.plugins.dir.clone();
+    if !dir.is_dir() {
+        bail!("plugins folder {} does not exist", dir.display());
+    }
+    let runtime = Runtime::new(&config.plugins)?;
+    let registry = Registry::new(runtime);
+    let results = registry
+        .load_dir(&dir)
+        .with_context(|| format!("reading plugins folder {}", dir.display()))?;
+    let loaded = results.iter().filter(|r| r.is_ok()).count();
+    tracing::info!(dir = %dir.display(), loaded, refused = results.len() - loaded, "plugins ready");
+    let _watcher = if config.plugins.watch {
+        Some(Watcher::start(
+            registry.clone(),
+            &dir,
+            Duration::from_millis(config.plugins.reload_debounce_ms),
+        )?)
+    } else {
+        None
+    };
+    tracing::info!(dir = %dir.display(), watching = config.plugins.watch, "hookhost running; Ctrl-C or SIGTERM stops it");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(shutdown_signal())?;
+    tracing::info!("shutting down");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Loads one file outside any server, for the CLI's plugin commands.
+fn load_single(file: &Path) -> Result<Plugin> {
+    let Some(name) = plugin_name(file) else {
+        bail!("{}: a plugin file must be named NAME.wasm", file.display());
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let sha256 = Sha256::digest(&bytes).into();
+    // No cache for one-off runs: nothing to share with a later start.
+    let runtime = Runtime::new(&PluginsConfig::default())?;
+    Ok(runtime.load(name, file, &bytes, sha256)?)
+}
+
+fn plugin_check(file: &Path) -> Result<ExitCode> {
+    let plugin = load_single(file)?;
+    let report = serde_json::json!({
+        "file": file,
+        "plugin": plugin.name(),
+        "implements": "hookhost:plugin@0.1.0",
+        "roles": plugin.roles(),
+        "sha256": hex::encode(plugin.sha256()),
+        "compile_ms": plugin.load_info().compile_time.as_secs_f64() * 1e3,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_run(file: &Path, event_file: &Path, config_file: Option<&Path>) -> Result<ExitCode> {
+    let event_text = std::fs::read_to_string(event_file)
+        .with_context(|| format!("{}: cannot read", event_file.display()))?;
+    let event_json: serde_json::Value = serde_json::from_str(&event_text)
+        .with_context(|| format!("{}: not valid JSON", event_file.display()))?;
+    let event = hookhost::event::from_json(&event_json)
+        .with_context(|| format!("{}: not an event", event_file.display()))?;
+    let config = match config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                .with_context(|| format!("{}: not valid JSON", path.display()))?;
+            text
+        }
+        None => String::new(),
+    };
+    let decision = load_single(file)?.decide(&event, &config);
+    println!("{}", serde_json::to_string_pretty(&decision)?);
+    Ok(if decision.has_error() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,22 @@
+//! Plugins: WebAssembly components that filter, transform and route events.
+//!
+//! - [`Runtime`]: the wasmtime engine, instance pool, CPU ticker, linker and
+//!   compiled cache; the only place that configures wasmtime.
+//! - [`Plugin`]: one loaded version of a plugin and its calls
+//!   (`keep`, `transform`, `route`), each in a sandboxed instance.
+//! - [`Registry`]: the live name → version map, swapped atomically on reload.
+//! - [`Watcher`]: hot reload from the plugins folder.
+
+mod bindings;
+mod error;
+mod plugin;
+mod registry;
+mod runtime;
+mod watch;
+
+pub use bindings::{Destinations, Event, Rewrite};
+pub use error::{CallError, LoadError};
+pub use plugin::{Decision, Keep, LOG_TARGET, LoadInfo, Plugin, PluginInfo, RewriteOut, RouteOut};
+pub use registry::{LoadFailure, PluginStatus, Registry, Reloaded, plugin_name};
+pub use runtime::{Runtime, RuntimeError};
+pub use watch::{WatchError, Watcher};

@@ -1,0 +1,230 @@
+//! The live set of plugins. Names map to the current version of each plugin
+//! in an atomically swapped map: a lookup takes an `Arc` to one version, so a
+//! call in flight finishes on the version it started with while new calls
+//! see the new one, and no call ever sees a half-loaded plugin.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::error::{CallError, LoadError};
+use super::plugin::{Plugin, PluginInfo};
+use super::runtime::Runtime;
+
+type PluginMap = BTreeMap<Arc<str>, Arc<Plugin>>;
+
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    live: ArcSwap<PluginMap>,
+    /// Last load failure per plugin name (cleared by a successful load).
+    errors: Mutex<BTreeMap<String, LoadFailure>>,
+    /// Serialises changes so two reloads cannot lose each other's update.
+    change: Mutex<()>,
+}
+
+/// A refused load, kept for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFailure {
+    pub error: String,
+    pub at_unix_ms: u64,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Reloaded {
+    Loaded(Arc<Plugin>),
+    /// Same bytes as the version already serving.
+    Unchanged,
+    Removed,
+    /// The file is gone and no plugin of that name was loaded.
+    Absent,
+}
+
+/// One row of the plugin listing: the serving version (if any) and the last
+/// refused load (if any).
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub serving: Option<PluginInfo>,
+    pub last_error: Option<LoadFailure>,
+}
+
+/// A plugin's name is its file's stem; only `*.wasm` files are plugins.
+pub fn plugin_name(path: &Path) -> Option<&str> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    (!stem.is_empty() && !stem.starts_with('.')).then_some(stem)
+}
+
+impl Registry {
+    pub fn new(runtime: Arc<Runtime>) -> Arc<Registry> {
+        Arc::new(Registry {
+            runtime,
+            live: ArcSwap::from_pointee(PluginMap::new()),
+            errors: Mutex::new(BTreeMap::new()),
+            change: Mutex::new(()),
+        })
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The serving version of `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Plugin>, CallError> {
+        self.live
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CallError::NotPresent(name.to_string()))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.live.load().keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Every plugin that is serving or whose last load failed.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let live = self.live.load();
+        let errors = self.lock_errors().clone();
+        let mut names: Vec<&str> = live.keys().map(|k| &**k).collect();
+        names.extend(errors.keys().map(|k| k.as_str()));
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| PluginStatus {
+                name: name.to_string(),
+                serving: live.get(name).map(|p| p.info()),
+                last_error: errors.get(name).cloned(),
+            })
+            .collect()
+    }
+
+    /// Loads every `*.wasm` in `dir`. Refused files are logged and recorded;
+    /// they do not stop the others.
+    pub fn load_dir(&self, dir: &Path) -> std::io::Result<Vec<Result<Arc<Plugin>, LoadError>>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| plugin_name(p).is_some() && p.is_file())
+            .collect();
+        files.sort();
+        Ok(files
+            .iter()
+            .map(|file| match self.reload(file) {
+                Ok(Reloaded::Loaded(p)) => Ok(p),
+                Ok(_) => Err(LoadError::Read {
+                    file: file.clone(),
+                    reason: "vanished while loading".into(),
+                }),
+                Err(e) => Err(e),
+            })
+            .collect())
+    }
+
+    /// Brings plugin `file` in line with the file system: loads it if it
+    /// exists and differs from the serving version, removes it if it is gone.
+    /// On a refused load the serving version (if any) stays and the failure
+    /// is recorded for [`Registry::status`].
+    pub fn reload(&self, file: &Path) -> Result<Reloaded, LoadError> {
+        self.try_reload(file).inspect_err(|err| {
+            if let Some(name) = plugin_name(file) {
+                self.record_failure(name, err);
+            }
+        })
+    }
+
+    /// [`Registry::reload`] without recording a failure: for callers that
+    /// first check whether the file was still being written.
+    pub fn try_reload(&self, file: &Path) -> Result<Reloaded, LoadError> {
+        let Some(name) = plugin_name(file) else {
+            return Err(LoadError::Read {
+                file: file.to_owned(),
+                reason: "a plugin file must be named NAME.wasm".into(),
+            });
+        };
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(self.remove_locked(name));
+            }
+            Err(e) => {
+                return Err(LoadError::Read {
+                    file: file.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Ok(current) = self.get(name)
+            && current.sha256() == &sha256
+        {
+            // The file is back to what is serving: an earlier refusal is moot.
+            self.lock_errors().remove(name);
+            return Ok(Reloaded::Unchanged);
+        }
+        let plugin = self.runtime.load(name, file, &bytes, sha256)?;
+        let plugin = Arc::new(plugin);
+        let mut map = PluginMap::clone(&self.live.load());
+        map.insert(name.into(), plugin.clone());
+        self.live.store(Arc::new(map));
+        self.lock_errors().remove(name);
+        let load = plugin.load_info();
+        tracing::info!(
+            plugin = name,
+            file = %file.display(),
+            sha256 = %hex::encode(&sha256[..8]),
+            roles = ?plugin.roles(),
+            load_ms = load.compile_time.as_secs_f64() * 1e3,
+            from_cache = load.from_cache,
+            "plugin loaded"
+        );
+        Ok(Reloaded::Loaded(plugin))
+    }
+
+    /// Stops serving `name` (calls in flight finish on it).
+    pub fn remove(&self, name: &str) -> Reloaded {
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        self.remove_locked(name)
+    }
+
+    fn remove_locked(&self, name: &str) -> Reloaded {
+        self.lock_errors().remove(name);
+        let current = self.live.load();
+        if !current.contains_key(name) {
+            return Reloaded::Absent;
+        }
+        let mut map = PluginMap::clone(&current);
+        map.remove(name);
+        self.live.store(Arc::new(map));
+        tracing::info!(plugin = name, "plugin removed");
+        Reloaded::Removed
+    }
+
+    pub(crate) fn record_failure(&self, name: &str, err: &LoadError) {
+        let serving = self.live.load().contains_key(name);
+        tracing::error!(plugin = name, error = %err, previous_version_serving = serving, "plugin refused");
+        let at_unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.lock_errors().insert(
+            name.to_string(),
+            LoadFailure {
+                error: err.to_string(),
+                at_unix_ms,
+            },
+        );
+    }
+
+    fn lock_errors(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LoadFailure>> {
+        self.errors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

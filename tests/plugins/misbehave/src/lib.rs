@@ -1,0 +1,40 @@
+//! A filter that misbehaves the way its config asks, for the host's fault
+//! tests: `loop` spins forever, `hog` allocates without bound, `trap` hits an
+//! `unreachable`, `panic` panics, `ok` keeps the event.
+
+wit_bindgen::generate!({ world: "filter-plugin", path: "../../../wit" });
+
+use exports::hookhost::plugin::filter::Guest;
+use hookhost::plugin::types::Event;
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn keep(event: Event, config: String) -> Result<bool, String> {
+        // The mode, bare or as a JSON string: `loop` or `"loop"`.
+        match config.trim().trim_matches('"') {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                // Reserve without touching: grows linear memory fast, so the
+                // memory limit, not the CPU limit, is what stops it.
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut chunk = Vec::<u8>::with_capacity(1 << 20);
+                    chunk.push(1);
+                    hoard.push(chunk);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => core::arch::wasm32::unreachable(),
+            "panic" => panic!("misbehave was asked to panic on {}", event.id),
+            _ => Ok(true),
+        }
+    }
+}
+
+export!(Misbehave);

@@ -1,0 +1,155 @@
+//! Helpers for hookhost's end-to-end tests: where the real compiled plugins
+//! and the real `hookhost` binary are, sample events from the seeds, and a
+//! registry over a temporary plugins folder.
+//!
+//! `./dev test` builds the plugins (wasm32-wasip2) and the binary before
+//! running these tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookhost::config::PluginsConfig;
+use hookhost::plugins::{Event, Registry, Runtime};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The compiled component of plugin crate `crate_name` (e.g. `alarm-filter`).
+pub fn built_plugin(crate_name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `./dev test`, which builds the plugins first",
+        path.display()
+    );
+    path
+}
+
+/// The `hookhost` binary built in the same profile as this test.
+pub fn hookhost_bin() -> PathBuf {
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("hookhost");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `./dev test`",
+        bin.display()
+    );
+    bin
+}
+
+/// A sample event from `examples/bikeep/events/` (copied from the seed).
+pub fn bikeep_sample(name: &str) -> serde_json::Value {
+    let path = workspace_root()
+        .join("examples/bikeep/events")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn bikeep_event(name: &str) -> Event {
+    hookhost::event::from_json(&bikeep_sample(name)).expect("seed sample is a valid event")
+}
+
+/// A plugins folder in a temp dir and a registry over it.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub registry: Arc<Registry>,
+}
+
+impl Host {
+    pub fn new(config: PluginsConfig) -> Host {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = PluginsConfig {
+            dir: dir.path().to_owned(),
+            ..config
+        };
+        let runtime = Runtime::new(&config).expect("runtime");
+        Host {
+            dir,
+            registry: Registry::new(runtime),
+        }
+    }
+
+    /// Copies plugin crate `crate_name`'s component in as `name.wasm` and loads it.
+    pub fn install(&self, crate_name: &str, name: &str) -> PathBuf {
+        let dest = self.dir.path().join(format!("{name}.wasm"));
+        std::fs::copy(built_plugin(crate_name), &dest).expect("copy plugin");
+        self.registry
+            .reload(&dest)
+            .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+        dest
+    }
+}
+
+/// Polls `check` until it holds or `limit` passes; returns how long it took.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Runs `cmd` to completion, killing it after `limit`: a hung child fails
+/// the test instead of hanging the suite.
+pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b);
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        b
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}

@@ -1,0 +1,181 @@
+//! The `hookhost plugin` commands, run as a plugin author would: the real
+//! binary on the real compiled components.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use std::time::Duration;
+
+use hookhost_tests::{built_plugin, hookhost_bin, output_within, workspace_root};
+use serde_json::Value;
+
+fn hookhost(args: &[&str]) -> Output {
+    output_within(
+        Command::new(hookhost_bin()).args(args),
+        Duration::from_secs(60),
+    )
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Copies a built plugin to `dir/name.wasm` (the CLI names plugins by file stem).
+fn named(dir: &Path, crate_name: &str, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::copy(built_plugin(crate_name), &path).unwrap();
+    path
+}
+
+fn sample(name: &str) -> String {
+    workspace_root()
+        .join("examples/bikeep/events")
+        .join(format!("{name}.json"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn check_reports_the_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    for (crate_name, roles) in [
+        ("alarm-filter", vec!["filter"]),
+        ("alarm-router", vec!["router"]),
+        ("v1-compat", vec!["filter", "transform"]),
+    ] {
+        let file = named(dir.path(), crate_name, crate_name);
+        let out = hookhost(&["plugin", "check", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = json_of(&out);
+        assert_eq!(report["plugin"], crate_name);
+        assert_eq!(report["implements"], "hookhost:plugin@0.1.0");
+        assert_eq!(report["roles"], serde_json::json!(roles));
+    }
+}
+
+#[test]
+fn check_refuses_bad_files_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\x7fELF not wasm").unwrap();
+    let wrong = named(dir.path(), "wrong-world", "wrong");
+    for (file, reason) in [
+        (&junk, "not a WebAssembly"),
+        (&wrong, "does not implement the hookhost plugin contract"),
+    ] {
+        let out = hookhost(&["plugin", "check", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(file.to_str().unwrap()) && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
+    let out = hookhost(&["plugin", "check", "/nonexistent/p.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/p.wasm"));
+}
+
+#[test]
+fn run_prints_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = named(dir.path(), "alarm-filter", "alarm-filter");
+    let config = dir.path().join("only-wire-cut.json");
+    std::fs::write(&config, r#"{"reasons": ["wire_cut"]}"#).unwrap();
+    let run = |event: &str| {
+        let out = hookhost(&[
+            "plugin",
+            "run",
+            filter.to_str().unwrap(),
+            "--event",
+            &sample(event),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_of(&out)
+    };
+    assert_eq!(run("alarm-wire-cut")["filter"]["keep"], true);
+    assert_eq!(run("alarm-case-open")["filter"]["keep"], false);
+    assert_eq!(run("status")["filter"]["keep"], true);
+
+    let v1 = named(dir.path(), "v1-compat", "v1-compat");
+    let out = hookhost(&[
+        "plugin",
+        "run",
+        v1.to_str().unwrap(),
+        "--event",
+        &sample("connection"),
+    ]);
+    assert!(out.status.success());
+    let decision = json_of(&out);
+    assert_eq!(decision["filter"]["keep"], true);
+    assert_eq!(decision["transform"]["data"]["type"], "connection_changed");
+    assert!(
+        decision["transform"]["data"]
+            .get("location_status")
+            .is_none()
+    );
+}
+
+#[test]
+fn run_reports_plugin_failures_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = named(dir.path(), "misbehave", "misbehave");
+    let config = dir.path().join("loop.json");
+    std::fs::write(&config, r#""loop""#).unwrap();
+    let out = hookhost(&[
+        "plugin",
+        "run",
+        bad.to_str().unwrap(),
+        "--event",
+        &sample("alarm-case-open"),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a failed role exits 2");
+    let decision = json_of(&out);
+    let error = decision["filter"]["error"].as_str().unwrap();
+    assert!(error.contains("exceeded its CPU limit"), "{decision}");
+
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, r#"{"data": {"x": 1}}"#).unwrap();
+    let out = hookhost(&[
+        "plugin",
+        "run",
+        bad.to_str().unwrap(),
+        "--event",
+        event.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("event.json") && stderr.contains("`type` is missing"),
+        "{stderr}"
+    );
+
+    std::fs::write(&event, "{not json").unwrap();
+    let out = hookhost(&[
+        "plugin",
+        "run",
+        bad.to_str().unwrap(),
+        "--event",
+        event.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
+}
