@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Serve { config, plugins } => serve(config.as_deref(), plugins),
@@ -97,10 +98,12 @@ fn serve(config_file: Option<&Path>, plugins_dir: Option<PathBuf>) -> Result<Exi
     if let Some(dir) = plugins_dir {
         config.plugins.dir = dir;
     }
-    let dir = config.plugins.dir.clone();
+    let dir = std::fs::canonicalize(&config.plugins.dir)
+        .with_context(|| format!("plugins folder {}", config.plugins.dir.display()))?;
     if !dir.is_dir() {
-        bail!("plugins folder {} does not exist", dir.display());
+        bail!("plugins folder {} is not a folder", dir.display());
     }
+    config.plugins.dir = dir.clone();
     let runtime = Runtime::new(&config.plugins)?;
     let registry = Registry::new(runtime);
     let results = registry

@@ -11,7 +11,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use super::registry::{Registry, plugin_name};
@@ -53,8 +54,14 @@ impl Watcher {
                 None,
                 move |result: DebounceEventResult| match result {
                     Ok(events) => {
-                        let paths = events.into_iter().flat_map(|e| e.event.paths).collect();
-                        let _ = tx.send(paths);
+                        let paths: Vec<PathBuf> = events
+                            .into_iter()
+                            .filter(|e| changes_content(&e.event.kind))
+                            .flat_map(|e| e.event.paths)
+                            .collect();
+                        if !paths.is_empty() {
+                            let _ = tx.send(paths);
+                        }
                     }
                     Err(errors) => {
                         for e in errors {
@@ -75,6 +82,18 @@ impl Watcher {
             _debouncer: debouncer,
             _thread: thread,
         })
+    }
+}
+
+/// Reads of a file (ours included, when loading it) raise access events;
+/// reacting to them would reload in a loop. Only writes, creates, renames and
+/// removals matter.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
     }
 }
 

@@ -1,0 +1,86 @@
+//! `hookhost serve`, the real binary: loads the plugins folder, reloads on
+//! change, reuses compiled plugins after a restart, stops cleanly on SIGTERM.
+
+use std::time::Duration;
+
+use hookhost_tests::{Running, built_plugin};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn serves_watches_and_restarts_from_the_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(
+        built_plugin("alarm-filter"),
+        plugins.join("alarm-filter.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(built_plugin("v1-compat"), plugins.join("v1-compat.wasm")).unwrap();
+    std::fs::write(plugins.join("broken.wasm"), b"nope").unwrap();
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        "[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let mut server = Running::start(&["serve", "--config", config]);
+    server.wait_for(&["plugins ready", "loaded=2", "refused=1"], WAIT);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|l| l.contains("plugin refused") && l.contains("broken.wasm"))
+    );
+    server.wait_for(&["hookhost running"], WAIT);
+
+    // Drop a new plugin in: it is loaded without a restart.
+    let tmp = plugins.join(".alarm-router.wasm.tmp");
+    std::fs::copy(built_plugin("alarm-router"), &tmp).unwrap();
+    std::fs::rename(&tmp, plugins.join("alarm-router.wasm")).unwrap();
+    server.wait_for(&["plugin loaded", "alarm-router", "router"], WAIT);
+
+    // A broken file is refused once, not over and over (reading a file must
+    // not count as a change to it).
+    std::fs::write(plugins.join("junk.wasm"), b"junk").unwrap();
+    server.wait_for(&["plugin refused", "junk.wasm"], WAIT);
+    let later = server.collect_for(Duration::from_millis(800));
+    assert!(
+        !later.iter().any(|l| l.contains("junk.wasm")),
+        "refused again: {later:?}"
+    );
+
+    std::fs::remove_file(plugins.join("alarm-router.wasm")).unwrap();
+    server.wait_for(&["plugin removed", "alarm-router"], WAIT);
+
+    let status = server.terminate(WAIT);
+    assert!(status.success(), "exit status {status}");
+
+    // Restart: the compiled cache spares the compile.
+    let mut server = Running::start(&["serve", "--config", config]);
+    let line = server.wait_for(&["plugin loaded", "alarm-filter"], WAIT);
+    assert!(line.contains("from_cache=true"), "{line}");
+    server.wait_for(&["plugins ready", "loaded=2"], WAIT);
+    assert!(server.terminate(WAIT).success());
+}
+
+#[test]
+fn bad_config_names_the_file_and_line() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("bad.toml");
+    std::fs::write(&config, "[plugins]\ndir = \".\"\ncpu_limit_ms = \"fast\"\n").unwrap();
+    let out = hookhost_tests::output_within(
+        std::process::Command::new(hookhost_tests::hookhost_bin()).args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+        ]),
+        WAIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml: line 3"), "{stderr}");
+}
