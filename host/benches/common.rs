@@ -11,7 +11,11 @@ pub fn built_plugin(crate_name: &str) -> PathBuf {
     let path = target
         .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.is_file(), "{} is missing: run `./dev bench`", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `./dev bench`",
+        path.display()
+    );
     path
 }
 

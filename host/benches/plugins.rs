@@ -39,7 +39,11 @@ fn row(label: &str, unit: &str, samples: &mut [f64]) {
 }
 
 fn load(file: &Path, isolation: Isolation, allocator: Allocator) -> Arc<Plugin> {
-    let config = PluginsConfig { isolation, allocator, ..Default::default() };
+    let config = PluginsConfig {
+        isolation,
+        allocator,
+        ..Default::default()
+    };
     let registry = Registry::new(Runtime::new(&config).expect("runtime"));
     registry.reload(file).expect("load");
     registry.get("alarm-filter").expect("loaded")
@@ -49,14 +53,33 @@ fn per_event(file: &Path) {
     let event = common::alarm_1kb();
     let config = r#"{"categories": ["security"]}"#;
     let (batches, per_batch) = if quick() { (30, 200) } else { (300, 1000) };
-    println!("\n### Per-event cost, alarm-filter, {} B of event data\n", event.data.len());
+    println!(
+        "\n### Per-event cost, alarm-filter, {} B of event data\n",
+        event.data.len()
+    );
     println!("Each sample is the mean of a batch of {per_batch} calls; {batches} batches.\n");
     println!("| mode | median | p10 | p90 | batches |\n|---|---|---|---|---|");
     for (label, isolation, allocator) in [
-        ("reuse, pooling allocator", Isolation::Reuse, Allocator::Pooling),
-        ("fresh, pooling allocator", Isolation::Fresh, Allocator::Pooling),
-        ("reuse, on-demand allocator", Isolation::Reuse, Allocator::OnDemand),
-        ("fresh, on-demand allocator", Isolation::Fresh, Allocator::OnDemand),
+        (
+            "reuse, pooling allocator",
+            Isolation::Reuse,
+            Allocator::Pooling,
+        ),
+        (
+            "fresh, pooling allocator",
+            Isolation::Fresh,
+            Allocator::Pooling,
+        ),
+        (
+            "reuse, on-demand allocator",
+            Isolation::Reuse,
+            Allocator::OnDemand,
+        ),
+        (
+            "fresh, on-demand allocator",
+            Isolation::Fresh,
+            Allocator::OnDemand,
+        ),
     ] {
         let plugin = load(file, isolation, allocator);
         for _ in 0..per_batch {
@@ -79,10 +102,16 @@ fn load_times(file: &Path) {
     let bytes = std::fs::read(file).expect("read plugin");
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
     let runs = if quick() { 5 } else { 20 };
-    println!("\n### Loading alarm-filter ({} KB component)\n", bytes.len() / 1024);
+    println!(
+        "\n### Loading alarm-filter ({} KB component)\n",
+        bytes.len() / 1024
+    );
     println!("| step | median | p10 | p90 | runs |\n|---|---|---|---|---|");
     let cache = tempfile::tempdir().expect("tempdir");
-    let config = PluginsConfig { cache_dir: Some(cache.path().to_owned()), ..Default::default() };
+    let config = PluginsConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..Default::default()
+    };
     let runtime = Runtime::new(&config).expect("runtime");
     let mut compile = Vec::new();
     let mut cached = Vec::new();
@@ -91,15 +120,23 @@ fn load_times(file: &Path) {
             std::fs::remove_file(entry.expect("entry").path()).expect("clear cache");
         }
         let start = Instant::now();
-        let p = runtime.load("alarm-filter", file, &bytes, sha).expect("compile");
+        let p = runtime
+            .load("alarm-filter", file, &bytes, sha)
+            .expect("compile");
         compile.push(start.elapsed().as_secs_f64() * 1e3);
         assert!(!p.load_info().from_cache);
         let start = Instant::now();
-        let p = runtime.load("alarm-filter", file, &bytes, sha).expect("cache load");
+        let p = runtime
+            .load("alarm-filter", file, &bytes, sha)
+            .expect("cache load");
         cached.push(start.elapsed().as_secs_f64() * 1e3);
         assert!(p.load_info().from_cache);
     }
-    row("compile + check + pre-link + first instance", "ms", &mut compile);
+    row(
+        "compile + check + pre-link + first instance",
+        "ms",
+        &mut compile,
+    );
     row("same, from the compiled cache", "ms", &mut cached);
 }
 
@@ -111,16 +148,26 @@ fn reload_latency(a: &Path, b: &Path) {
     let cache = tempfile::tempdir().expect("tempdir");
     println!("\n### File written → new version serving (watcher, 50 ms debounce)\n");
     println!("| case | median | p10 | p90 | runs |\n|---|---|---|---|---|");
-    for (label, cache_dir) in [("compile", None), ("from cache", Some(cache.path().to_owned()))] {
-        let config =
-            PluginsConfig { dir: dir.path().to_owned(), cache_dir, ..Default::default() };
+    for (label, cache_dir) in [
+        ("compile", None),
+        ("from cache", Some(cache.path().to_owned())),
+    ] {
+        let config = PluginsConfig {
+            dir: dir.path().to_owned(),
+            cache_dir,
+            ..Default::default()
+        };
         let registry = Registry::new(Runtime::new(&config).expect("runtime"));
         let _watcher =
             Watcher::start(registry.clone(), dir.path(), Duration::from_millis(50)).expect("watch");
         let target = dir.path().join("x.wasm");
         let mut samples = Vec::new();
         for i in 0..runs {
-            let src: &PathBuf = if i % 2 == 0 { &a.to_owned() } else { &b.to_owned() };
+            let src: &PathBuf = if i % 2 == 0 {
+                &a.to_owned()
+            } else {
+                &b.to_owned()
+            };
             let want: [u8; 32] = Sha256::digest(std::fs::read(src).expect("read")).into();
             let tmp = dir.path().join(".x.tmp");
             std::fs::copy(src, &tmp).expect("copy");
@@ -130,7 +177,10 @@ fn reload_latency(a: &Path, b: &Path) {
                 if registry.get("x").is_ok_and(|p| p.sha256() == &want) {
                     break;
                 }
-                assert!(start.elapsed() < Duration::from_secs(5), "reload did not happen");
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "reload did not happen"
+                );
                 std::thread::sleep(Duration::from_micros(500));
             }
             samples.push(start.elapsed().as_secs_f64() * 1e3);

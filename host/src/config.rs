@@ -13,7 +13,212 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub server: ServerConfig,
     pub plugins: PluginsConfig,
+    /// Global router plugins, run on every event in order.
+    pub routes: Vec<PluginStep>,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// `[server]`: where hookhost listens and keeps its data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP API.
+    pub listen: String,
+    /// Folder of the embedded sled database.
+    pub data_dir: PathBuf,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight delivery attempts may finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data/db"),
+            max_body_bytes: 1 << 20,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// One plugin in a chain: its name (file stem) and its config for this place.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginStep {
+    pub plugin: String,
+    /// Any TOML value; handed to the plugin as JSON text.
+    #[serde(default, deserialize_with = "toml_to_json_text")]
+    pub config: String,
+}
+
+fn toml_to_json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    serde_json::to_string(&value).map_err(serde::de::Error::custom)
+}
+
+/// A customer endpoint and what it receives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    pub id: String,
+    pub url: String,
+    /// Event types: exact names, prefix wildcards (`billing.*`) or `*`.
+    pub types: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Receive events only when a router plugin names this subscription
+    /// (by id or tag), in addition to the type match.
+    #[serde(default)]
+    pub route_only: bool,
+    #[serde(default)]
+    pub tier: Tier,
+    #[serde(default)]
+    pub envelope: Envelope,
+    /// The bike-parking seed's shared secret: `hash = SHA256(JSON(data) + seed)`.
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// Standard Webhooks secrets (`whsec_…`); two during a rotation.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Filter/transform plugins, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginStep>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Attempts in flight at once to this subscription's endpoint.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_max_in_flight() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    #[default]
+    Public,
+    Partner,
+}
+
+/// The body format of a delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Envelope {
+    /// `{"type", "data", "version": 2, "hash"}` (the bike-parking seed, v2).
+    #[default]
+    BikeepV2,
+    /// The seed's version 1: `{"data", "version": 1, "hash"}`, v1 names in `data.type`.
+    BikeepV1,
+    /// The event itself: `{"type": ..., <data fields>}` (billing-seed style).
+    Plain,
+}
+
+/// When and how often a delivery is retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Per-attempt timeout.
+    pub timeout_ms: u64,
+    /// Retries after the first attempt, on 5xx, connection errors and timeouts.
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    /// Wait before a retry (`fixed`), or the first wait (`exponential`).
+    pub backoff_ms: u64,
+    /// Cap on an exponential wait.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            timeout_ms: 5_000,
+            max_retries: 3,
+            backoff: Backoff::Fixed,
+            backoff_ms: 100,
+            max_backoff_ms: 6 * 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backoff {
+    #[default]
+    Fixed,
+    /// `backoff_ms * 2^(retry-1)`, capped, with ±25 % jitter.
+    Exponential,
+}
+
+/// Does `pattern` (exact, `prefix.*` or `*`) match `event_type`?
+pub fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+impl Subscription {
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.types.iter().any(|p| type_matches(p, event_type))
+    }
+
+    fn validate(&self, i: usize) -> Result<(), String> {
+        let key = format!("subscriptions[{i}] (id {:?})", self.id);
+        if self.id.is_empty() {
+            return Err(format!("subscriptions[{i}].id must not be empty"));
+        }
+        let url = self
+            .url
+            .parse::<http::Uri>()
+            .map_err(|e| format!("{key}.url: {e}"))?;
+        match url.scheme_str() {
+            Some("http") | Some("https") if url.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "{key}.url must be an http:// or https:// URL with a host"
+                ));
+            }
+        }
+        if self.types.is_empty() {
+            return Err(format!(
+                "{key}.types must list at least one type (or \"*\")"
+            ));
+        }
+        for t in &self.types {
+            if t.is_empty() || t[..t.len() - 1].contains('*') {
+                return Err(format!(
+                    "{key}.types: {t:?} is not a type, a `prefix.*` or `*`"
+                ));
+            }
+        }
+        if matches!(self.envelope, Envelope::BikeepV1 | Envelope::BikeepV2) && self.seed.is_none() {
+            return Err(format!(
+                "{key}.seed is required for the {:?} envelope",
+                self.envelope
+            ));
+        }
+        if self.secrets.len() > 2 {
+            return Err(format!(
+                "{key}.secrets: at most two (the old and the new during rotation)"
+            ));
+        }
+        for s in &self.secrets {
+            crate::sign::whsec_key(s).map_err(|e| format!("{key}.secrets: {e}"))?;
+        }
+        if self.max_in_flight == 0 {
+            return Err(format!("{key}.max_in_flight must be at least 1"));
+        }
+        if self.retry.timeout_ms == 0 {
+            return Err(format!("{key}.retry.timeout_ms must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// `[plugins]`: where plugins live and how they are sandboxed.
@@ -216,6 +421,7 @@ impl Config {
         })?;
         let base = file.parent().unwrap_or(Path::new("."));
         config.plugins.dir = base.join(&config.plugins.dir);
+        config.server.data_dir = base.join(&config.server.data_dir);
         if let Some(cache) = &mut config.plugins.cache_dir {
             *cache = base.join(&*cache);
         }
@@ -233,6 +439,16 @@ impl Config {
             format!("{}{}", place.unwrap_or_default(), e.message())
         })?;
         config.plugins.validate()?;
+        let mut ids = std::collections::HashSet::new();
+        for (i, sub) in config.subscriptions.iter().enumerate() {
+            sub.validate(i)?;
+            if !ids.insert(sub.id.as_str()) {
+                return Err(format!("subscriptions[{i}].id {:?} is used twice", sub.id));
+            }
+        }
+        if config.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be at least 1".into());
+        }
         Ok(config)
     }
 }
@@ -278,6 +494,52 @@ mod tests {
         assert!(err.starts_with("line 2"), "{err}");
         let err = Config::parse("[plugins]\ncpu_limit_ms = 0\n").unwrap_err();
         assert!(err.contains("plugins.cpu_limit_ms"), "{err}");
+    }
+
+    #[test]
+    fn subscriptions_parse_with_defaults_and_plugin_config_as_json() {
+        let c = Config::parse(
+            r#"
+[[subscriptions]]
+id = "acme"
+url = "https://hooks.example.com/in"
+types = ["alarm", "billing.*"]
+seed = "s"
+[[subscriptions.plugins]]
+plugin = "alarm-filter"
+config = { categories = ["security"] }
+"#,
+        )
+        .unwrap();
+        let s = &c.subscriptions[0];
+        assert_eq!(s.envelope, Envelope::BikeepV2);
+        assert_eq!(s.retry.max_retries, 3);
+        assert_eq!(s.retry.backoff_ms, 100);
+        assert_eq!(s.retry.timeout_ms, 5000);
+        assert_eq!(s.plugins[0].config, r#"{"categories":["security"]}"#);
+        assert!(s.wants("alarm") && s.wants("billing.invoice.paid") && !s.wants("billing"));
+        assert!(!s.wants("status"));
+    }
+
+    #[test]
+    fn subscription_errors_name_the_key() {
+        let err = Config::parse(
+            "[[subscriptions]]\nid = \"a\"\nurl = \"ftp://x\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("subscriptions[0]") && err.contains("url"),
+            "{err}"
+        );
+        let err =
+            Config::parse("[[subscriptions]]\nid = \"a\"\nurl = \"http://x\"\ntypes = [\"*\"]\n")
+                .unwrap_err();
+        assert!(err.contains("seed is required"), "{err}");
+        let err = Config::parse(
+            "[[subscriptions]]\nid = \"a\"\nurl = \"http://x\"\ntypes = [\"*\"]\nenvelope = \"smoke\"\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("line 5"), "{err}");
     }
 
     #[test]

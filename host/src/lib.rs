@@ -2,10 +2,20 @@
 //! scriptable with WebAssembly component plugins.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration and its defaults.
-//! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
+//! - [`config`]: the TOML configuration, its defaults and checks.
 //! - [`event`]: reading an event from JSON as clients and plugin authors write it.
+//! - [`server`]: the HTTP API (ingest) and the wiring from ingest to delivery.
+//! - [`store`]: durable events, jobs and attempts (sled), group commit.
+//! - [`pipeline`]: router plugins, subscription matching, filter/transform chains.
+//! - [`sign`]: delivery bodies (envelopes), the seed's hash, Standard Webhooks.
+//! - [`deliver`]: HTTP delivery, retries, dead letters.
+//! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
 
 pub mod config;
+pub mod deliver;
 pub mod event;
+pub mod pipeline;
 pub mod plugins;
+pub mod server;
+pub mod sign;
+pub mod store;

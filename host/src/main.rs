@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: load every plugin in the plugins folder and watch it.
+    /// Run the server: the HTTP API, the pipeline and delivery, with the
+    /// plugins folder loaded and watched.
     Serve {
         /// TOML configuration file (every key has a default; see README).
         #[arg(long, short)]
@@ -91,6 +92,18 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_file: Option<&Path>, plugins_dir: Option<PathBuf>) -> Result<ExitCode> {
+    // Signals first: a SIGTERM during start-up must still mean a clean stop.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int) = {
+        let _enter = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
     let mut config = match config_file {
         Some(file) => Config::load(file)?,
         None => Config::default(),
@@ -120,23 +133,17 @@ fn serve(config_file: Option<&Path>, plugins_dir: Option<PathBuf>) -> Result<Exi
     } else {
         None
     };
-    tracing::info!(dir = %dir.display(), watching = config.plugins.watch, "hookhost running; Ctrl-C or SIGTERM stops it");
+    tracing::info!(dir = %dir.display(), watching = config.plugins.watch, "plugins watched; Ctrl-C or SIGTERM stops hookhost");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(shutdown_signal())?;
-    tracing::info!("shutting down");
+    let shutdown = async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+    };
+    rt.block_on(hookhost::server::run(config, registry, shutdown))?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }
 
 /// Loads one file outside any server, for the CLI's plugin commands.

@@ -22,7 +22,7 @@ fn serves_watches_and_restarts_from_the_cache() {
     let config = root.path().join("hookhost.toml");
     std::fs::write(
         &config,
-        "[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n",
     )
     .unwrap();
     let config = config.to_str().unwrap();
@@ -35,7 +35,7 @@ fn serves_watches_and_restarts_from_the_cache() {
             .iter()
             .any(|l| l.contains("plugin refused") && l.contains("broken.wasm"))
     );
-    server.wait_for(&["hookhost running"], WAIT);
+    server.wait_for(&["HTTP API listening"], WAIT);
 
     // Drop a new plugin in: it is loaded without a restart.
     let tmp = plugins.join(".alarm-router.wasm.tmp");
@@ -64,6 +64,7 @@ fn serves_watches_and_restarts_from_the_cache() {
     let line = server.wait_for(&["plugin loaded", "alarm-filter"], WAIT);
     assert!(line.contains("from_cache=true"), "{line}");
     server.wait_for(&["plugins ready", "loaded=2"], WAIT);
+    server.wait_for(&["HTTP API listening"], WAIT);
     assert!(server.terminate(WAIT).success());
 }
 

@@ -1,0 +1,147 @@
+//! The pipeline: per accepted event, the global router plugins pick
+//! destinations, then each subscription's type match and filter/transform
+//! chain decide what it receives. Every surviving (event, subscription) pair
+//! becomes a delivery [`Job`].
+//!
+//! Plugin calls here are synchronous (wasmtime); callers run [`Pipeline::run`]
+//! on a blocking thread. A plugin error is recorded on the event and, for a
+//! subscription's chain, on that subscription's job; it never stops the rest.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, PluginStep, Subscription};
+use crate::plugins::{CallError, Event, Registry};
+use crate::store::{Job, JobStatus, StoredEvent};
+
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    config: Arc<Config>,
+}
+
+/// The id of the delivery of `event_id` to `subscription_id`: derived, so a
+/// pipeline re-run after a crash writes the same jobs instead of duplicates.
+pub fn job_id(event_id: &str, subscription_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(event_id.as_bytes());
+    h.update([0]);
+    h.update(subscription_id.as_bytes());
+    format!("msg_{}", &hex::encode(h.finalize())[..32])
+}
+
+impl Pipeline {
+    pub fn new(registry: Arc<Registry>, config: Arc<Config>) -> Pipeline {
+        Pipeline { registry, config }
+    }
+
+    /// Runs the event through routers and subscriptions. Errors are appended
+    /// to `event.errors`.
+    pub fn run(&self, event: &mut StoredEvent, now_ms: u64) -> Vec<Job> {
+        let plugin_event = Event {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            timestamp: event.timestamp.clone(),
+            data: event.data.clone(),
+        };
+        let (routed_ids, routed_tags) = self.route(&plugin_event, &mut event.errors);
+        let mut jobs = Vec::new();
+        for sub in &self.config.subscriptions {
+            if !sub.wants(&event.event_type) {
+                continue;
+            }
+            if sub.route_only
+                && !routed_ids.contains(sub.id.as_str())
+                && !sub.tags.iter().any(|t| routed_tags.contains(t.as_str()))
+            {
+                continue;
+            }
+            let mut job = Job {
+                id: job_id(&event.id, &sub.id),
+                event_id: event.id.clone(),
+                subscription_id: sub.id.clone(),
+                event_type: event.event_type.clone(),
+                data: event.data.clone(),
+                status: JobStatus::Pending,
+                attempts: Vec::new(),
+                attempts_in_round: 0,
+                next_attempt_at_ms: now_ms,
+                created_at_ms: now_ms,
+                error: None,
+            };
+            match self.chain(sub, &plugin_event) {
+                Ok(Some((event_type, data))) => {
+                    job.event_type = event_type;
+                    job.data = data;
+                    jobs.push(job);
+                }
+                Ok(None) => {} // filtered out
+                Err(e) => {
+                    let text = format!("subscription {}: {e}", sub.id);
+                    tracing::warn!(event_id = %event.id, job_id = %job.id, error = %e, "plugin failed");
+                    event.errors.push(text);
+                    job.status = JobStatus::PluginError;
+                    job.error = Some(e.to_string());
+                    jobs.push(job);
+                }
+            }
+        }
+        jobs
+    }
+
+    fn route(&self, event: &Event, errors: &mut Vec<String>) -> (HashSet<String>, HashSet<String>) {
+        let mut ids = HashSet::new();
+        let mut tags = HashSet::new();
+        for step in &self.config.routes {
+            match self
+                .registry
+                .get(&step.plugin)
+                .and_then(|p| p.route(event, &step.config))
+            {
+                Ok(d) => {
+                    ids.extend(d.subscriptions);
+                    tags.extend(d.tags);
+                }
+                Err(e) => {
+                    tracing::warn!(event_id = %event.id, error = %e, "router failed");
+                    errors.push(format!("route {}: {e}", step.plugin));
+                }
+            }
+        }
+        (ids, tags)
+    }
+
+    /// The subscription's chain: `None` if a filter dropped the event, else
+    /// the (possibly rewritten) type and data.
+    fn chain(
+        &self,
+        sub: &Subscription,
+        event: &Event,
+    ) -> Result<Option<(String, String)>, CallError> {
+        let mut current = event.clone();
+        for PluginStep { plugin, config } in &sub.plugins {
+            let plugin = self.registry.get(plugin)?;
+            let roles = plugin.roles();
+            if roles.contains(&"filter") && !plugin.keep(&current, config)? {
+                return Ok(None);
+            }
+            if roles.contains(&"transform") {
+                let rewrite = plugin.transform(&current, config)?;
+                if let Some(t) = rewrite.event_type {
+                    current.event_type = t;
+                }
+                if let Some(d) = rewrite.data {
+                    current.data = d;
+                }
+            }
+            if !roles.contains(&"filter") && !roles.contains(&"transform") {
+                return Err(CallError::MissingRole {
+                    plugin: plugin.name().to_string(),
+                    role: "filter or transform",
+                });
+            }
+        }
+        Ok(Some((current.event_type, current.data)))
+    }
+}

@@ -1,0 +1,233 @@
+//! The HTTP server and the wiring from ingest to delivery.
+//!
+//! `POST /v1/events` takes one event or an array, writes them to the store,
+//! waits for a group-committed flush, answers `202` with the ids, then hands
+//! the events to the pipeline worker, whose jobs go to the deliverer. At
+//! start, events whose pipeline did not complete and jobs not yet delivered
+//! are resumed. On SIGTERM/SIGINT: stop taking requests, finish the pipeline
+//! queue, let attempts in flight finish (up to the grace period), flush, exit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::deliver::{Deliverer, now_ms};
+use crate::pipeline::Pipeline;
+use crate::plugins::Registry;
+use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
+
+#[derive(Clone)]
+struct App {
+    store: Arc<dyn Store>,
+    commit: Arc<GroupCommit>,
+    to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
+    max_body_bytes: usize,
+}
+
+/// A JSON error answer: `{"error": "..."}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Opens the store, resumes unfinished work, and serves until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.server.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.server.data_dir)?);
+    let commit = GroupCommit::start(store.clone());
+    let deliverer = Deliverer::new(store.clone(), &config.subscriptions);
+    let pipeline = Arc::new(Pipeline::new(registry, config.clone()));
+
+    let resumed_jobs = store.pending_jobs()?;
+    let resumed_events = store.unprocessed_events()?;
+    tracing::info!(
+        jobs = resumed_jobs.len(),
+        events = resumed_events.len(),
+        "resuming unfinished work"
+    );
+    for job in resumed_jobs {
+        deliverer.submit(job);
+    }
+
+    let (to_pipeline, from_ingest) = mpsc::unbounded_channel();
+    if !resumed_events.is_empty() {
+        let _ = to_pipeline.send(resumed_events);
+    }
+    let worker = tokio::spawn(pipeline_worker(
+        from_ingest,
+        pipeline,
+        store.clone(),
+        deliverer.clone(),
+    ));
+
+    let app = App {
+        store: store.clone(),
+        commit,
+        to_pipeline,
+        max_body_bytes: config.server.max_body_bytes,
+    };
+    let router = Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "HTTP API listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+
+    // The router (and its pipeline sender) is gone: the worker drains and ends.
+    tracing::info!("stopped taking requests; finishing the pipeline queue");
+    let _ = worker.await;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    if !deliverer.shutdown(grace).await {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "attempts still in flight at the deadline; they resume at next start"
+        );
+    }
+    store.flush()?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+async fn pipeline_worker(
+    mut from_ingest: mpsc::UnboundedReceiver<Vec<StoredEvent>>,
+    pipeline: Arc<Pipeline>,
+    store: Arc<dyn Store>,
+    deliverer: Arc<Deliverer>,
+) {
+    while let Some(mut events) = from_ingest.recv().await {
+        // Take whatever else queued up: one blocking hop per batch.
+        while let Ok(more) = from_ingest.try_recv() {
+            events.extend(more);
+        }
+        let (pipeline, store2) = (pipeline.clone(), store.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut ready = Vec::new();
+            for mut event in events {
+                let jobs = pipeline.run(&mut event, now_ms());
+                if let Err(e) = store2.complete_pipeline(&event, &jobs) {
+                    // The marker stays: the event is re-run at next start.
+                    tracing::error!(event_id = %event.id, error = %e, "cannot record jobs");
+                    continue;
+                }
+                ready.extend(
+                    jobs.into_iter()
+                        .filter(|j| j.status == crate::store::JobStatus::Pending),
+                );
+            }
+            ready
+        })
+        .await;
+        match result {
+            Ok(jobs) => {
+                for job in jobs {
+                    deliverer.submit(job);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline batch failed; its events resume at next start")
+            }
+        }
+    }
+}
+
+async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
+    let bytes = match axum::body::to_bytes(request.into_body(), app.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is larger than the limit of {} bytes",
+                    app.max_body_bytes
+                ),
+            );
+        }
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+    };
+    let (items, single) = match value {
+        Value::Array(items) => (items, false),
+        other => (vec![other], true),
+    };
+    if items.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "the array holds no events");
+    }
+    let received_at_ms = now_ms();
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match crate::event::from_json(item) {
+            Ok(e) => events.push(StoredEvent {
+                id: e.id,
+                event_type: e.event_type,
+                timestamp: e.timestamp,
+                data: e.data,
+                received_at_ms,
+                errors: Vec::new(),
+            }),
+            Err(e) if single => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("events[{i}]: {e}"),
+                );
+            }
+        }
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    // An id already stored was accepted before: answer with it, store nothing.
+    let store = app.store.clone();
+    let fresh = tokio::task::spawn_blocking(
+        move || -> Result<Vec<StoredEvent>, crate::store::StoreError> {
+            let mut fresh = Vec::with_capacity(events.len());
+            for e in events {
+                if store.event(&e.id)?.is_none()
+                    && !fresh.iter().any(|f: &StoredEvent| f.id == e.id)
+                {
+                    fresh.push(e);
+                }
+            }
+            store.accept(&fresh)?;
+            Ok(fresh)
+        },
+    )
+    .await;
+    let fresh = match fresh {
+        Ok(Ok(fresh)) => fresh,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if let Err(e) = app.commit.durable().await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("events not stored durably: {e}"),
+        );
+    }
+    if !fresh.is_empty() {
+        let _ = app.to_pipeline.send(fresh);
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "accepted": ids.len(), "ids": ids })),
+    )
+        .into_response()
+}

@@ -1,0 +1,311 @@
+//! Durable state: accepted events, delivery jobs with their attempts, dead
+//! letters. [`Store`] is the boundary; [`SledStore`] the embedded default.
+//!
+//! Layout (one sled tree, so a batch spanning kinds is atomic):
+//! - `e/<event id>` → event
+//! - `p/<event id>` → marker: accepted, pipeline not yet run (resumed at start)
+//! - `j/<job id>`   → delivery job with its attempts
+//! - `q/<job id>`   → marker: job still to deliver (resumed at start)
+//! - `d/<job id>`   → marker: job in the dead letters
+//!
+//! Writes are not flushed one by one: [`GroupCommit`] flushes once for all
+//! the writes made while the previous flush ran.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StoreError(pub String);
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError(format!("corrupt record: {e}"))
+    }
+}
+
+/// An accepted event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: String,
+    /// `data` as JSON text, keys in ingest order.
+    pub data: String,
+    pub received_at_ms: u64,
+    /// Plugin errors met in the pipeline, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    Delivered,
+    /// Out of retries or refused (4xx): in the dead letters.
+    Dead,
+    /// A plugin failed on this event for this subscription; not sent.
+    PluginError,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub at_ms: u64,
+    /// HTTP status, if a response came.
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+/// One (event, subscription) delivery. Its id is the `webhook-id` receivers
+/// see, stable across retries, restarts and re-sends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub event_id: String,
+    pub subscription_id: String,
+    /// Type and data after the subscription's plugins.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: String,
+    pub status: JobStatus,
+    pub attempts: Vec<Attempt>,
+    /// Attempts since the job was last (re)started: counts against retries.
+    #[serde(default)]
+    pub attempts_in_round: u32,
+    pub next_attempt_at_ms: u64,
+    pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Storage behind the pipeline and delivery.
+pub trait Store: Send + Sync + 'static {
+    /// Records accepted events, each marked as awaiting the pipeline. Not
+    /// durable until [`Store::flush`].
+    fn accept(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Events accepted whose pipeline has not completed.
+    fn unprocessed_events(&self) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Atomically stores an event's jobs (and its updated record) and clears
+    /// its pipeline marker.
+    fn complete_pipeline(&self, event: &StoredEvent, jobs: &[Job]) -> Result<(), StoreError>;
+    /// Stores a job's new state, moving its markers to match its status.
+    fn update_job(&self, job: &Job) -> Result<(), StoreError>;
+    fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    /// Jobs still to deliver.
+    fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    fn dead_letters(&self) -> Result<Vec<Job>, StoreError>;
+    /// Every job, for listings and tests.
+    fn jobs(&self) -> Result<Vec<Job>, StoreError>;
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn key(kind: u8, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 2);
+    k.push(kind);
+    k.push(b'/');
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl SledStore {
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Group commit flushes on demand; the background flush is a backstop.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        let tree = db.open_tree("hookhost")?;
+        Ok(SledStore { db, tree })
+    }
+
+    fn scan<T: for<'de> Deserialize<'de>>(
+        &self,
+        marker: u8,
+        record: u8,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([marker, b'/']) {
+            let (k, _) = item?;
+            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
+            if let Some(v) = self.tree.get(key(record, id))? {
+                out.push(serde_json::from_slice(&v)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SledStore {
+    fn accept(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for e in events {
+            batch.insert(key(b'e', &e.id), serde_json::to_vec(e)?);
+            batch.insert(key(b'p', &e.id), &[][..]);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn unprocessed_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        self.scan(b'p', b'e')
+    }
+
+    fn complete_pipeline(&self, event: &StoredEvent, jobs: &[Job]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
+        for job in jobs {
+            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            if job.status == JobStatus::Pending {
+                batch.insert(key(b'q', &job.id), &[][..]);
+            }
+        }
+        batch.remove(key(b'p', &event.id));
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn update_job(&self, job: &Job) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+        match job.status {
+            JobStatus::Pending => {
+                batch.insert(key(b'q', &job.id), &[][..]);
+                batch.remove(key(b'd', &job.id));
+            }
+            JobStatus::Dead => {
+                batch.remove(key(b'q', &job.id));
+                batch.insert(key(b'd', &job.id), &[][..]);
+            }
+            JobStatus::Delivered | JobStatus::PluginError => {
+                batch.remove(key(b'q', &job.id));
+                batch.remove(key(b'd', &job.id));
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'j', id))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'e', id))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.scan(b'q', b'j')
+    }
+
+    fn dead_letters(&self) -> Result<Vec<Job>, StoreError> {
+        self.scan(b'd', b'j')
+    }
+
+    fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"j/") {
+            out.push(serde_json::from_slice(&item?.1)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Shares fsyncs between concurrent writers: each writer, after its write,
+/// waits for a flush that *started* after the write; one flush serves every
+/// writer that arrived while the previous one ran.
+pub struct GroupCommit {
+    store: Arc<dyn Store>,
+    requested: AtomicU64,
+    wake: Notify,
+    /// (highest request flushed, highest request whose flush failed + error)
+    done: watch::Sender<(u64, Option<(u64, String)>)>,
+}
+
+impl GroupCommit {
+    pub fn start(store: Arc<dyn Store>) -> Arc<GroupCommit> {
+        let gc = Arc::new(GroupCommit {
+            store,
+            requested: AtomicU64::new(0),
+            wake: Notify::new(),
+            done: watch::channel((0, None)).0,
+        });
+        let worker = gc.clone();
+        tokio::spawn(async move { worker.run().await });
+        gc
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            let flushed = self.done.borrow().0;
+            let target = self.requested.load(Ordering::SeqCst);
+            if target == flushed {
+                self.wake.notified().await;
+                continue;
+            }
+            let store = self.store.clone();
+            let result = tokio::task::spawn_blocking(move || store.flush())
+                .await
+                .unwrap_or_else(|e| Err(StoreError(e.to_string())));
+            self.done.send_modify(|(done, failed)| match result {
+                Ok(()) => *done = target,
+                Err(e) => {
+                    tracing::error!(error = %e, "flush failed");
+                    *done = target;
+                    *failed = Some((target, e.0));
+                }
+            });
+        }
+    }
+
+    /// Returns once everything this task wrote before the call is durable.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let mine = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rx = self.done.subscribe();
+        self.wake.notify_one();
+        let state = rx
+            .wait_for(|(done, _)| *done >= mine)
+            .await
+            .map_err(|_| StoreError("flusher stopped".into()))?;
+        match &state.1 {
+            // A failed flush covering this request (no later success can be
+            // assumed to include it, sled may have lost it).
+            Some((failed, e)) if *failed >= mine => Err(StoreError(e.clone())),
+            _ => Ok(()),
+        }
+    }
+}
