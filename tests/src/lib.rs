@@ -5,6 +5,8 @@
 //! `./dev test` builds the plugins (wasm32-wasip2) and the binary before
 //! running these tests.
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -225,6 +227,23 @@ impl Running {
             got.push(line);
         }
         got
+    }
+
+    /// The address in the "HTTP API listening" log line.
+    pub fn api_addr(&mut self, limit: Duration) -> std::net::SocketAddr {
+        let line = self.wait_for(&["HTTP API listening"], limit);
+        let addr = line
+            .split("listen=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and returns the exit status.

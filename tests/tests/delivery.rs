@@ -1,0 +1,398 @@
+//! The delivery core end to end: the real `hookhost` binary, a real receiver
+//! on 127.0.0.1, the real sled files read back after the host has stopped.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use hookhost::store::{JobStatus, SledStore, Store};
+use hookhost_tests::http::{Answer, Receiver, post};
+use hookhost_tests::{Running, bikeep_sample, output_within, workspace_root};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SEED: &str = "s3cr3t-seed";
+const WHSEC_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const WHSEC_NEW: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
+
+fn write_config(root: &Path, body: &str) -> String {
+    write_config_limit(root, body, 1 << 20)
+}
+
+fn write_config_limit(root: &Path, body: &str, max_body_bytes: usize) -> String {
+    std::fs::create_dir_all(root.join("plugins")).unwrap();
+    let file = root.join("hookhost.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nmax_body_bytes = {max_body_bytes}\nshutdown_grace_ms = 3000\n[plugins]\ndir = \"plugins\"\n{body}"
+    );
+    std::fs::write(&file, text).unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+fn subscription(id: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[subscriptions]]\nid = \"{id}\"\nurl = \"{url}\"\ntypes = [\"*\"]\nseed = \"{SEED}\"\n{extra}\n"
+    )
+}
+
+fn stop(server: Running) {
+    let status = server.terminate(WAIT);
+    assert!(status.success(), "hookhost exit status {status}");
+}
+
+#[test]
+fn attempt_counts_follow_the_retry_policy() {
+    let receiver = Receiver::start();
+    receiver.script("ok", Answer::Status(200));
+    receiver.script("gone", Answer::Status(404));
+    receiver.script("flaky", Answer::Sequence(vec![503, 503], 200));
+    receiver.script("down", Answer::Status(503));
+    receiver.script("slow", Answer::Slow(Duration::from_millis(600), 200));
+    // A port with nothing listening: bind, note it, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut subs = String::new();
+    for path in ["ok", "gone", "flaky", "down"] {
+        subs.push_str(&subscription(path, &receiver.url(path), ""));
+    }
+    subs.push_str(&subscription(
+        "slow",
+        &receiver.url("slow"),
+        "[subscriptions.retry]\ntimeout_ms = 200\n",
+    ));
+    subs.push_str(&subscription(
+        "refused",
+        &format!("http://{closed}/hooks"),
+        "",
+    ));
+    let config = write_config(root.path(), &subs);
+
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let (status, answer) = post(
+        api,
+        "/v1/events",
+        bikeep_sample("alarm-case-open").to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let event_id = answer["ids"][0].as_str().unwrap().to_string();
+
+    receiver.wait_count("ok", 1, WAIT);
+    receiver.wait_count("gone", 1, WAIT);
+    receiver.wait_count("flaky", 3, WAIT);
+    receiver.wait_count("down", 4, WAIT);
+    receiver.wait_count("slow", 4, WAIT);
+    // Give any wrong extra attempt time to show up (the backoff is 100 ms).
+    std::thread::sleep(Duration::from_millis(700));
+    stop(server);
+    assert_eq!(
+        ["ok", "gone", "flaky", "down", "slow"].map(|p| receiver.count(p)),
+        [1, 1, 3, 4, 4],
+        "requests received per endpoint"
+    );
+    // Every request of one delivery carries the same webhook-id.
+    let flaky: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "flaky")
+        .collect();
+    assert!(
+        flaky
+            .iter()
+            .all(|r| r.headers["webhook-id"] == flaky[0].headers["webhook-id"])
+    );
+
+    let store = SledStore::open(&root.path().join("db")).unwrap();
+    let job = |sub: &str| {
+        store
+            .job(&hookhost::pipeline::job_id(&event_id, sub))
+            .unwrap()
+            .unwrap()
+    };
+    let expect = [
+        ("ok", JobStatus::Delivered, 1),
+        ("gone", JobStatus::Dead, 1),
+        ("flaky", JobStatus::Delivered, 3),
+        ("down", JobStatus::Dead, 4),
+        ("slow", JobStatus::Dead, 4),
+        ("refused", JobStatus::Dead, 4),
+    ];
+    for (sub, status, attempts) in expect {
+        let j = job(sub);
+        assert_eq!(
+            (j.status, j.attempts.len()),
+            (status, attempts),
+            "{sub}: {j:?}"
+        );
+    }
+    assert_eq!(job("gone").attempts[0].status, Some(404));
+    assert!(
+        job("slow")
+            .attempts
+            .iter()
+            .all(|a| a.error.as_deref().unwrap().contains("timed out"))
+    );
+    assert!(
+        job("refused")
+            .attempts
+            .iter()
+            .all(|a| a.status.is_none() && a.error.is_some())
+    );
+    let mut dead: Vec<String> = store
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .map(|j| j.subscription_id)
+        .collect();
+    dead.sort();
+    assert_eq!(dead, ["down", "gone", "refused", "slow"]);
+    assert!(store.pending_jobs().unwrap().is_empty());
+
+    // A dead letter re-sent once the endpoint is back is delivered, with the same id.
+    receiver.script("down", Answer::Status(200));
+    let config = hookhost::config::Config::load(Path::new(&config)).unwrap();
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let deliverer = hookhost::deliver::Deliverer::new(store.clone(), &config.subscriptions);
+        let down_id = hookhost::pipeline::job_id(&event_id, "down");
+        deliverer.resend(&down_id).unwrap();
+        assert!(
+            deliverer
+                .resend(&hookhost::pipeline::job_id(&event_id, "ok"))
+                .is_err(),
+            "only dead letters"
+        );
+        let start = std::time::Instant::now();
+        let j = loop {
+            let j = store.job(&down_id).unwrap().unwrap();
+            if j.status != JobStatus::Pending || start.elapsed() > WAIT {
+                break j;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!((j.status, j.attempts.len()), (JobStatus::Delivered, 5));
+        assert!(deliverer.shutdown(WAIT).await);
+    });
+    let last = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "down")
+        .last()
+        .unwrap();
+    assert_eq!(
+        last.headers["webhook-id"],
+        hookhost::pipeline::job_id(&event_id, "down")
+    );
+}
+
+fn run_verifier(program: &str, script: &str, secret: &str, deliveries: &Path) {
+    let script = workspace_root().join("tests/verifiers").join(script);
+    let out = output_within(
+        Command::new(program)
+            .arg(&script)
+            .arg(secret)
+            .arg(deliveries),
+        WAIT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{program} {}: {stdout}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.lines().count() > 0 && stdout.lines().all(|l| l.ends_with("OK")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn deliveries_pass_the_seeds_verifiers_and_standard_webhooks() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let secrets = format!("secrets = [\"{WHSEC_OLD}\", \"{WHSEC_NEW}\"]");
+    let mut subs = subscription("v2", &receiver.url("v2"), &secrets);
+    subs.push_str(&subscription(
+        "v1",
+        &receiver.url("v1"),
+        "envelope = \"bikeep-v1\"",
+    ));
+    let config = write_config(root.path(), &subs);
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+
+    let mut events: Vec<Value> = [
+        "connection",
+        "connection_confirmed",
+        "alarm-case-open",
+        "parking_reminder",
+        "status",
+        "maintenance_log",
+        "report",
+    ]
+    .iter()
+    .map(|s| bikeep_sample(s))
+    .collect();
+    // Numbers serializers disagree on, and escapes.
+    events.push(json!({"type": "status", "data": {
+        "whole_float": 1.0, "big": 1e21, "neg": -2.50, "tiny": 0.001, "int": 12345,
+        "quote": "say \"hi\"\\ back\tslash", "nested": {"list": [1.5, 2.0, {"z": null, "a": true}]}
+    }}));
+    let (status, answer) = post(
+        api,
+        "/v1/events",
+        Value::Array(events.clone()).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    receiver.wait_count("v2", events.len(), WAIT);
+    receiver.wait_count("v1", events.len(), WAIT);
+    stop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    for path in ["v2", "v1"] {
+        let file = dir.path().join(format!("{path}.jsonl"));
+        let lines: Vec<String> = receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .map(|r| json!({"body": r.body, "headers": r.headers}).to_string())
+            .collect();
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        run_verifier("python3", "bikeep_verify.py", SEED, &file);
+        run_verifier("node", "bikeep_verify.js", SEED, &file);
+    }
+    let v2 = dir.path().join("v2.jsonl");
+    run_verifier("python3", "standard_webhooks_verify.py", WHSEC_OLD, &v2);
+    run_verifier("python3", "standard_webhooks_verify.py", WHSEC_NEW, &v2);
+
+    // The envelopes' shapes (deliveries arrive in any order).
+    let bodies = |path: &str| -> Vec<Value> {
+        receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let v2 = bodies("v2");
+    assert!(
+        v2.iter()
+            .all(|b| b["version"] == 2 && b["type"].is_string() && b["hash"].is_string())
+    );
+    assert!(
+        v2.iter()
+            .any(|b| b["type"] == "connection" && b["data"]["type"] == "connection_changed")
+    );
+    let v1 = bodies("v1");
+    assert!(
+        v1.iter()
+            .all(|b| b["version"] == 1 && b.get("type").is_none())
+    );
+    assert!(v1.iter().any(|b| b["data"]["type"] == "connection_changed"));
+    assert!(v1.iter().any(|b| b["data"]["type"] == "alarm"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_nothing_half_written() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config_limit(
+        root.path(),
+        &subscription("all", &receiver.url("all"), ""),
+        4096,
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+
+    let (status, body) = post(api, "/v1/events", b"{\"type\": \"alarm\", ");
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("malformed JSON"),
+        "{body}"
+    );
+    let (status, body) = post(api, "/v1/events", br#"{"data": {"x": 1}}"#);
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`type` is missing"),
+        "{body}"
+    );
+    let (status, body) = post(
+        api,
+        "/v1/events",
+        br#"[{"type": "alarm", "data": {}}, {"type": "alarm", "data": 5}]"#,
+    );
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[1]: field `data`"),
+        "{body}"
+    );
+    let big = format!(
+        r#"{{"type": "report", "data": {{"pad": "{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    let (status, body) = post(api, "/v1/events", big.as_bytes());
+    assert_eq!(status, 413);
+    assert!(
+        body["error"].as_str().unwrap().contains("4096 bytes"),
+        "{body}"
+    );
+    let (status, body) = post(api, "/v1/events", b"[]");
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = post(
+        api,
+        "/v1/events",
+        br#"{"id": "evt_good", "type": "report", "data": {"ok": true}}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["ids"], json!(["evt_good"]));
+    // Sent again: answered with the same id, stored and delivered once.
+    let (status, _) = post(
+        api,
+        "/v1/events",
+        br#"{"id": "evt_good", "type": "report", "data": {"ok": true}}"#,
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("all", 1, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    stop(server);
+    assert_eq!(
+        receiver.count("all"),
+        1,
+        "only the accepted event was delivered"
+    );
+    let store = SledStore::open(&root.path().join("db")).unwrap();
+    let jobs = store.jobs().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].event_id, "evt_good");
+}
+
+#[test]
+fn unknown_envelope_stops_the_server_with_the_key_named() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        &subscription("a", "http://127.0.0.1:9/x", "envelope = \"bikeep-v3\""),
+    );
+    let out = output_within(
+        Command::new(hookhost_tests::hookhost_bin()).args(["serve", "--config", &config]),
+        WAIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hookhost.toml: line") && stderr.contains("bikeep-v3"),
+        "{stderr}"
+    );
+}
