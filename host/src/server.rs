@@ -195,27 +195,18 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     // An id already stored was accepted before: answer with it, store nothing.
-    let store = app.store.clone();
-    let fresh = tokio::task::spawn_blocking(
-        move || -> Result<Vec<StoredEvent>, crate::store::StoreError> {
-            let mut fresh = Vec::with_capacity(events.len());
-            for e in events {
-                if store.event(&e.id)?.is_none()
-                    && !fresh.iter().any(|f: &StoredEvent| f.id == e.id)
-                {
-                    fresh.push(e);
-                }
-            }
-            store.accept(&fresh)?;
-            Ok(fresh)
-        },
-    )
-    .await;
-    let fresh = match fresh {
-        Ok(Ok(fresh)) => fresh,
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    // sled reads and unflushed writes are in-memory work: no blocking hop.
+    let mut fresh: Vec<StoredEvent> = Vec::with_capacity(events.len());
+    for e in events {
+        match app.store.event(&e.id) {
+            Ok(None) if !fresh.iter().any(|f| f.id == e.id) => fresh.push(e),
+            Ok(_) => {}
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    if let Err(e) = app.store.accept(&fresh) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
     if let Err(e) = app.commit.durable().await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

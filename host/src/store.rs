@@ -134,6 +134,7 @@ impl SledStore {
             .path(dir)
             // Group commit flushes on demand; the background flush is a backstop.
             .flush_every_ms(Some(1000))
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         let tree = db.open_tree("hookhost")?;
@@ -278,9 +279,15 @@ impl GroupCommit {
                 continue;
             }
             let store = self.store.clone();
+            let t0 = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || store.flush())
                 .await
                 .unwrap_or_else(|e| Err(StoreError(e.to_string())));
+            tracing::debug!(
+                requests = target - flushed,
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "group flush"
+            );
             self.done.send_modify(|(done, failed)| match result {
                 Ok(()) => *done = target,
                 Err(e) => {
