@@ -130,6 +130,18 @@ impl Receiver {
         self.shared.got.lock().unwrap().clone()
     }
 
+    /// The JSON bodies received on `path`, in arrival order.
+    pub fn bodies(&self, path: &str) -> Vec<Value> {
+        self.shared
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| serde_json::from_str(&r.body).expect("a JSON body"))
+            .collect()
+    }
+
     pub fn count(&self, path: &str) -> usize {
         self.shared
             .got

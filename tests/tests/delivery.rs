@@ -271,15 +271,7 @@ fn deliveries_pass_the_seeds_verifiers_and_standard_webhooks() {
     run_verifier("python3", "standard_webhooks_verify.py", WHSEC_NEW, &v2);
 
     // The envelopes' shapes (deliveries arrive in any order).
-    let bodies = |path: &str| -> Vec<Value> {
-        receiver
-            .received()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .map(|r| serde_json::from_str(&r.body).unwrap())
-            .collect()
-    };
-    let v2 = bodies("v2");
+    let v2 = receiver.bodies("v2");
     assert!(
         v2.iter()
             .all(|b| b["version"] == 2 && b["type"].is_string() && b["hash"].is_string())
@@ -288,7 +280,7 @@ fn deliveries_pass_the_seeds_verifiers_and_standard_webhooks() {
         v2.iter()
             .any(|b| b["type"] == "connection" && b["data"]["type"] == "connection_changed")
     );
-    let v1 = bodies("v1");
+    let v1 = receiver.bodies("v1");
     assert!(
         v1.iter()
             .all(|b| b["version"] == 1 && b.get("type").is_none())

@@ -119,22 +119,14 @@ config = "loop"
     std::thread::sleep(Duration::from_millis(500));
     assert!(server.terminate(WAIT).success());
 
-    let bodies = |path: &str| -> Vec<Value> {
-        receiver
-            .received()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .map(|r| serde_json::from_str(&r.body).unwrap())
-            .collect()
-    };
-    let security = bodies("security");
+    let security = receiver.bodies("security");
     assert_eq!(security.len(), 2);
     assert!(
         security
             .iter()
             .all(|b| b["data"]["alarm_category"] == "security")
     );
-    let wire_cut = bodies("wire-cut");
+    let wire_cut = receiver.bodies("wire-cut");
     assert_eq!(wire_cut.len(), 2);
     assert!(
         wire_cut
@@ -142,7 +134,7 @@ config = "loop"
             .any(|b| b["data"]["alarm_reason"] == "wire_cut")
     );
     assert!(wire_cut.iter().any(|b| b["type"] == "connection"));
-    let legacy = bodies("legacy");
+    let legacy = receiver.bodies("legacy");
     assert_eq!(legacy.len(), 4);
     assert!(legacy.iter().all(|b| b["version"] == 1
         && b["data"].get("location_status").is_none()
