@@ -180,8 +180,8 @@ fn attempt_counts_follow_the_retry_policy() {
     let last = receiver
         .received()
         .into_iter()
-        .filter(|r| r.path == "down")
-        .last()
+        .rev()
+        .find(|r| r.path == "down")
         .unwrap();
     assert_eq!(
         last.headers["webhook-id"],

@@ -246,6 +246,8 @@ impl Decision {
 }
 
 impl Plugin {
+    // Called from one place (`Runtime::load`), which has each part at hand.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         name: &str,
