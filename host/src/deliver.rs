@@ -320,3 +320,54 @@ fn backoff_ms(sub: &Subscription, retry: u32) -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RetryPolicy};
+
+    fn sub(retry: RetryPolicy) -> Subscription {
+        let mut c = Config::parse(
+            "[[subscriptions]]\nid = \"a\"\nurl = \"http://x\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n",
+        )
+        .unwrap();
+        let mut s = c.subscriptions.remove(0);
+        s.retry = retry;
+        s
+    }
+
+    #[test]
+    fn fixed_backoff_is_the_configured_wait() {
+        let s = sub(RetryPolicy::default());
+        assert_eq!(
+            (1..=3).map(|r| backoff_ms(&s, r)).collect::<Vec<_>>(),
+            [100, 100, 100]
+        );
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_with_jitter_and_a_cap() {
+        let s = sub(RetryPolicy {
+            backoff: Backoff::Exponential,
+            backoff_ms: 1000,
+            max_backoff_ms: 10_000,
+            ..RetryPolicy::default()
+        });
+        for (retry, base) in [
+            (1u32, 1000u64),
+            (2, 2000),
+            (3, 4000),
+            (4, 8000),
+            (5, 10_000),
+            (30, 10_000),
+        ] {
+            for _ in 0..20 {
+                let wait = backoff_ms(&s, retry);
+                assert!(
+                    wait >= base * 3 / 4 && wait < base * 5 / 4,
+                    "retry {retry}: {wait} vs {base}"
+                );
+            }
+        }
+    }
+}

@@ -26,6 +26,8 @@ pub enum Answer {
 /// One request the receiver got.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// Wall-clock arrival, ms since the Unix epoch.
+    pub at_ms: u64,
     pub path: String,
     pub headers: BTreeMap<String, String>,
     pub body: String,
@@ -35,6 +37,8 @@ pub struct Received {
 struct Shared {
     answers: Mutex<HashMap<String, (Answer, usize)>>,
     got: Mutex<Vec<Received>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A webhook receiver on 127.0.0.1, on its own runtime thread.
@@ -67,6 +71,10 @@ async fn receive(
         }
     };
     shared.got.lock().unwrap().push(Received {
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
         path: path.clone(),
         headers: headers
             .iter()
@@ -74,9 +82,13 @@ async fn receive(
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = shared.in_flight.fetch_add(1, SeqCst) + 1;
+    shared.max_in_flight.fetch_max(now, SeqCst);
     if let Some(d) = answer.0 {
         tokio::time::sleep(d).await;
     }
+    shared.in_flight.fetch_sub(1, SeqCst);
     StatusCode::from_u16(answer.1).unwrap()
 }
 
@@ -128,6 +140,13 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<Received> {
         self.shared.got.lock().unwrap().clone()
+    }
+
+    /// The most requests this receiver had in progress at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The JSON bodies received on `path`, in arrival order.

@@ -388,3 +388,79 @@ fn unknown_envelope_stops_the_server_with_the_key_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn in_flight_attempts_per_endpoint_are_capped() {
+    let receiver = Receiver::start();
+    receiver.script("slow", Answer::Slow(Duration::from_millis(100), 200));
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        &subscription("slow", &receiver.url("slow"), "max_in_flight = 3"),
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let events: Vec<Value> = (0..20)
+        .map(|i| json!({"type": "report", "data": {"n": i}}))
+        .collect();
+    let (status, _) = post(
+        api,
+        "/v1/events",
+        Value::Array(events).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("slow", 20, WAIT);
+    stop(server);
+    assert_eq!(
+        receiver.max_in_flight(),
+        3,
+        "20 deliveries to a slow endpoint run 3 at a time"
+    );
+}
+
+#[test]
+fn scheduled_retries_survive_a_restart() {
+    let receiver = Receiver::start();
+    receiver.script("later", Answer::Sequence(vec![503], 200));
+    let root = tempfile::tempdir().unwrap();
+    let retry = "[subscriptions.retry]\nbackoff = \"exponential\"\nbackoff_ms = 4000\n";
+    let config = write_config(
+        root.path(),
+        &subscription("later", &receiver.url("later"), retry),
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let (status, answer) = post(api, "/v1/events", br#"{"type": "report", "data": {}}"#);
+    assert_eq!(status, 202);
+    let job_id = hookhost::pipeline::job_id(answer["ids"][0].as_str().unwrap(), "later");
+    receiver.wait_count("later", 1, WAIT);
+    // Stop before the retry is due (4 s ± 25 %): it must wait in the store.
+    std::thread::sleep(Duration::from_millis(200));
+    stop(server);
+    let due = {
+        let store = SledStore::open(&root.path().join("db")).unwrap();
+        let job = store.job(&job_id).unwrap().unwrap();
+        assert_eq!((job.status, job.attempts.len()), (JobStatus::Pending, 1));
+        assert!(store.pending_jobs().unwrap().iter().any(|j| j.id == job_id));
+        job.next_attempt_at_ms
+    };
+    let mut server = Running::start(&["serve", "--config", &config]);
+    server.wait_for(&["resuming unfinished work", "jobs=1"], WAIT);
+    receiver.wait_count("later", 2, WAIT);
+    let retry = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "later")
+        .nth(1)
+        .unwrap();
+    assert!(
+        retry.at_ms >= due,
+        "the retry came {} ms before its scheduled time",
+        due - retry.at_ms
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    stop(server);
+    let store = SledStore::open(&root.path().join("db")).unwrap();
+    let job = store.job(&job_id).unwrap().unwrap();
+    assert_eq!((job.status, job.attempts.len()), (JobStatus::Delivered, 2));
+}
