@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long in-flight delivery attempts may finish.
     pub shutdown_grace_ms: u64,
+    /// Bearer token of the management API (`HOOKHOST_ADMIN_TOKEN` overrides).
+    /// Unset: the management API is disabled.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +44,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data/db"),
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
+            admin_token: None,
         }
     }
 }
@@ -419,6 +423,11 @@ impl Config {
             file: file.to_owned(),
             message,
         })?;
+        if let Ok(token) = std::env::var("HOOKHOST_ADMIN_TOKEN")
+            && !token.is_empty()
+        {
+            config.server.admin_token = Some(token);
+        }
         let base = file.parent().unwrap_or(Path::new("."));
         config.plugins.dir = base.join(&config.plugins.dir);
         config.server.data_dir = base.join(&config.server.data_dir);

@@ -27,6 +27,8 @@ use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
 
 #[derive(Clone)]
 struct App {
+    registry: Arc<Registry>,
+    admin_token: Option<Arc<str>>,
     store: Arc<dyn Store>,
     commit: Arc<GroupCommit>,
     to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
@@ -49,7 +51,7 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.server.data_dir)?);
     let commit = GroupCommit::start(store.clone());
     let deliverer = Deliverer::new(store.clone(), &config.subscriptions);
-    let pipeline = Arc::new(Pipeline::new(registry, config.clone()));
+    let pipeline = Arc::new(Pipeline::new(registry.clone(), config.clone()));
 
     let resumed_jobs = store.pending_jobs()?;
     let resumed_events = store.unprocessed_events()?;
@@ -74,6 +76,8 @@ pub async fn run(
     ));
 
     let app = App {
+        registry,
+        admin_token: config.server.admin_token.as_deref().map(Arc::from),
         store: store.clone(),
         commit,
         to_pipeline,
@@ -81,6 +85,7 @@ pub async fn run(
     };
     let router = Router::new()
         .route("/v1/events", post(ingest))
+        .route("/v1/plugins", get(list_plugins))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
@@ -146,6 +151,42 @@ async fn pipeline_worker(
             }
         }
     }
+}
+
+/// Checks the management API's bearer token.
+fn authorize(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &app.admin_token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "the management API is disabled: set server.admin_token or HOOKHOST_ADMIN_TOKEN",
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`",
+        )),
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong token")),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /v1/plugins`: every plugin serving or refused, with its content
+/// hash, roles, load time, call counts, mean latency and last load error.
+async fn list_plugins(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    axum::Json(json!({ "plugins": app.registry.status() })).into_response()
 }
 
 async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {

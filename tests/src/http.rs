@@ -187,13 +187,31 @@ impl Receiver {
 
 /// POSTs `body` to `http://addr{path}` and returns the status and JSON answer.
 pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, Value) {
+    request(addr, "POST", path, &[], body)
+}
+
+/// GETs `http://addr{path}` with extra header lines (`"Name: value"`).
+pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, Value) {
+    request(addr, "GET", path, headers, b"")
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the
+/// answer parsed as JSON (or as a JSON string if it is not JSON).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect to hookhost");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hookhost_tests::http::get;
 use hookhost_tests::{Running, built_plugin};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -22,7 +23,7 @@ fn serves_watches_and_restarts_from_the_cache() {
     let config = root.path().join("hookhost.toml");
     std::fs::write(
         &config,
-        "[server]\nlisten = \"127.0.0.1:0\"\n[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"t0ken\"\n[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n",
     )
     .unwrap();
     let config = config.to_str().unwrap();
@@ -35,7 +36,7 @@ fn serves_watches_and_restarts_from_the_cache() {
             .iter()
             .any(|l| l.contains("plugin refused") && l.contains("broken.wasm"))
     );
-    server.wait_for(&["HTTP API listening"], WAIT);
+    let api = server.api_addr(WAIT);
 
     // Drop a new plugin in: it is loaded without a restart.
     let tmp = plugins.join(".alarm-router.wasm.tmp");
@@ -51,6 +52,39 @@ fn serves_watches_and_restarts_from_the_cache() {
     assert!(
         !later.iter().any(|l| l.contains("junk.wasm")),
         "refused again: {later:?}"
+    );
+
+    // The management API shows what serves and what was refused, and why.
+    let (status, body) = get(api, "/v1/plugins", &[]);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = get(api, "/v1/plugins", &["Authorization: Bearer nope"]);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get(api, "/v1/plugins", &["Authorization: Bearer t0ken"]);
+    assert_eq!(status, 200, "{body}");
+    let listed = body["plugins"].as_array().unwrap();
+    let row = |name: &str| {
+        listed
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    assert_eq!(
+        row("alarm-router")["serving"]["roles"],
+        serde_json::json!(["router"])
+    );
+    assert_eq!(
+        row("alarm-filter")["serving"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    assert!(row("junk")["serving"].is_null());
+    assert!(
+        row("junk")["last_error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("junk.wasm")
     );
 
     std::fs::remove_file(plugins.join("alarm-router.wasm")).unwrap();
