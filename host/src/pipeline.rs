@@ -57,12 +57,12 @@ impl Pipeline {
             {
                 continue;
             }
-            let mut job = Job {
+            let job = |event_type: String, data: String| Job {
                 id: job_id(&event.id, &sub.id),
                 event_id: event.id.clone(),
                 subscription_id: sub.id.clone(),
-                event_type: event.event_type.clone(),
-                data: event.data.clone(),
+                event_type,
+                data,
                 status: JobStatus::Pending,
                 attempts: Vec::new(),
                 attempts_in_round: 0,
@@ -71,19 +71,15 @@ impl Pipeline {
                 error: None,
             };
             match self.chain(sub, &plugin_event) {
-                Ok(Some((event_type, data))) => {
-                    job.event_type = event_type;
-                    job.data = data;
-                    jobs.push(job);
-                }
+                Ok(Some((event_type, data))) => jobs.push(job(event_type, data)),
                 Ok(None) => {} // filtered out
                 Err(e) => {
-                    let text = format!("subscription {}: {e}", sub.id);
-                    tracing::warn!(event_id = %event.id, job_id = %job.id, error = %e, "plugin failed");
-                    event.errors.push(text);
-                    job.status = JobStatus::PluginError;
-                    job.error = Some(e.to_string());
-                    jobs.push(job);
+                    let mut failed = job(event.event_type.clone(), event.data.clone());
+                    tracing::warn!(event_id = %event.id, job_id = %failed.id, error = %e, "plugin failed");
+                    event.errors.push(format!("subscription {}: {e}", sub.id));
+                    failed.status = JobStatus::PluginError;
+                    failed.error = Some(e.to_string());
+                    jobs.push(failed);
                 }
             }
         }
@@ -119,29 +115,31 @@ impl Pipeline {
         sub: &Subscription,
         event: &Event,
     ) -> Result<Option<(String, String)>, CallError> {
-        let mut current = event.clone();
+        // Type and data as the chain has shaped them so far; copied only
+        // when a transform rewrites them.
+        let mut current = std::borrow::Cow::Borrowed(event);
         for PluginStep { plugin, config } in &sub.plugins {
             let plugin = self.registry.get(plugin)?;
-            let roles = plugin.roles();
-            if roles.contains(&"filter") && !plugin.keep(&current, config)? {
-                return Ok(None);
-            }
-            if roles.contains(&"transform") {
-                let rewrite = plugin.transform(&current, config)?;
-                if let Some(t) = rewrite.event_type {
-                    current.event_type = t;
-                }
-                if let Some(d) = rewrite.data {
-                    current.data = d;
-                }
-            }
-            if !roles.contains(&"filter") && !roles.contains(&"transform") {
+            if !plugin.is_filter() && !plugin.is_transform() {
                 return Err(CallError::MissingRole {
                     plugin: plugin.name().to_string(),
                     role: "filter or transform",
                 });
             }
+            if plugin.is_filter() && !plugin.keep(&current, config)? {
+                return Ok(None);
+            }
+            if plugin.is_transform() {
+                let rewrite = plugin.transform(&current, config)?;
+                if let Some(t) = rewrite.event_type {
+                    current.to_mut().event_type = t;
+                }
+                if let Some(d) = rewrite.data {
+                    current.to_mut().data = d;
+                }
+            }
         }
+        let current = current.into_owned();
         Ok(Some((current.event_type, current.data)))
     }
 }

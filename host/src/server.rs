@@ -7,6 +7,7 @@
 //! are resumed. On SIGTERM/SIGINT: stop taking requests, finish the pipeline
 //! queue, let attempts in flight finish (up to the grace period), flush, exit.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -237,10 +238,11 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     // An id already stored was accepted before: answer with it, store nothing.
     // sled reads and unflushed writes are in-memory work: no blocking hop.
+    let mut seen = HashSet::with_capacity(events.len());
     let mut fresh: Vec<StoredEvent> = Vec::with_capacity(events.len());
     for e in events {
-        match app.store.event(&e.id) {
-            Ok(None) if !fresh.iter().any(|f| f.id == e.id) => fresh.push(e),
+        match app.store.has_event(&e.id) {
+            Ok(false) if seen.insert(e.id.clone()) => fresh.push(e),
             Ok(_) => {}
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }

@@ -108,6 +108,8 @@ pub trait Store: Send + Sync + 'static {
     fn update_job(&self, job: &Job) -> Result<(), StoreError>;
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    /// Whether an event with this id was accepted (without reading it).
+    fn has_event(&self, id: &str) -> Result<bool, StoreError>;
     /// Jobs still to deliver.
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError>;
@@ -227,6 +229,10 @@ impl Store for SledStore {
             .get(key(b'e', id))?
             .map(|v| serde_json::from_slice(&v))
             .transpose()?)
+    }
+
+    fn has_event(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.tree.contains_key(key(b'e', id))?)
     }
 
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {

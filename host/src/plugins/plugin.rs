@@ -287,6 +287,12 @@ impl Plugin {
     pub fn roles(&self) -> Vec<&'static str> {
         self.roles.names()
     }
+    pub fn is_filter(&self) -> bool {
+        self.roles.filter.is_some()
+    }
+    pub fn is_transform(&self) -> bool {
+        self.roles.transform.is_some()
+    }
     pub fn settings(&self) -> &PluginSettings {
         &self.settings
     }
