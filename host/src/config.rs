@@ -18,6 +18,7 @@ pub struct Config {
     /// Global router plugins, run on every event in order.
     pub routes: Vec<PluginStep>,
     pub subscriptions: Vec<Subscription>,
+    pub aggregation: AggregationConfig,
 }
 
 /// `[server]`: where hookhost listens and keeps its data.
@@ -96,6 +97,11 @@ pub struct Subscription {
     /// Attempts in flight at once to this subscription's endpoint.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Delivery mode per event type for this subscription, over
+    /// `[aggregation.types]`: `{ alarm = "5m", status = "direct" }`; the key
+    /// `"*"` applies to every type not named.
+    #[serde(default)]
+    pub intervals: BTreeMap<String, Mode>,
 }
 
 fn default_max_in_flight() -> usize {
@@ -172,6 +178,14 @@ impl Subscription {
         self.types.iter().any(|p| type_matches(p, event_type))
     }
 
+    /// This subscription's own choice of mode for `event_type`, if it makes one.
+    pub fn mode_override(&self, event_type: &str) -> Option<Mode> {
+        self.intervals
+            .get(event_type)
+            .or_else(|| self.intervals.get("*"))
+            .copied()
+    }
+
     fn validate(&self, i: usize) -> Result<(), String> {
         let key = format!("subscriptions[{i}] (id {:?})", self.id);
         if self.id.is_empty() {
@@ -222,6 +236,224 @@ impl Subscription {
             return Err(format!("{key}.retry.timeout_ms must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// How events of a type reach a subscription: at once, or merged per
+/// window. Written `"direct"` or as a duration (`"1m"`, `"5min"`, `"1day"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Direct,
+    Every(Duration),
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "direct" {
+            return Ok(Mode::Direct);
+        }
+        match humantime::parse_duration(&text) {
+            Ok(interval) if interval >= Duration::from_millis(100) => Ok(Mode::Every(interval)),
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "interval {text:?} is shorter than 100ms"
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "{text:?} is neither \"direct\" nor a duration such as \"5m\": {e}"
+            ))),
+        }
+    }
+}
+
+/// How one array field of the merged event is built from a window's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeRule {
+    /// Every element of every event, oldest event first.
+    Concat,
+    /// One element per value of `key` (e.g. `device_id`), the newest event's
+    /// element winning, in order of first appearance.
+    Union { key: String },
+    /// Only the newest event's value (what scalars get anyway).
+    Latest,
+}
+
+impl<'de> Deserialize<'de> for MergeRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MergeRule, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "concat" => Ok(MergeRule::Concat),
+            "latest" => Ok(MergeRule::Latest),
+            _ => match text.strip_prefix("union:") {
+                Some(key) if !key.is_empty() => Ok(MergeRule::Union { key: key.into() }),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{text:?} is not a merge rule: use \"concat\", \"latest\" or \"union:<key field>\""
+                ))),
+            },
+        }
+    }
+}
+
+/// `[aggregation]`: which event types are merged per window, and the
+/// derived outage event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationConfig {
+    /// Per type: `[aggregation.types.alarm]`, over the built-in defaults
+    /// (the bike-parking seed's table, see [`AggregationConfig::for_type`]).
+    pub types: BTreeMap<String, TypeAggregation>,
+    /// How often ended windows and outage timers are looked for.
+    pub tick_ms: u64,
+    pub outage: OutageConfig,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        AggregationConfig {
+            types: BTreeMap::new(),
+            tick_ms: 100,
+            outage: OutageConfig::default(),
+        }
+    }
+}
+
+/// `[aggregation.types.NAME]`; unset keys keep the built-in default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeAggregation {
+    pub interval: Option<Mode>,
+    /// JSON pointer into `data` whose value groups a window's events.
+    pub group_by: Option<String>,
+    /// Array fields and how they merge: `{ devices = "union:device_id" }`.
+    pub merge: Option<BTreeMap<String, MergeRule>>,
+}
+
+/// How one event type is aggregated, defaults and overrides resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeSettings {
+    pub mode: Mode,
+    pub group_by: String,
+    pub merge: BTreeMap<String, MergeRule>,
+}
+
+/// The bike-parking seed's "Aggregation intervals" table.
+const SEED_INTERVALS: [(&str, u64); 5] = [
+    ("alarm", 60),
+    ("connection", 5 * 60),
+    ("connection_confirmed", 15 * 60),
+    ("status", 5 * 60),
+    ("parking_reminder", 24 * 3600),
+];
+
+impl AggregationConfig {
+    /// Mode, group key and merge rules of `event_type`: `[aggregation.types]`
+    /// over the seed's table (types not in it are direct); grouped by
+    /// `/location_id`; `devices` united by `device_id`, `parking_details`
+    /// concatenated.
+    pub fn for_type(&self, event_type: &str) -> TypeSettings {
+        let mode = SEED_INTERVALS
+            .iter()
+            .find(|(t, _)| *t == event_type)
+            .map_or(Mode::Direct, |(_, secs)| {
+                Mode::Every(Duration::from_secs(*secs))
+            });
+        let mut settings = TypeSettings {
+            mode,
+            group_by: "/location_id".into(),
+            merge: BTreeMap::from([
+                (
+                    "devices".to_string(),
+                    MergeRule::Union {
+                        key: "device_id".into(),
+                    },
+                ),
+                ("parking_details".to_string(), MergeRule::Concat),
+            ]),
+        };
+        if let Some(o) = self.types.get(event_type) {
+            if let Some(mode) = o.interval {
+                settings.mode = mode;
+            }
+            if let Some(g) = &o.group_by {
+                settings.group_by = g.clone();
+            }
+            if let Some(m) = &o.merge {
+                settings.merge = m.clone();
+            }
+        }
+        settings
+    }
+
+    /// Every type with settings of its own: the seed's table and `types`.
+    pub fn named_types(&self) -> Vec<String> {
+        SEED_INTERVALS
+            .iter()
+            .map(|(t, _)| t.to_string())
+            .chain(self.types.keys().cloned())
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tick_ms == 0 {
+            return Err("aggregation.tick_ms must be at least 1".into());
+        }
+        for (name, t) in &self.types {
+            if let Some(g) = &t.group_by
+                && !(g.is_empty() || g.starts_with('/'))
+            {
+                return Err(format!(
+                    "aggregation.types.{name}.group_by: {g:?} is not a JSON pointer (\"/field\" or \"\" for one group)"
+                ));
+            }
+        }
+        let o = &self.outage;
+        if o.enabled && !(o.group_by.starts_with('/')) {
+            return Err(format!(
+                "aggregation.outage.group_by: {:?} is not a JSON pointer such as \"/location_id\"",
+                o.group_by
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[aggregation.outage]`: the seed's `connection_confirmed`, emitted once
+/// when a location's latest `connection` state stays `offline` for `after`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutageConfig {
+    pub enabled: bool,
+    /// How long a location must stay offline.
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// The type whose `data.connection` (`"offline"` or `"online"`) is tracked.
+    pub event_type: String,
+    /// The type of the derived event.
+    pub confirmed_type: String,
+    /// JSON pointer to the location a state belongs to.
+    pub group_by: String,
+}
+
+impl Default for OutageConfig {
+    fn default() -> Self {
+        OutageConfig {
+            enabled: true,
+            after: Duration::from_secs(2 * 3600),
+            event_type: "connection".into(),
+            confirmed_type: "connection_confirmed".into(),
+            group_by: "/location_id".into(),
+        }
+    }
+}
+
+mod humantime_serde {
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration such as \"2h\": {e}"))
+        })
     }
 }
 
@@ -448,6 +680,7 @@ impl Config {
             format!("{}{}", place.unwrap_or_default(), e.message())
         })?;
         config.plugins.validate()?;
+        config.aggregation.validate()?;
         let mut ids = std::collections::HashSet::new();
         for (i, sub) in config.subscriptions.iter().enumerate() {
             sub.validate(i)?;

@@ -7,10 +7,13 @@
 //! - [`server`]: the HTTP API (ingest) and the wiring from ingest to delivery.
 //! - [`store`]: durable events, jobs and attempts (sled), group commit.
 //! - [`pipeline`]: router plugins, subscription matching, filter/transform chains.
+//! - [`aggregate`]: aggregation windows and the derived outage event.
+//! - [`worker`]: the single task running pipeline and aggregation.
 //! - [`sign`]: delivery bodies (envelopes), the seed's hash, Standard Webhooks.
 //! - [`deliver`]: HTTP delivery, retries, dead letters.
 //! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
 
+pub mod aggregate;
 pub mod config;
 pub mod deliver;
 pub mod event;
@@ -19,3 +22,4 @@ pub mod plugins;
 pub mod server;
 pub mod sign;
 pub mod store;
+pub mod worker;

@@ -69,6 +69,7 @@ impl Pipeline {
                 next_attempt_at_ms: now_ms,
                 created_at_ms: now_ms,
                 error: None,
+                merged_events: Vec::new(),
             };
             match self.chain(sub, &plugin_event) {
                 Ok(Some((event_type, data))) => jobs.push(job(event_type, data)),

@@ -20,11 +20,13 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::aggregate::{Aggregator, SystemClock};
 use crate::config::Config;
 use crate::deliver::{Deliverer, now_ms};
 use crate::pipeline::Pipeline;
 use crate::plugins::Registry;
 use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
+use crate::worker::Worker;
 
 #[derive(Clone)]
 struct App {
@@ -53,6 +55,11 @@ pub async fn run(
     let commit = GroupCommit::start(store.clone());
     let deliverer = Deliverer::new(store.clone(), &config.subscriptions);
     let pipeline = Arc::new(Pipeline::new(registry.clone(), config.clone()));
+    let aggregator = Arc::new(Aggregator::new(
+        config.clone(),
+        store.clone(),
+        Arc::new(SystemClock),
+    )?);
 
     let resumed_jobs = store.pending_jobs()?;
     let resumed_events = store.unprocessed_events()?;
@@ -69,11 +76,10 @@ pub async fn run(
     if !resumed_events.is_empty() {
         let _ = to_pipeline.send(resumed_events);
     }
-    let worker = tokio::spawn(pipeline_worker(
+    let worker = tokio::spawn(Worker::new(pipeline, aggregator, store.clone()).run(
         from_ingest,
-        pipeline,
-        store.clone(),
         deliverer.clone(),
+        Duration::from_millis(config.aggregation.tick_ms),
     ));
 
     let app = App {
@@ -110,48 +116,6 @@ pub async fn run(
     store.flush()?;
     tracing::info!("store flushed; bye");
     Ok(())
-}
-
-async fn pipeline_worker(
-    mut from_ingest: mpsc::UnboundedReceiver<Vec<StoredEvent>>,
-    pipeline: Arc<Pipeline>,
-    store: Arc<dyn Store>,
-    deliverer: Arc<Deliverer>,
-) {
-    while let Some(mut events) = from_ingest.recv().await {
-        // Take whatever else queued up: one blocking hop per batch.
-        while let Ok(more) = from_ingest.try_recv() {
-            events.extend(more);
-        }
-        let (pipeline, store2) = (pipeline.clone(), store.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let mut ready = Vec::new();
-            for mut event in events {
-                let jobs = pipeline.run(&mut event, now_ms());
-                if let Err(e) = store2.complete_pipeline(&event, &jobs) {
-                    // The marker stays: the event is re-run at next start.
-                    tracing::error!(event_id = %event.id, error = %e, "cannot record jobs");
-                    continue;
-                }
-                ready.extend(
-                    jobs.into_iter()
-                        .filter(|j| j.status == crate::store::JobStatus::Pending),
-                );
-            }
-            ready
-        })
-        .await;
-        match result {
-            Ok(jobs) => {
-                for job in jobs {
-                    deliverer.submit(job);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "pipeline batch failed; its events resume at next start")
-            }
-        }
-    }
 }
 
 /// Checks the management API's bearer token.

@@ -7,6 +7,11 @@
 //! - `j/<job id>`   → delivery job with its attempts
 //! - `q/<job id>`   → marker: job still to deliver (resumed at start)
 //! - `d/<job id>`   → marker: job in the dead letters
+//! - `w/<window end, 16 hex>/<group hash>/<event id>` → an event waiting in
+//!   an aggregation window (ordered by end, so closing scans a prefix)
+//! - `m/closed_through` → the time up to which windows have been closed
+//! - `o/<location>` → latest connection state of a location (outage tracking)
+//! - `t/<deadline, 16 hex>/<location>` → marker: outage timer
 //!
 //! Writes are not flushed one by one: [`GroupCommit`] flushes once for all
 //! the writes made while the previous flush ran.
@@ -90,6 +95,65 @@ pub struct Job {
     pub created_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a window's merged delivery: the events merged into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_events: Vec<String>,
+}
+
+/// An event, as a subscription's plugins left it, waiting in a window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowMember {
+    pub window_end_ms: u64,
+    pub subscription_id: String,
+    /// The event's type as ingested (what the mode is chosen by).
+    pub window_type: String,
+    /// The group key's value (`data.location_id` by default), as text.
+    pub group: String,
+    pub event_id: String,
+    pub timestamp: String,
+    pub received_at_ms: u64,
+    /// Type and data after the subscription's plugins.
+    pub event_type: String,
+    pub data: String,
+}
+
+impl WindowMember {
+    /// Identifies the (window, subscription, type, group) this member is in.
+    pub fn group_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&self.subscription_id, &self.window_type, &self.group] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.window_end_ms.to_be_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// The latest known connection state of one location.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutageState {
+    pub location: String,
+    pub offline: bool,
+    /// Timestamp of the event that set the state (older events are ignored).
+    pub last_timestamp: String,
+    /// When hookhost learned of the outage.
+    pub since_ms: u64,
+    /// When it is confirmed, if still offline then; `None` when online.
+    pub deadline_ms: Option<u64>,
+    pub confirmed: bool,
+    /// `data` of the offline event(s), devices united.
+    pub data: String,
+}
+
+/// What the pipeline made of one event, written in one atomic batch.
+#[derive(Debug, Default)]
+pub struct Processed {
+    pub jobs: Vec<Job>,
+    pub window_members: Vec<WindowMember>,
+    /// New state of a location, and the timer it replaces.
+    pub outage: Option<(OutageState, Option<u64>)>,
 }
 
 /// Storage behind the pipeline and delivery.
@@ -101,9 +165,29 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Events accepted whose pipeline has not completed.
     fn unprocessed_events(&self) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Atomically stores an event's jobs (and its updated record) and clears
-    /// its pipeline marker.
-    fn complete_pipeline(&self, event: &StoredEvent, jobs: &[Job]) -> Result<(), StoreError>;
+    /// Atomically stores an event's jobs, window members and location state
+    /// (and its updated record) and clears its pipeline marker.
+    fn complete_pipeline(&self, event: &StoredEvent, out: &Processed) -> Result<(), StoreError>;
+    /// Members of windows ending at or before `up_to_ms`, whole groups in
+    /// order, stopping after the group that reaches `max_members`.
+    fn due_window_members(
+        &self,
+        up_to_ms: u64,
+        max_members: usize,
+    ) -> Result<Vec<WindowMember>, StoreError>;
+    /// Atomically replaces closed windows' members by their jobs and
+    /// records that windows are closed through `closed_through_ms`.
+    fn close_windows(
+        &self,
+        members: &[WindowMember],
+        jobs: &[Job],
+        closed_through_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// The time up to which windows were closed (0 if never).
+    fn closed_through(&self) -> Result<u64, StoreError>;
+    fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError>;
+    /// Locations whose outage timer ends at or before `up_to_ms`.
+    fn due_outages(&self, up_to_ms: u64) -> Result<Vec<OutageState>, StoreError>;
     /// Stores a job's new state, moving its markers to match its status.
     fn update_job(&self, job: &Job) -> Result<(), StoreError>;
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
@@ -128,6 +212,20 @@ fn key(kind: u8, id: &str) -> Vec<u8> {
     k.push(b'/');
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+fn window_key(m: &WindowMember) -> Vec<u8> {
+    format!(
+        "w/{:016x}/{}/{}",
+        m.window_end_ms,
+        m.group_hash(),
+        m.event_id
+    )
+    .into_bytes()
+}
+
+fn timer_key(deadline_ms: u64, location: &str) -> Vec<u8> {
+    format!("t/{deadline_ms:016x}/{location}").into_bytes()
 }
 
 impl SledStore {
@@ -180,18 +278,107 @@ impl Store for SledStore {
         self.scan(b'p', b'e')
     }
 
-    fn complete_pipeline(&self, event: &StoredEvent, jobs: &[Job]) -> Result<(), StoreError> {
+    fn complete_pipeline(&self, event: &StoredEvent, out: &Processed) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
-        for job in jobs {
+        for job in &out.jobs {
             batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
             if job.status == JobStatus::Pending {
                 batch.insert(key(b'q', &job.id), &[][..]);
             }
         }
+        for m in &out.window_members {
+            batch.insert(window_key(m), serde_json::to_vec(m)?);
+        }
+        if let Some((state, old_deadline)) = &out.outage {
+            if let Some(d) = old_deadline {
+                batch.remove(timer_key(*d, &state.location));
+            }
+            if let Some(d) = state.deadline_ms
+                && !state.confirmed
+            {
+                batch.insert(timer_key(d, &state.location), &[][..]);
+            }
+            batch.insert(key(b'o', &state.location), serde_json::to_vec(state)?);
+        }
         batch.remove(key(b'p', &event.id));
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    fn due_window_members(
+        &self,
+        up_to_ms: u64,
+        max_members: usize,
+    ) -> Result<Vec<WindowMember>, StoreError> {
+        // Keys sort by window end: everything below `w/<up_to + 1>` is due.
+        let end = format!("w/{:016x}", up_to_ms.saturating_add(1));
+        let mut out: Vec<WindowMember> = Vec::new();
+        let mut last_group: Option<Vec<u8>> = None;
+        for item in self.tree.range(b"w/".to_vec()..end.into_bytes()) {
+            let (k, v) = item?;
+            // `w/<16 hex>/<32 hex>/`: the group is the key's first 52 bytes.
+            let group = k.get(..52).unwrap_or(&k).to_vec();
+            if out.len() >= max_members && last_group.as_ref() != Some(&group) {
+                break;
+            }
+            last_group = Some(group);
+            out.push(serde_json::from_slice(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn close_windows(
+        &self,
+        members: &[WindowMember],
+        jobs: &[Job],
+        closed_through_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for m in members {
+            batch.remove(window_key(m));
+        }
+        for job in jobs {
+            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            batch.insert(key(b'q', &job.id), &[][..]);
+        }
+        batch.insert(
+            key(b'm', "closed_through"),
+            &closed_through_ms.to_be_bytes()[..],
+        );
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn closed_through(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'm', "closed_through"))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'o', location))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn due_outages(&self, up_to_ms: u64) -> Result<Vec<OutageState>, StoreError> {
+        let end = format!("t/{:016x}", up_to_ms.saturating_add(1));
+        let mut out = Vec::new();
+        for item in self.tree.range(b"t/".to_vec()..end.into_bytes()) {
+            let (k, _) = item?;
+            // `t/<16 hex>/<location>`
+            let location = std::str::from_utf8(k.get(19..).unwrap_or_default())
+                .map_err(|e| StoreError(e.to_string()))?;
+            if let Some(state) = self.outage(location)? {
+                out.push(state);
+            }
+        }
+        Ok(out)
     }
 
     fn update_job(&self, job: &Job) -> Result<(), StoreError> {

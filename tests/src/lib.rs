@@ -274,3 +274,39 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Writes what `receiver` got on `path` as the verifiers read it: one
+/// `{"body", "headers"}` JSON object per line.
+pub fn save_deliveries(receiver: &http::Receiver, path: &str, file: &Path) {
+    let lines: Vec<String> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .map(|r| serde_json::json!({"body": r.body, "headers": r.headers}).to_string())
+        .collect();
+    std::fs::write(file, lines.join("\n") + "\n").unwrap();
+}
+
+/// Runs one of `tests/verifiers/` (`PROGRAM SCRIPT SECRET FILE`) and
+/// panics unless it checked at least one delivery and every one passed.
+pub fn run_verifier(program: &str, script: &str, secret: &str, deliveries: &Path) {
+    let script = workspace_root().join("tests/verifiers").join(script);
+    let out = output_within(
+        std::process::Command::new(program)
+            .arg(&script)
+            .arg(secret)
+            .arg(deliveries),
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{program} {}: {stdout}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.lines().count() > 0 && stdout.lines().all(|l| l.ends_with("OK")),
+        "{stdout}"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hookhost::store::{JobStatus, SledStore, Store};
 use hookhost_tests::http::{Answer, Receiver, post};
-use hookhost_tests::{Running, bikeep_sample, output_within, workspace_root};
+use hookhost_tests::{Running, bikeep_sample, output_within, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,7 +31,7 @@ fn write_config_limit(root: &Path, body: &str, max_body_bytes: usize) -> String 
 
 fn subscription(id: &str, url: &str, extra: &str) -> String {
     format!(
-        "[[subscriptions]]\nid = \"{id}\"\nurl = \"{url}\"\ntypes = [\"*\"]\nseed = \"{SEED}\"\n{extra}\n"
+        "[[subscriptions]]\nid = \"{id}\"\nurl = \"{url}\"\ntypes = [\"*\"]\nseed = \"{SEED}\"\n# Windows have their own tests (aggregation.rs).\nintervals = {{ \"*\" = \"direct\" }}\n{extra}\n"
     )
 }
 
@@ -189,28 +189,6 @@ fn attempt_counts_follow_the_retry_policy() {
     );
 }
 
-fn run_verifier(program: &str, script: &str, secret: &str, deliveries: &Path) {
-    let script = workspace_root().join("tests/verifiers").join(script);
-    let out = output_within(
-        Command::new(program)
-            .arg(&script)
-            .arg(secret)
-            .arg(deliveries),
-        WAIT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{program} {}: {stdout}{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.lines().count() > 0 && stdout.lines().all(|l| l.ends_with("OK")),
-        "{stdout}"
-    );
-}
-
 #[test]
 fn deliveries_pass_the_seeds_verifiers_and_standard_webhooks() {
     let receiver = Receiver::start();
@@ -256,13 +234,7 @@ fn deliveries_pass_the_seeds_verifiers_and_standard_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     for path in ["v2", "v1"] {
         let file = dir.path().join(format!("{path}.jsonl"));
-        let lines: Vec<String> = receiver
-            .received()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .map(|r| json!({"body": r.body, "headers": r.headers}).to_string())
-            .collect();
-        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        save_deliveries(&receiver, path, &file);
         run_verifier("python3", "bikeep_verify.py", SEED, &file);
         run_verifier("node", "bikeep_verify.js", SEED, &file);
     }

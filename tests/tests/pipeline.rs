@@ -44,6 +44,7 @@ dir = "plugins"
 [[routes]]
 plugin = "alarm-router"
 
+# Direct delivery throughout: windows have their own tests (aggregation.rs).
 # The security desk gets alarms only when the router sends them its way.
 [[subscriptions]]
 id = "security-desk"
@@ -52,6 +53,7 @@ types = ["alarm"]
 tags = ["security"]
 route_only = true
 seed = "s"
+intervals = {{ "*" = "direct" }}
 
 # A customer who asked for wire_cut alarms only, plus every connection change.
 [[subscriptions]]
@@ -59,6 +61,7 @@ id = "only-wire-cut"
 url = "{}"
 types = ["alarm", "connection"]
 seed = "s"
+intervals = {{ "*" = "direct" }}
 [[subscriptions.plugins]]
 plugin = "alarm-filter"
 config = {{ reasons = ["wire_cut"] }}
@@ -69,6 +72,7 @@ id = "legacy"
 url = "{}"
 types = ["*"]
 seed = "s"
+intervals = {{ "*" = "direct" }}
 envelope = "bikeep-v1"
 [[subscriptions.plugins]]
 plugin = "v1-compat"
@@ -79,6 +83,7 @@ id = "broken"
 url = "{}"
 types = ["alarm"]
 seed = "s"
+intervals = {{ "*" = "direct" }}
 [[subscriptions.plugins]]
 plugin = "misbehave"
 config = "loop"
