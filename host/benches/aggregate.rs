@@ -2,7 +2,8 @@
 //! the worker (pipeline without plugins → window placement → sled batch)
 //! with 100,000 open groups, the memory it takes, and the cost of closing
 //! them all at once. A simulated clock keeps every event in one window.
-//! Method and figures: BENCHMARKS.md. `BENCH_QUICK=1` uses 10,000 groups.
+//! Method and figures: BENCHMARKS.md. `BENCH_QUICK=1` uses 10,000 groups;
+//! `BENCH_CACHE_MIB=N` sets sled's page cache (default: the server's default).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,7 +98,12 @@ interval = "1h"
         )
         .unwrap(),
     );
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let cache_mib: u64 = std::env::var("BENCH_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(hookhost::config::DEFAULT_CACHE_MIB);
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open_with_cache(dir.path(), cache_mib).unwrap());
     // Just after an hour boundary: every event falls in one window.
     let t0 = 1_765_796_400_000 + 1_000; // 2025-12-15T11:00:01Z
     let clock = Arc::new(ManualClock::new(t0));
@@ -107,7 +113,9 @@ interval = "1h"
     let worker = Worker::new(pipeline, aggregator, store.clone());
 
     let rss_start = rss_mib();
-    println!("aggregation with {groups} open groups (one subscription, 1 h alarm window)");
+    println!(
+        "aggregation with {groups} open groups (one subscription, 1 h alarm window, sled cache {cache_mib} MiB)"
+    );
     println!("  RSS at start: {rss_start:.0} MiB");
     let open_rate = feed(&worker, 0, groups, groups, t0);
     println!(

@@ -161,8 +161,15 @@ impl Aggregator {
 
     /// Splits the pipeline's jobs for `event`: pending jobs whose
     /// subscription aggregates this type become window members.
-    pub fn place(&self, event: &StoredEvent, jobs: Vec<Job>) -> Processed {
-        let mut out = Processed::default();
+    pub fn place(&self, event: StoredEvent, jobs: Vec<Job>) -> Processed {
+        let mut out = Processed {
+            // The record changes only if the pipeline noted errors on it.
+            store_event: !event.errors.is_empty(),
+            ..Processed::new(event)
+        };
+        let event = &out.event;
+        let mut direct = Vec::new();
+        let mut members = Vec::new();
         let settings = self.settings(&event.event_type);
         let earliest = event
             .received_at_ms
@@ -178,7 +185,7 @@ impl Aggregator {
             let interval = match mode {
                 Mode::Every(d) if job.status == JobStatus::Pending => d.as_millis() as u64,
                 _ => {
-                    out.jobs.push(job);
+                    direct.push(job);
                     continue;
                 }
             };
@@ -190,7 +197,7 @@ impl Aggregator {
                     .and_then(|d| group_text(&d, &settings.group_by))
                     .unwrap_or_default()
             };
-            out.window_members.push(WindowMember {
+            members.push(WindowMember {
                 window_end_ms: window_end(earliest, interval),
                 subscription_id: job.subscription_id,
                 window_type: event.event_type.clone(),
@@ -202,14 +209,18 @@ impl Aggregator {
                 data: job.data,
             });
         }
+        out.jobs = direct;
+        out.window_members = members;
         out
     }
 
     /// The new connection state of the event's location, if the event is
-    /// the tracked type and not older than the state known.
+    /// the tracked type and not older than the state known. `pending` holds
+    /// states decided earlier in the same, not yet written, batch.
     pub fn track_outage(
         &self,
         event: &StoredEvent,
+        pending: &HashMap<String, OutageState>,
     ) -> Result<Option<(OutageState, Option<u64>)>, StoreError> {
         let cfg = &self.config.aggregation.outage;
         if !cfg.enabled || event.event_type != cfg.event_type {
@@ -222,7 +233,10 @@ impl Aggregator {
             return Ok(None);
         };
         let offline = data.get("connection").and_then(Value::as_str) == Some("offline");
-        let previous = self.store.outage(&location)?;
+        let previous = match pending.get(&location) {
+            Some(p) => Some(p.clone()),
+            None => self.store.outage(&location)?,
+        };
         if let Some(p) = &previous
             && timestamp_order(&event.timestamp, &p.last_timestamp).is_lt()
         {

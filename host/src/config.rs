@@ -36,7 +36,13 @@ pub struct ServerConfig {
     /// Bearer token of the management API (`HOOKHOST_ADMIN_TOKEN` overrides).
     /// Unset: the management API is disabled.
     pub admin_token: Option<String>,
+    /// sled's page cache: bounds the memory stored state takes.
+    pub cache_mib: u64,
 }
+
+/// sled's own default is 1 GiB; open windows and queues need far less to run
+/// at full speed (BENCHMARKS.md).
+pub const DEFAULT_CACHE_MIB: u64 = 256;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -46,6 +52,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
             admin_token: None,
+            cache_mib: DEFAULT_CACHE_MIB,
         }
     }
 }
@@ -687,6 +694,9 @@ impl Config {
             if !ids.insert(sub.id.as_str()) {
                 return Err(format!("subscriptions[{i}].id {:?} is used twice", sub.id));
             }
+        }
+        if config.server.cache_mib == 0 {
+            return Err("server.cache_mib must be at least 1".into());
         }
         if config.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".into());

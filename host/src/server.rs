@@ -51,7 +51,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.server.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.server.data_dir)?);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
+        &config.server.data_dir,
+        config.server.cache_mib,
+    )?);
     let commit = GroupCommit::start(store.clone());
     let deliverer = Deliverer::new(store.clone(), &config.subscriptions);
     let pipeline = Arc::new(Pipeline::new(registry.clone(), config.clone()));

@@ -16,6 +16,7 @@
 //! Writes are not flushed one by one: [`GroupCommit`] flushes once for all
 //! the writes made while the previous flush ran.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,13 +148,30 @@ pub struct OutageState {
     pub data: String,
 }
 
-/// What the pipeline made of one event, written in one atomic batch.
-#[derive(Debug, Default)]
+/// What the pipeline made of one event; a worker batch of them is written
+/// atomically.
+#[derive(Debug)]
 pub struct Processed {
+    pub event: StoredEvent,
+    /// Whether to (re)write the event record: it is new (a derived event) or
+    /// the pipeline changed it (errors noted).
+    pub store_event: bool,
     pub jobs: Vec<Job>,
     pub window_members: Vec<WindowMember>,
     /// New state of a location, and the timer it replaces.
     pub outage: Option<(OutageState, Option<u64>)>,
+}
+
+impl Processed {
+    pub fn new(event: StoredEvent) -> Processed {
+        Processed {
+            event,
+            store_event: false,
+            jobs: Vec::new(),
+            window_members: Vec::new(),
+            outage: None,
+        }
+    }
 }
 
 /// Storage behind the pipeline and delivery.
@@ -165,9 +183,10 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Events accepted whose pipeline has not completed.
     fn unprocessed_events(&self) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Atomically stores an event's jobs, window members and location state
-    /// (and its updated record) and clears its pipeline marker.
-    fn complete_pipeline(&self, event: &StoredEvent, out: &Processed) -> Result<(), StoreError>;
+    /// Atomically stores, for every event given, its jobs, window members and
+    /// location state (and its record, if changed) and clears its pipeline
+    /// marker. Later entries win where two touch the same state.
+    fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError>;
     /// Members of windows ending at or before `up_to_ms`, whole groups in
     /// order, stopping after the group that reaches `max_members`.
     fn due_window_members(
@@ -224,14 +243,111 @@ fn window_key(m: &WindowMember) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Adds one event's pipeline outcome to `batch`.
+fn add_processed(batch: &mut sled::Batch, out: &Processed) -> Result<(), StoreError> {
+    let event = &out.event;
+    if out.store_event {
+        batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
+    }
+    for job in &out.jobs {
+        batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+        if job.status == JobStatus::Pending {
+            batch.insert(key(b'q', &job.id), &[][..]);
+        }
+    }
+    for m in &out.window_members {
+        batch.insert(window_key(m), encode_member(m)?);
+    }
+    if let Some((state, old_deadline)) = &out.outage {
+        if let Some(d) = old_deadline {
+            batch.remove(timer_key(*d, &state.location));
+        }
+        if let Some(d) = state.deadline_ms
+            && !state.confirmed
+        {
+            batch.insert(timer_key(d, &state.location), &[][..]);
+        }
+        batch.insert(key(b'o', &state.location), serde_json::to_vec(state)?);
+    }
+    batch.remove(key(b'p', &event.id));
+    Ok(())
+}
+
+/// A member's stored form: its fields as a JSON line, then its data as is
+/// (data is JSON text already; embedding it as a JSON string would escape
+/// every quote).
+fn encode_member(m: &WindowMember) -> Result<Vec<u8>, StoreError> {
+    let mut out = serde_json::to_vec(&MemberHeader {
+        window_end_ms: m.window_end_ms,
+        subscription_id: Cow::Borrowed(&m.subscription_id),
+        window_type: Cow::Borrowed(&m.window_type),
+        group: Cow::Borrowed(&m.group),
+        event_id: Cow::Borrowed(&m.event_id),
+        timestamp: Cow::Borrowed(&m.timestamp),
+        received_at_ms: m.received_at_ms,
+        event_type: Cow::Borrowed(&m.event_type),
+    })?;
+    out.push(b'\n');
+    out.extend_from_slice(m.data.as_bytes());
+    Ok(out)
+}
+
+fn decode_member(bytes: &[u8]) -> Result<WindowMember, StoreError> {
+    let split = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| StoreError("corrupt window member: no header".into()))?;
+    let h: MemberHeader<'_> = serde_json::from_slice(&bytes[..split])?;
+    let data = std::str::from_utf8(&bytes[split + 1..])
+        .map_err(|e| StoreError(format!("corrupt window member: {e}")))?;
+    Ok(WindowMember {
+        window_end_ms: h.window_end_ms,
+        subscription_id: h.subscription_id.into_owned(),
+        window_type: h.window_type.into_owned(),
+        group: h.group.into_owned(),
+        event_id: h.event_id.into_owned(),
+        timestamp: h.timestamp.into_owned(),
+        received_at_ms: h.received_at_ms,
+        event_type: h.event_type.into_owned(),
+        data: data.to_string(),
+    })
+}
+
+/// A member's fields but its data; borrowed where the JSON allows.
+#[derive(Serialize, Deserialize)]
+struct MemberHeader<'a> {
+    window_end_ms: u64,
+    #[serde(borrow)]
+    subscription_id: Cow<'a, str>,
+    #[serde(borrow)]
+    window_type: Cow<'a, str>,
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
+    received_at_ms: u64,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+}
+
 fn timer_key(deadline_ms: u64, location: &str) -> Vec<u8> {
     format!("t/{deadline_ms:016x}/{location}").into_bytes()
 }
 
 impl SledStore {
+    /// Opens with sled's page cache at [`crate::config::DEFAULT_CACHE_MIB`].
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with_cache(dir, crate::config::DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens with a page cache of `cache_mib`: what bounds the memory open
+    /// windows and queued jobs take (the rest stays on disk).
+    pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_mib << 20)
             // Group commit flushes on demand; the background flush is a backstop.
             .flush_every_ms(Some(1000))
             .mode(sled::Mode::HighThroughput)
@@ -278,30 +394,11 @@ impl Store for SledStore {
         self.scan(b'p', b'e')
     }
 
-    fn complete_pipeline(&self, event: &StoredEvent, out: &Processed) -> Result<(), StoreError> {
+    fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
-        for job in &out.jobs {
-            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
-            if job.status == JobStatus::Pending {
-                batch.insert(key(b'q', &job.id), &[][..]);
-            }
+        for out in processed {
+            add_processed(&mut batch, out)?;
         }
-        for m in &out.window_members {
-            batch.insert(window_key(m), serde_json::to_vec(m)?);
-        }
-        if let Some((state, old_deadline)) = &out.outage {
-            if let Some(d) = old_deadline {
-                batch.remove(timer_key(*d, &state.location));
-            }
-            if let Some(d) = state.deadline_ms
-                && !state.confirmed
-            {
-                batch.insert(timer_key(d, &state.location), &[][..]);
-            }
-            batch.insert(key(b'o', &state.location), serde_json::to_vec(state)?);
-        }
-        batch.remove(key(b'p', &event.id));
         self.tree.apply_batch(batch)?;
         Ok(())
     }
@@ -323,7 +420,7 @@ impl Store for SledStore {
                 break;
             }
             last_group = Some(group);
-            out.push(serde_json::from_slice(&v)?);
+            out.push(decode_member(&v)?);
         }
         Ok(out)
     }

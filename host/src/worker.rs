@@ -3,6 +3,7 @@
 //! Being the only writer of window and location state, it needs no locks:
 //! an event is never placed in a window while that window is being closed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use crate::aggregate::Aggregator;
 use crate::deliver::Deliverer;
 use crate::pipeline::Pipeline;
 use crate::store::{Job, JobStatus, OutageState, Store, StoreError, StoredEvent};
+
+/// Events per store batch.
+const STORE_CHUNK: usize = 512;
 
 pub struct Worker {
     pipeline: Arc<Pipeline>,
@@ -36,46 +40,74 @@ impl Worker {
     /// jobs to deliver now. Blocking (plugin calls, store writes).
     pub fn process(&self, events: Vec<StoredEvent>) -> Vec<Job> {
         let mut ready = Vec::new();
-        for event in events {
-            if let Err(e) = self.process_one(event, None, &mut ready) {
-                tracing::error!(error = %e, "cannot record an event's pipeline outcome; it re-runs at next start");
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            // One store batch per chunk: fewer, larger writes, bounded size.
+            let chunk: Vec<StoredEvent> = events.by_ref().take(STORE_CHUNK).collect();
+            let processed = chunk
+                .into_iter()
+                .map(|event| (event, None))
+                .collect::<Vec<_>>();
+            match self.process_batch(processed) {
+                Ok(jobs) => ready.extend(jobs),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "cannot record the pipeline outcome of a batch; its events re-run at next start"
+                ),
             }
         }
         ready
     }
 
-    fn process_one(
+    /// Runs each event (with, for derived events, the location state to store
+    /// with it) and writes all outcomes in one atomic batch.
+    fn process_batch(
         &self,
-        mut event: StoredEvent,
-        outage: Option<(OutageState, Option<u64>)>,
-        ready: &mut Vec<Job>,
-    ) -> Result<(), StoreError> {
-        let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
-        let mut out = self.aggregator.place(&event, jobs);
-        out.outage = match outage {
-            Some(o) => Some(o),
-            None => self.aggregator.track_outage(&event)?,
-        };
-        // Until this batch lands the pipeline marker stays: a crash re-runs it.
-        self.store.complete_pipeline(&event, &out)?;
-        ready.extend(
-            out.jobs
-                .into_iter()
-                .filter(|j| j.status == JobStatus::Pending),
-        );
-        Ok(())
+        events: Vec<(StoredEvent, Option<(OutageState, Option<u64>)>)>,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        // Location states decided in this batch, not yet in the store.
+        let mut states: HashMap<String, OutageState> = HashMap::new();
+        for (mut event, derived) in events {
+            let derived_event = derived.is_some();
+            let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
+            let outage = match derived {
+                Some(o) => Some(o),
+                None => self.aggregator.track_outage(&event, &states)?,
+            };
+            let mut out = self.aggregator.place(event, jobs);
+            out.store_event |= derived_event;
+            if let Some((state, _)) = &outage {
+                states.insert(state.location.clone(), state.clone());
+            }
+            out.outage = outage;
+            outcomes.push(out);
+        }
+        // Until this batch lands the pipeline markers stay: a crash re-runs it.
+        self.store.complete_pipeline(&outcomes)?;
+        Ok(outcomes
+            .into_iter()
+            .flat_map(|o| o.jobs)
+            .filter(|j| j.status == JobStatus::Pending)
+            .collect())
     }
 
     /// Emits confirmed outages and closes ended windows; returns the jobs to
     /// deliver. Blocking.
     pub fn tick(&self) -> Result<Vec<Job>, StoreError> {
-        let mut ready = Vec::new();
-        for (event, confirmed) in self.aggregator.due_confirmations()? {
-            // The derived event and the location's confirmed state land in
-            // one batch: it is emitted once, or (after a crash) again with the
-            // same id.
-            self.process_one(event, Some(confirmed), &mut ready)?;
-        }
+        // Each derived event and its location's confirmed state land in one
+        // batch: it is emitted once, or (after a crash) again with the same id.
+        let confirmations = self.aggregator.due_confirmations()?;
+        let mut ready = if confirmations.is_empty() {
+            Vec::new()
+        } else {
+            self.process_batch(
+                confirmations
+                    .into_iter()
+                    .map(|(event, state)| (event, Some(state)))
+                    .collect(),
+            )?
+        };
         ready.extend(self.aggregator.close_due()?);
         Ok(ready)
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookhost_tests::http::{Receiver, post};
-use hookhost_tests::{Running, bikeep_sample, run_verifier, save_deliveries};
+use hookhost_tests::{Running, bikeep_sample, built_plugin, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -84,10 +84,23 @@ fn post_events(api: std::net::SocketAddr, events: &[Value]) {
 fn bursts_become_one_delivery_per_location_and_window() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
+    // A second customer wants security alarms only: its filter runs before
+    // aggregation, so its merged deliveries hold only what the filter kept.
+    std::fs::create_dir_all(root.path().join("plugins")).unwrap();
+    std::fs::copy(
+        built_plugin("alarm-filter"),
+        root.path().join("plugins/alarm-filter.wasm"),
+    )
+    .unwrap();
     let config = write_config(
         root.path(),
         &receiver.url("sink"),
-        "[aggregation.types.connection]\ninterval = \"2s\"\n[aggregation.types.alarm]\ninterval = \"2s\"\n",
+        &format!(
+            "[aggregation.types.connection]\ninterval = \"2s\"\n[aggregation.types.alarm]\ninterval = \"2s\"\n\
+             [[subscriptions]]\nid = \"security-only\"\nurl = \"{}\"\ntypes = [\"alarm\"]\nseed = \"{SEED}\"\n\
+             [[subscriptions.plugins]]\nplugin = \"alarm-filter\"\nconfig = {{ categories = [\"security\"] }}\n",
+            receiver.url("security-only")
+        ),
     );
     let mut server = Running::start(&["serve", "--config", &config]);
     let api = server.api_addr(WAIT);
@@ -115,12 +128,17 @@ fn bursts_become_one_delivery_per_location_and_window() {
     }
     // Sent newest first: the final state is chosen by timestamp, not arrival.
     connections.reverse();
-    // 1,000 alarms over 10 locations, and direct types alongside.
+    // 1,000 alarms over 10 locations, every other one technical, and direct
+    // types alongside.
     let alarms: Vec<Value> = (0..1000)
         .map(|i| {
             event(
-                "alarm-wire-cut",
-                &format!("alarm-loc-{}", i % 10),
+                if i % 2 == 0 {
+                    "alarm-wire-cut"
+                } else {
+                    "alarm-low-voltage"
+                },
+                &format!("alarm-loc-{}", (i / 2) % 10),
                 json!({"devices": [device(&format!("alarm-dev-{i}"))]}),
             )
         })
@@ -161,6 +179,23 @@ fn bursts_become_one_delivery_per_location_and_window() {
         all_devices.extend(ids);
     }
     assert_eq!(all_devices.len(), 1000);
+
+    receiver.wait_count("security-only", 10, WAIT);
+    let filtered = receiver.bodies("security-only");
+    assert_eq!(filtered.len(), 10, "{filtered:#?}");
+    let mut kept = BTreeSet::new();
+    for body in &filtered {
+        assert_eq!(body["data"]["alarm_category"], "security");
+        let ids = device_ids(body);
+        assert_eq!(ids.len(), 50, "only the security half was merged");
+        kept.extend(ids);
+    }
+    // Exactly the wire_cut alarms (even numbers) survived the filter.
+    let expected: BTreeSet<String> = (0..1000)
+        .step_by(2)
+        .map(|i| format!("alarm-dev-{i}"))
+        .collect();
+    assert_eq!(kept, expected);
 
     // Merged deliveries carry a hash the seed's own verifiers accept.
     let dir = tempfile::tempdir().unwrap();
