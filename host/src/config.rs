@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::catalog::Catalogs;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,6 +21,20 @@ pub struct Config {
     pub routes: Vec<PluginStep>,
     pub subscriptions: Vec<Subscription>,
     pub aggregation: AggregationConfig,
+    pub catalog: CatalogConfig,
+    /// The catalogs `catalog.files` name, loaded by [`Config::load`].
+    #[serde(skip)]
+    pub catalogs: Catalogs,
+}
+
+/// `[catalog]`: which event catalogs describe the types this server carries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Catalog files (JSON), relative to the config file.
+    pub files: Vec<PathBuf>,
+    /// Refuse (422) events whose type is in no catalog, or only announced.
+    pub strict: bool,
 }
 
 /// `[server]`: where hookhost listens and keeps its data.
@@ -115,7 +131,8 @@ fn default_max_in_flight() -> usize {
     16
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// Who may receive a type: everyone with access (`public`) or partners only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
     #[default]
@@ -648,6 +665,8 @@ pub enum ConfigError {
     },
     #[error("{file}: {message}")]
     Invalid { file: PathBuf, message: String },
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 impl Config {
@@ -673,7 +692,49 @@ impl Config {
         if let Some(cache) = &mut config.plugins.cache_dir {
             *cache = base.join(&*cache);
         }
-        Ok(config)
+        for catalog in &mut config.catalog.files {
+            *catalog = base.join(&*catalog);
+        }
+        let catalogs = Catalogs::load(&config.catalog.files)?;
+        config
+            .with_catalogs(catalogs)
+            .map_err(|message| ConfigError::Invalid {
+                file: file.to_owned(),
+                message,
+            })
+    }
+
+    /// Applies loaded catalogs: checks each subscription's types against its
+    /// tier, and takes each type's delivery mode unless `[aggregation.types]`
+    /// sets one.
+    pub fn with_catalogs(mut self, catalogs: Catalogs) -> Result<Config, String> {
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            for t in &sub.types {
+                if !catalogs.allows(sub.tier, t) {
+                    return Err(format!(
+                        "subscriptions[{i}] (id {:?}).types: {t:?} is a partner type; a public subscription cannot receive it (set tier = \"partner\")",
+                        sub.id
+                    ));
+                }
+            }
+        }
+        for (_, event_type) in catalogs.types() {
+            if let Some(delivery) = &event_type.delivery {
+                let entry = self
+                    .aggregation
+                    .types
+                    .entry(event_type.name.clone())
+                    .or_default();
+                if entry.interval.is_none() {
+                    entry.interval = Some(delivery.mode);
+                }
+            }
+        }
+        if self.catalog.strict && catalogs.is_empty() {
+            return Err("catalog.strict needs at least one file in catalog.files".into());
+        }
+        self.catalogs = catalogs;
+        Ok(self)
     }
 
     /// Parses config text; the error says where (line and column) and what.

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, its defaults and checks.
+//! - [`catalog`]: event catalogs (types, tiers, delivery modes, samples).
 //! - [`event`]: reading an event from JSON as clients and plugin authors write it.
 //! - [`server`]: the HTTP API (ingest) and the wiring from ingest to delivery.
 //! - [`store`]: durable events, jobs and attempts (sled), group commit.
@@ -14,6 +15,7 @@
 //! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
 
 pub mod aggregate;
+pub mod catalog;
 pub mod config;
 pub mod deliver;
 pub mod event;

@@ -48,7 +48,11 @@ impl Pipeline {
         let (routed_ids, routed_tags) = self.route(&plugin_event, &mut event.errors);
         let mut jobs = Vec::new();
         for sub in &self.config.subscriptions {
-            if !sub.wants(&event.event_type) {
+            // A public subscription never receives a partner type, even
+            // through a wildcard.
+            if !sub.wants(&event.event_type)
+                || !self.config.catalogs.allows(sub.tier, &event.event_type)
+            {
                 continue;
             }
             if sub.route_only

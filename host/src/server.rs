@@ -30,6 +30,7 @@ use crate::worker::Worker;
 
 #[derive(Clone)]
 struct App {
+    config: Arc<Config>,
     registry: Arc<Registry>,
     admin_token: Option<Arc<str>>,
     store: Arc<dyn Store>,
@@ -86,6 +87,7 @@ pub async fn run(
     ));
 
     let app = App {
+        config: config.clone(),
         registry,
         admin_token: config.server.admin_token.as_deref().map(Arc::from),
         store: store.clone(),
@@ -96,6 +98,7 @@ pub async fn run(
     let router = Router::new()
         .route("/v1/events", post(ingest))
         .route("/v1/plugins", get(list_plugins))
+        .route("/v1/event-types", get(list_event_types))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
@@ -157,6 +160,41 @@ async fn list_plugins(State(app): State<App>, headers: axum::http::HeaderMap) ->
     axum::Json(json!({ "plugins": app.registry.status() })).into_response()
 }
 
+/// `GET /v1/event-types`: every type of the loaded catalogs, with its
+/// catalog, description, tier, delivery mode and sample payload.
+async fn list_event_types(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let types: Vec<Value> = app
+        .config
+        .catalogs
+        .types()
+        .map(|(catalog, t)| {
+            let mut entry = serde_json::to_value(t).unwrap_or_default();
+            entry["catalog"] = json!(catalog);
+            entry
+        })
+        .collect();
+    axum::Json(json!({ "strict": app.config.catalog.strict, "event_types": types })).into_response()
+}
+
+/// Under `catalog.strict`, why `event_type` is refused, if it is.
+fn refused_type(config: &Config, event_type: &str) -> Option<String> {
+    if !config.catalog.strict {
+        return None;
+    }
+    match config.catalogs.get(event_type) {
+        None => Some(format!(
+            "field `type`: unknown event type {event_type:?} (not in any catalog)"
+        )),
+        Some((catalog, t)) if t.upcoming => Some(format!(
+            "field `type`: event type {event_type:?} is announced in catalog {catalog:?} but not live yet"
+        )),
+        Some(_) => None,
+    }
+}
+
 async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
     let bytes = match axum::body::to_bytes(request.into_body(), app.max_body_bytes).await {
         Ok(b) => b,
@@ -184,7 +222,12 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
     let received_at_ms = now_ms();
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        match crate::event::from_json(item) {
+        let parsed = crate::event::from_json(item).map_err(|e| e.to_string());
+        let parsed = parsed.and_then(|e| match refused_type(&app.config, &e.event_type) {
+            Some(reason) => Err(reason),
+            None => Ok(e),
+        });
+        match parsed {
             Ok(e) => events.push(StoredEvent {
                 id: e.id,
                 event_type: e.event_type,
@@ -193,7 +236,7 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
                 received_at_ms,
                 errors: Vec::new(),
             }),
-            Err(e) if single => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            Err(e) if single => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
             Err(e) => {
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
