@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// Bearer token of the management API (`HOOKHOST_ADMIN_TOKEN` overrides).
     /// Unset: the management API is disabled.
     pub admin_token: Option<String>,
+    /// Bearer token `POST /v1/events` requires (`HOOKHOST_INGEST_TOKEN`
+    /// overrides). Unset: ingest is open (keep `listen` on loopback then).
+    pub ingest_token: Option<String>,
     /// sled's page cache: bounds the memory stored state takes.
     pub cache_mib: u64,
 }
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
             admin_token: None,
+            ingest_token: None,
             cache_mib: DEFAULT_CACHE_MIB,
         }
     }
@@ -681,10 +685,23 @@ impl Config {
             file: file.to_owned(),
             message,
         })?;
-        if let Ok(token) = std::env::var("HOOKHOST_ADMIN_TOKEN")
-            && !token.is_empty()
+        for (var, slot) in [
+            ("HOOKHOST_ADMIN_TOKEN", &mut config.server.admin_token),
+            ("HOOKHOST_INGEST_TOKEN", &mut config.server.ingest_token),
+        ] {
+            if let Ok(token) = std::env::var(var)
+                && !token.is_empty()
+            {
+                *slot = Some(token);
+            }
+        }
+        if config.server.admin_token.is_some()
+            && config.server.admin_token == config.server.ingest_token
         {
-            config.server.admin_token = Some(token);
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                message: "server.admin_token and server.ingest_token must differ".into(),
+            });
         }
         let base = file.parent().unwrap_or(Path::new("."));
         config.plugins.dir = base.join(&config.plugins.dir);

@@ -5,7 +5,8 @@
 //! - [`config`]: the TOML configuration, its defaults and checks.
 //! - [`catalog`]: event catalogs (types, tiers, delivery modes, samples).
 //! - [`event`]: reading an event from JSON as clients and plugin authors write it.
-//! - [`server`]: the HTTP API (ingest) and the wiring from ingest to delivery.
+//! - [`ingest`]: reading ingest requests (events, strict types, idempotency keys).
+//! - [`server`]: the HTTP API and the wiring from ingest to delivery.
 //! - [`store`]: durable events, jobs and attempts (sled), group commit.
 //! - [`pipeline`]: router plugins, subscription matching, filter/transform chains.
 //! - [`aggregate`]: aggregation windows and the derived outage event.
@@ -19,6 +20,7 @@ pub mod catalog;
 pub mod config;
 pub mod deliver;
 pub mod event;
+pub mod ingest;
 pub mod pipeline;
 pub mod plugins;
 pub mod server;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::aggregate::{Aggregator, SystemClock};
 use crate::config::Config;
 use crate::deliver::{Deliverer, now_ms};
+use crate::ingest;
 use crate::pipeline::Pipeline;
 use crate::plugins::Registry;
 use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
@@ -33,10 +34,13 @@ struct App {
     config: Arc<Config>,
     registry: Arc<Registry>,
     admin_token: Option<Arc<str>>,
+    ingest_token: Option<Arc<str>>,
     store: Arc<dyn Store>,
     commit: Arc<GroupCommit>,
     to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
     max_body_bytes: usize,
+    /// `Idempotency-Key`s whose first request is still running.
+    keys_in_progress: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 /// A JSON error answer: `{"error": "..."}`.
@@ -65,6 +69,22 @@ pub async fn run(
         Arc::new(SystemClock),
     )?);
 
+    // Expired Idempotency-Keys are ignored when read; this keeps them from
+    // piling up.
+    let pruning = store.clone();
+    tokio::spawn(async move {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            hourly.tick().await;
+            let store = pruning.clone();
+            let before = now_ms().saturating_sub(ingest::IDEMPOTENCY_WINDOW_MS);
+            match tokio::task::spawn_blocking(move || store.forget_answers(before)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(n, "expired Idempotency-Keys removed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove expired Idempotency-Keys"),
+                _ => {}
+            }
+        }
+    });
     let resumed_jobs = store.pending_jobs()?;
     let resumed_events = store.unprocessed_events()?;
     tracing::info!(
@@ -90,10 +110,12 @@ pub async fn run(
         config: config.clone(),
         registry,
         admin_token: config.server.admin_token.as_deref().map(Arc::from),
+        ingest_token: config.server.ingest_token.as_deref().map(Arc::from),
         store: store.clone(),
         commit,
         to_pipeline,
         max_body_bytes: config.server.max_body_bytes,
+        keys_in_progress: Arc::default(),
     };
     let router = Router::new()
         .route("/v1/events", post(ingest))
@@ -104,7 +126,11 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP API listening");
+    let local = listener.local_addr()?;
+    if config.server.ingest_token.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "ingest is open to the network: set server.ingest_token");
+    }
+    tracing::info!(listen = %local, "HTTP API listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -132,6 +158,38 @@ fn authorize(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Response>
             "the management API is disabled: set server.admin_token or HOOKHOST_ADMIN_TOKEN",
         ));
     };
+    check_token(
+        headers,
+        expected,
+        app.ingest_token.as_deref(),
+        "admin",
+        "ingest",
+    )
+}
+
+/// Checks ingest's bearer token, if one is configured.
+fn authorize_ingest(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+    match &app.ingest_token {
+        None => Ok(()),
+        Some(expected) => check_token(
+            headers,
+            expected,
+            app.admin_token.as_deref(),
+            "ingest",
+            "admin",
+        ),
+    }
+}
+
+/// 401 without a bearer token, 403 with another one (saying so when it is
+/// the token of the other kind).
+fn check_token(
+    headers: &axum::http::HeaderMap,
+    expected: &str,
+    other: Option<&str>,
+    kind: &str,
+    other_kind: &str,
+) -> Result<(), Response> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -139,9 +197,15 @@ fn authorize(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Response>
     match given {
         None => Err(error(
             StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>`",
+            format!("missing `Authorization: Bearer <{kind} token>`"),
         )),
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(token) if other.is_some_and(|o| constant_time_eq(token.as_bytes(), o.as_bytes())) => {
+            Err(error(
+                StatusCode::FORBIDDEN,
+                format!("this is the {other_kind} token; this endpoint needs the {kind} token"),
+            ))
+        }
         Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong token")),
     }
 }
@@ -179,23 +243,14 @@ async fn list_event_types(State(app): State<App>, headers: axum::http::HeaderMap
     axum::Json(json!({ "strict": app.config.catalog.strict, "event_types": types })).into_response()
 }
 
-/// Under `catalog.strict`, why `event_type` is refused, if it is.
-fn refused_type(config: &Config, event_type: &str) -> Option<String> {
-    if !config.catalog.strict {
-        return None;
-    }
-    match config.catalogs.get(event_type) {
-        None => Some(format!(
-            "field `type`: unknown event type {event_type:?} (not in any catalog)"
-        )),
-        Some((catalog, t)) if t.upcoming => Some(format!(
-            "field `type`: event type {event_type:?} is announced in catalog {catalog:?} but not live yet"
-        )),
-        Some(_) => None,
-    }
-}
-
 async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
+    if let Err(denied) = authorize_ingest(&app, request.headers()) {
+        return denied;
+    }
+    let key = match ingest::idempotency_key(request.headers()) {
+        Ok(k) => k,
+        Err((status, message)) => return error(status, message),
+    };
     let bytes = match axum::body::to_bytes(request.into_body(), app.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -208,43 +263,34 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
             );
         }
     };
-    let value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
-    };
-    let (items, single) = match value {
-        Value::Array(items) => (items, false),
-        other => (vec![other], true),
-    };
-    if items.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "the array holds no events");
-    }
     let received_at_ms = now_ms();
-    let mut events = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let parsed = crate::event::from_json(item).map_err(|e| e.to_string());
-        let parsed = parsed.and_then(|e| match refused_type(&app.config, &e.event_type) {
-            Some(reason) => Err(reason),
-            None => Ok(e),
-        });
-        match parsed {
-            Ok(e) => events.push(StoredEvent {
-                id: e.id,
-                event_type: e.event_type,
-                timestamp: e.timestamp,
-                data: e.data,
-                received_at_ms,
-                errors: Vec::new(),
-            }),
-            Err(e) if single => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
-            Err(e) => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("events[{i}]: {e}"),
-                );
+    // A key seen within the window gets the answer it got then; while its
+    // first request runs, a second one is told to wait.
+    let _in_progress = match &key {
+        None => None,
+        Some(key) => {
+            match app.store.remembered(key) {
+                Ok(Some(r)) if received_at_ms < r.at_ms + ingest::IDEMPOTENCY_WINDOW_MS => {
+                    return replay(&r);
+                }
+                Ok(_) => {}
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+            match InProgress::claim(&app.keys_in_progress, key) {
+                Some(guard) => Some(guard),
+                None => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        format!("a request with Idempotency-Key {key:?} is still in progress"),
+                    );
+                }
             }
         }
-    }
+    };
+    let events = match ingest::parse_events(&app.config, &bytes, received_at_ms) {
+        Ok(events) => events,
+        Err((status, message)) => return error(status, message),
+    };
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     // An id already stored was accepted before: answer with it, store nothing.
     // sled reads and unflushed writes are in-memory work: no blocking hop.
@@ -257,7 +303,15 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
-    if let Err(e) = app.store.accept(&fresh) {
+    let answer = json!({ "accepted": ids.len(), "ids": ids }).to_string();
+    // The key is stored in the same batch as the events: both or neither.
+    let remembered = key.map(|key| ingest::Remembered {
+        key,
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: answer.clone(),
+        at_ms: received_at_ms,
+    });
+    if let Err(e) = app.store.accept(&fresh, remembered.as_ref()) {
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
     if let Err(e) = app.commit.durable().await {
@@ -271,7 +325,47 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
     }
     (
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "accepted": ids.len(), "ids": ids })),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        answer,
     )
         .into_response()
+}
+
+/// The remembered answer to a repeated `Idempotency-Key`.
+fn replay(r: &ingest::Remembered) -> Response {
+    (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::ACCEPTED),
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (
+                axum::http::HeaderName::from_static("idempotent-replayed"),
+                "true",
+            ),
+        ],
+        r.body.clone(),
+    )
+        .into_response()
+}
+
+/// Marks an `Idempotency-Key` as in progress until dropped.
+struct InProgress {
+    keys: Arc<std::sync::Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl InProgress {
+    fn claim(keys: &Arc<std::sync::Mutex<HashSet<String>>>, key: &str) -> Option<InProgress> {
+        let mut set = keys.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.to_string()).then(|| InProgress {
+            keys: keys.clone(),
+            key: key.to_string(),
+        })
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let mut set = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.key);
+    }
 }

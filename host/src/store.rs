@@ -9,6 +9,7 @@
 //! - `d/<job id>`   → marker: job in the dead letters
 //! - `w/<window end, 16 hex>/<group hash>/<event id>` → an event waiting in
 //!   an aggregation window (ordered by end, so closing scans a prefix)
+//! - `i/<idempotency key>` → the answer given to it (kept 24 h)
 //! - `m/closed_through` → the time up to which windows have been closed
 //! - `o/<location>` → latest connection state of a location (outage tracking)
 //! - `t/<deadline, 16 hex>/<location>` → marker: outage timer
@@ -22,6 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use crate::ingest::Remembered;
 use tokio::sync::{Notify, watch};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -176,9 +179,18 @@ impl Processed {
 
 /// Storage behind the pipeline and delivery.
 pub trait Store: Send + Sync + 'static {
-    /// Records accepted events, each marked as awaiting the pipeline. Not
-    /// durable until [`Store::flush`].
-    fn accept(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
+    /// Records accepted events, each marked as awaiting the pipeline, and
+    /// (in the same batch) the answer to remember for an `Idempotency-Key`.
+    /// Not durable until [`Store::flush`].
+    fn accept(
+        &self,
+        events: &[StoredEvent],
+        remember: Option<&Remembered>,
+    ) -> Result<(), StoreError>;
+    /// The answer remembered for an `Idempotency-Key`.
+    fn remembered(&self, key: &str) -> Result<Option<Remembered>, StoreError>;
+    /// Forgets answers given before `before_ms`; returns how many.
+    fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Events accepted whose pipeline has not completed.
@@ -375,14 +387,44 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn accept(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
+    fn accept(
+        &self,
+        events: &[StoredEvent],
+        remember: Option<&Remembered>,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for e in events {
             batch.insert(key(b'e', &e.id), serde_json::to_vec(e)?);
             batch.insert(key(b'p', &e.id), &[][..]);
         }
+        if let Some(r) = remember {
+            batch.insert(key(b'i', &r.key), serde_json::to_vec(r)?);
+        }
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    fn remembered(&self, id: &str) -> Result<Option<Remembered>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'i', id))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.tree.scan_prefix(b"i/") {
+            let (k, v) = item?;
+            let r: Remembered = serde_json::from_slice(&v)?;
+            if r.at_ms < before_ms {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -204,6 +204,18 @@ pub fn request(
     headers: &[&str],
     body: &[u8],
 ) -> (u16, Value) {
+    let (status, _, json) = request_with_headers(addr, method, path, headers, body);
+    (status, json)
+}
+
+/// As [`request`], also returning the answer's headers (names lowercased).
+pub fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, BTreeMap<String, String>, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect to hookhost");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -225,7 +237,13 @@ pub fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let answer_headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    (status, json)
+    (status, answer_headers, json)
 }

@@ -1,0 +1,147 @@
+//! The HTTP API's access rules and ingest's idempotency, on the real binary.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hookhost_tests::Running;
+use hookhost_tests::http::{Receiver, request, request_with_headers};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ADMIN: &str = "Authorization: Bearer adm1n-t0ken";
+const INGEST: &str = "Authorization: Bearer 1ngest-t0ken";
+
+fn write_config(root: &Path, url: &str) -> String {
+    std::fs::create_dir_all(root.join("plugins")).unwrap();
+    let file = root.join("hookhost.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
+             admin_token = \"adm1n-t0ken\"\ningest_token = \"1ngest-t0ken\"\n\
+             [plugins]\ndir = \"plugins\"\n\
+             [[subscriptions]]\nid = \"sink\"\nurl = \"{url}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n"
+        ),
+    )
+    .unwrap();
+    file.display().to_string()
+}
+
+fn error_text(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn ingest_and_admin_need_their_own_tokens() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &receiver.url("sink"));
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let event = br#"{"type": "report", "data": {}}"#;
+
+    let (status, body) = request(api, "POST", "/v1/events", &[], event);
+    assert_eq!(status, 401, "{body}");
+    assert!(error_text(&body).contains("ingest token"), "{body}");
+    let (status, body) = request(api, "POST", "/v1/events", &[ADMIN], event);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        error_text(&body).contains("this is the admin token"),
+        "{body}"
+    );
+    let (status, body) = request(
+        api,
+        "POST",
+        "/v1/events",
+        &["Authorization: Bearer guess"],
+        event,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_text(&body), "wrong token");
+    let (status, body) = request(api, "POST", "/v1/events", &[INGEST], event);
+    assert_eq!(status, 202, "{body}");
+
+    let (status, body) = request(api, "GET", "/v1/plugins", &[INGEST], b"");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        error_text(&body).contains("this is the ingest token"),
+        "{body}"
+    );
+    let (status, body) = request(api, "GET", "/v1/plugins", &[], b"");
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = request(api, "GET", "/v1/plugins", &[ADMIN], b"");
+    assert_eq!(status, 200);
+    // Only the one authorized event was delivered.
+    receiver.wait_count("sink", 1, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.count("sink"), 1);
+    assert!(server.terminate(WAIT).success());
+}
+
+#[test]
+fn an_idempotency_key_is_accepted_once_and_answered_alike_even_after_a_crash() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &receiver.url("sink"));
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    // No event ids: without the key, a retry would create new events.
+    let batch = json!([
+        {"type": "payment_received", "data": {"amount": 1000}},
+        {"type": "payment_received", "data": {"amount": 2000}}
+    ])
+    .to_string();
+    let key = "Idempotency-Key: order-42-payments";
+    let (status, first_headers, first) =
+        request_with_headers(api, "POST", "/v1/events", &[INGEST, key], batch.as_bytes());
+    assert_eq!(status, 202, "{first}");
+    assert!(!first_headers.contains_key("idempotent-replayed"));
+    let (status, headers, again) =
+        request_with_headers(api, "POST", "/v1/events", &[INGEST, key], batch.as_bytes());
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again, first, "the original answer, with the original ids");
+    assert_eq!(
+        headers.get("idempotent-replayed").map(String::as_str),
+        Some("true")
+    );
+    receiver.wait_count("sink", 2, WAIT);
+
+    // The key is durable with the events: a kill -9 and restart change nothing.
+    server.kill9();
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let (status, again) = request(api, "POST", "/v1/events", &[INGEST, key], batch.as_bytes());
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again, first);
+    // Another key is another request.
+    let (status, other) = request(
+        api,
+        "POST",
+        "/v1/events",
+        &[INGEST, "Idempotency-Key: order-43"],
+        batch.as_bytes(),
+    );
+    assert_eq!(status, 202, "{other}");
+    assert_ne!(other["ids"], first["ids"]);
+    let (status, body) = request(
+        api,
+        "POST",
+        "/v1/events",
+        &[INGEST, "Idempotency-Key: "],
+        batch.as_bytes(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("Idempotency-Key"), "{body}");
+
+    receiver.wait_count("sink", 4, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    // Two requests' events, each delivered (at least once: the kill may
+    // repeat a delivery, under the same webhook-id).
+    let deliveries: std::collections::BTreeSet<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(deliveries.len(), 4, "{deliveries:?}");
+    assert!(server.terminate(WAIT).success());
+}
