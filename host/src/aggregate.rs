@@ -37,6 +37,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, MergeRule, Mode, TypeSettings};
+use crate::metrics::METRICS;
 use crate::store::{
     Job, JobStatus, OutageState, Processed, Store, StoreError, StoredEvent, WindowMember,
 };
@@ -123,6 +124,10 @@ impl Aggregator {
         clock: Arc<dyn Clock>,
     ) -> Result<Aggregator, StoreError> {
         let closed_through = store.closed_through()?;
+        // Events already waiting (a re-run after a crash may count some twice).
+        METRICS
+            .window_events
+            .store(store.window_member_count()? as i64, Ordering::Relaxed);
         let subscriptions = config
             .subscriptions
             .iter()
@@ -315,6 +320,7 @@ impl Aggregator {
                 errors: Vec::new(),
             };
             tracing::info!(event_id = %event.id, location = %state.location, "outage confirmed");
+            METRICS.outages_confirmed.fetch_add(1, Ordering::Relaxed);
             let confirmed = OutageState {
                 confirmed: true,
                 ..state
@@ -344,6 +350,12 @@ impl Aggregator {
                 jobs.push(self.merged_job(group, now));
             }
             self.store.close_windows(&members, &jobs, now)?;
+            METRICS
+                .window_events
+                .fetch_sub(members.len() as i64, Ordering::Relaxed);
+            METRICS
+                .windows_closed
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             tracing::debug!(
                 windows = jobs.len(),
                 events = members.len(),

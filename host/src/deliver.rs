@@ -25,8 +25,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{Backoff, Subscription};
+use crate::metrics::METRICS;
 use crate::sign;
 use crate::store::{Attempt, Job, JobStatus, Store, StoreError};
+use std::sync::atomic::Ordering;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -139,6 +141,11 @@ impl Deliverer {
         Ok(job)
     }
 
+    /// Deliveries waiting for an attempt or in one.
+    pub fn queued(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// Stops starting attempts and waits up to `grace` for those in flight.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.stop.cancel();
@@ -180,6 +187,7 @@ impl Deliverer {
                     job.status = JobStatus::Delivered;
                     job.error = None;
                     tracing::debug!(attempts = job.attempts_in_round, "delivered");
+                    METRICS.delivered.fetch_add(1, Ordering::Relaxed);
                     self.save(&job);
                     return;
                 }
@@ -208,6 +216,7 @@ impl Deliverer {
                         error = job.error.as_deref().unwrap_or(""),
                         "delivery moved to dead letters"
                     );
+                    METRICS.dead.fetch_add(1, Ordering::Relaxed);
                     self.save(&job);
                     return;
                 }
@@ -274,6 +283,13 @@ impl Deliverer {
             ),
         };
         tracing::debug!(status, error = error.as_deref(), latency_ms, "attempt");
+        METRICS.observe_attempt_latency(latency_ms / 1e3);
+        match outcome {
+            Outcome::Delivered => &METRICS.attempts_ok,
+            Outcome::Retry => &METRICS.attempts_failed,
+            Outcome::Refused => &METRICS.attempts_refused,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         (
             Attempt {
                 at_ms,

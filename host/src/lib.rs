@@ -13,6 +13,7 @@
 //! - [`worker`]: the single task running pipeline and aggregation.
 //! - [`sign`]: delivery bodies (envelopes), the seed's hash, Standard Webhooks.
 //! - [`deliver`]: HTTP delivery, retries, dead letters.
+//! - [`metrics`]: counters for `GET /metrics` (Prometheus text).
 //! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
 
 pub mod aggregate;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod deliver;
 pub mod event;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
 pub mod server;

@@ -24,10 +24,12 @@ use crate::aggregate::{Aggregator, SystemClock};
 use crate::config::Config;
 use crate::deliver::{Deliverer, now_ms};
 use crate::ingest;
+use crate::metrics::METRICS;
 use crate::pipeline::Pipeline;
 use crate::plugins::Registry;
 use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
 use crate::worker::Worker;
+use std::sync::atomic::Ordering;
 
 #[derive(Clone)]
 struct App {
@@ -36,6 +38,7 @@ struct App {
     admin_token: Option<Arc<str>>,
     ingest_token: Option<Arc<str>>,
     store: Arc<dyn Store>,
+    deliverer: Arc<Deliverer>,
     commit: Arc<GroupCommit>,
     to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
     max_body_bytes: usize,
@@ -112,6 +115,7 @@ pub async fn run(
         admin_token: config.server.admin_token.as_deref().map(Arc::from),
         ingest_token: config.server.ingest_token.as_deref().map(Arc::from),
         store: store.clone(),
+        deliverer: deliverer.clone(),
         commit,
         to_pipeline,
         max_body_bytes: config.server.max_body_bytes,
@@ -122,6 +126,8 @@ pub async fn run(
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/event-types", get(list_event_types))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -243,7 +249,76 @@ async fn list_event_types(State(app): State<App>, headers: axum::http::HeaderMap
     axum::Json(json!({ "strict": app.config.catalog.strict, "event_types": types })).into_response()
 }
 
+/// `GET /readyz`: 200 when the store answers and every plugin the config
+/// names is serving; 503 naming what is missing otherwise.
+async fn readyz(State(app): State<App>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = app.store.has_event("readyz-probe") {
+        problems.push(format!("store: {e}"));
+    }
+    let serving = app.registry.names();
+    let named = app
+        .config
+        .routes
+        .iter()
+        .chain(app.config.subscriptions.iter().flat_map(|s| &s.plugins))
+        .map(|step| step.plugin.as_str());
+    let mut missing: Vec<&str> = named.filter(|p| !serving.iter().any(|s| s == p)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    for plugin in missing {
+        problems.push(format!(
+            "plugin {plugin:?} is named in the config but not serving"
+        ));
+    }
+    if problems.is_empty() {
+        axum::Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "problems": problems })),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format. Counts only: no ids, no payloads.
+async fn metrics(State(app): State<App>) -> Response {
+    let plugins = app
+        .registry
+        .status()
+        .into_iter()
+        .filter_map(|s| {
+            s.serving
+                .map(|i| (s.name, i.calls, i.errors, i.mean_call_us / 1e6))
+        })
+        .collect();
+    let (plugin_loads, plugin_refusals) = app.registry.load_counts();
+    let page = crate::metrics::render(&crate::metrics::Snapshot {
+        queue_depth: app.deliverer.queued(),
+        plugins,
+        plugin_loads,
+        plugin_refusals,
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        page,
+    )
+        .into_response()
+}
+
 async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
+    let answer = ingest_request(app, request).await;
+    if answer.status().is_client_error() {
+        METRICS.ingest_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    answer
+}
+
+async fn ingest_request(app: App, request: Request<Body>) -> Response {
     if let Err(denied) = authorize_ingest(&app, request.headers()) {
         return denied;
     }
@@ -320,6 +395,9 @@ async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
             format!("events not stored durably: {e}"),
         );
     }
+    METRICS
+        .events_ingested
+        .fetch_add(fresh.len() as u64, Ordering::Relaxed);
     if !fresh.is_empty() {
         let _ = app.to_pipeline.send(fresh);
     }

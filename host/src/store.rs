@@ -214,6 +214,8 @@ pub trait Store: Send + Sync + 'static {
         jobs: &[Job],
         closed_through_ms: u64,
     ) -> Result<(), StoreError>;
+    /// Events waiting in windows (a key scan: for start-up, not per request).
+    fn window_member_count(&self) -> Result<usize, StoreError>;
     /// The time up to which windows were closed (0 if never).
     fn closed_through(&self) -> Result<u64, StoreError>;
     fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError>;
@@ -487,6 +489,15 @@ impl Store for SledStore {
         );
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    fn window_member_count(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.tree.scan_prefix(b"w/").keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn closed_through(&self) -> Result<u64, StoreError> {

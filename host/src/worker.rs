@@ -7,7 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use tokio::sync::mpsc;
+
+use crate::metrics::METRICS;
 
 use crate::aggregate::Aggregator;
 use crate::deliver::Deliverer;
@@ -85,6 +89,18 @@ impl Worker {
         }
         // Until this batch lands the pipeline markers stay: a crash re-runs it.
         self.store.complete_pipeline(&outcomes)?;
+        let placed: usize = outcomes.iter().map(|o| o.window_members.len()).sum();
+        METRICS
+            .window_events
+            .fetch_add(placed as i64, Ordering::Relaxed);
+        let failed = outcomes
+            .iter()
+            .flat_map(|o| &o.jobs)
+            .filter(|j| j.status == JobStatus::PluginError)
+            .count();
+        METRICS
+            .plugin_errors
+            .fetch_add(failed as u64, Ordering::Relaxed);
         Ok(outcomes
             .into_iter()
             .flat_map(|o| o.jobs)

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookhost_tests::http::{Receiver, post};
+use hookhost_tests::http::{Receiver, post, request};
 use hookhost_tests::{Running, bikeep_sample, built_plugin, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
@@ -232,6 +232,16 @@ fn direct_types_are_not_held_back_by_open_windows() {
     assert_eq!(
         types,
         BTreeSet::from(["report".into(), "maintenance_log".into()])
+    );
+    // The alarm waits in its window, and the metrics say so.
+    let (status, page) = request(api, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        page.as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l == "hookhost_window_events 1"),
+        "{page}"
     );
     let status = server.terminate(WAIT);
     assert!(status.success());

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hookhost_tests::Running;
-use hookhost_tests::http::{Receiver, request, request_with_headers};
+use hookhost_tests::http::{Answer, Receiver, request, request_with_headers};
+use hookhost_tests::{Running, built_plugin, wait_until};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -143,5 +143,107 @@ fn an_idempotency_key_is_accepted_once_and_answered_alike_even_after_a_crash() {
         .map(|r| r.headers["webhook-id"].clone())
         .collect();
     assert_eq!(deliveries.len(), 4, "{deliveries:?}");
+    assert!(server.terminate(WAIT).success());
+}
+
+/// `name{labels} value` lines of a Prometheus text page.
+fn parse_metrics(page: &str) -> std::collections::BTreeMap<String, f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
+    let receiver = Receiver::start();
+    receiver.script("gone", Answer::Status(404));
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
+             [plugins]\ndir = \"plugins\"\n\
+             [[subscriptions]]\nid = \"sink\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n\
+             [[subscriptions.plugins]]\nplugin = \"alarm-filter\"\n\
+             [[subscriptions]]\nid = \"gone\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n",
+            receiver.url("sink"),
+            receiver.url("gone")
+        ),
+    )
+    .unwrap();
+    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    let api = server.api_addr(WAIT);
+
+    let (status, body) = request(api, "GET", "/readyz", &[], b"");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("\"alarm-filter\""),
+        "{body}"
+    );
+    std::fs::copy(
+        built_plugin("alarm-filter"),
+        plugins.join("alarm-filter.wasm"),
+    )
+    .unwrap();
+    let ready = wait_until(WAIT, || request(api, "GET", "/readyz", &[], b"").0 == 200);
+    assert!(ready.is_some(), "not ready after the plugin was installed");
+
+    let (status, _) = request(api, "POST", "/v1/events", &[], b"{not json");
+    assert_eq!(status, 400);
+    let (status, body) = request(
+        api,
+        "POST",
+        "/v1/events",
+        &[],
+        br#"[{"type": "report", "data": {}}, {"type": "report", "data": {}}]"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    receiver.wait_count("sink", 2, WAIT);
+    receiver.wait_count("gone", 2, WAIT);
+
+    let (status, page) = request(api, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let m = parse_metrics(page.as_str().expect("a text page"));
+    // The deliverer records outcomes just after the receiver answers.
+    let settled = wait_until(WAIT, || {
+        let (_, page) = request(api, "GET", "/metrics", &[], b"");
+        let m = parse_metrics(page.as_str().unwrap());
+        m["hookhost_deliveries_total{outcome=\"delivered\"}"] == 2.0
+            && m["hookhost_deliveries_total{outcome=\"dead\"}"] == 2.0
+    });
+    assert!(settled.is_some(), "{m:#?}");
+    let (_, page) = request(api, "GET", "/metrics", &[], b"");
+    let m = parse_metrics(page.as_str().unwrap());
+    assert_eq!(m["hookhost_events_ingested_total"], 2.0);
+    assert_eq!(m["hookhost_ingest_refused_total"], 1.0);
+    assert_eq!(m["hookhost_attempts_total{outcome=\"ok\"}"], 2.0);
+    assert_eq!(m["hookhost_attempts_total{outcome=\"refused\"}"], 2.0);
+    assert_eq!(m["hookhost_attempts_total{outcome=\"failed\"}"], 0.0);
+    assert_eq!(m["hookhost_attempt_duration_seconds_count"], 4.0);
+    assert_eq!(
+        m["hookhost_attempt_duration_seconds_bucket{le=\"+Inf\"}"],
+        4.0
+    );
+    assert!(m["hookhost_attempt_duration_seconds_sum"] > 0.0);
+    assert_eq!(
+        m["hookhost_plugin_calls_total{plugin=\"alarm-filter\"}"],
+        2.0
+    );
+    assert_eq!(
+        m["hookhost_plugin_errors_total{plugin=\"alarm-filter\"}"],
+        0.0
+    );
+    assert_eq!(m["hookhost_plugin_reloads_total{result=\"loaded\"}"], 1.0);
+    assert_eq!(m["hookhost_delivery_queue_depth"], 0.0);
     assert!(server.terminate(WAIT).success());
 }

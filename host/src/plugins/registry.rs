@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -25,6 +26,8 @@ pub struct Registry {
     errors: Mutex<BTreeMap<String, LoadFailure>>,
     /// Serialises changes so two reloads cannot lose each other's update.
     change: Mutex<()>,
+    loads: AtomicU64,
+    refusals: AtomicU64,
 }
 
 /// A refused load, kept for the API.
@@ -70,6 +73,8 @@ impl Registry {
             live: ArcSwap::from_pointee(PluginMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             change: Mutex::new(()),
+            loads: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
         })
     }
 
@@ -84,6 +89,14 @@ impl Registry {
             .get(name)
             .cloned()
             .ok_or_else(|| CallError::NotPresent(name.to_string()))
+    }
+
+    /// Versions loaded, and loads refused, since start.
+    pub fn load_counts(&self) -> (u64, u64) {
+        (
+            self.loads.load(Ordering::Relaxed),
+            self.refusals.load(Ordering::Relaxed),
+        )
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -177,6 +190,7 @@ impl Registry {
         map.insert(name.into(), plugin.clone());
         self.live.store(Arc::new(map));
         self.lock_errors().remove(name);
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let load = plugin.load_info();
         tracing::info!(
             plugin = name,
@@ -211,6 +225,7 @@ impl Registry {
 
     pub(crate) fn record_failure(&self, name: &str, err: &LoadError) {
         let serving = self.live.load().contains_key(name);
+        self.refusals.fetch_add(1, Ordering::Relaxed);
         tracing::error!(plugin = name, error = %err, previous_version_serving = serving, "plugin refused");
         let at_unix_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
