@@ -14,6 +14,8 @@
 //! - [`sign`]: delivery bodies (envelopes), the seed's hash, Standard Webhooks.
 //! - [`deliver`]: HTTP delivery, retries, dead letters.
 //! - [`metrics`]: counters for `GET /metrics` (Prometheus text).
+//! - [`verify`], [`receive`]: checking deliveries as a receiver would, and
+//!   the `hookhost receive` receiver.
 //! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
 
 pub mod aggregate;
@@ -25,7 +27,9 @@ pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
+pub mod receive;
 pub mod server;
 pub mod sign;
 pub mod store;
+pub mod verify;
 pub mod worker;

@@ -37,6 +37,52 @@ enum Command {
     /// Check and run plugins without a server.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run a webhook receiver that prints each delivery with its
+    /// verification result (for trying hookhost out).
+    Receive {
+        /// Port on 127.0.0.1 to listen on.
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// The bike-parking seed to check `hash` with.
+        #[arg(long)]
+        seed: Option<String>,
+        /// A Standard Webhooks secret (`whsec_...`) to check signatures with;
+        /// repeat for several.
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// HTTP status to answer (e.g. 503 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        /// Save each delivery as DIR/NNNNNN.json (for `hookhost verify`).
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// POST event files to a hookhost server's ingest endpoint, one request
+    /// per file (a file holds one event or an array).
+    Replay {
+        /// The ingest endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8080/v1/events")]
+        url: String,
+        /// Ingest token (`HOOKHOST_INGEST_TOKEN` by default).
+        #[arg(long, env = "HOOKHOST_INGEST_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Wait up to 60 s for the server to come up.
+        #[arg(long)]
+        wait: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check a saved delivery against a seed and/or `whsec_` secrets. Exits 0
+    /// if every check passes, 1 otherwise.
+    Verify {
+        /// A delivery saved by `hookhost receive --save` (`{"body", "headers"}`),
+        /// or a raw body (seed check only).
+        file: PathBuf,
+        #[arg(long)]
+        seed: Option<String>,
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +111,9 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Serve { .. } => "info".to_string(),
         Command::Plugin(_) => format!("warn,{LOG_TARGET}=trace"),
+        Command::Receive { .. } | Command::Verify { .. } | Command::Replay { .. } => {
+            "warn".to_string()
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -81,6 +130,24 @@ fn main() -> ExitCode {
             event,
             config,
         }) => plugin_run(&file, &event, config.as_deref()),
+        Command::Receive {
+            port,
+            seed,
+            secrets,
+            status,
+            save,
+        } => receive(port, seed, secrets, status, save),
+        Command::Verify {
+            file,
+            seed,
+            secrets,
+        } => verify(&file, seed.as_deref(), &secrets),
+        Command::Replay {
+            url,
+            token,
+            wait,
+            files,
+        } => replay(&url, token.as_deref(), wait, &files),
     };
     match result {
         Ok(code) => code,
@@ -144,6 +211,121 @@ fn serve(config_file: Option<&Path>, plugins_dir: Option<PathBuf>) -> Result<Exi
     };
     rt.block_on(hookhost::server::run(config, registry, shutdown))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn receive(
+    port: u16,
+    seed: Option<String>,
+    secrets: Vec<String>,
+    status: u16,
+    save: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let status = axum::http::StatusCode::from_u16(status)
+        .map_err(|_| anyhow::anyhow!("--status {status} is not an HTTP status"))?;
+    for s in &secrets {
+        hookhost::sign::whsec_key(s).map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let options = hookhost::receive::ReceiveOptions {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        seed,
+        secrets,
+        status,
+        save,
+    };
+    rt.block_on(async {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        hookhost::receive::run(options, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(url: &str, token: Option<&str>, wait: bool, files: &[PathBuf]) -> Result<ExitCode> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let uri: http::Uri = url.parse().with_context(|| format!("--url {url}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut refused = 0;
+    rt.block_on(async {
+        for (i, file) in files.iter().enumerate() {
+            let body =
+                std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let response = loop {
+                let mut request = http::Request::post(uri.clone())
+                    .header(http::header::CONTENT_TYPE, "application/json");
+                if let Some(token) = token {
+                    request =
+                        request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+                }
+                let request = request.body(Full::new(bytes::Bytes::from(body.clone())))?;
+                match client.request(request).await {
+                    Ok(response) => break response,
+                    // Only the first request waits for the server to start.
+                    Err(_) if wait && i == 0 && std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => bail!("{url}: {e}"),
+                }
+            };
+            let status = response.status();
+            let answer = response.into_body().collect().await?.to_bytes();
+            println!(
+                "{} -> {} {}",
+                file.display(),
+                status.as_u16(),
+                String::from_utf8_lossy(&answer)
+            );
+            if !status.is_success() {
+                refused += 1;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn verify(file: &Path, seed: Option<&str>, secrets: &[String]) -> Result<ExitCode> {
+    if seed.is_none() && secrets.is_empty() {
+        bail!("give --seed and/or --secret: nothing to check with");
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    let delivery = match serde_json::from_str::<hookhost::verify::Delivery>(&text) {
+        Ok(saved) => saved,
+        Err(_) => hookhost::verify::Delivery {
+            body: text,
+            headers: Default::default(),
+        },
+    };
+    let checks = hookhost::verify::check(&delivery, seed, secrets);
+    for c in &checks {
+        println!(
+            "{}: {} {}",
+            c.name,
+            if c.ok { "OK" } else { "FAILED" },
+            c.detail
+        );
+    }
+    Ok(if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Loads one file outside any server, for the CLI's plugin commands.

@@ -27,6 +27,7 @@ use crate::ingest;
 use crate::metrics::METRICS;
 use crate::pipeline::Pipeline;
 use crate::plugins::Registry;
+use crate::sign::constant_time_eq;
 use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
 use crate::worker::Worker;
 use std::sync::atomic::Ordering;
@@ -214,11 +215,6 @@ fn check_token(
         }
         Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong token")),
     }
-}
-
-/// Compares without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /v1/plugins`: every plugin serving or refused, with its content

@@ -156,6 +156,11 @@ pub fn body(
     Ok(out)
 }
 
+/// Compares without an early exit, so timing does not reveal a secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The HMAC key of a `whsec_` secret.
 pub fn whsec_key(secret: &str) -> Result<Vec<u8>, SignError> {
     let b64 = secret.strip_prefix("whsec_").ok_or(SignError::BadSecret)?;
