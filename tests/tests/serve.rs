@@ -119,3 +119,41 @@ fn bad_config_names_the_file_and_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml: line 3"), "{stderr}");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line_with_fields() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("plugins")).unwrap();
+    std::fs::write(root.path().join("plugins/broken.wasm"), b"nope").unwrap();
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n",
+    )
+    .unwrap();
+    let mut server = Running::start(&[
+        "--log-format",
+        "json",
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let line = server.wait_for(&["HTTP API listening"], WAIT);
+    let listening: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["message"], "HTTP API listening");
+    assert!(
+        listening["listen"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let refused = server
+        .log
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+        .find(|v| v["message"] == "plugin refused")
+        .expect("the refused plugin is logged");
+    assert_eq!(refused["plugin"], "broken");
+    assert!(server.terminate(WAIT).success());
+}
