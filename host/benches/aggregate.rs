@@ -89,7 +89,7 @@ fn main() {
             r#"
 [[subscriptions]]
 id = "customer"
-url = "http://127.0.0.1:9/"
+url = "http://hooks.example.com/"
 types = ["*"]
 seed = "s"
 [aggregation.types.alarm]

@@ -22,9 +22,27 @@ pub struct Config {
     pub subscriptions: Vec<Subscription>,
     pub aggregation: AggregationConfig,
     pub catalog: CatalogConfig,
+    pub delivery: DeliveryConfig,
     /// The catalogs `catalog.files` name, loaded by [`Config::load`].
     #[serde(skip)]
     pub catalogs: Catalogs,
+}
+
+/// `[delivery]`: settings of all deliveries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Networks endpoints may be in although they are not public internet
+    /// addresses (loopback, private, link-local, ...): IPs or CIDR ranges,
+    /// e.g. `["127.0.0.1", "10.20.0.0/16"]`. Empty: only public addresses.
+    pub allowed_networks: Vec<String>,
+}
+
+impl DeliveryConfig {
+    pub fn target_policy(&self) -> Result<crate::ssrf::TargetPolicy, String> {
+        crate::ssrf::TargetPolicy::new(&self.allowed_networks)
+            .map_err(|e| format!("delivery.allowed_networks: {e}"))
+    }
 }
 
 /// `[catalog]`: which event catalogs describe the types this server carries.
@@ -766,9 +784,15 @@ impl Config {
         })?;
         config.plugins.validate()?;
         config.aggregation.validate()?;
+        let targets = config.delivery.target_policy()?;
         let mut ids = std::collections::HashSet::new();
         for (i, sub) in config.subscriptions.iter().enumerate() {
             sub.validate(i)?;
+            if let Ok(url) = sub.url.parse::<http::Uri>() {
+                targets
+                    .check_url(&url)
+                    .map_err(|e| format!("subscriptions[{i}] (id {:?}).url: {e}", sub.id))?;
+            }
             if !ids.insert(sub.id.as_str()) {
                 return Err(format!("subscriptions[{i}].id {:?} is used twice", sub.id));
             }

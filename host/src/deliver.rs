@@ -24,13 +24,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{Backoff, Subscription};
+use crate::config::{Backoff, Config, Subscription};
 use crate::metrics::METRICS;
 use crate::sign;
+use crate::ssrf::GuardedResolver;
 use crate::store::{Attempt, Job, JobStatus, Store, StoreError};
 use std::sync::atomic::Ordering;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -74,12 +76,21 @@ enum Outcome {
 }
 
 impl Deliverer {
-    pub fn new(store: Arc<dyn Store>, subscriptions: &[Subscription]) -> Arc<Deliverer> {
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Arc<Deliverer> {
+        let subscriptions = &config.subscriptions;
+        // Host names are checked at every resolve (IP literals were checked
+        // with the config): see `ssrf`.
+        let policy = config
+            .delivery
+            .target_policy()
+            .expect("validated with the config");
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(Arc::new(policy)));
+        http.enforce_http(false); // the HTTPS wrapper checks the scheme
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);

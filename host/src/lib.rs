@@ -13,6 +13,7 @@
 //! - [`worker`]: the single task running pipeline and aggregation.
 //! - [`sign`]: delivery bodies (envelopes), the seed's hash, Standard Webhooks.
 //! - [`deliver`]: HTTP delivery, retries, dead letters.
+//! - [`ssrf`]: which endpoint addresses deliveries may reach.
 //! - [`metrics`]: counters for `GET /metrics` (Prometheus text).
 //! - [`verify`], [`receive`]: checking deliveries as a receiver would, and
 //!   the `hookhost receive` receiver.
@@ -30,6 +31,7 @@ pub mod plugins;
 pub mod receive;
 pub mod server;
 pub mod sign;
+pub mod ssrf;
 pub mod store;
 pub mod verify;
 pub mod worker;

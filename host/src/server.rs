@@ -65,7 +65,7 @@ pub async fn run(
         config.server.cache_mib,
     )?);
     let commit = GroupCommit::start(store.clone());
-    let deliverer = Deliverer::new(store.clone(), &config.subscriptions);
+    let deliverer = Deliverer::new(store.clone(), &config);
     let pipeline = Arc::new(Pipeline::new(registry.clone(), config.clone()));
     let aggregator = Arc::new(Aggregator::new(
         config.clone(),

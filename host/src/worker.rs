@@ -208,7 +208,7 @@ mod tests {
     const SUBSCRIBED: &str = r#"
 [[subscriptions]]
 id = "acme"
-url = "http://127.0.0.1:9/"
+url = "http://hooks.example.com/"
 types = ["*"]
 seed = "s"
 "#;
@@ -342,7 +342,7 @@ seed = "s"
     #[test]
     fn direct_types_and_direct_subscriptions_are_not_delayed() {
         let config = format!(
-            "{SUBSCRIBED}\n[[subscriptions]]\nid = \"direct\"\nurl = \"http://127.0.0.1:9/\"\ntypes = [\"*\"]\nseed = \"s\"\nintervals = {{ \"*\" = \"direct\" }}\n"
+            "{SUBSCRIBED}\n[[subscriptions]]\nid = \"direct\"\nurl = \"http://hooks.example.com/\"\ntypes = [\"*\"]\nseed = \"s\"\nintervals = {{ \"*\" = \"direct\" }}\n"
         );
         let s = setup(&config, None, None);
         let mut report = connection(&s.clock, "L1", "offline", "d1");

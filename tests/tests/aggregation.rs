@@ -20,7 +20,7 @@ fn write_config(root: &Path, url: &str, aggregation: &str) -> String {
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nshutdown_grace_ms = 3000\n\
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nshutdown_grace_ms = 3000\n\
              [plugins]\ndir = \"plugins\"\n\
              [[subscriptions]]\nid = \"sink\"\nurl = \"{url}\"\ntypes = [\"*\"]\nseed = \"{SEED}\"\n\
              {aggregation}\n"

@@ -17,7 +17,7 @@ fn write_config(root: &Path, url: &str) -> String {
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
              admin_token = \"adm1n-t0ken\"\ningest_token = \"1ngest-t0ken\"\n\
              [plugins]\ndir = \"plugins\"\n\
              [[subscriptions]]\nid = \"sink\"\nurl = \"{url}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n"
@@ -75,6 +75,15 @@ fn ingest_and_admin_need_their_own_tokens() {
     receiver.wait_count("sink", 1, WAIT);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(receiver.count("sink"), 1);
+    // Refusals are logged without the tokens that were tried or expected.
+    server.collect_for(Duration::from_millis(200));
+    assert!(!server.log.is_empty());
+    for secret in ["adm1n-t0ken", "1ngest-t0ken", "guess"] {
+        assert!(
+            !server.log.iter().any(|l| l.contains(secret)),
+            "{secret} in the log"
+        );
+    }
     assert!(server.terminate(WAIT).success());
 }
 
@@ -168,7 +177,7 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
              [plugins]\ndir = \"plugins\"\n\
              [[subscriptions]]\nid = \"sink\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n\
              [[subscriptions.plugins]]\nplugin = \"alarm-filter\"\n\
@@ -245,5 +254,59 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     );
     assert_eq!(m["hookhost_plugin_reloads_total{result=\"loaded\"}"], 1.0);
     assert_eq!(m["hookhost_delivery_queue_depth"], 0.0);
+    assert!(server.terminate(WAIT).success());
+}
+
+#[test]
+fn endpoints_on_internal_networks_are_refused_unless_allowed() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("plugins")).unwrap();
+    let config = root.path().join("hookhost.toml");
+    let start = |allow: &str, url: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "{allow}[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n\
+                 [[subscriptions]]\nid = \"internal\"\nurl = \"{url}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n"
+            ),
+        )
+        .unwrap();
+        hookhost_tests::output_within(
+            std::process::Command::new(hookhost_tests::hookhost_bin()).args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+            ]),
+            Duration::from_secs(5),
+        )
+    };
+    for (url, why) in [
+        ("http://127.0.0.1:9000/x", "loopback"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://10.0.0.7/x", "private"),
+        ("http://[::1]:9000/x", "loopback"),
+        ("http://localhost:9000/x", "loopback"),
+    ] {
+        let out = start("", url);
+        assert_eq!(out.status.code(), Some(1), "{url} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("hookhost.toml")
+                && stderr.contains("subscriptions[0] (id \"internal\").url")
+                && stderr.contains(why)
+                && stderr.contains("delivery.allowed_networks"),
+            "{url}: {stderr}"
+        );
+    }
+    // Listed, the same address is fine (the server starts; stop it).
+    std::fs::write(
+        &config,
+        "[delivery]\nallowed_networks = [\"10.0.0.0/8\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
+         [plugins]\ndir = \"plugins\"\n[[subscriptions]]\nid = \"internal\"\nurl = \"http://10.0.0.7/x\"\n\
+         types = [\"*\"]\nenvelope = \"plain\"\n",
+    )
+    .unwrap();
+    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    server.api_addr(WAIT);
     assert!(server.terminate(WAIT).success());
 }

@@ -27,7 +27,7 @@ fn write_config(root: &Path, body: &str) -> String {
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nadmin_token = \"adm1n\"\n\
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nadmin_token = \"adm1n\"\n\
              [plugins]\ndir = \"plugins\"\n{body}"
         ),
     )

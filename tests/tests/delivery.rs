@@ -23,7 +23,7 @@ fn write_config_limit(root: &Path, body: &str, max_body_bytes: usize) -> String 
     std::fs::create_dir_all(root.join("plugins")).unwrap();
     let file = root.join("hookhost.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nmax_body_bytes = {max_body_bytes}\nshutdown_grace_ms = 3000\n[plugins]\ndir = \"plugins\"\n{body}"
+        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nmax_body_bytes = {max_body_bytes}\nshutdown_grace_ms = 3000\n[plugins]\ndir = \"plugins\"\n{body}"
     );
     std::fs::write(&file, text).unwrap();
     file.to_str().unwrap().to_string()
@@ -157,7 +157,7 @@ fn attempt_counts_follow_the_retry_policy() {
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let deliverer = hookhost::deliver::Deliverer::new(store.clone(), &config.subscriptions);
+        let deliverer = hookhost::deliver::Deliverer::new(store.clone(), &config);
         let down_id = hookhost::pipeline::job_id(&event_id, "down");
         deliverer.resend(&down_id).unwrap();
         assert!(

@@ -35,6 +35,8 @@ fn plugins_route_filter_and_transform_deliveries() {
         &config,
         format!(
             r#"
+[delivery]
+allowed_networks = ["127.0.0.1"]
 [server]
 listen = "127.0.0.1:0"
 data_dir = "db"

@@ -103,7 +103,7 @@ fn samples() -> Vec<PathBuf> {
 fn serve(root: &Path, urls: &[String]) -> (Running, std::net::SocketAddr) {
     std::fs::create_dir_all(root.join("plugins")).unwrap();
     let mut text =
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n"
+        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n"
             .to_string();
     for (i, url) in urls.iter().enumerate() {
         text.push_str(&format!(
