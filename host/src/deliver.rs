@@ -60,8 +60,8 @@ pub struct Deliverer {
 pub enum ResendError {
     #[error("no delivery with id {0}")]
     NotFound(String),
-    #[error("delivery {0} is {1:?}; only dead letters can be re-sent")]
-    NotDead(String, JobStatus),
+    #[error("delivery {0} is {1:?}; only dead or delivered ones can be re-sent")]
+    NotResendable(String, JobStatus),
     #[error("delivery {0} is for subscription {1}, which is no longer configured")]
     NoSubscription(String, String),
     #[error(transparent)]
@@ -131,14 +131,15 @@ impl Deliverer {
             .spawn(async move { this.run(endpoint, job).await }.instrument(span));
     }
 
-    /// Puts a dead letter back in the queue for a new round of attempts.
+    /// Puts a dead letter (or a delivered job, to send it again) back in
+    /// the queue for a new round of attempts, under the same id.
     pub fn resend(self: &Arc<Self>, job_id: &str) -> Result<Job, ResendError> {
         let mut job = self
             .store
             .job(job_id)?
             .ok_or_else(|| ResendError::NotFound(job_id.to_string()))?;
-        if job.status != JobStatus::Dead {
-            return Err(ResendError::NotDead(job.id, job.status));
+        if !matches!(job.status, JobStatus::Dead | JobStatus::Delivered) {
+            return Err(ResendError::NotResendable(job.id, job.status));
         }
         if !self.endpoints.contains_key(&job.subscription_id) {
             return Err(ResendError::NoSubscription(job.id, job.subscription_id));

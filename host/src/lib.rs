@@ -20,6 +20,7 @@
 //! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
 
 pub mod aggregate;
+mod api;
 pub mod catalog;
 pub mod config;
 pub mod deliver;

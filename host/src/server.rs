@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::aggregate::{Aggregator, SystemClock};
@@ -33,13 +33,13 @@ use crate::worker::Worker;
 use std::sync::atomic::Ordering;
 
 #[derive(Clone)]
-struct App {
-    config: Arc<Config>,
-    registry: Arc<Registry>,
+pub(crate) struct App {
+    pub(crate) config: Arc<Config>,
+    pub(crate) registry: Arc<Registry>,
     admin_token: Option<Arc<str>>,
     ingest_token: Option<Arc<str>>,
-    store: Arc<dyn Store>,
-    deliverer: Arc<Deliverer>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) deliverer: Arc<Deliverer>,
     commit: Arc<GroupCommit>,
     to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
     max_body_bytes: usize,
@@ -48,7 +48,7 @@ struct App {
 }
 
 /// A JSON error answer: `{"error": "..."}`.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -124,8 +124,7 @@ pub async fn run(
     };
     let router = Router::new()
         .route("/v1/events", post(ingest))
-        .route("/v1/plugins", get(list_plugins))
-        .route("/v1/event-types", get(list_event_types))
+        .merge(crate::api::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -158,7 +157,7 @@ pub async fn run(
 }
 
 /// Checks the management API's bearer token.
-fn authorize(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorize(app: &App, headers: &axum::http::HeaderMap) -> Result<(), Response> {
     let Some(expected) = &app.admin_token else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -215,34 +214,6 @@ fn check_token(
         }
         Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong token")),
     }
-}
-
-/// `GET /v1/plugins`: every plugin serving or refused, with its content
-/// hash, roles, load time, call counts, mean latency and last load error.
-async fn list_plugins(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied;
-    }
-    axum::Json(json!({ "plugins": app.registry.status() })).into_response()
-}
-
-/// `GET /v1/event-types`: every type of the loaded catalogs, with its
-/// catalog, description, tier, delivery mode and sample payload.
-async fn list_event_types(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied;
-    }
-    let types: Vec<Value> = app
-        .config
-        .catalogs
-        .types()
-        .map(|(catalog, t)| {
-            let mut entry = serde_json::to_value(t).unwrap_or_default();
-            entry["catalog"] = json!(catalog);
-            entry
-        })
-        .collect();
-    axum::Json(json!({ "strict": app.config.catalog.strict, "event_types": types })).into_response()
 }
 
 /// `GET /readyz`: 200 when the store answers and every plugin the config

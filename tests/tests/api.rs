@@ -310,3 +310,119 @@ fn endpoints_on_internal_networks_are_refused_unless_allowed() {
     server.api_addr(WAIT);
     assert!(server.terminate(WAIT).success());
 }
+
+#[test]
+fn deliveries_are_listed_resent_and_recovered() {
+    let receiver = Receiver::start();
+    receiver.script("down", Answer::Status(503));
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("plugins")).unwrap();
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n\
+             [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nadmin_token = \"adm1n-t0ken\"\n\
+             [plugins]\ndir = \"plugins\"\n\
+             [[subscriptions]]\nid = \"ok\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n\
+             [[subscriptions]]\nid = \"down\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n\
+             [subscriptions.retry]\nmax_retries = 0\n",
+            receiver.url("ok"),
+            receiver.url("down")
+        ),
+    )
+    .unwrap();
+    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    let api = server.api_addr(WAIT);
+    let before = hookhost::aggregate::rfc3339_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            - 2000,
+    );
+    let (status, body) = request(
+        api,
+        "POST",
+        "/v1/events",
+        &[],
+        br#"[{"type": "report", "data": {"n": 1}}, {"type": "report", "data": {"n": 2}},
+            {"type": "invoice.paid", "data": {"amount": 10}}]"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    receiver.wait_count("ok", 3, WAIT);
+    receiver.wait_count("down", 3, WAIT);
+    let admin = |method: &str, path: &str, body: &[u8]| request(api, method, path, &[ADMIN], body);
+    let dead_count = || {
+        admin("GET", "/v1/dead-letters", b"").1["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert!(wait_until(WAIT, || dead_count() == 3).is_some());
+
+    let (status, body) = request(api, "GET", "/v1/deliveries", &[], b"");
+    assert_eq!(status, 401, "{body}");
+    let (status, dead) = admin("GET", "/v1/deliveries?status=dead", b"");
+    assert_eq!(status, 200, "{dead}");
+    assert_eq!(dead["total"], 3);
+    for d in dead["deliveries"].as_array().unwrap() {
+        assert_eq!(d["subscription_id"], "down");
+        assert_eq!(d["attempts"][0]["status"], 503);
+        assert!(d["error"].as_str().unwrap().contains("503"), "{d}");
+    }
+    let (_, paid) = admin(
+        "GET",
+        "/v1/deliveries?subscription=ok&type=invoice.paid",
+        b"",
+    );
+    assert_eq!(paid["total"], 1, "{paid}");
+    let paid = &paid["deliveries"][0];
+    assert_eq!(paid["status"], "delivered");
+    assert_eq!(paid["data"]["amount"], 10, "data is shown as JSON");
+    let (_, none) = admin("GET", &format!("/v1/deliveries?until={before}"), b"");
+    assert_eq!(none["total"], 0, "{none}");
+    let (status, body) = admin("GET", "/v1/deliveries?status=lost", b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("status"), "{body}");
+    let (status, body) = admin("GET", "/v1/deliveries?since=yesterday", b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("since"), "{body}");
+
+    // Re-send one delivered delivery: the same webhook-id arrives again.
+    let id = paid["id"].as_str().unwrap();
+    let (status, body) = admin("POST", &format!("/v1/deliveries/{id}/resend"), b"");
+    assert_eq!(status, 202, "{body}");
+    receiver.wait_count("ok", 4, WAIT);
+    let again = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "ok" && r.headers["webhook-id"] == id)
+        .count();
+    assert_eq!(again, 2);
+    let (status, body) = admin("POST", "/v1/deliveries/msg_nope/resend", b"");
+    assert_eq!(status, 404, "{body}");
+
+    // The endpoint is back: recover everything that died since `before`.
+    receiver.script("down", Answer::Status(200));
+    let (status, body) = admin("POST", "/v1/subscriptions/nope/recover", b"{}");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = admin("POST", "/v1/subscriptions/down/recover", b"{\"since\": 5}");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = admin(
+        "POST",
+        "/v1/subscriptions/down/recover",
+        json!({ "since": before }).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["resent"], 3, "{body}");
+    receiver.wait_count("down", 6, WAIT);
+    assert!(wait_until(WAIT, || dead_count() == 0).is_some());
+    let (_, delivered) = admin(
+        "GET",
+        "/v1/deliveries?subscription=down&status=delivered",
+        b"",
+    );
+    assert_eq!(delivered["total"], 3, "{delivered}");
+    assert!(server.terminate(WAIT).success());
+}
