@@ -108,8 +108,14 @@ interval = "1h"
     let t0 = 1_765_796_400_000 + 1_000; // 2025-12-15T11:00:01Z
     let clock = Arc::new(ManualClock::new(t0));
     let registry = Registry::new(Runtime::new(&config.plugins).unwrap());
-    let pipeline = Arc::new(Pipeline::new(registry, config.clone()));
-    let aggregator = Arc::new(Aggregator::new(config, store.clone(), clock.clone()).unwrap());
+    let subscriptions = hookhost::subscriptions::Subscriptions::from_config(config.clone());
+    let pipeline = Arc::new(Pipeline::new(
+        registry,
+        config.clone(),
+        subscriptions.clone(),
+    ));
+    let aggregator =
+        Arc::new(Aggregator::new(config, subscriptions, store.clone(), clock.clone()).unwrap());
     let worker = Worker::new(pipeline, aggregator, store.clone());
 
     let rss_start = rss_mib();

@@ -41,6 +41,7 @@ use crate::metrics::METRICS;
 use crate::store::{
     Job, JobStatus, OutageState, Processed, Store, StoreError, StoredEvent, WindowMember,
 };
+use crate::subscriptions::Subscriptions;
 
 /// Where "now" comes from.
 pub trait Clock: Send + Sync {
@@ -83,7 +84,7 @@ pub struct Aggregator {
     clock: Arc<dyn Clock>,
     /// Windows ending at or before this are closed; nothing joins them.
     closed_through_ms: AtomicU64,
-    subscriptions: HashMap<String, usize>,
+    subscriptions: Arc<Subscriptions>,
     /// Settings of every type configured or in the seed's table, resolved
     /// once: placing an event must not rebuild them.
     types: HashMap<String, TypeSettings>,
@@ -120,6 +121,7 @@ fn timestamp_order(a: &str, b: &str) -> std::cmp::Ordering {
 impl Aggregator {
     pub fn new(
         config: Arc<Config>,
+        subscriptions: Arc<Subscriptions>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Aggregator, StoreError> {
@@ -128,12 +130,6 @@ impl Aggregator {
         METRICS
             .window_events
             .store(store.window_member_count()? as i64, Ordering::Relaxed);
-        let subscriptions = config
-            .subscriptions
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect();
         let aggregation = &config.aggregation;
         let types = aggregation
             .named_types()
@@ -179,11 +175,9 @@ impl Aggregator {
         let earliest = event
             .received_at_ms
             .max(self.closed_through_ms.load(Ordering::SeqCst));
+        let subscriptions = self.subscriptions.current();
         for job in jobs {
-            let sub = self
-                .subscriptions
-                .get(&job.subscription_id)
-                .map(|&i| &self.config.subscriptions[i]);
+            let sub = subscriptions.get(&job.subscription_id);
             let mode = sub
                 .and_then(|s| s.mode_override(&event.event_type))
                 .unwrap_or(settings.mode);

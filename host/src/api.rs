@@ -9,9 +9,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use crate::config::Subscription;
 use crate::deliver::ResendError;
 use crate::server::{App, authorize, error};
 use crate::store::{Job, JobStatus};
+use crate::subscriptions::{SubscriptionError, Subscriptions};
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
@@ -22,6 +26,187 @@ pub(crate) fn routes() -> Router<App> {
         .route("/v1/deliveries/{id}/resend", post(resend_delivery))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/subscriptions/{id}/recover", post(recover))
+        .route(
+            "/v1/subscriptions",
+            get(list_subscriptions).post(create_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(get_subscription)
+                .put(replace_subscription)
+                .delete(delete_subscription),
+        )
+        .route("/v1/subscriptions/{id}/enable", post(enable_subscription))
+        .route("/v1/subscriptions/{id}/disable", post(disable_subscription))
+}
+
+/// A subscription as the API shows it: secrets are never shown, only
+/// whether a seed is set and how many signing secrets there are.
+fn subscription_view(sub: &Subscription) -> Value {
+    let mut v = serde_json::to_value(sub).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("seed");
+        o.remove("secrets");
+        o.insert("seed_set".into(), json!(sub.seed.is_some()));
+        o.insert("secrets_count".into(), json!(sub.secrets.len()));
+        o.insert(
+            "source".into(),
+            json!(if sub.from_config { "config" } else { "api" }),
+        );
+    }
+    v
+}
+
+fn subscription_error(e: SubscriptionError) -> Response {
+    let status = match e {
+        SubscriptionError::NotFound(_) => StatusCode::NOT_FOUND,
+        SubscriptionError::Exists(_) | SubscriptionError::ReadOnly(_) => StatusCode::CONFLICT,
+        SubscriptionError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SubscriptionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+/// Runs a change (it writes and flushes the store) off the async workers.
+async fn change(
+    app: &App,
+    f: impl FnOnce(&Subscriptions) -> Result<Option<Arc<Subscription>>, SubscriptionError>
+    + Send
+    + 'static,
+    ok: StatusCode,
+) -> Response {
+    let subscriptions = app.subscriptions.clone();
+    match tokio::task::spawn_blocking(move || f(&subscriptions)).await {
+        Ok(Ok(Some(sub))) => (ok, axum::Json(subscription_view(&sub))).into_response(),
+        Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => subscription_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn parse_subscription(body: &[u8]) -> Result<Subscription, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("subscription: {e}")))
+}
+
+/// `GET /v1/subscriptions`: config-file ones (`"source": "config"`,
+/// read-only) and API-made ones.
+async fn list_subscriptions(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let all: Vec<Value> = app
+        .subscriptions
+        .current()
+        .iter()
+        .map(|s| subscription_view(s))
+        .collect();
+    axum::Json(json!({ "subscriptions": all })).into_response()
+}
+
+async fn get_subscription(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    match app.subscriptions.get(&id) {
+        Some(sub) => axum::Json(subscription_view(&sub)).into_response(),
+        None => subscription_error(SubscriptionError::NotFound(id)),
+    }
+}
+
+/// `POST /v1/subscriptions`: the same fields as `[[subscriptions]]` in the
+/// config file, as JSON; checked the same way (endpoint address, tiers).
+async fn create_subscription(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let sub = match parse_subscription(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    change(
+        &app,
+        move |subs| subs.create(sub).map(Some),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+async fn replace_subscription(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let sub = match parse_subscription(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    change(
+        &app,
+        move |subs| subs.replace(&id, sub).map(Some),
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn delete_subscription(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    change(
+        &app,
+        move |subs| subs.delete(&id).map(|()| None),
+        StatusCode::NO_CONTENT,
+    )
+    .await
+}
+
+async fn enable_subscription(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    change(
+        &app,
+        move |subs| subs.set_enabled(&id, true).map(Some),
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn disable_subscription(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    change(
+        &app,
+        move |subs| subs.set_enabled(&id, false).map(Some),
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// `GET /v1/plugins`: every plugin serving or refused, with its content
@@ -236,7 +421,7 @@ async fn recover(
     if let Err(denied) = authorize(&app, &headers) {
         return denied;
     }
-    if !app.config.subscriptions.iter().any(|s| s.id == id) {
+    if app.subscriptions.get(&id).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             format!("no subscription with id {id}"),

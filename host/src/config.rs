@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalogs;
 
@@ -96,22 +96,35 @@ impl Default for ServerConfig {
 }
 
 /// One plugin in a chain: its name (file stem) and its config for this place.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginStep {
     pub plugin: String,
-    /// Any TOML value; handed to the plugin as JSON text.
-    #[serde(default, deserialize_with = "toml_to_json_text")]
+    /// Any TOML (or, over the API, JSON) value; handed to the plugin as JSON text.
+    #[serde(
+        default,
+        deserialize_with = "any_to_json_text",
+        serialize_with = "json_text_as_value"
+    )]
     pub config: String,
 }
 
-fn toml_to_json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let value = toml::Value::deserialize(d)?;
+fn any_to_json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
     serde_json::to_string(&value).map_err(serde::de::Error::custom)
 }
 
+fn json_text_as_value<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    if text.is_empty() {
+        return s.serialize_none();
+    }
+    serde_json::from_str::<serde_json::Value>(text)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
 /// A customer endpoint and what it receives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Subscription {
     pub id: String,
@@ -147,6 +160,16 @@ pub struct Subscription {
     /// `"*"` applies to every type not named.
     #[serde(default)]
     pub intervals: BTreeMap<String, Mode>,
+    /// A disabled subscription receives nothing new.
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// Defined in the config file (read-only over the API).
+    #[serde(skip)]
+    pub from_config: bool,
+}
+
+fn enabled_default() -> bool {
+    true
 }
 
 fn default_max_in_flight() -> usize {
@@ -154,7 +177,7 @@ fn default_max_in_flight() -> usize {
 }
 
 /// Who may receive a type: everyone with access (`public`) or partners only.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
     #[default]
@@ -163,7 +186,7 @@ pub enum Tier {
 }
 
 /// The body format of a delivery.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Envelope {
     /// `{"type", "data", "version": 2, "hash"}` (the bike-parking seed, v2).
@@ -176,7 +199,7 @@ pub enum Envelope {
 }
 
 /// When and how often a delivery is retried.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Per-attempt timeout.
@@ -202,7 +225,7 @@ impl Default for RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backoff {
     #[default]
@@ -233,9 +256,16 @@ impl Subscription {
     }
 
     fn validate(&self, i: usize) -> Result<(), String> {
-        let key = format!("subscriptions[{i}] (id {:?})", self.id);
         if self.id.is_empty() {
             return Err(format!("subscriptions[{i}].id must not be empty"));
+        }
+        self.validate_as(&format!("subscriptions[{i}] (id {:?})", self.id))
+    }
+
+    /// Checks the subscription on its own; errors start with `key`.
+    pub fn validate_as(&self, key: &str) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 128 || self.id.contains(['/', '\0']) {
+            return Err(format!("{key}.id must be 1 to 128 characters, without `/`"));
         }
         let url = self
             .url
@@ -291,6 +321,15 @@ impl Subscription {
 pub enum Mode {
     Direct,
     Every(Duration),
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Mode::Direct => s.serialize_str("direct"),
+            Mode::Every(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Mode {
@@ -742,6 +781,30 @@ impl Config {
     /// Applies loaded catalogs: checks each subscription's types against its
     /// tier, and takes each type's delivery mode unless `[aggregation.types]`
     /// sets one.
+    /// Checks a subscription made over the API as the config file's are
+    /// checked: fields, endpoint address, tiers against the catalogs.
+    pub fn check_subscription(&self, sub: &Subscription) -> Result<(), String> {
+        sub.validate_as("subscription")?;
+        let url: http::Uri = sub
+            .url
+            .parse()
+            .map_err(|e| format!("subscription.url: {e}"))?;
+        self.delivery
+            .target_policy()?
+            .check_url(&url)
+            .map_err(|e| format!("subscription.url: {e}"))?;
+        if let Some(t) = sub
+            .types
+            .iter()
+            .find(|t| !self.catalogs.allows(sub.tier, t))
+        {
+            return Err(format!(
+                "subscription.types: {t:?} is a partner type; a public subscription cannot receive it (set tier = \"partner\")"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn with_catalogs(mut self, catalogs: Catalogs) -> Result<Config, String> {
         for (i, sub) in self.subscriptions.iter().enumerate() {
             for t in &sub.types {
@@ -774,7 +837,7 @@ impl Config {
 
     /// Parses config text; the error says where (line and column) and what.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let place = e.span().map(|span| {
                 let line = text[..span.start].matches('\n').count() + 1;
                 let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -782,6 +845,9 @@ impl Config {
             });
             format!("{}{}", place.unwrap_or_default(), e.message())
         })?;
+        for sub in &mut config.subscriptions {
+            sub.from_config = true;
+        }
         config.plugins.validate()?;
         config.aggregation.validate()?;
         let targets = config.delivery.target_policy()?;

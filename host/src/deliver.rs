@@ -29,6 +29,7 @@ use crate::metrics::METRICS;
 use crate::sign;
 use crate::ssrf::GuardedResolver;
 use crate::store::{Attempt, Job, JobStatus, Store, StoreError};
+use crate::subscriptions::Subscriptions;
 use std::sync::atomic::Ordering;
 
 type HttpsClient =
@@ -42,16 +43,34 @@ pub fn now_ms() -> u64 {
 
 /// A subscription as delivery needs it.
 struct Endpoint {
-    sub: Subscription,
+    sub: Arc<Subscription>,
     uri: Uri,
     keys: Vec<Vec<u8>>,
     in_flight: Semaphore,
 }
 
+impl Endpoint {
+    fn new(sub: Arc<Subscription>) -> Result<Endpoint, String> {
+        Ok(Endpoint {
+            uri: sub.url.parse().map_err(|e| format!("url: {e}"))?,
+            keys: sub
+                .secrets
+                .iter()
+                .map(|s| sign::whsec_key(s).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?,
+            in_flight: Semaphore::new(sub.max_in_flight),
+            sub,
+        })
+    }
+}
+
 pub struct Deliverer {
     client: HttpsClient,
     store: Arc<dyn Store>,
-    endpoints: HashMap<String, Arc<Endpoint>>,
+    subscriptions: Arc<Subscriptions>,
+    /// Built on first use per subscription version: a changed subscription
+    /// gets a new endpoint (attempts in flight finish on the old one).
+    endpoints: std::sync::Mutex<HashMap<String, Arc<Endpoint>>>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -76,8 +95,11 @@ enum Outcome {
 }
 
 impl Deliverer {
-    pub fn new(store: Arc<dyn Store>, config: &Config) -> Arc<Deliverer> {
-        let subscriptions = &config.subscriptions;
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: &Config,
+        subscriptions: Arc<Subscriptions>,
+    ) -> Arc<Deliverer> {
         // Host names are checked at every resolve (IP literals were checked
         // with the config): see `ssrf`.
         let policy = config
@@ -94,34 +116,41 @@ impl Deliverer {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
-        let endpoints = subscriptions
-            .iter()
-            .map(|sub| {
-                let endpoint = Endpoint {
-                    uri: sub.url.parse().expect("validated with the config"),
-                    keys: sub
-                        .secrets
-                        .iter()
-                        .map(|s| sign::whsec_key(s).expect("validated with the config"))
-                        .collect(),
-                    in_flight: Semaphore::new(sub.max_in_flight),
-                    sub: sub.clone(),
-                };
-                (sub.id.clone(), Arc::new(endpoint))
-            })
-            .collect();
         Arc::new(Deliverer {
             client,
             store,
-            endpoints,
+            subscriptions,
+            endpoints: Default::default(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         })
     }
 
+    /// The endpoint of the current version of subscription `id`.
+    fn endpoint(&self, id: &str) -> Option<Arc<Endpoint>> {
+        let sub = self.subscriptions.get(id)?;
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = endpoints.get(id)
+            && Arc::ptr_eq(&e.sub, &sub)
+        {
+            return Some(e.clone());
+        }
+        match Endpoint::new(sub) {
+            Ok(e) => {
+                let e = Arc::new(e);
+                endpoints.insert(id.to_string(), e.clone());
+                Some(e)
+            }
+            Err(error) => {
+                tracing::error!(subscription = %id, %error, "subscription unusable");
+                None
+            }
+        }
+    }
+
     /// Starts delivering a pending job (at its `next_attempt_at_ms`).
     pub fn submit(self: &Arc<Self>, job: Job) {
-        let Some(endpoint) = self.endpoints.get(&job.subscription_id).cloned() else {
+        let Some(endpoint) = self.endpoint(&job.subscription_id) else {
             tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
             return;
         };
@@ -141,7 +170,7 @@ impl Deliverer {
         if !matches!(job.status, JobStatus::Dead | JobStatus::Delivered) {
             return Err(ResendError::NotResendable(job.id, job.status));
         }
-        if !self.endpoints.contains_key(&job.subscription_id) {
+        if self.subscriptions.get(&job.subscription_id).is_none() {
             return Err(ResendError::NoSubscription(job.id, job.subscription_id));
         }
         job.status = JobStatus::Pending;

@@ -8,6 +8,7 @@
 //! - [`ingest`]: reading ingest requests (events, strict types, idempotency keys).
 //! - [`server`]: the HTTP API and the wiring from ingest to delivery.
 //! - [`store`]: durable events, jobs and attempts (sled), group commit.
+//! - [`subscriptions`]: the live set of subscriptions (config file + API).
 //! - [`pipeline`]: router plugins, subscription matching, filter/transform chains.
 //! - [`aggregate`]: aggregation windows and the derived outage event.
 //! - [`worker`]: the single task running pipeline and aggregation.
@@ -34,5 +35,6 @@ pub mod server;
 pub mod sign;
 pub mod ssrf;
 pub mod store;
+pub mod subscriptions;
 pub mod verify;
 pub mod worker;

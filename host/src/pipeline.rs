@@ -15,10 +15,12 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, PluginStep, Subscription};
 use crate::plugins::{CallError, Event, Registry};
 use crate::store::{Job, JobStatus, StoredEvent};
+use crate::subscriptions::Subscriptions;
 
 pub struct Pipeline {
     registry: Arc<Registry>,
     config: Arc<Config>,
+    subscriptions: Arc<Subscriptions>,
 }
 
 /// The id of the delivery of `event_id` to `subscription_id`: derived, so a
@@ -32,8 +34,16 @@ pub fn job_id(event_id: &str, subscription_id: &str) -> String {
 }
 
 impl Pipeline {
-    pub fn new(registry: Arc<Registry>, config: Arc<Config>) -> Pipeline {
-        Pipeline { registry, config }
+    pub fn new(
+        registry: Arc<Registry>,
+        config: Arc<Config>,
+        subscriptions: Arc<Subscriptions>,
+    ) -> Pipeline {
+        Pipeline {
+            registry,
+            config,
+            subscriptions,
+        }
     }
 
     /// Runs the event through routers and subscriptions. Errors are appended
@@ -47,10 +57,12 @@ impl Pipeline {
         };
         let (routed_ids, routed_tags) = self.route(&plugin_event, &mut event.errors);
         let mut jobs = Vec::new();
-        for sub in &self.config.subscriptions {
+        let subscriptions = self.subscriptions.current();
+        for sub in subscriptions.iter() {
             // A public subscription never receives a partner type, even
             // through a wildcard.
-            if !sub.wants(&event.event_type)
+            if !sub.enabled
+                || !sub.wants(&event.event_type)
                 || !self.config.catalogs.allows(sub.tier, &event.event_type)
             {
                 continue;

@@ -29,6 +29,7 @@ use crate::pipeline::Pipeline;
 use crate::plugins::Registry;
 use crate::sign::constant_time_eq;
 use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
+use crate::subscriptions::Subscriptions;
 use crate::worker::Worker;
 use std::sync::atomic::Ordering;
 
@@ -40,6 +41,7 @@ pub(crate) struct App {
     ingest_token: Option<Arc<str>>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) deliverer: Arc<Deliverer>,
+    pub(crate) subscriptions: Arc<Subscriptions>,
     commit: Arc<GroupCommit>,
     to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
     max_body_bytes: usize,
@@ -65,10 +67,16 @@ pub async fn run(
         config.server.cache_mib,
     )?);
     let commit = GroupCommit::start(store.clone());
-    let deliverer = Deliverer::new(store.clone(), &config);
-    let pipeline = Arc::new(Pipeline::new(registry.clone(), config.clone()));
+    let subscriptions = Subscriptions::open(config.clone(), store.clone())?;
+    let deliverer = Deliverer::new(store.clone(), &config, subscriptions.clone());
+    let pipeline = Arc::new(Pipeline::new(
+        registry.clone(),
+        config.clone(),
+        subscriptions.clone(),
+    ));
     let aggregator = Arc::new(Aggregator::new(
         config.clone(),
+        subscriptions.clone(),
         store.clone(),
         Arc::new(SystemClock),
     )?);
@@ -117,6 +125,7 @@ pub async fn run(
         ingest_token: config.server.ingest_token.as_deref().map(Arc::from),
         store: store.clone(),
         deliverer: deliverer.clone(),
+        subscriptions: subscriptions.clone(),
         commit,
         to_pipeline,
         max_body_bytes: config.server.max_body_bytes,
@@ -228,9 +237,15 @@ async fn readyz(State(app): State<App>) -> Response {
         .config
         .routes
         .iter()
-        .chain(app.config.subscriptions.iter().flat_map(|s| &s.plugins))
-        .map(|step| step.plugin.as_str());
-    let mut missing: Vec<&str> = named.filter(|p| !serving.iter().any(|s| s == p)).collect();
+        .map(|step| step.plugin.clone())
+        .chain(
+            app.subscriptions
+                .current()
+                .iter()
+                .flat_map(|s| s.plugins.iter().map(|p| p.plugin.clone()))
+                .collect::<Vec<_>>(),
+        );
+    let mut missing: Vec<String> = named.filter(|p| !serving.contains(p)).collect();
     missing.sort_unstable();
     missing.dedup();
     for plugin in missing {

@@ -9,6 +9,7 @@
 //! - `d/<job id>`   → marker: job in the dead letters
 //! - `w/<window end, 16 hex>/<group hash>/<event id>` → an event waiting in
 //!   an aggregation window (ordered by end, so closing scans a prefix)
+//! - `s/<subscription id>` → a subscription made over the management API
 //! - `i/<idempotency key>` → the answer given to it (kept 24 h)
 //! - `m/closed_through` → the time up to which windows have been closed
 //! - `o/<location>` → latest connection state of a location (outage tracking)
@@ -187,6 +188,10 @@ pub trait Store: Send + Sync + 'static {
         events: &[StoredEvent],
         remember: Option<&Remembered>,
     ) -> Result<(), StoreError>;
+    /// Subscriptions made over the management API.
+    fn stored_subscriptions(&self) -> Result<Vec<crate::config::Subscription>, StoreError>;
+    fn put_subscription(&self, sub: &crate::config::Subscription) -> Result<(), StoreError>;
+    fn delete_subscription(&self, id: &str) -> Result<(), StoreError>;
     /// The answer remembered for an `Idempotency-Key`.
     fn remembered(&self, key: &str) -> Result<Option<Remembered>, StoreError>;
     /// Forgets answers given before `before_ms`; returns how many.
@@ -403,6 +408,28 @@ impl Store for SledStore {
             batch.insert(key(b'i', &r.key), serde_json::to_vec(r)?);
         }
         self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn stored_subscriptions(&self) -> Result<Vec<crate::config::Subscription>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"s/") {
+            out.push(serde_json::from_slice(&item?.1)?);
+        }
+        Ok(out)
+    }
+
+    fn put_subscription(&self, sub: &crate::config::Subscription) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(b's', &sub.id), serde_json::to_vec(sub)?)?;
+        // A management change is acknowledged only once durable.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn delete_subscription(&self, id: &str) -> Result<(), StoreError> {
+        self.tree.remove(key(b's', id))?;
+        self.db.flush()?;
         Ok(())
     }
 

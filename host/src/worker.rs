@@ -196,8 +196,14 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
         let clock = clock.unwrap_or_else(|| Arc::new(ManualClock::new(T0)));
         let registry = Registry::new(Runtime::new(&config.plugins).unwrap());
-        let pipeline = Arc::new(Pipeline::new(registry, config.clone()));
-        let aggregator = Arc::new(Aggregator::new(config, store.clone(), clock.clone()).unwrap());
+        let subscriptions = crate::subscriptions::Subscriptions::from_config(config.clone());
+        let pipeline = Arc::new(Pipeline::new(
+            registry,
+            config.clone(),
+            subscriptions.clone(),
+        ));
+        let aggregator =
+            Arc::new(Aggregator::new(config, subscriptions, store.clone(), clock.clone()).unwrap());
         Setup {
             worker: Worker::new(pipeline, aggregator, store),
             clock,

@@ -426,3 +426,195 @@ fn deliveries_are_listed_resent_and_recovered() {
     assert_eq!(delivered["total"], 3, "{delivered}");
     assert!(server.terminate(WAIT).success());
 }
+
+#[test]
+fn subscriptions_are_managed_over_the_api_and_survive_restarts() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        built_plugin("alarm-filter"),
+        plugins.join("alarm-filter.wasm"),
+    )
+    .unwrap();
+    let catalog = hookhost_tests::workspace_root().join("examples/bikeep/catalog.json");
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n\
+             [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nadmin_token = \"adm1n-t0ken\"\n\
+             [plugins]\ndir = \"plugins\"\n[catalog]\nfiles = [\"{}\"]\n\
+             [[subscriptions]]\nid = \"from-file\"\nurl = \"{}\"\ntypes = [\"report\"]\ntier = \"partner\"\n\
+             seed = \"file-seed\"\n",
+            catalog.display(),
+            receiver.url("file")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let mut api = server.api_addr(WAIT);
+    let admin =
+        |api, method: &str, path: &str, body: &[u8]| request(api, method, path, &[ADMIN], body);
+
+    let (status, _) = request(api, "GET", "/v1/subscriptions", &[], b"");
+    assert_eq!(status, 401);
+    let (status, list) = admin(api, "GET", "/v1/subscriptions", b"");
+    assert_eq!(status, 200, "{list}");
+    let file = &list["subscriptions"][0];
+    assert_eq!(file["id"], "from-file");
+    assert_eq!(file["source"], "config");
+    assert_eq!(file["seed_set"], true);
+    assert!(
+        file.get("seed").is_none(),
+        "the seed is never shown: {file}"
+    );
+
+    let created = json!({
+        "id": "api-sub",
+        "url": receiver.url("api"),
+        "types": ["alarm", "connection"],
+        "seed": "api-seed",
+        "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        "intervals": {"*": "direct"},
+        "plugins": [{"plugin": "alarm-filter", "config": {"reasons": ["wire_cut"]}}]
+    });
+    let (status, body) = admin(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        created.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["source"], "api");
+    assert_eq!(body["secrets_count"], 1);
+    assert!(
+        body.get("secrets").is_none() && body.get("seed").is_none(),
+        "{body}"
+    );
+    assert_eq!(body["plugins"][0]["config"]["reasons"][0], "wire_cut");
+
+    // Refusals, each naming the problem.
+    let (status, body) = admin(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        created.to_string().as_bytes(),
+    );
+    assert_eq!(status, 409, "{body}");
+    let mut clash = created.clone();
+    clash["id"] = json!("from-file");
+    let (status, _) = admin(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        clash.to_string().as_bytes(),
+    );
+    assert_eq!(status, 409);
+    let mut partner = created.clone();
+    partner["id"] = json!("wants-status");
+    partner["types"] = json!(["status"]);
+    let (status, body) = admin(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        partner.to_string().as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        error_text(&body).contains("\"status\" is a partner type"),
+        "{body}"
+    );
+    let mut internal = created.clone();
+    internal["id"] = json!("internal");
+    internal["url"] = json!("http://169.254.169.254/latest");
+    let (status, body) = admin(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        internal.to_string().as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(error_text(&body).contains("allowed_networks"), "{body}");
+    let (status, body) = admin(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        br#"{"id": "x", "colour": 1}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("colour"), "{body}");
+    let (status, _) = admin(
+        api,
+        "PUT",
+        "/v1/subscriptions/from-file",
+        created.to_string().as_bytes(),
+    );
+    assert_eq!(status, 409, "config-file subscriptions are read-only");
+    let (status, _) = admin(api, "DELETE", "/v1/subscriptions/from-file", b"");
+    assert_eq!(status, 409);
+
+    // It receives what its plugin chain lets through.
+    let post = |api, sample: &str| {
+        let event = hookhost_tests::bikeep_sample(sample).to_string();
+        let (status, body) = request(api, "POST", "/v1/events", &[], event.as_bytes());
+        assert_eq!(status, 202, "{body}");
+    };
+    post(api, "alarm-case-open");
+    post(api, "alarm-wire-cut");
+    receiver.wait_count("api", 1, WAIT);
+    // Disabled, it receives nothing new; enabled again, it does.
+    let (status, body) = admin(api, "POST", "/v1/subscriptions/api-sub/disable", b"");
+    assert_eq!(
+        (status, body["enabled"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+    post(api, "alarm-wire-cut");
+    let (status, _) = admin(api, "POST", "/v1/subscriptions/api-sub/enable", b"");
+    assert_eq!(status, 200);
+    post(api, "connection");
+    receiver.wait_count("api", 2, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let types: Vec<String> = receiver
+        .bodies("api")
+        .iter()
+        .map(|b| b["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["alarm", "connection"], "nothing while disabled");
+
+    // Replaced, then still there after a restart.
+    let mut replaced = created.clone();
+    replaced["types"] = json!(["connection"]);
+    let (status, body) = admin(
+        api,
+        "PUT",
+        "/v1/subscriptions/api-sub",
+        replaced.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(server.terminate(WAIT).success());
+    let mut server = Running::start(&["serve", "--config", &config]);
+    api = server.api_addr(WAIT);
+    let (status, body) = admin(api, "GET", "/v1/subscriptions/api-sub", b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["types"], json!(["connection"]));
+    post(api, "alarm-wire-cut");
+    post(api, "connection");
+    receiver.wait_count("api", 3, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.count("api"), 3, "the alarm no longer matches");
+
+    let (status, _) = admin(api, "DELETE", "/v1/subscriptions/api-sub", b"");
+    assert_eq!(status, 204);
+    let (status, _) = admin(api, "GET", "/v1/subscriptions/api-sub", b"");
+    assert_eq!(status, 404);
+    assert!(server.terminate(WAIT).success());
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let (_, list) = admin(api, "GET", "/v1/subscriptions", b"");
+    assert_eq!(list["subscriptions"].as_array().unwrap().len(), 1, "{list}");
+    assert!(server.terminate(WAIT).success());
+}

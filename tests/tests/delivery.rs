@@ -157,7 +157,9 @@ fn attempt_counts_follow_the_retry_policy() {
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let deliverer = hookhost::deliver::Deliverer::new(store.clone(), &config);
+        let config = std::sync::Arc::new(config);
+        let subscriptions = hookhost::subscriptions::Subscriptions::from_config(config.clone());
+        let deliverer = hookhost::deliver::Deliverer::new(store.clone(), &config, subscriptions);
         let down_id = hookhost::pipeline::job_id(&event_id, "down");
         deliverer.resend(&down_id).unwrap();
         assert!(
