@@ -1,11 +1,10 @@
 //! The management API (admin token): plugins, event types, deliveries with
 //! their attempts, dead letters, re-sending and recovering deliveries.
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -13,31 +12,184 @@ use std::sync::Arc;
 
 use crate::config::Subscription;
 use crate::deliver::ResendError;
+use crate::openapi::{Access, Route};
 use crate::server::{App, authorize, error};
 use crate::store::{Job, JobStatus};
 use crate::subscriptions::{SubscriptionError, Subscriptions};
 
-pub(crate) fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/plugins", get(list_plugins))
-        .route("/v1/event-types", get(list_event_types))
-        .route("/v1/deliveries", get(list_deliveries))
-        .route("/v1/deliveries/{id}", get(get_delivery))
-        .route("/v1/deliveries/{id}/resend", post(resend_delivery))
-        .route("/v1/dead-letters", get(dead_letters))
-        .route("/v1/subscriptions/{id}/recover", post(recover))
-        .route(
+/// The management API's routes, documented.
+pub(crate) fn routes() -> Vec<Route> {
+    use Access::Admin;
+    let route = |method, path, summary, handler| Route {
+        method,
+        path,
+        summary,
+        access: Admin,
+        query: &[],
+        body: false,
+        responses: &[(200, "OK")],
+        handler,
+    };
+    vec![
+        route(
+            "GET",
+            "/v1/plugins",
+            "Plugins serving or refused, with load and call statistics",
+            get(list_plugins),
+        ),
+        route(
+            "GET",
+            "/v1/event-types",
+            "Event types of the loaded catalogs",
+            get(list_event_types),
+        ),
+        Route {
+            query: &[
+                ("status", "pending, delivered, dead or plugin_error"),
+                ("subscription", "subscription id"),
+                ("type", "event type"),
+                ("since", "created at or after (RFC 3339)"),
+                ("until", "created before (RFC 3339)"),
+                ("limit", "1..=1000, default 100"),
+            ],
+            responses: &[
+                (200, "deliveries, newest first, with attempts"),
+                (400, "bad query parameter"),
+            ],
+            ..route(
+                "GET",
+                "/v1/deliveries",
+                "List deliveries with their attempts",
+                get(list_deliveries),
+            )
+        },
+        Route {
+            responses: &[(200, "the delivery"), (404, "no such delivery")],
+            ..route(
+                "GET",
+                "/v1/deliveries/{id}",
+                "One delivery with its attempts",
+                get(get_delivery),
+            )
+        },
+        Route {
+            responses: &[
+                (202, "queued again"),
+                (404, "no such delivery"),
+                (409, "pending, or its subscription is gone"),
+            ],
+            ..route(
+                "POST",
+                "/v1/deliveries/{id}/resend",
+                "Re-send a dead or delivered delivery (same webhook-id)",
+                post(resend_delivery),
+            )
+        },
+        route(
+            "GET",
+            "/v1/dead-letters",
+            "Deliveries out of retries or refused",
+            get(dead_letters),
+        ),
+        Route {
+            body: true,
+            responses: &[
+                (202, "re-sent"),
+                (400, "bad body"),
+                (404, "no such subscription"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/recover",
+                "Re-send a subscription's dead deliveries since a time",
+                post(recover),
+            )
+        },
+        route(
+            "GET",
             "/v1/subscriptions",
-            get(list_subscriptions).post(create_subscription),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            get(get_subscription)
-                .put(replace_subscription)
-                .delete(delete_subscription),
-        )
-        .route("/v1/subscriptions/{id}/enable", post(enable_subscription))
-        .route("/v1/subscriptions/{id}/disable", post(disable_subscription))
+            "Every subscription (config file and API)",
+            get(list_subscriptions),
+        ),
+        Route {
+            body: true,
+            responses: &[
+                (201, "created"),
+                (400, "malformed JSON or unknown field"),
+                (409, "id taken"),
+                (422, "invalid field, partner type or refused endpoint"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions",
+                "Create a subscription",
+                post(create_subscription),
+            )
+        },
+        Route {
+            responses: &[(200, "the subscription"), (404, "no such subscription")],
+            ..route(
+                "GET",
+                "/v1/subscriptions/{id}",
+                "One subscription",
+                get(get_subscription),
+            )
+        },
+        Route {
+            body: true,
+            responses: &[
+                (200, "replaced"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+                (422, "invalid"),
+            ],
+            ..route(
+                "PUT",
+                "/v1/subscriptions/{id}",
+                "Replace a subscription made over the API",
+                put(replace_subscription),
+            )
+        },
+        Route {
+            responses: &[
+                (204, "deleted"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "DELETE",
+                "/v1/subscriptions/{id}",
+                "Delete a subscription made over the API",
+                delete(delete_subscription),
+            )
+        },
+        Route {
+            responses: &[
+                (200, "enabled"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/enable",
+                "Enable a subscription",
+                post(enable_subscription),
+            )
+        },
+        Route {
+            responses: &[
+                (200, "disabled"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/disable",
+                "Disable a subscription (no new deliveries)",
+                post(disable_subscription),
+            )
+        },
+    ]
 }
 
 /// A subscription as the API shows it: secrets are never shown, only

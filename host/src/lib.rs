@@ -28,6 +28,7 @@ pub mod deliver;
 pub mod event;
 pub mod ingest;
 pub mod metrics;
+mod openapi;
 pub mod pipeline;
 pub mod plugins;
 pub mod receive;

@@ -11,13 +11,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::aggregate::{Aggregator, SystemClock};
@@ -25,6 +24,7 @@ use crate::config::Config;
 use crate::deliver::{Deliverer, now_ms};
 use crate::ingest;
 use crate::metrics::METRICS;
+use crate::openapi::{self, Access, Route};
 use crate::pipeline::Pipeline;
 use crate::plugins::Registry;
 use crate::sign::constant_time_eq;
@@ -42,6 +42,7 @@ pub(crate) struct App {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) subscriptions: Arc<Subscriptions>,
+    openapi: Arc<Value>,
     commit: Arc<GroupCommit>,
     to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
     max_body_bytes: usize,
@@ -126,18 +127,18 @@ pub async fn run(
         store: store.clone(),
         deliverer: deliverer.clone(),
         subscriptions: subscriptions.clone(),
+        openapi: Arc::default(),
         commit,
         to_pipeline,
         max_body_bytes: config.server.max_body_bytes,
         keys_in_progress: Arc::default(),
     };
-    let router = Router::new()
-        .route("/v1/events", post(ingest))
-        .merge(crate::api::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(app);
+    let routes = all_routes();
+    let app = App {
+        openapi: Arc::new(openapi::document(&routes)),
+        ..app
+    };
+    let router = openapi::router(routes).with_state(app);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -223,6 +224,73 @@ fn check_token(
         }
         Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong token")),
     }
+}
+
+/// Every route of the HTTP API (see `openapi`).
+fn all_routes() -> Vec<Route> {
+    let open = |method, path, summary, responses, handler| Route {
+        method,
+        path,
+        summary,
+        access: Access::Open,
+        query: &[],
+        body: false,
+        responses,
+        handler,
+    };
+    let mut routes = vec![
+        Route {
+            access: Access::Ingest,
+            body: true,
+            ..open(
+                "POST",
+                "/v1/events",
+                "Ingest one event or an array (202 once durable); header Idempotency-Key optional",
+                &[
+                    (202, "accepted: {accepted, ids}"),
+                    (400, "malformed JSON or Idempotency-Key"),
+                    (409, "same Idempotency-Key in progress"),
+                    (413, "body over server.max_body_bytes"),
+                    (422, "invalid event, named by field and index"),
+                ],
+                post(ingest),
+            )
+        },
+        open(
+            "GET",
+            "/healthz",
+            "Liveness",
+            &[(200, "ok")],
+            get(|| async { "ok" }),
+        ),
+        open(
+            "GET",
+            "/readyz",
+            "Readiness: store answers, every configured plugin serving",
+            &[(200, "ready"), (503, "not ready, with the problems")],
+            get(readyz),
+        ),
+        open(
+            "GET",
+            "/metrics",
+            "Prometheus metrics",
+            &[(200, "text format 0.0.4")],
+            get(metrics),
+        ),
+        open(
+            "GET",
+            "/openapi.json",
+            "This document",
+            &[(200, "OpenAPI 3.1")],
+            get(openapi_json),
+        ),
+    ];
+    routes.extend(crate::api::routes());
+    routes
+}
+
+async fn openapi_json(State(app): State<App>) -> Response {
+    axum::Json(Value::clone(&app.openapi)).into_response()
 }
 
 /// `GET /readyz`: 200 when the store answers and every plugin the config

@@ -618,3 +618,78 @@ fn subscriptions_are_managed_over_the_api_and_survive_restarts() {
     assert_eq!(list["subscriptions"].as_array().unwrap().len(), 1, "{list}");
     assert!(server.terminate(WAIT).success());
 }
+
+#[test]
+fn openapi_lists_every_route_and_each_listed_route_is_served() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &receiver.url("sink"));
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let (status, doc) = request(api, "GET", "/openapi.json", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            operations.push((method.to_uppercase(), path.clone(), op.clone()));
+        }
+    }
+    // Everything the README documents is there.
+    let listed: std::collections::BTreeSet<String> = operations
+        .iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    for expected in [
+        "POST /v1/events",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /openapi.json",
+        "GET /v1/plugins",
+        "GET /v1/event-types",
+        "GET /v1/deliveries",
+        "GET /v1/deliveries/{id}",
+        "POST /v1/deliveries/{id}/resend",
+        "GET /v1/dead-letters",
+        "GET /v1/subscriptions",
+        "POST /v1/subscriptions",
+        "GET /v1/subscriptions/{id}",
+        "PUT /v1/subscriptions/{id}",
+        "DELETE /v1/subscriptions/{id}",
+        "POST /v1/subscriptions/{id}/enable",
+        "POST /v1/subscriptions/{id}/disable",
+        "POST /v1/subscriptions/{id}/recover",
+    ] {
+        assert!(
+            listed.contains(expected),
+            "{expected} missing from {listed:#?}"
+        );
+    }
+    assert_eq!(listed.len(), 19, "{listed:#?}");
+    // Each listed operation is served (no 404/405), and the secured ones
+    // refuse a request without a token as documented.
+    for (method, path, op) in &operations {
+        let concrete = path.replace("{id}", "some-id");
+        let (status, body) = request(api, method, &concrete, &[], b"");
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path}: {status} {body}"
+        );
+        // `[]`: open; `[{"x": []}, {}]`: optional; `[{"x": []}]`: required.
+        let requirements = op["security"].as_array().unwrap();
+        let secured = !requirements.is_empty()
+            && requirements
+                .iter()
+                .all(|s| s.as_object().is_some_and(|o| !o.is_empty()));
+        if secured {
+            assert_eq!(status, 401, "{method} {path} without a token");
+            assert!(op["responses"]["401"].is_object());
+        }
+    }
+    // And something not listed is not served: the check above can fail.
+    let (status, _) = request(api, "GET", "/v1/not-a-route", &[], b"");
+    assert_eq!(status, 404);
+    assert!(server.terminate(WAIT).success());
+}
