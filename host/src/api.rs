@@ -173,7 +173,7 @@ pub(crate) fn routes() -> Vec<Route> {
                 "POST",
                 "/v1/subscriptions/{id}/enable",
                 "Enable a subscription",
-                post(enable_subscription),
+                post(switch_subscription::<true>),
             )
         },
         Route {
@@ -186,7 +186,7 @@ pub(crate) fn routes() -> Vec<Route> {
                 "POST",
                 "/v1/subscriptions/{id}/disable",
                 "Disable a subscription (no new deliveries)",
-                post(disable_subscription),
+                post(switch_subscription::<false>),
             )
         },
     ]
@@ -329,7 +329,8 @@ async fn delete_subscription(
     .await
 }
 
-async fn enable_subscription(
+/// `POST /v1/subscriptions/{id}/enable` (`ON`) and `.../disable`.
+async fn switch_subscription<const ON: bool>(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -339,23 +340,7 @@ async fn enable_subscription(
     }
     change(
         &app,
-        move |subs| subs.set_enabled(&id, true).map(Some),
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn disable_subscription(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied;
-    }
-    change(
-        &app,
-        move |subs| subs.set_enabled(&id, false).map(Some),
+        move |subs| subs.set_enabled(&id, ON).map(Some),
         StatusCode::OK,
     )
     .await
