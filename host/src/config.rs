@@ -845,8 +845,15 @@ impl Config {
             });
             format!("{}{}", place.unwrap_or_default(), e.message())
         })?;
-        for sub in &mut config.subscriptions {
+        for (i, sub) in config.subscriptions.iter_mut().enumerate() {
             sub.from_config = true;
+            let key = format!("subscriptions[{i}] (id {:?})", sub.id);
+            if let Some(seed) = &mut sub.seed {
+                from_env(seed, &format!("{key}.seed"))?;
+            }
+            for secret in &mut sub.secrets {
+                from_env(secret, &format!("{key}.secrets"))?;
+            }
         }
         config.plugins.validate()?;
         config.aggregation.validate()?;
@@ -873,9 +880,49 @@ impl Config {
     }
 }
 
+/// Replaces `"env:NAME"` by the value of environment variable `NAME`, so
+/// secrets need not be written in the config file.
+fn from_env(value: &mut String, key: &str) -> Result<(), String> {
+    if let Some(name) = value.strip_prefix("env:") {
+        *value = std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{key}: environment variable {name} is not set"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_and_secrets_can_come_from_the_environment() {
+        let config = |seed: &str, secret: &str| {
+            format!(
+                "[[subscriptions]]\nid = \"a\"\nurl = \"https://hooks.example.com/\"\ntypes = [\"*\"]\nseed = \"{seed}\"\nsecrets = [\"{secret}\"]\n"
+            )
+        };
+        // PATH is set in any test environment (setting variables here would
+        // race other tests reading the environment).
+        let c = Config::parse(&config(
+            "env:PATH",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ))
+        .unwrap();
+        assert_eq!(c.subscriptions[0].seed, std::env::var("PATH").ok());
+        let err = Config::parse(&config("env:HOOKHOST_TEST_UNSET_SEED", "whsec_x")).unwrap_err();
+        assert!(
+            err.contains("subscriptions[0] (id \"a\").seed")
+                && err.contains("HOOKHOST_TEST_UNSET_SEED is not set"),
+            "{err}"
+        );
+        let err = Config::parse(&config("s", "env:HOOKHOST_TEST_UNSET_SECRET")).unwrap_err();
+        assert!(
+            err.contains(".secrets: environment variable HOOKHOST_TEST_UNSET_SECRET"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn empty_config_has_documented_defaults() {

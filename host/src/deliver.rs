@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::config::{Backoff, Config, Subscription};
 use crate::metrics::METRICS;
 use crate::sign;
-use crate::ssrf::GuardedResolver;
+use crate::ssrf::{GuardedResolver, TargetPolicy};
 use crate::store::{Attempt, Job, JobStatus, Store, StoreError};
 use crate::subscriptions::Subscriptions;
 use std::sync::atomic::Ordering;
@@ -50,9 +50,13 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(sub: Arc<Subscription>) -> Result<Endpoint, String> {
+    fn new(sub: Arc<Subscription>, policy: &TargetPolicy) -> Result<Endpoint, String> {
+        let uri: Uri = sub.url.parse().map_err(|e| format!("url: {e}"))?;
+        // Again here: the allowlist may have changed since the subscription
+        // was made, and IP literals never reach the resolver's check.
+        policy.check_url(&uri).map_err(|e| format!("url: {e}"))?;
         Ok(Endpoint {
-            uri: sub.url.parse().map_err(|e| format!("url: {e}"))?,
+            uri,
             keys: sub
                 .secrets
                 .iter()
@@ -68,6 +72,7 @@ pub struct Deliverer {
     client: HttpsClient,
     store: Arc<dyn Store>,
     subscriptions: Arc<Subscriptions>,
+    policy: Arc<TargetPolicy>,
     /// Built on first use per subscription version: a changed subscription
     /// gets a new endpoint (attempts in flight finish on the old one).
     endpoints: std::sync::Mutex<HashMap<String, Arc<Endpoint>>>,
@@ -106,7 +111,8 @@ impl Deliverer {
             .delivery
             .target_policy()
             .expect("validated with the config");
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(Arc::new(policy)));
+        let policy = Arc::new(policy);
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy.clone()));
         http.enforce_http(false); // the HTTPS wrapper checks the scheme
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
@@ -120,6 +126,7 @@ impl Deliverer {
             client,
             store,
             subscriptions,
+            policy,
             endpoints: Default::default(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -135,7 +142,7 @@ impl Deliverer {
         {
             return Some(e.clone());
         }
-        match Endpoint::new(sub) {
+        match Endpoint::new(sub, &self.policy) {
             Ok(e) => {
                 let e = Arc::new(e);
                 endpoints.insert(id.to_string(), e.clone());
