@@ -163,11 +163,7 @@ impl Aggregator {
     /// Splits the pipeline's jobs for `event`: pending jobs whose
     /// subscription aggregates this type become window members.
     pub fn place(&self, event: StoredEvent, jobs: Vec<Job>) -> Processed {
-        let mut out = Processed {
-            // The record changes only if the pipeline noted errors on it.
-            store_event: !event.errors.is_empty(),
-            ..Processed::new(event)
-        };
+        let mut out = Processed::new(event);
         let event = &out.event;
         let mut direct = Vec::new();
         let mut members = Vec::new();

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub ingest_token: Option<String>,
     /// sled's page cache: bounds the memory stored state takes.
     pub cache_mib: u64,
+    /// How often journal segments whose events are all in the store are
+    /// retired (after a store flush).
+    pub checkpoint_ms: u64,
 }
 
 /// sled's own default is 1 GiB; open windows and queues need far less to run
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             admin_token: None,
             ingest_token: None,
             cache_mib: DEFAULT_CACHE_MIB,
+            checkpoint_ms: 1000,
         }
     }
 }
@@ -872,6 +876,9 @@ impl Config {
         }
         if config.server.cache_mib == 0 {
             return Err("server.cache_mib must be at least 1".into());
+        }
+        if config.server.checkpoint_ms == 0 {
+            return Err("server.checkpoint_ms must be at least 1".into());
         }
         if config.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".into());

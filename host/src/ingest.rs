@@ -60,6 +60,20 @@ pub fn refused_type(config: &Config, event_type: &str) -> Option<String> {
     }
 }
 
+/// The `202` body: `{"accepted": n, "ids": [...]}`, ids in request order.
+pub fn answer(events: &[StoredEvent]) -> String {
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        accepted: usize,
+        ids: Vec<&'a str>,
+    }
+    serde_json::to_string(&Answer {
+        accepted: events.len(),
+        ids: events.iter().map(|e| e.id.as_str()).collect(),
+    })
+    .unwrap_or_default()
+}
+
 /// Reads the request body into events; the first problem refuses it whole.
 pub fn parse_events(
     config: &Config,

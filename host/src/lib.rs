@@ -7,7 +7,8 @@
 //! - [`event`]: reading an event from JSON as clients and plugin authors write it.
 //! - [`ingest`]: reading ingest requests (events, strict types, idempotency keys).
 //! - [`server`]: the HTTP API and the wiring from ingest to delivery.
-//! - [`store`]: durable events, jobs and attempts (sled), group commit.
+//! - [`journal`]: the append-only log that makes accepted events durable (group commit).
+//! - [`store`]: events, jobs and attempts, windows (sled).
 //! - [`subscriptions`]: the live set of subscriptions (config file + API).
 //! - [`pipeline`]: router plugins, subscription matching, filter/transform chains.
 //! - [`aggregate`]: aggregation windows and the derived outage event.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod deliver;
 pub mod event;
 pub mod ingest;
+pub mod journal;
 pub mod metrics;
 mod openapi;
 pub mod pipeline;

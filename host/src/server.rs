@@ -1,10 +1,11 @@
 //! The HTTP server and the wiring from ingest to delivery.
 //!
-//! `POST /v1/events` takes one event or an array, writes them to the store,
-//! waits for a group-committed flush, answers `202` with the ids, then hands
-//! the events to the pipeline worker, whose jobs go to the deliverer. At
-//! start, events whose pipeline did not complete and jobs not yet delivered
-//! are resumed. On SIGTERM/SIGINT: stop taking requests, finish the pipeline
+//! `POST /v1/events` takes one event or an array, appends them to the
+//! journal, answers `202` with the ids once the journal's group-committed
+//! sync holds them, then hands the events to the pipeline worker, which
+//! stores them with their outcome; its jobs go to the deliverer. At start,
+//! events left in the journal that the store does not hold, and jobs not yet
+//! delivered, are resumed. On SIGTERM/SIGINT: stop taking requests, finish the pipeline
 //! queue, let attempts in flight finish (up to the grace period), flush, exit.
 
 use std::collections::HashSet;
@@ -23,14 +24,15 @@ use crate::aggregate::{Aggregator, SystemClock};
 use crate::config::Config;
 use crate::deliver::{Deliverer, now_ms};
 use crate::ingest;
+use crate::journal::Journal;
 use crate::metrics::METRICS;
 use crate::openapi::{self, Access, Route};
 use crate::pipeline::Pipeline;
 use crate::plugins::Registry;
 use crate::sign::constant_time_eq;
-use crate::store::{GroupCommit, SledStore, Store, StoredEvent};
+use crate::store::{SledStore, Store, StoredEvent};
 use crate::subscriptions::Subscriptions;
-use crate::worker::Worker;
+use crate::worker::{Accepted, Worker};
 use std::sync::atomic::Ordering;
 
 #[derive(Clone)]
@@ -43,8 +45,8 @@ pub(crate) struct App {
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) subscriptions: Arc<Subscriptions>,
     openapi: Arc<Value>,
-    commit: Arc<GroupCommit>,
-    to_pipeline: mpsc::UnboundedSender<Vec<StoredEvent>>,
+    journal: Arc<Journal>,
+    to_pipeline: mpsc::UnboundedSender<Accepted>,
     max_body_bytes: usize,
     /// `Idempotency-Key`s whose first request is still running.
     keys_in_progress: Arc<std::sync::Mutex<HashSet<String>>>,
@@ -67,7 +69,7 @@ pub async fn run(
         &config.server.data_dir,
         config.server.cache_mib,
     )?);
-    let commit = GroupCommit::start(store.clone());
+    let (journal, recovered) = Journal::open(&config.server.data_dir.join("journal"))?;
     let subscriptions = Subscriptions::open(config.clone(), store.clone())?;
     let deliverer = Deliverer::new(store.clone(), &config, subscriptions.clone());
     let pipeline = Arc::new(Pipeline::new(
@@ -99,10 +101,10 @@ pub async fn run(
         }
     });
     let resumed_jobs = store.pending_jobs()?;
-    let resumed_events = store.unprocessed_events()?;
+    let resumed_events = recover_journal(&journal, recovered, &*store)?;
     tracing::info!(
         jobs = resumed_jobs.len(),
-        events = resumed_events.len(),
+        events = resumed_events.events.len(),
         "resuming unfinished work"
     );
     for job in resumed_jobs {
@@ -110,13 +112,19 @@ pub async fn run(
     }
 
     let (to_pipeline, from_ingest) = mpsc::unbounded_channel();
-    if !resumed_events.is_empty() {
+    if !resumed_events.events.is_empty() {
         let _ = to_pipeline.send(resumed_events);
     }
     let worker = tokio::spawn(Worker::new(pipeline, aggregator, store.clone()).run(
         from_ingest,
         deliverer.clone(),
+        journal.clone(),
         Duration::from_millis(config.aggregation.tick_ms),
+    ));
+    let checkpoints = tokio::spawn(checkpoint_every(
+        journal.clone(),
+        store.clone(),
+        Duration::from_millis(config.server.checkpoint_ms),
     ));
 
     let app = App {
@@ -128,7 +136,7 @@ pub async fn run(
         deliverer: deliverer.clone(),
         subscriptions: subscriptions.clone(),
         openapi: Arc::default(),
-        commit,
+        journal: journal.clone(),
         to_pipeline,
         max_body_bytes: config.server.max_body_bytes,
         keys_in_progress: Arc::default(),
@@ -161,9 +169,67 @@ pub async fn run(
             "attempts still in flight at the deadline; they resume at next start"
         );
     }
+    checkpoints.abort();
     store.flush()?;
+    // Everything the worker stored is flushed: the journal can go.
+    let (j, s) = (journal.clone(), store.clone());
+    match tokio::task::spawn_blocking(move || j.checkpoint(&*s)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "journal left in place; it is read at next start"),
+        Err(e) => tracing::warn!(error = %e, "journal left in place; it is read at next start"),
+    }
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Events the journal holds that the store does not: the ones whose worker
+/// batch did not land before a crash. Their `Idempotency-Key` answers are
+/// restored first.
+fn recover_journal(
+    journal: &Journal,
+    recovered: crate::journal::Recovered,
+    store: &dyn Store,
+) -> anyhow::Result<Accepted> {
+    if recovered.torn_frames > 0 {
+        tracing::warn!(
+            frames = recovered.torn_frames,
+            "journal: a torn frame at the end of a segment was dropped (its request was never acknowledged)"
+        );
+    }
+    for answer in &recovered.answers {
+        if store.remembered(&answer.key)?.is_none() {
+            store.remember(answer)?;
+        }
+    }
+    let claims = journal.claim(recovered.events.iter().map(|e| e.id.as_str()));
+    let mut events = Vec::new();
+    for (event, new) in recovered.events.into_iter().zip(claims) {
+        if !new {
+            continue; // twice in the journal (a retried request)
+        }
+        if store.has_event(&event.id)? {
+            journal.release([event.id.as_str()]);
+        } else {
+            events.push(event);
+        }
+    }
+    let segment = journal.replaying(events.len() as u64);
+    Ok(Accepted { events, segment })
+}
+
+/// Retires journal segments whose events are all in the store.
+async fn checkpoint_every(journal: Arc<Journal>, store: Arc<dyn Store>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (j, s) = (journal.clone(), store.clone());
+        match tokio::task::spawn_blocking(move || j.checkpoint(&*s)).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(segments = n, "journal checkpoint"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "journal checkpoint failed; retried"),
+            _ => {}
+        }
+    }
 }
 
 /// Checks the management API's bearer token.
@@ -416,40 +482,60 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
         Ok(events) => events,
         Err((status, message)) => return error(status, message),
     };
-    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    // An id already stored was accepted before: answer with it, store nothing.
-    // sled reads and unflushed writes are in-memory work: no blocking hop.
-    let mut seen = HashSet::with_capacity(events.len());
+    let answer = ingest::answer(&events);
+    // An id accepted before (in the journal or in the store) is answered
+    // with, and stored nothing for. Claim first, then look in the store: the
+    // worker stores an event before releasing its claim.
+    let claims = app.journal.claim(events.iter().map(|e| e.id.as_str()));
     let mut fresh: Vec<StoredEvent> = Vec::with_capacity(events.len());
-    for e in events {
-        match app.store.has_event(&e.id) {
-            Ok(false) if seen.insert(e.id.clone()) => fresh.push(e),
-            Ok(_) => {}
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    for (event, new) in events.into_iter().zip(claims) {
+        if !new {
+            continue;
+        }
+        match app.store.has_event(&event.id) {
+            Ok(false) => fresh.push(event),
+            Ok(true) => app.journal.release([event.id.as_str()]),
+            Err(e) => {
+                app.journal
+                    .release(fresh.iter().chain([&event]).map(|e| e.id.as_str()));
+                return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
         }
     }
-    let answer = json!({ "accepted": ids.len(), "ids": ids }).to_string();
-    // The key is stored in the same batch as the events: both or neither.
+    // The key's answer goes in the same journal frame as the events: both or
+    // neither.
     let remembered = key.map(|key| ingest::Remembered {
         key,
         status: StatusCode::ACCEPTED.as_u16(),
         body: answer.clone(),
         at_ms: received_at_ms,
     });
-    if let Err(e) = app.store.accept(&fresh, remembered.as_ref()) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    }
-    if let Err(e) = app.commit.durable().await {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("events not stored durably: {e}"),
-        );
-    }
-    METRICS
-        .events_ingested
-        .fetch_add(fresh.len() as u64, Ordering::Relaxed);
-    if !fresh.is_empty() {
-        let _ = app.to_pipeline.send(fresh);
+    if !fresh.is_empty() || remembered.is_some() {
+        let segment = match app.journal.append(&fresh, remembered.as_ref()).await {
+            Ok(segment) => segment,
+            Err(e) => {
+                app.journal.release(fresh.iter().map(|e| e.id.as_str()));
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("events not stored durably: {e}"),
+                );
+            }
+        };
+        if let Some(r) = &remembered
+            && let Err(e) = app.store.remember(r)
+        {
+            // The journal holds it; it is restored at next start.
+            tracing::warn!(error = %e, "cannot store an Idempotency-Key answer");
+        }
+        METRICS
+            .events_ingested
+            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        if !fresh.is_empty() {
+            let _ = app.to_pipeline.send(Accepted {
+                events: fresh,
+                segment: Some(segment),
+            });
+        }
     }
     (
         StatusCode::ACCEPTED,

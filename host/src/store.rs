@@ -1,9 +1,15 @@
-//! Durable state: accepted events, delivery jobs with their attempts, dead
-//! letters. [`Store`] is the boundary; [`SledStore`] the embedded default.
+//! Stored state: accepted events with their pipeline outcome, delivery jobs
+//! with their attempts, dead letters, windows. [`Store`] is the boundary;
+//! [`SledStore`] the embedded default.
+//!
+//! An event reaches the store from the pipeline worker, in the same batch as
+//! its outcome; until then (and until the store's next flush) the ingest
+//! journal (`journal`) is what holds it durably. Writes here are not flushed
+//! one by one: a lost tail of job updates means a re-sent delivery
+//! (at-least-once), never a lost event.
 //!
 //! Layout (one sled tree, so a batch spanning kinds is atomic):
 //! - `e/<event id>` → event
-//! - `p/<event id>` → marker: accepted, pipeline not yet run (resumed at start)
 //! - `j/<job id>`   → delivery job with its attempts
 //! - `q/<job id>`   → marker: job still to deliver (resumed at start)
 //! - `d/<job id>`   → marker: job in the dead letters
@@ -14,19 +20,13 @@
 //! - `m/closed_through` → the time up to which windows have been closed
 //! - `o/<location>` → latest connection state of a location (outage tracking)
 //! - `t/<deadline, 16 hex>/<location>` → marker: outage timer
-//!
-//! Writes are not flushed one by one: [`GroupCommit`] flushes once for all
-//! the writes made while the previous flush ran.
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::Remembered;
-use tokio::sync::{Notify, watch};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("storage: {0}")]
@@ -153,13 +153,10 @@ pub struct OutageState {
 }
 
 /// What the pipeline made of one event; a worker batch of them is written
-/// atomically.
+/// atomically, with the events themselves.
 #[derive(Debug)]
 pub struct Processed {
     pub event: StoredEvent,
-    /// Whether to (re)write the event record: it is new (a derived event) or
-    /// the pipeline changed it (errors noted).
-    pub store_event: bool,
     pub jobs: Vec<Job>,
     pub window_members: Vec<WindowMember>,
     /// New state of a location, and the timer it replaces.
@@ -170,7 +167,6 @@ impl Processed {
     pub fn new(event: StoredEvent) -> Processed {
         Processed {
             event,
-            store_event: false,
             jobs: Vec::new(),
             window_members: Vec::new(),
             outage: None,
@@ -180,14 +176,8 @@ impl Processed {
 
 /// Storage behind the pipeline and delivery.
 pub trait Store: Send + Sync + 'static {
-    /// Records accepted events, each marked as awaiting the pipeline, and
-    /// (in the same batch) the answer to remember for an `Idempotency-Key`.
-    /// Not durable until [`Store::flush`].
-    fn accept(
-        &self,
-        events: &[StoredEvent],
-        remember: Option<&Remembered>,
-    ) -> Result<(), StoreError>;
+    /// Records the answer given to an `Idempotency-Key`.
+    fn remember(&self, answer: &Remembered) -> Result<(), StoreError>;
     /// Subscriptions made over the management API.
     fn stored_subscriptions(&self) -> Result<Vec<crate::config::Subscription>, StoreError>;
     fn put_subscription(&self, sub: &crate::config::Subscription) -> Result<(), StoreError>;
@@ -198,11 +188,8 @@ pub trait Store: Send + Sync + 'static {
     fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
-    /// Events accepted whose pipeline has not completed.
-    fn unprocessed_events(&self) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Atomically stores, for every event given, its jobs, window members and
-    /// location state (and its record, if changed) and clears its pipeline
-    /// marker. Later entries win where two touch the same state.
+    /// Atomically stores every event given with its jobs, window members and
+    /// location state. Later entries win where two touch the same state.
     fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError>;
     /// Members of windows ending at or before `up_to_ms`, whole groups in
     /// order, stopping after the group that reaches `max_members`.
@@ -265,9 +252,7 @@ fn window_key(m: &WindowMember) -> Vec<u8> {
 /// Adds one event's pipeline outcome to `batch`.
 fn add_processed(batch: &mut sled::Batch, out: &Processed) -> Result<(), StoreError> {
     let event = &out.event;
-    if out.store_event {
-        batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
-    }
+    batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
     for job in &out.jobs {
         batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
         if job.status == JobStatus::Pending {
@@ -288,7 +273,6 @@ fn add_processed(batch: &mut sled::Batch, out: &Processed) -> Result<(), StoreEr
         }
         batch.insert(key(b'o', &state.location), serde_json::to_vec(state)?);
     }
-    batch.remove(key(b'p', &event.id));
     Ok(())
 }
 
@@ -394,20 +378,9 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn accept(
-        &self,
-        events: &[StoredEvent],
-        remember: Option<&Remembered>,
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for e in events {
-            batch.insert(key(b'e', &e.id), serde_json::to_vec(e)?);
-            batch.insert(key(b'p', &e.id), &[][..]);
-        }
-        if let Some(r) = remember {
-            batch.insert(key(b'i', &r.key), serde_json::to_vec(r)?);
-        }
-        self.tree.apply_batch(batch)?;
+    fn remember(&self, answer: &Remembered) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(b'i', &answer.key), serde_json::to_vec(answer)?)?;
         Ok(())
     }
 
@@ -459,10 +432,6 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
-    }
-
-    fn unprocessed_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
-        self.scan(b'p', b'e')
     }
 
     fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
@@ -613,76 +582,5 @@ impl Store for SledStore {
             out.push(serde_json::from_slice(&item?.1)?);
         }
         Ok(out)
-    }
-}
-
-/// Shares fsyncs between concurrent writers: each writer, after its write,
-/// waits for a flush that *started* after the write; one flush serves every
-/// writer that arrived while the previous one ran.
-pub struct GroupCommit {
-    store: Arc<dyn Store>,
-    requested: AtomicU64,
-    wake: Notify,
-    /// (highest request flushed, highest request whose flush failed + error)
-    done: watch::Sender<(u64, Option<(u64, String)>)>,
-}
-
-impl GroupCommit {
-    pub fn start(store: Arc<dyn Store>) -> Arc<GroupCommit> {
-        let gc = Arc::new(GroupCommit {
-            store,
-            requested: AtomicU64::new(0),
-            wake: Notify::new(),
-            done: watch::channel((0, None)).0,
-        });
-        let worker = gc.clone();
-        tokio::spawn(async move { worker.run().await });
-        gc
-    }
-
-    async fn run(self: Arc<Self>) {
-        loop {
-            let flushed = self.done.borrow().0;
-            let target = self.requested.load(Ordering::SeqCst);
-            if target == flushed {
-                self.wake.notified().await;
-                continue;
-            }
-            let store = self.store.clone();
-            let t0 = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || store.flush())
-                .await
-                .unwrap_or_else(|e| Err(StoreError(e.to_string())));
-            tracing::debug!(
-                requests = target - flushed,
-                ms = t0.elapsed().as_secs_f64() * 1e3,
-                "group flush"
-            );
-            self.done.send_modify(|(done, failed)| match result {
-                Ok(()) => *done = target,
-                Err(e) => {
-                    tracing::error!(error = %e, "flush failed");
-                    *done = target;
-                    *failed = Some((target, e.0));
-                }
-            });
-        }
-    }
-
-    /// Returns once everything this task wrote before the call is durable.
-    pub async fn durable(&self) -> Result<(), StoreError> {
-        let mine = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut rx = self.done.subscribe();
-        self.wake.notify_one();
-        let state = rx
-            .wait_for(|(done, _)| *done >= mine)
-            .await
-            .map_err(|_| StoreError("flusher stopped".into()))?;
-        match &state.1 {
-            // A failed flush covering this request (no later success can be
-            // assumed to include it, sled may have lost it).
-            Some((failed, e)) if *failed >= mine => Err(StoreError(e.clone())),
-            _ => Ok(()),
-        }
     }
 }

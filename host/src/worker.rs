@@ -15,11 +15,19 @@ use crate::metrics::METRICS;
 
 use crate::aggregate::Aggregator;
 use crate::deliver::Deliverer;
+use crate::journal::Journal;
 use crate::pipeline::Pipeline;
 use crate::store::{Job, JobStatus, OutageState, Store, StoreError, StoredEvent};
 
 /// Events per store batch.
 const STORE_CHUNK: usize = 512;
+
+/// Accepted events on their way to the pipeline, with the journal segment
+/// that holds them until they are stored.
+pub struct Accepted {
+    pub events: Vec<StoredEvent>,
+    pub segment: Option<u64>,
+}
 
 pub struct Worker {
     pipeline: Arc<Pipeline>,
@@ -43,6 +51,12 @@ impl Worker {
     /// Runs events through the pipeline and stores the outcome; returns the
     /// jobs to deliver now. Blocking (plugin calls, store writes).
     pub fn process(&self, events: Vec<StoredEvent>) -> Vec<Job> {
+        self.process_all(events).0
+    }
+
+    /// [`Worker::process`], also telling whether every batch was stored.
+    fn process_all(&self, events: Vec<StoredEvent>) -> (Vec<Job>, bool) {
+        let mut all_stored = true;
         let mut ready = Vec::new();
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
@@ -54,13 +68,16 @@ impl Worker {
                 .collect::<Vec<_>>();
             match self.process_batch(processed) {
                 Ok(jobs) => ready.extend(jobs),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "cannot record the pipeline outcome of a batch; its events re-run at next start"
-                ),
+                Err(e) => {
+                    all_stored = false;
+                    tracing::error!(
+                        error = %e,
+                        "cannot record the pipeline outcome of a batch; its events re-run at next start"
+                    );
+                }
             }
         }
-        ready
+        (ready, all_stored)
     }
 
     /// Runs each event (with, for derived events, the location state to store
@@ -73,21 +90,20 @@ impl Worker {
         // Location states decided in this batch, not yet in the store.
         let mut states: HashMap<String, OutageState> = HashMap::new();
         for (mut event, derived) in events {
-            let derived_event = derived.is_some();
             let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
             let outage = match derived {
                 Some(o) => Some(o),
                 None => self.aggregator.track_outage(&event, &states)?,
             };
             let mut out = self.aggregator.place(event, jobs);
-            out.store_event |= derived_event;
             if let Some((state, _)) = &outage {
                 states.insert(state.location.clone(), state.clone());
             }
             out.outage = outage;
             outcomes.push(out);
         }
-        // Until this batch lands the pipeline markers stay: a crash re-runs it.
+        // Until this batch lands (and is flushed) the journal keeps its
+        // events: a crash re-runs it.
         self.store.complete_pipeline(&outcomes)?;
         let placed: usize = outcomes.iter().map(|o| o.window_members.len()).sum();
         METRICS
@@ -131,8 +147,9 @@ impl Worker {
     /// Serves until the ingest side of `from_ingest` is dropped.
     pub async fn run(
         self: Arc<Self>,
-        mut from_ingest: mpsc::UnboundedReceiver<Vec<StoredEvent>>,
+        mut from_ingest: mpsc::UnboundedReceiver<Accepted>,
         deliverer: Arc<Deliverer>,
+        journal: Arc<Journal>,
         tick_every: Duration,
     ) {
         let mut ticker = tokio::time::interval(tick_every);
@@ -141,12 +158,30 @@ impl Worker {
             let this = self.clone();
             let result = tokio::select! {
                 received = from_ingest.recv() => {
-                    let Some(mut events) = received else { break };
+                    let Some(first) = received else { break };
                     // Take whatever else queued up: one blocking hop per batch.
+                    let mut accepted = vec![first];
                     while let Ok(more) = from_ingest.try_recv() {
-                        events.extend(more);
+                        accepted.push(more);
                     }
-                    tokio::task::spawn_blocking(move || Ok(this.process(events))).await
+                    let journal = journal.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let marks: Vec<(Option<u64>, Vec<String>)> = accepted
+                            .iter()
+                            .map(|a| (a.segment, a.events.iter().map(|e| e.id.clone()).collect()))
+                            .collect();
+                        let events = accepted.into_iter().flat_map(|a| a.events).collect();
+                        let (jobs, all_stored) = this.process_all(events);
+                        // Failed batches keep their journal segment (and their
+                        // ids claimed): they re-run at next start.
+                        if all_stored {
+                            for (segment, ids) in &marks {
+                                journal.stored(*segment, ids.iter().map(String::as_str));
+                            }
+                        }
+                        Ok(jobs)
+                    })
+                    .await
                 }
                 _ = ticker.tick() => tokio::task::spawn_blocking(move || this.tick()).await,
             };

@@ -1,6 +1,7 @@
 //! A filter that misbehaves the way its config asks, for the host's fault
 //! tests: `loop` spins forever, `hog` allocates without bound, `trap` hits an
-//! `unreachable`, `panic` panics, `ok` keeps the event.
+//! `unreachable`, `panic` panics, `spin:N` spins N rounds and keeps the event
+//! (a slow but well-behaved filter), `ok` keeps the event.
 
 wit_bindgen::generate!({ world: "filter-plugin", path: "../../../wit" });
 
@@ -31,6 +32,16 @@ impl Guest for Misbehave {
                 }
             }
             "trap" => core::arch::wasm32::unreachable(),
+            mode if mode.starts_with("spin:") => {
+                let rounds: u64 = mode[5..]
+                    .parse()
+                    .map_err(|_| format!("bad mode {mode:?}"))?;
+                let mut n: u64 = 0;
+                for _ in 0..rounds {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+                Ok(true)
+            }
             "panic" => panic!("misbehave was asked to panic on {}", event.id),
             _ => Ok(true),
         }
