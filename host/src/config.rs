@@ -78,6 +78,9 @@ pub struct ServerConfig {
     /// How often journal segments whose events are all in the store are
     /// retired (after a store flush).
     pub checkpoint_ms: u64,
+    /// Acknowledged events that may wait for the pipeline; beyond it, ingest
+    /// answers only as the pipeline catches up.
+    pub pipeline_backlog: usize,
 }
 
 /// sled's own default is 1 GiB; open windows and queues need far less to run
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             ingest_token: None,
             cache_mib: DEFAULT_CACHE_MIB,
             checkpoint_ms: 1000,
+            pipeline_backlog: 100_000,
         }
     }
 }
@@ -876,6 +880,9 @@ impl Config {
         }
         if config.server.cache_mib == 0 {
             return Err("server.cache_mib must be at least 1".into());
+        }
+        if config.server.pipeline_backlog == 0 {
+            return Err("server.pipeline_backlog must be at least 1".into());
         }
         if config.server.checkpoint_ms == 0 {
             return Err("server.checkpoint_ms must be at least 1".into());

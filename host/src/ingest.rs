@@ -74,12 +74,17 @@ pub fn answer(events: &[StoredEvent]) -> String {
     .unwrap_or_default()
 }
 
+/// A request's events, in order.
+#[derive(Debug)]
+pub struct Parsed {
+    pub events: Vec<StoredEvent>,
+    /// Per event: whether the client gave its id (else it is new, made here,
+    /// and cannot have been seen before).
+    pub id_given: Vec<bool>,
+}
+
 /// Reads the request body into events; the first problem refuses it whole.
-pub fn parse_events(
-    config: &Config,
-    body: &[u8],
-    received_at_ms: u64,
-) -> Result<Vec<StoredEvent>, Refusal> {
+pub fn parse_events(config: &Config, body: &[u8], received_at_ms: u64) -> Result<Parsed, Refusal> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
     let (items, single) = match value {
@@ -90,6 +95,7 @@ pub fn parse_events(
         return Err((StatusCode::BAD_REQUEST, "the array holds no events".into()));
     }
     let mut events = Vec::with_capacity(items.len());
+    let id_given = items.iter().map(|item| item.get("id").is_some()).collect();
     for (i, item) in items.iter().enumerate() {
         let parsed = crate::event::from_json(item)
             .map_err(|e| e.to_string())
@@ -115,7 +121,7 @@ pub fn parse_events(
             }
         }
     }
-    Ok(events)
+    Ok(Parsed { events, id_given })
 }
 
 #[cfg(test)]
@@ -123,7 +129,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<Vec<StoredEvent>, Refusal> {
-        parse_events(&Config::default(), body.as_bytes(), 0)
+        parse_events(&Config::default(), body.as_bytes(), 0).map(|p| p.events)
     }
 
     #[test]

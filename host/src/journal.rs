@@ -79,6 +79,11 @@ pub struct Journal {
     dir: PathBuf,
     commands: std_mpsc::Sender<Command>,
     state: Arc<Mutex<State>>,
+    /// Room for acknowledged events not yet through the pipeline: ingest
+    /// waits for it, so a pipeline that falls behind slows acknowledgements
+    /// instead of filling memory.
+    backlog: tokio::sync::Semaphore,
+    backlog_limit: usize,
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -107,7 +112,10 @@ impl Journal {
     /// Opens the journal in `dir` (made if missing), reads what it holds, and
     /// starts a new segment for appends. The segments read stay on disk until
     /// a checkpoint finds their events in the store.
-    pub fn open(dir: &Path) -> Result<(Arc<Journal>, Recovered), JournalError> {
+    pub fn open(
+        dir: &Path,
+        backlog_limit: usize,
+    ) -> Result<(Arc<Journal>, Recovered), JournalError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let mut segments = BTreeSet::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_error("cannot read", dir, e))? {
@@ -149,6 +157,8 @@ impl Journal {
             dir: dir.to_path_buf(),
             commands,
             state,
+            backlog: tokio::sync::Semaphore::new(backlog_limit),
+            backlog_limit,
         });
         // Replayed events count against the last segment read: none of those
         // segments may go before they are in the store.
@@ -187,6 +197,21 @@ impl Journal {
         let last = *state.sealed.last()?;
         *state.outstanding.entry(last).or_default() += events;
         Some(last)
+    }
+
+    /// Waits for room for `events` more in the pipeline backlog; returns the
+    /// room taken, to give back with [`Journal::stored`].
+    pub async fn reserve(&self, events: usize) -> u32 {
+        let n = events.min(self.backlog_limit) as u32;
+        if let Ok(permits) = self.backlog.acquire_many(n).await {
+            permits.forget();
+        }
+        n
+    }
+
+    /// Gives back room taken by [`Journal::reserve`] (a refused request).
+    pub fn unreserve(&self, room: u32) {
+        self.backlog.add_permits(room as usize);
     }
 
     /// Appends (claimed) events and an answer to remember, and returns once
@@ -272,6 +297,9 @@ impl Journal {
     }
 }
 
+/// A frame, its event count, and who waits for it.
+type PendingAppend = (Vec<u8>, u64, oneshot::Sender<Result<u64, JournalError>>);
+
 /// Owns the segment being written; runs on its own thread.
 struct Writer {
     dir: PathBuf,
@@ -311,10 +339,10 @@ impl Writer {
                     let state = self.lock();
                     (state.current, state.current_bytes)
                 };
-                if bytes > 0 || self.file.is_none() {
-                    if let Err(e) = self.start_segment(current + 1) {
-                        tracing::error!(error = %e, "cannot start a journal segment");
-                    }
+                if (bytes > 0 || self.file.is_none())
+                    && let Err(e) = self.start_segment(current + 1)
+                {
+                    tracing::error!(error = %e, "cannot start a journal segment");
                 }
                 for done in rotations {
                     let _ = done.send(());
@@ -335,7 +363,7 @@ impl Writer {
         Ok(())
     }
 
-    fn write(&mut self, appends: Vec<(Vec<u8>, u64, oneshot::Sender<Result<u64, JournalError>>)>) {
+    fn write(&mut self, appends: Vec<PendingAppend>) {
         let result = self.write_frames(appends.iter().map(|(frame, _, _)| frame.as_slice()));
         match result {
             Ok(bytes) => {
@@ -540,7 +568,7 @@ mod tests {
             at_ms: 7,
         };
         {
-            let (journal, recovered) = Journal::open(dir.path()).unwrap();
+            let (journal, recovered) = Journal::open(dir.path(), 1000).unwrap();
             assert!(recovered.events.is_empty());
             let (first, second) = ([event("a"), event("b")], [event("c")]);
             let a = journal.append(&first, None);
@@ -548,7 +576,7 @@ mod tests {
             let (a, b) = tokio::join!(a, b);
             assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
         }
-        let (_journal, recovered) = Journal::open(dir.path()).unwrap();
+        let (_journal, recovered) = Journal::open(dir.path(), 1000).unwrap();
         let ids: Vec<_> = recovered.events.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(recovered.events[0], event("a"));
@@ -560,7 +588,7 @@ mod tests {
     async fn a_torn_tail_is_dropped_and_what_came_before_kept() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (journal, _) = Journal::open(dir.path()).unwrap();
+            let (journal, _) = Journal::open(dir.path(), 1000).unwrap();
             journal.append(&[event("a")], None).await.unwrap();
             journal.append(&[event("b")], None).await.unwrap();
         }
@@ -569,7 +597,7 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 3).unwrap();
-        let (_journal, recovered) = Journal::open(dir.path()).unwrap();
+        let (_journal, recovered) = Journal::open(dir.path(), 1000).unwrap();
         let ids: Vec<_> = recovered.events.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["a"]);
         assert_eq!(recovered.torn_frames, 1);
@@ -579,7 +607,7 @@ mod tests {
     async fn a_corrupt_frame_is_not_read() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (journal, _) = Journal::open(dir.path()).unwrap();
+            let (journal, _) = Journal::open(dir.path(), 1000).unwrap();
             journal.append(&[event("a")], None).await.unwrap();
         }
         let path = segment_path(dir.path(), 1);
@@ -587,7 +615,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        let (_journal, recovered) = Journal::open(dir.path()).unwrap();
+        let (_journal, recovered) = Journal::open(dir.path(), 1000).unwrap();
         assert!(recovered.events.is_empty());
         assert_eq!(recovered.torn_frames, 1);
     }
@@ -597,7 +625,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("db")).unwrap();
         let journal_dir = dir.path().join("journal");
-        let (journal, _) = Journal::open(&journal_dir).unwrap();
+        let (journal, _) = Journal::open(&journal_dir, 1000).unwrap();
         assert_eq!(journal.claim(["a", "b"]), [true, true]);
         assert_eq!(journal.claim(["a", "c"]), [false, true]);
         journal.release(["c"]);

@@ -62,6 +62,9 @@ pub async fn run(
         count: AtomicU64::new(0),
     });
     let app = Router::new().fallback(receive).with_state(state);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

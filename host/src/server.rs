@@ -69,7 +69,10 @@ pub async fn run(
         &config.server.data_dir,
         config.server.cache_mib,
     )?);
-    let (journal, recovered) = Journal::open(&config.server.data_dir.join("journal"))?;
+    let (journal, recovered) = Journal::open(
+        &config.server.data_dir.join("journal"),
+        config.server.pipeline_backlog,
+    )?;
     let subscriptions = Subscriptions::open(config.clone(), store.clone())?;
     let deliverer = Deliverer::new(store.clone(), &config, subscriptions.clone());
     let pipeline = Arc::new(Pipeline::new(
@@ -87,7 +90,7 @@ pub async fn run(
     // Expired Idempotency-Keys are ignored when read; this keeps them from
     // piling up.
     let pruning = store.clone();
-    tokio::spawn(async move {
+    let prune_task = tokio::spawn(async move {
         let mut hourly = tokio::time::interval(Duration::from_secs(3600));
         loop {
             hourly.tick().await;
@@ -155,6 +158,10 @@ pub async fn run(
         tracing::warn!(listen = %local, "ingest is open to the network: set server.ingest_token");
     }
     tracing::info!(listen = %local, "HTTP API listening");
+    // Answers go out at once, not after the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -170,6 +177,7 @@ pub async fn run(
         );
     }
     checkpoints.abort();
+    prune_task.abort();
     store.flush()?;
     // Everything the worker stored is flushed: the journal can go.
     let (j, s) = (journal.clone(), store.clone());
@@ -214,7 +222,11 @@ fn recover_journal(
         }
     }
     let segment = journal.replaying(events.len() as u64);
-    Ok(Accepted { events, segment })
+    Ok(Accepted {
+        events,
+        segment,
+        room: 0,
+    })
 }
 
 /// Retires journal segments whose events are all in the store.
@@ -478,18 +490,23 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
             }
         }
     };
-    let events = match ingest::parse_events(&app.config, &bytes, received_at_ms) {
-        Ok(events) => events,
-        Err((status, message)) => return error(status, message),
-    };
+    let ingest::Parsed { events, id_given } =
+        match ingest::parse_events(&app.config, &bytes, received_at_ms) {
+            Ok(parsed) => parsed,
+            Err((status, message)) => return error(status, message),
+        };
     let answer = ingest::answer(&events);
     // An id accepted before (in the journal or in the store) is answered
     // with, and stored nothing for. Claim first, then look in the store: the
     // worker stores an event before releasing its claim.
     let claims = app.journal.claim(events.iter().map(|e| e.id.as_str()));
     let mut fresh: Vec<StoredEvent> = Vec::with_capacity(events.len());
-    for (event, new) in events.into_iter().zip(claims) {
+    for ((event, new), given) in events.into_iter().zip(claims).zip(id_given) {
         if !new {
+            continue;
+        }
+        if !given {
+            fresh.push(event); // a new id: nothing to look up
             continue;
         }
         match app.store.has_event(&event.id) {
@@ -511,9 +528,11 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
         at_ms: received_at_ms,
     });
     if !fresh.is_empty() || remembered.is_some() {
+        let room = app.journal.reserve(fresh.len()).await;
         let segment = match app.journal.append(&fresh, remembered.as_ref()).await {
             Ok(segment) => segment,
             Err(e) => {
+                app.journal.unreserve(room);
                 app.journal.release(fresh.iter().map(|e| e.id.as_str()));
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -534,6 +553,7 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
             let _ = app.to_pipeline.send(Accepted {
                 events: fresh,
                 segment: Some(segment),
+                room,
             });
         }
     }

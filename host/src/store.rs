@@ -214,7 +214,12 @@ pub trait Store: Send + Sync + 'static {
     /// Locations whose outage timer ends at or before `up_to_ms`.
     fn due_outages(&self, up_to_ms: u64) -> Result<Vec<OutageState>, StoreError>;
     /// Stores a job's new state, moving its markers to match its status.
-    fn update_job(&self, job: &Job) -> Result<(), StoreError>;
+    fn update_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.update_jobs(std::slice::from_ref(job))
+    }
+    /// [`Store::update_job`] for many, in one atomic batch; where a job
+    /// appears twice the later state wins.
+    fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError>;
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
     /// Whether an event with this id was accepted (without reading it).
@@ -527,21 +532,23 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn update_job(&self, job: &Job) -> Result<(), StoreError> {
+    fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
-        match job.status {
-            JobStatus::Pending => {
-                batch.insert(key(b'q', &job.id), &[][..]);
-                batch.remove(key(b'd', &job.id));
-            }
-            JobStatus::Dead => {
-                batch.remove(key(b'q', &job.id));
-                batch.insert(key(b'd', &job.id), &[][..]);
-            }
-            JobStatus::Delivered | JobStatus::PluginError => {
-                batch.remove(key(b'q', &job.id));
-                batch.remove(key(b'd', &job.id));
+        for job in jobs {
+            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            match job.status {
+                JobStatus::Pending => {
+                    batch.insert(key(b'q', &job.id), &[][..]);
+                    batch.remove(key(b'd', &job.id));
+                }
+                JobStatus::Dead => {
+                    batch.remove(key(b'q', &job.id));
+                    batch.insert(key(b'd', &job.id), &[][..]);
+                }
+                JobStatus::Delivered | JobStatus::PluginError => {
+                    batch.remove(key(b'q', &job.id));
+                    batch.remove(key(b'd', &job.id));
+                }
             }
         }
         self.tree.apply_batch(batch)?;

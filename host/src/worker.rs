@@ -27,6 +27,8 @@ const STORE_CHUNK: usize = 512;
 pub struct Accepted {
     pub events: Vec<StoredEvent>,
     pub segment: Option<u64>,
+    /// Room taken in the journal's backlog, given back once processed.
+    pub room: u32,
 }
 
 pub struct Worker {
@@ -170,8 +172,11 @@ impl Worker {
                             .iter()
                             .map(|a| (a.segment, a.events.iter().map(|e| e.id.clone()).collect()))
                             .collect();
+                        let room: u32 = accepted.iter().map(|a| a.room).sum();
                         let events = accepted.into_iter().flat_map(|a| a.events).collect();
                         let (jobs, all_stored) = this.process_all(events);
+                        // The events are out of memory either way.
+                        journal.unreserve(room);
                         // Failed batches keep their journal segment (and their
                         // ids claimed): they re-run at next start.
                         if all_stored {
