@@ -29,13 +29,25 @@ pub struct Config {
 }
 
 /// `[delivery]`: settings of all deliveries.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Networks endpoints may be in although they are not public internet
     /// addresses (loopback, private, link-local, ...): IPs or CIDR ranges,
     /// e.g. `["127.0.0.1", "10.20.0.0/16"]`. Empty: only public addresses.
     pub allowed_networks: Vec<String>,
+    /// Attempts in flight to one host (scheme, host and port) over all
+    /// subscriptions; each subscription's `max_in_flight` applies as well.
+    pub max_in_flight_per_host: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            allowed_networks: Vec::new(),
+            max_in_flight_per_host: 64,
+        }
+    }
 }
 
 impl DeliveryConfig {
@@ -880,6 +892,9 @@ impl Config {
         }
         if config.server.cache_mib == 0 {
             return Err("server.cache_mib must be at least 1".into());
+        }
+        if config.delivery.max_in_flight_per_host == 0 {
+            return Err("delivery.max_in_flight_per_host must be at least 1".into());
         }
         if config.server.pipeline_backlog == 0 {
             return Err("server.pipeline_backlog must be at least 1".into());

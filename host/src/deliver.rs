@@ -47,22 +47,29 @@ struct Endpoint {
     uri: Uri,
     keys: Vec<Vec<u8>>,
     in_flight: Semaphore,
+    /// Shared by every subscription on the same scheme, host and port.
+    host_in_flight: Arc<Semaphore>,
 }
 
 impl Endpoint {
-    fn new(sub: Arc<Subscription>, policy: &TargetPolicy) -> Result<Endpoint, String> {
+    fn new(
+        sub: Arc<Subscription>,
+        policy: &TargetPolicy,
+        host_in_flight: impl FnOnce(&Uri) -> Arc<Semaphore>,
+    ) -> Result<Endpoint, String> {
         let uri: Uri = sub.url.parse().map_err(|e| format!("url: {e}"))?;
         // Again here: the allowlist may have changed since the subscription
         // was made, and IP literals never reach the resolver's check.
         policy.check_url(&uri).map_err(|e| format!("url: {e}"))?;
         Ok(Endpoint {
-            uri,
             keys: sub
                 .secrets
                 .iter()
                 .map(|s| sign::whsec_key(s).map_err(|e| e.to_string()))
                 .collect::<Result<_, _>>()?,
             in_flight: Semaphore::new(sub.max_in_flight),
+            host_in_flight: host_in_flight(&uri),
+            uri,
             sub,
         })
     }
@@ -76,6 +83,9 @@ pub struct Deliverer {
     /// Built on first use per subscription version: a changed subscription
     /// gets a new endpoint (attempts in flight finish on the old one).
     endpoints: std::sync::Mutex<HashMap<String, Arc<Endpoint>>>,
+    /// In-flight limits per `scheme://host:port`.
+    hosts: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_host: usize,
     tasks: TaskTracker,
     stop: CancellationToken,
     states: StateWriter,
@@ -191,12 +201,15 @@ impl Deliverer {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(config.delivery.max_in_flight_per_host)
             .build(https);
         Arc::new(Deliverer {
             client,
             subscriptions,
             policy,
             endpoints: Default::default(),
+            hosts: Default::default(),
+            per_host: config.delivery.max_in_flight_per_host,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             states: StateWriter::start(store.clone()),
@@ -213,7 +226,19 @@ impl Deliverer {
         {
             return Some(e.clone());
         }
-        match Endpoint::new(sub, &self.policy) {
+        let host_in_flight = |uri: &Uri| {
+            let host = format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.authority().map_or("", |a| a.as_str())
+            );
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            hosts
+                .entry(host)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+                .clone()
+        };
+        match Endpoint::new(sub, &self.policy, host_in_flight) {
             Ok(e) => {
                 let e = Arc::new(e);
                 endpoints.insert(id.to_string(), e.clone());
@@ -297,14 +322,16 @@ impl Deliverer {
         };
         loop {
             let wait = job.next_attempt_at_ms.saturating_sub(now_ms());
-            let permit = tokio::select! {
+            let permits = tokio::select! {
                 _ = self.stop.cancelled() => return, // stays pending in the store
-                permit = async {
+                permits = async {
                     tokio::time::sleep(Duration::from_millis(wait)).await;
-                    endpoint.in_flight.acquire().await
-                } => permit,
+                    let mine = endpoint.in_flight.acquire().await?;
+                    let host = endpoint.host_in_flight.acquire().await?;
+                    Ok::<_, tokio::sync::AcquireError>((mine, host))
+                } => permits,
             };
-            let Ok(_permit) = permit else { return };
+            let Ok(_permits) = permits else { return };
             let (attempt, outcome) = self.attempt(&endpoint, &job.id, body.clone()).await;
             job.attempts.push(attempt);
             job.attempts_in_round += 1;

@@ -391,6 +391,45 @@ fn in_flight_attempts_per_endpoint_are_capped() {
 }
 
 #[test]
+fn in_flight_attempts_per_host_are_capped_over_all_subscriptions() {
+    let receiver = Receiver::start();
+    receiver.script("a", Answer::Slow(Duration::from_millis(100), 200));
+    receiver.script("b", Answer::Slow(Duration::from_millis(100), 200));
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("plugins")).unwrap();
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\nmax_in_flight_per_host = 3\n\
+             [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n{}{}",
+            subscription("a", &receiver.url("a"), "max_in_flight = 8"),
+            subscription("b", &receiver.url("b"), "max_in_flight = 8"),
+        ),
+    )
+    .unwrap();
+    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    let api = server.api_addr(WAIT);
+    let events: Vec<Value> = (0..15)
+        .map(|i| json!({"type": "report", "data": {"n": i}}))
+        .collect();
+    let (status, _) = post(
+        api,
+        "/v1/events",
+        Value::Array(events).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("a", 15, WAIT);
+    receiver.wait_count("b", 15, WAIT);
+    stop(server);
+    assert_eq!(
+        receiver.max_in_flight(),
+        3,
+        "30 deliveries for two subscriptions on one slow host run 3 at a time"
+    );
+}
+
+#[test]
 fn scheduled_retries_survive_a_restart() {
     let receiver = Receiver::start();
     receiver.script("later", Answer::Sequence(vec![503], 200));
