@@ -495,6 +495,36 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
             Ok(parsed) => parsed,
             Err((status, message)) => return error(status, message),
         };
+    // From here on the request must not stop half-way (a client that hangs
+    // up would leave ids claimed but never stored, and a retry of them would
+    // be answered as accepted): the rest runs as its own task.
+    let task = tokio::spawn(accept_events(
+        app,
+        events,
+        id_given,
+        key,
+        received_at_ms,
+        _in_progress,
+    ));
+    match task.await {
+        Ok(answer) => answer,
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("ingest failed: {e}"),
+        ),
+    }
+}
+
+/// Claims the events' ids, journals what is new, and queues it for the
+/// pipeline; answers `202`.
+async fn accept_events(
+    app: App,
+    events: Vec<StoredEvent>,
+    id_given: Vec<bool>,
+    key: Option<String>,
+    received_at_ms: u64,
+    _in_progress: Option<InProgress>,
+) -> Response {
     let answer = ingest::answer(&events);
     // An id accepted before (in the journal or in the store) is answered
     // with, and stored nothing for. Claim first, then look in the store: the
