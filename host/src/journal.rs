@@ -620,10 +620,19 @@ mod tests {
         assert_eq!(recovered.torn_frames, 1);
     }
 
+    /// Runs a checkpoint off the async threads, as the server does.
+    async fn checkpoint(journal: &Arc<Journal>, store: &Arc<SledStore>) -> usize {
+        let (j, s) = (journal.clone(), store.clone());
+        tokio::task::spawn_blocking(move || j.checkpoint(&*s))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn segments_go_only_once_their_events_are_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
         let journal_dir = dir.path().join("journal");
         let (journal, _) = Journal::open(&journal_dir, 1000).unwrap();
         assert_eq!(journal.claim(["a", "b"]), [true, true]);
@@ -633,38 +642,34 @@ mod tests {
             .append(&[event("a"), event("b")], None)
             .await
             .unwrap();
-        let j = journal.clone();
-        let store = Arc::new(store);
-        let s = store.clone();
-        let n = tokio::task::spawn_blocking(move || j.checkpoint(&*s))
-            .await
-            .unwrap()
-            .unwrap();
         // Sealed, but two events are not in the store yet.
-        assert_eq!(n, 0);
+        assert_eq!(checkpoint(&journal, &store).await, 0);
         assert_eq!(files(&journal_dir), 2);
         journal.stored(Some(segment), ["a"]);
-        let (j, s) = (journal.clone(), store.clone());
-        let n = tokio::task::spawn_blocking(move || j.checkpoint(&*s))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(checkpoint(&journal, &store).await, 0);
         assert_eq!(journal.claim(["a", "b"]), [true, false]);
         journal.stored(Some(segment), ["b"]);
-        let (j, s) = (journal.clone(), store.clone());
-        let n = tokio::task::spawn_blocking(move || j.checkpoint(&*s))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(checkpoint(&journal, &store).await, 1);
         assert_eq!(files(&journal_dir), 1);
         // Nothing written since: no new segment is made.
-        let (j, s) = (journal.clone(), store.clone());
-        tokio::task::spawn_blocking(move || j.checkpoint(&*s))
-            .await
-            .unwrap()
-            .unwrap();
+        checkpoint(&journal, &store).await;
         assert_eq!(files(&journal_dir), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_makes_ingest_wait_until_room_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), 100).unwrap();
+        assert_eq!(journal.reserve(60).await, 60);
+        // 60 more do not fit in 100 until the first 60 are given back.
+        let j = journal.clone();
+        let waiting = tokio::spawn(async move { j.reserve(60).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        journal.unreserve(60);
+        assert_eq!(waiting.await.unwrap(), 60);
+        // A request larger than the whole backlog takes all of it, no more.
+        journal.unreserve(60);
+        assert_eq!(journal.reserve(500).await, 100);
     }
 }

@@ -12,6 +12,26 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Posts `batches` arrays of 100 `report` events; returns the acknowledged ids.
+fn post_reports(api: std::net::SocketAddr, batches: usize) -> Vec<String> {
+    let mut acknowledged = Vec::with_capacity(batches * 100);
+    for batch in 0..batches {
+        let events: Vec<_> = (0..100)
+            .map(|i| json!({"type": "report", "data": {"n": batch * 100 + i}}))
+            .collect();
+        let (status, answer) = post(
+            api,
+            "/v1/events",
+            serde_json::Value::Array(events).to_string().as_bytes(),
+        );
+        assert_eq!(status, 202, "{answer}");
+        for id in answer["ids"].as_array().unwrap() {
+            acknowledged.push(id.as_str().unwrap().to_string());
+        }
+    }
+    acknowledged
+}
+
 #[test]
 fn kill_9_during_delivery_loses_no_acknowledged_event() {
     let receiver = Receiver::start();
@@ -34,21 +54,7 @@ fn kill_9_during_delivery_loses_no_acknowledged_event() {
 
     let mut server = Running::start(&["serve", "--config", config]);
     let api = server.api_addr(WAIT);
-    let mut acknowledged = Vec::with_capacity(10_000);
-    for batch in 0..100 {
-        let events: Vec<_> = (0..100)
-            .map(|i| json!({"type": "report", "data": {"n": batch * 100 + i}}))
-            .collect();
-        let (status, answer) = post(
-            api,
-            "/v1/events",
-            serde_json::Value::Array(events).to_string().as_bytes(),
-        );
-        assert_eq!(status, 202, "{answer}");
-        for id in answer["ids"].as_array().unwrap() {
-            acknowledged.push(id.as_str().unwrap().to_string());
-        }
-    }
+    let acknowledged = post_reports(api, 100);
     assert_eq!(acknowledged.len(), 10_000);
     receiver.wait_count("sink", 1_000, WAIT);
     server.kill9();
@@ -120,21 +126,7 @@ fn kill_9_before_the_pipeline_stored_acknowledged_events_replays_the_journal() {
 
     let mut server = Running::start(&["serve", "--config", config]);
     let api = server.api_addr(WAIT);
-    let mut acknowledged = Vec::new();
-    for batch in 0..3 {
-        let events: Vec<_> = (0..100)
-            .map(|i| json!({"type": "report", "data": {"n": batch * 100 + i}}))
-            .collect();
-        let (status, answer) = post(
-            api,
-            "/v1/events",
-            serde_json::Value::Array(events).to_string().as_bytes(),
-        );
-        assert_eq!(status, 202, "{answer}");
-        for id in answer["ids"].as_array().unwrap() {
-            acknowledged.push(id.as_str().unwrap().to_string());
-        }
-    }
+    let acknowledged = post_reports(api, 3);
     server.kill9();
     let before_crash = receiver.count("sink");
 

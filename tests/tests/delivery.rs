@@ -35,6 +35,19 @@ fn subscription(id: &str, url: &str, extra: &str) -> String {
     )
 }
 
+/// Posts `n` `report` events in one array; they must be accepted.
+fn post_reports(api: std::net::SocketAddr, n: usize) {
+    let events: Vec<Value> = (0..n)
+        .map(|i| json!({"type": "report", "data": {"n": i}}))
+        .collect();
+    let (status, answer) = post(
+        api,
+        "/v1/events",
+        Value::Array(events).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+}
+
 fn stop(server: Running) {
     let status = server.terminate(WAIT);
     assert!(status.success(), "hookhost exit status {status}");
@@ -372,15 +385,7 @@ fn in_flight_attempts_per_endpoint_are_capped() {
     );
     let mut server = Running::start(&["serve", "--config", &config]);
     let api = server.api_addr(WAIT);
-    let events: Vec<Value> = (0..20)
-        .map(|i| json!({"type": "report", "data": {"n": i}}))
-        .collect();
-    let (status, _) = post(
-        api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202);
+    post_reports(api, 20);
     receiver.wait_count("slow", 20, WAIT);
     stop(server);
     assert_eq!(
@@ -410,15 +415,7 @@ fn in_flight_attempts_per_host_are_capped_over_all_subscriptions() {
     .unwrap();
     let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
     let api = server.api_addr(WAIT);
-    let events: Vec<Value> = (0..15)
-        .map(|i| json!({"type": "report", "data": {"n": i}}))
-        .collect();
-    let (status, _) = post(
-        api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202);
+    post_reports(api, 15);
     receiver.wait_count("a", 15, WAIT);
     receiver.wait_count("b", 15, WAIT);
     stop(server);
