@@ -68,7 +68,7 @@ struct State {
     current_bytes: u64,
     /// Closed segments, still on disk.
     sealed: BTreeSet<u64>,
-    /// Events appended to a segment and not yet in the store.
+    /// Events (and answers) appended to a segment and not yet in the store.
     outstanding: BTreeMap<u64, u64>,
     /// Ids of events claimed by a request or in the journal and not yet in
     /// the store: a second request with one is a duplicate.
@@ -225,7 +225,8 @@ impl Journal {
         let (done, result) = oneshot::channel();
         let command = Command::Append {
             frame,
-            events: events.len() as u64,
+            // An answer, too, keeps its segment until it is in the store.
+            events: events.len() as u64 + u64::from(answer.is_some()),
             done,
         };
         self.commands
@@ -249,6 +250,13 @@ impl Journal {
             && let Some(left) = state.outstanding.get_mut(&segment)
         {
             *left = left.saturating_sub(n);
+        }
+    }
+
+    /// The answer appended to `segment` is in the store.
+    pub fn answer_stored(&self, segment: u64) {
+        if let Some(left) = self.lock().outstanding.get_mut(&segment) {
+            *left = left.saturating_sub(1);
         }
     }
 
@@ -654,6 +662,24 @@ mod tests {
         // Nothing written since: no new segment is made.
         checkpoint(&journal, &store).await;
         assert_eq!(files(&journal_dir), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_keeps_its_segment_until_it_is_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let (journal, _) = Journal::open(&dir.path().join("journal"), 1000).unwrap();
+        let answer = Remembered {
+            key: "k".into(),
+            status: 202,
+            body: "{}".into(),
+            at_ms: 7,
+        };
+        // A request whose events were all duplicates: only its answer.
+        let segment = journal.append(&[], Some(&answer)).await.unwrap();
+        assert_eq!(checkpoint(&journal, &store).await, 0);
+        journal.answer_stored(segment);
+        assert_eq!(checkpoint(&journal, &store).await, 1);
     }
 
     #[tokio::test]

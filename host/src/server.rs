@@ -570,11 +570,12 @@ async fn accept_events(
                 );
             }
         };
-        if let Some(r) = &remembered
-            && let Err(e) = app.store.remember(r)
-        {
-            // The journal holds it; it is restored at next start.
-            tracing::warn!(error = %e, "cannot store an Idempotency-Key answer");
+        if let Some(r) = &remembered {
+            match app.store.remember(r) {
+                Ok(()) => app.journal.answer_stored(segment),
+                // The journal keeps it (and its segment); restored at next start.
+                Err(e) => tracing::warn!(error = %e, "cannot store an Idempotency-Key answer"),
+            }
         }
         METRICS
             .events_ingested
