@@ -39,6 +39,9 @@ pub struct DeliveryConfig {
     /// Attempts in flight to one host (scheme, host and port) over all
     /// subscriptions; each subscription's `max_in_flight` applies as well.
     pub max_in_flight_per_host: usize,
+    /// Deliveries held in memory (waiting or in flight); more wait in the
+    /// store and are loaded as these finish.
+    pub max_jobs_in_memory: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -46,6 +49,7 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             allowed_networks: Vec::new(),
             max_in_flight_per_host: 64,
+            max_jobs_in_memory: 100_000,
         }
     }
 }
@@ -892,6 +896,9 @@ impl Config {
         }
         if config.server.cache_mib == 0 {
             return Err("server.cache_mib must be at least 1".into());
+        }
+        if config.delivery.max_jobs_in_memory == 0 {
+            return Err("delivery.max_jobs_in_memory must be at least 1".into());
         }
         if config.delivery.max_in_flight_per_host == 0 {
             return Err("delivery.max_in_flight_per_host must be at least 1".into());

@@ -9,7 +9,7 @@
 //! retries, or refused, goes to the dead letters; [`Deliverer::resend`]
 //! brings it back. The next attempt time is stored, so retries survive restarts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -89,6 +89,12 @@ pub struct Deliverer {
     tasks: TaskTracker,
     stop: CancellationToken,
     states: StateWriter,
+    /// Jobs with a task; at most `max_live`. The others wait in the store
+    /// and are loaded as room frees up.
+    live: Live,
+    max_live: usize,
+    /// Some pending jobs are only in the store.
+    overflow: std::sync::atomic::AtomicBool,
 }
 
 /// Records job states on its own thread, in order, many per store batch:
@@ -100,26 +106,38 @@ struct StateWriter {
 
 enum StateWrite {
     Save(Job),
+    /// A job's task ended: once its last state is stored, it may be loaded
+    /// again from the store (by a refill).
+    Release(String),
     /// Answered once every earlier write is applied.
     Sync(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Ids of jobs that have a task (in memory).
+type Live = Arc<std::sync::Mutex<HashSet<String>>>;
+
+fn lock(live: &Live) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    live.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Most job states per store batch.
 const STATE_BATCH: usize = 1024;
 
 impl StateWriter {
-    fn start(store: Arc<dyn Store>) -> StateWriter {
+    fn start(store: Arc<dyn Store>, live: Live) -> StateWriter {
         let (to_thread, writes) = std::sync::mpsc::channel::<StateWrite>();
         let spawned = std::thread::Builder::new()
             .name("job-states".into())
             .spawn(move || {
                 while let Ok(first) = writes.recv() {
                     let mut jobs = Vec::new();
+                    let mut released = Vec::new();
                     let mut synced = Vec::new();
                     let mut next = Some(first);
                     while let Some(write) = next {
                         match write {
                             StateWrite::Save(job) => jobs.push(job),
+                            StateWrite::Release(id) => released.push(id),
                             StateWrite::Sync(done) => synced.push(done),
                         }
                         next = if jobs.len() < STATE_BATCH {
@@ -128,8 +146,18 @@ impl StateWriter {
                             None
                         };
                     }
-                    if let Err(e) = store.update_jobs(&jobs) {
+                    if !jobs.is_empty()
+                        && let Err(e) = store.update_jobs(&jobs)
+                    {
                         tracing::error!(error = %e, jobs = jobs.len(), "cannot record delivery states");
+                    }
+                    // After the states they follow: a refill never loads a
+                    // job whose final state is still on its way.
+                    if !released.is_empty() {
+                        let mut live = lock(&live);
+                        for id in &released {
+                            live.remove(id);
+                        }
                     }
                     for done in synced {
                         let _ = done.send(());
@@ -146,6 +174,10 @@ impl StateWriter {
         if self.to_thread.send(StateWrite::Save(job)).is_err() {
             tracing::error!("the job-state writer stopped; a delivery state is not recorded");
         }
+    }
+
+    fn release(&self, job_id: String) {
+        let _ = self.to_thread.send(StateWrite::Release(job_id));
     }
 
     /// Returns once every state saved before the call is in the store.
@@ -191,8 +223,8 @@ impl Deliverer {
         let policy = Arc::new(policy);
         let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy.clone()));
         http.enforce_http(false); // the HTTPS wrapper checks the scheme
-        // Without it a request written in two segments waits for a delayed
-        // ACK: 40-200 ms stalls, measured in the latency bench.
+        // Without it a request written in two segments can wait for the
+        // peer's delayed ACK.
         http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
@@ -203,6 +235,7 @@ impl Deliverer {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(config.delivery.max_in_flight_per_host)
             .build(https);
+        let live = Live::default();
         Arc::new(Deliverer {
             client,
             subscriptions,
@@ -212,7 +245,10 @@ impl Deliverer {
             per_host: config.delivery.max_in_flight_per_host,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
-            states: StateWriter::start(store.clone()),
+            states: StateWriter::start(store.clone(), live.clone()),
+            live,
+            max_live: config.delivery.max_jobs_in_memory,
+            overflow: Default::default(),
             store,
         })
     }
@@ -251,16 +287,83 @@ impl Deliverer {
         }
     }
 
-    /// Starts delivering a pending job (at its `next_attempt_at_ms`).
+    /// Starts delivering a pending job (at its `next_attempt_at_ms`), or,
+    /// when `max_jobs_in_memory` jobs have tasks already, leaves it to wait
+    /// in the store (where it is pending) for a refill.
     pub fn submit(self: &Arc<Self>, job: Job) {
+        {
+            let mut live = lock(&self.live);
+            if live.len() >= self.max_live || live.contains(&job.id) {
+                // A job with a task still (a re-send of it) is loaded again
+                // once that task's state is stored.
+                self.overflow.store(true, Ordering::SeqCst);
+                return;
+            }
+            live.insert(job.id.clone());
+        }
         let Some(endpoint) = self.endpoint(&job.subscription_id) else {
             tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
+            lock(&self.live).remove(&job.id);
             return;
         };
         let this = self.clone();
         let span = tracing::info_span!("delivery", job_id = %job.id, event_id = %job.event_id, subscription = %job.subscription_id);
-        self.tasks
-            .spawn(async move { this.run(endpoint, job).await }.instrument(span));
+        self.tasks.spawn(
+            async move {
+                let id = job.id.clone();
+                this.clone().run(endpoint, job).await;
+                this.states.release(id);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Loads the store's pending jobs (all of them, up to the memory bound;
+    /// the rest as room frees up): at start, and when submits overflowed.
+    pub fn resume(self: &Arc<Self>) {
+        self.overflow.store(true, Ordering::SeqCst);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(100));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = this.stop.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let room = this.max_live.saturating_sub(lock(&this.live).len());
+                // Refill in chunks, not one job at a time.
+                if !this.overflow.load(Ordering::SeqCst) || room < (this.max_live / 4).max(1) {
+                    continue;
+                }
+                this.overflow.store(false, Ordering::SeqCst);
+                let (store, live) = (this.store.clone(), this.live.clone());
+                let subscriptions = this.subscriptions.clone();
+                let loaded = tokio::task::spawn_blocking(move || {
+                    // Jobs of a removed subscription stay pending, unloaded,
+                    // until it is back.
+                    store.pending_jobs_except(room, &|id| lock(&live).contains(id), &|job| {
+                        subscriptions.get(&job.subscription_id).is_some()
+                    })
+                })
+                .await;
+                match loaded {
+                    Ok(Ok((jobs, more))) => {
+                        if more {
+                            this.overflow.store(true, Ordering::SeqCst);
+                        }
+                        for job in jobs {
+                            this.submit(job);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot load pending deliveries; retried");
+                        this.overflow.store(true, Ordering::SeqCst);
+                    }
+                    Err(_) => this.overflow.store(true, Ordering::SeqCst),
+                }
+            }
+        });
     }
 
     /// Puts a dead letter (or a delivered job, to send it again) back in
@@ -285,9 +388,10 @@ impl Deliverer {
         Ok(job)
     }
 
-    /// Deliveries waiting for an attempt or in one.
+    /// Deliveries in memory, waiting for an attempt or in one (more may
+    /// wait in the store).
     pub fn queued(&self) -> usize {
-        self.tasks.len()
+        lock(&self.live).len()
     }
 
     /// Stops starting attempts and waits up to `grace` for those in flight;

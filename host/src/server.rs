@@ -103,16 +103,15 @@ pub async fn run(
             }
         }
     });
-    let resumed_jobs = store.pending_jobs()?;
+    let resumed_jobs = store.pending_count()?;
     let resumed_events = recover_journal(&journal, recovered, &*store)?;
     tracing::info!(
-        jobs = resumed_jobs.len(),
+        jobs = resumed_jobs,
         events = resumed_events.events.len(),
         "resuming unfinished work"
     );
-    for job in resumed_jobs {
-        deliverer.submit(job);
-    }
+    // Pending jobs load from the store as room allows (`max_jobs_in_memory`).
+    deliverer.resume();
 
     let (to_pipeline, from_ingest) = mpsc::unbounded_channel();
     if !resumed_events.events.is_empty() {

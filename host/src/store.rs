@@ -226,6 +226,16 @@ pub trait Store: Send + Sync + 'static {
     fn has_event(&self, id: &str) -> Result<bool, StoreError>;
     /// Jobs still to deliver.
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Up to `max` jobs still to deliver whose ids `skip` does not name and
+    /// that `wanted` accepts, and whether there are more.
+    fn pending_jobs_except(
+        &self,
+        max: usize,
+        skip: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&Job) -> bool,
+    ) -> Result<(Vec<Job>, bool), StoreError>;
+    /// How many jobs are still to deliver (a key scan).
+    fn pending_count(&self) -> Result<usize, StoreError>;
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError>;
     /// Every job, for listings and tests.
     fn jobs(&self) -> Result<Vec<Job>, StoreError>;
@@ -577,6 +587,41 @@ impl Store for SledStore {
 
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.scan(b'q', b'j')
+    }
+
+    fn pending_jobs_except(
+        &self,
+        max: usize,
+        skip: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&Job) -> bool,
+    ) -> Result<(Vec<Job>, bool), StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"q/").keys() {
+            let k = item?;
+            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
+            if skip(id) {
+                continue;
+            }
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            if let Some(v) = self.tree.get(key(b'j', id))? {
+                let job: Job = serde_json::from_slice(&v)?;
+                if wanted(&job) {
+                    out.push(job);
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    fn pending_count(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.tree.scan_prefix(b"q/").keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError> {

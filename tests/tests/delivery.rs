@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hookhost::store::{JobStatus, SledStore, Store};
-use hookhost_tests::http::{Answer, Receiver, post};
+use hookhost_tests::http::{Answer, Receiver, post, request};
 use hookhost_tests::{Running, bikeep_sample, output_within, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
@@ -423,6 +423,58 @@ fn in_flight_attempts_per_host_are_capped_over_all_subscriptions() {
         receiver.max_in_flight(),
         3,
         "30 deliveries for two subscriptions on one slow host run 3 at a time"
+    );
+}
+
+#[test]
+fn deliveries_beyond_the_memory_bound_wait_in_the_store_and_all_go_out() {
+    let receiver = Receiver::start();
+    receiver.script("slow", Answer::Slow(Duration::from_millis(5), 200));
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("plugins")).unwrap();
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\nmax_jobs_in_memory = 10\n\
+             [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n{}",
+            subscription("slow", &receiver.url("slow"), "max_in_flight = 4"),
+        ),
+    )
+    .unwrap();
+    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    let api = server.api_addr(WAIT);
+    post_reports(api, 300);
+    let mut most_in_memory = 0.0f64;
+    let start = std::time::Instant::now();
+    while receiver.count("slow") < 300 {
+        assert!(
+            start.elapsed() < WAIT,
+            "only {} of 300 delivered",
+            receiver.count("slow")
+        );
+        let (_, page) = request(api, "GET", "/metrics", &[], b"");
+        let depth = page
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("hookhost_delivery_queue_depth "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("hookhost_delivery_queue_depth in /metrics");
+        most_in_memory = most_in_memory.max(depth);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(server);
+    let ids: std::collections::HashSet<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 300, "every event delivered");
+    assert!(most_in_memory > 0.0, "the gauge never moved");
+    assert!(
+        most_in_memory <= 10.0,
+        "{most_in_memory} deliveries were held in memory; the bound is 10"
     );
 }
 
