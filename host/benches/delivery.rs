@@ -91,7 +91,7 @@ async fn start_server(subscriptions: usize, receiver: SocketAddr) -> Server {
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
     let addr = free_port();
     let mut text = format!(
-        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"{addr}\"\ndata_dir = \"db\"\ncheckpoint_ms = 60000\n[plugins]\ndir = \"plugins\"\nwatch = false\n"
+        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"{addr}\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\nwatch = false\n"
     );
     for i in 0..subscriptions {
         text.push_str(&format!(

@@ -38,7 +38,9 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> JournalError {
     JournalError(format!("{what} {}: {e}", path.display()))
 }
 
-/// A segment past this size is closed for a new one at the next checkpoint.
+/// A segment past this size is closed for a new one. Segments are not
+/// closed on a timer: switching files means directory syncs, which on ext4
+/// wait for other files' data and stalled acknowledgements by 100s of ms.
 const SEGMENT_BYTES: u64 = 64 << 20;
 const TAG_EVENT: u8 = 1;
 const TAG_ANSWER: u8 = 2;
@@ -47,6 +49,8 @@ const TAG_ANSWER: u8 = 2;
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub events: Vec<StoredEvent>,
+    /// The segment each event was read from.
+    pub segments: Vec<u64>,
     pub answers: Vec<Remembered>,
     /// Frames that could not be read (a torn write at a crash).
     pub torn_frames: usize,
@@ -73,6 +77,8 @@ struct State {
     /// Ids of events claimed by a request or in the journal and not yet in
     /// the store: a second request with one is a duplicate.
     in_flight: HashSet<String>,
+    /// A segment whose (empty) file was made ahead of time.
+    prepared: Option<u64>,
 }
 
 pub struct Journal {
@@ -132,7 +138,7 @@ impl Journal {
         for &segment in &segments {
             let path = segment_path(dir, segment);
             let bytes = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-            read_segment(&bytes, &mut recovered);
+            read_segment(&bytes, segment, &mut recovered);
         }
         let current = segments.last().map_or(1, |s| s + 1);
         let file = open_segment(dir, current)?;
@@ -142,6 +148,7 @@ impl Journal {
             sealed: segments.clone(),
             outstanding: BTreeMap::new(),
             in_flight: HashSet::new(),
+            prepared: None,
         }));
         let (commands, rx) = std_mpsc::channel();
         let writer = Writer {
@@ -160,11 +167,6 @@ impl Journal {
             backlog: tokio::sync::Semaphore::new(backlog_limit),
             backlog_limit,
         });
-        // Replayed events count against the last segment read: none of those
-        // segments may go before they are in the store.
-        if let Some(&last) = segments.last() {
-            journal.lock().outstanding.insert(last, 0);
-        }
         Ok((journal, recovered))
     }
 
@@ -190,13 +192,11 @@ impl Journal {
         }
     }
 
-    /// Counts replayed events against the journal's last segment before the
-    /// one being written; returns that segment.
-    pub fn replaying(&self, events: u64) -> Option<u64> {
-        let mut state = self.lock();
-        let last = *state.sealed.last()?;
-        *state.outstanding.entry(last).or_default() += events;
-        Some(last)
+    /// Counts events read back from `segment` that are run again: the
+    /// segment stays until they are in the store. Call before the first
+    /// checkpoint.
+    pub fn replaying(&self, segment: u64, events: u64) {
+        *self.lock().outstanding.entry(segment).or_default() += events;
     }
 
     /// Waits for room for `events` more in the pipeline backlog; returns the
@@ -260,14 +260,24 @@ impl Journal {
         }
     }
 
-    /// Closes the current segment if it holds anything, flushes the store,
-    /// and deletes every closed segment whose events are all in the store.
+    /// Deletes every closed segment whose events are all in the store,
+    /// after flushing the store; with `close_current`, first closes the
+    /// segment being written if it holds anything (at shutdown: then nothing
+    /// is left to read back). Also makes the next segment's file ahead of
+    /// time, so that switching to it never waits on a directory sync.
     /// Returns how many segments went. Blocking.
-    pub fn checkpoint(&self, store: &dyn Store) -> Result<usize, JournalError> {
-        let (done, rotated) = oneshot::channel();
-        let sent = self.commands.send(Command::Rotate { done });
-        if sent.is_ok() {
-            let _ = rotated.blocking_recv();
+    pub fn checkpoint(
+        &self,
+        store: &dyn Store,
+        close_current: bool,
+    ) -> Result<usize, JournalError> {
+        if close_current {
+            let (done, rotated) = oneshot::channel();
+            if self.commands.send(Command::Rotate { done }).is_ok() {
+                let _ = rotated.blocking_recv();
+            }
+        } else {
+            self.prepare_next()?;
         }
         let retirable: Vec<u64> = {
             let state = self.lock();
@@ -296,6 +306,28 @@ impl Journal {
             state.outstanding.remove(&segment);
         }
         Ok(retirable.len())
+    }
+
+    /// Creates the file of the segment after the current one (durably in
+    /// the directory), unless done already.
+    fn prepare_next(&self) -> Result<(), JournalError> {
+        let next = {
+            let state = self.lock();
+            let next = state.current + 1;
+            if state.prepared == Some(next) {
+                return Ok(());
+            }
+            next
+        };
+        let path = segment_path(&self.dir, next);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error("cannot create", &path, e))?;
+        sync_dir(&self.dir)?;
+        self.lock().prepared = Some(next);
+        Ok(())
     }
 
     /// Segment files on disk (for tests and metrics).
@@ -361,7 +393,16 @@ impl Writer {
 
     fn start_segment(&mut self, segment: u64) -> Result<(), JournalError> {
         self.file = None;
-        let file = open_segment(&self.dir, segment)?;
+        let prepared = self.lock().prepared == Some(segment);
+        let file = if prepared {
+            let path = segment_path(&self.dir, segment);
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| io_error("cannot open", &path, e))?
+        } else {
+            open_segment(&self.dir, segment)?
+        };
         self.file = Some(file);
         let mut state = self.lock();
         let old = state.current;
@@ -498,7 +539,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn decode_payload(payload: &[u8], into: &mut Recovered) -> Option<()> {
+fn decode_payload(payload: &[u8], segment: u64, into: &mut Recovered) -> Option<()> {
     let mut events = Vec::new();
     let mut answers = Vec::new();
     let mut fields = Fields(payload);
@@ -521,19 +562,21 @@ fn decode_payload(payload: &[u8], into: &mut Recovered) -> Option<()> {
             _ => return None,
         }
     }
+    into.segments
+        .extend(std::iter::repeat_n(segment, events.len()));
     into.events.extend(events);
     into.answers.extend(answers);
     Some(())
 }
 
-fn read_segment(mut bytes: &[u8], into: &mut Recovered) {
+fn read_segment(mut bytes: &[u8], segment: u64, into: &mut Recovered) {
     while !bytes.is_empty() {
         let good = (|| {
             let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
             let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
             let payload = bytes.get(8..8 + len)?;
             (crc32fast::hash(payload) == crc).then_some(())?;
-            decode_payload(payload, into)?;
+            decode_payload(payload, segment, into)?;
             Some(8 + len)
         })();
         match good {
@@ -631,7 +674,7 @@ mod tests {
     /// Runs a checkpoint off the async threads, as the server does.
     async fn checkpoint(journal: &Arc<Journal>, store: &Arc<SledStore>) -> usize {
         let (j, s) = (journal.clone(), store.clone());
-        tokio::task::spawn_blocking(move || j.checkpoint(&*s))
+        tokio::task::spawn_blocking(move || j.checkpoint(&*s, true))
             .await
             .unwrap()
             .unwrap()
@@ -662,6 +705,54 @@ mod tests {
         // Nothing written since: no new segment is made.
         checkpoint(&journal, &store).await;
         assert_eq!(files(&journal_dir), 1);
+    }
+
+    #[tokio::test]
+    async fn a_periodic_checkpoint_keeps_writing_the_same_segment_and_prepares_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let journal_dir = dir.path().join("journal");
+        let (journal, _) = Journal::open(&journal_dir, 1000).unwrap();
+        assert_eq!(journal.append(&[event("a")], None).await.unwrap(), 1);
+        let (j, s) = (journal.clone(), store.clone());
+        let retired = tokio::task::spawn_blocking(move || j.checkpoint(&*s, false))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(retired, 0);
+        assert!(
+            segment_path(&journal_dir, 2).is_file(),
+            "next segment prepared"
+        );
+        assert_eq!(journal.append(&[event("b")], None).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn replayed_events_hold_each_their_own_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let journal_dir = dir.path().join("journal");
+        {
+            let (journal, _) = Journal::open(&journal_dir, 1000).unwrap();
+            journal
+                .append(&[event("a"), event("b")], None)
+                .await
+                .unwrap();
+            checkpoint(&journal, &store).await; // closes segment 1 (kept: not stored)
+            journal.append(&[event("c")], None).await.unwrap();
+        }
+        let (journal, recovered) = Journal::open(&journal_dir, 1000).unwrap();
+        assert_eq!(recovered.segments, [1, 1, 2]);
+        journal.replaying(1, 2);
+        journal.replaying(2, 1);
+        assert_eq!(checkpoint(&journal, &store).await, 0);
+        journal.stored(Some(2), ["c"]);
+        // Segment 2 may go; segment 1 still holds a and b.
+        assert_eq!(checkpoint(&journal, &store).await, 1);
+        assert!(segment_path(&journal_dir, 1).is_file());
+        journal.stored(Some(1), ["a", "b"]);
+        assert_eq!(checkpoint(&journal, &store).await, 1);
+        assert!(!segment_path(&journal_dir, 1).exists());
     }
 
     #[tokio::test]

@@ -107,15 +107,15 @@ pub async fn run(
     let resumed_events = recover_journal(&journal, recovered, &*store)?;
     tracing::info!(
         jobs = resumed_jobs,
-        events = resumed_events.events.len(),
+        events = resumed_events.iter().map(|b| b.events.len()).sum::<usize>(),
         "resuming unfinished work"
     );
     // Pending jobs load from the store as room allows (`max_jobs_in_memory`).
     deliverer.resume();
 
     let (to_pipeline, from_ingest) = mpsc::unbounded_channel();
-    if !resumed_events.events.is_empty() {
-        let _ = to_pipeline.send(resumed_events);
+    for batch in resumed_events {
+        let _ = to_pipeline.send(batch);
     }
     let worker = tokio::spawn(Worker::new(pipeline, aggregator, store.clone()).run(
         from_ingest,
@@ -180,7 +180,7 @@ pub async fn run(
     store.flush()?;
     // Everything the worker stored is flushed: the journal can go.
     let (j, s) = (journal.clone(), store.clone());
-    match tokio::task::spawn_blocking(move || j.checkpoint(&*s)).await {
+    match tokio::task::spawn_blocking(move || j.checkpoint(&*s, true)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "journal left in place; it is read at next start"),
         Err(e) => tracing::warn!(error = %e, "journal left in place; it is read at next start"),
@@ -196,7 +196,7 @@ fn recover_journal(
     journal: &Journal,
     recovered: crate::journal::Recovered,
     store: &dyn Store,
-) -> anyhow::Result<Accepted> {
+) -> anyhow::Result<Vec<Accepted>> {
     if recovered.torn_frames > 0 {
         tracing::warn!(
             frames = recovered.torn_frames,
@@ -209,23 +209,37 @@ fn recover_journal(
         }
     }
     let claims = journal.claim(recovered.events.iter().map(|e| e.id.as_str()));
-    let mut events = Vec::new();
-    for (event, new) in recovered.events.into_iter().zip(claims) {
+    // One batch per segment read: each segment stays until its own events
+    // are in the store.
+    let mut batches: Vec<Accepted> = Vec::new();
+    for ((event, new), segment) in recovered
+        .events
+        .into_iter()
+        .zip(claims)
+        .zip(recovered.segments)
+    {
         if !new {
             continue; // twice in the journal (a retried request)
         }
         if store.has_event(&event.id)? {
             journal.release([event.id.as_str()]);
-        } else {
-            events.push(event);
+            continue;
+        }
+        match batches.last_mut() {
+            Some(batch) if batch.segment == Some(segment) => batch.events.push(event),
+            _ => batches.push(Accepted {
+                events: vec![event],
+                segment: Some(segment),
+                room: 0,
+            }),
         }
     }
-    let segment = journal.replaying(events.len() as u64);
-    Ok(Accepted {
-        events,
-        segment,
-        room: 0,
-    })
+    for batch in &batches {
+        if let Some(segment) = batch.segment {
+            journal.replaying(segment, batch.events.len() as u64);
+        }
+    }
+    Ok(batches)
 }
 
 /// Retires journal segments whose events are all in the store.
@@ -235,7 +249,7 @@ async fn checkpoint_every(journal: Arc<Journal>, store: Arc<dyn Store>, every: D
     loop {
         ticker.tick().await;
         let (j, s) = (journal.clone(), store.clone());
-        match tokio::task::spawn_blocking(move || j.checkpoint(&*s)).await {
+        match tokio::task::spawn_blocking(move || j.checkpoint(&*s, false)).await {
             Ok(Ok(n)) if n > 0 => tracing::debug!(segments = n, "journal checkpoint"),
             Ok(Err(e)) => tracing::warn!(error = %e, "journal checkpoint failed; retried"),
             _ => {}
