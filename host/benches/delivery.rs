@@ -2,7 +2,8 @@
 //! ingest throughput, end-to-end delivery throughput, and ingest-to-delivery
 //! latency. Server, load generator and receiver run in this one process on
 //! loopback, sharing the machine's cores as separate processes would.
-//! Method and figures: BENCHMARKS.md. `BENCH_QUICK=1` shortens every phase.
+//! Method and figures: BENCHMARKS.md. `BENCH_QUICK=1` shortens every phase;
+//! `BENCH_DEBUG=1` prints failed posts and the slowest events.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,7 +208,7 @@ async fn main() {
     let epoch = Instant::now();
     let secs = if quick() { 2.0 } else { 10.0 };
 
-    println!("\n### Durable ingest (202 after flush), no subscriptions\n");
+    println!("\n### Durable ingest (202 after the journal's sync), no subscriptions\n");
     println!("| load | events/s acknowledged |\n|---|---|");
     for (label, clients, batch) in [
         ("single events, 64 concurrent clients", 64, 1),
