@@ -208,22 +208,18 @@ fn recover_journal(
             store.remember(answer)?;
         }
     }
-    let claims = journal.claim(recovered.events.iter().map(|e| e.id.as_str()));
+    let new = claim_unseen(journal, store, &recovered.events, std::iter::repeat(true))?;
     // One batch per segment read: each segment stays until its own events
     // are in the store.
     let mut batches: Vec<Accepted> = Vec::new();
     for ((event, new), segment) in recovered
         .events
         .into_iter()
-        .zip(claims)
+        .zip(new)
         .zip(recovered.segments)
     {
         if !new {
-            continue; // twice in the journal (a retried request)
-        }
-        if store.has_event(&event.id)? {
-            journal.release([event.id.as_str()]);
-            continue;
+            continue; // in the store already, or twice in the journal
         }
         match batches.last_mut() {
             Some(batch) if batch.segment == Some(segment) => batch.events.push(event),
@@ -240,6 +236,38 @@ fn recover_journal(
         }
     }
     Ok(batches)
+}
+
+/// Claims the ids of `events` and tells, per event, whether it is new: not
+/// claimed already (in flight, or earlier in `events`) and not in the store.
+/// Claims come first, then the store: the worker stores an event before it
+/// releases the claim. Where `look_up` says false (an id made here) the
+/// store is not asked. On a store error every claim made here is released.
+fn claim_unseen(
+    journal: &Journal,
+    store: &dyn Store,
+    events: &[StoredEvent],
+    look_up: impl Iterator<Item = bool>,
+) -> Result<Vec<bool>, crate::store::StoreError> {
+    let mut new = journal.claim(events.iter().map(|e| e.id.as_str()));
+    for (i, (event, look_up)) in events.iter().zip(look_up).enumerate() {
+        if !new[i] || !look_up {
+            continue;
+        }
+        match store.has_event(&event.id) {
+            Ok(false) => {}
+            Ok(true) => {
+                journal.release([event.id.as_str()]);
+                new[i] = false;
+            }
+            Err(e) => {
+                let claimed = events.iter().zip(&new).filter(|(_, n)| **n);
+                journal.release(claimed.map(|(e, _)| e.id.as_str()));
+                return Err(e);
+            }
+        }
+    }
+    Ok(new)
 }
 
 /// Retires journal segments whose events are all in the store.
@@ -540,28 +568,16 @@ async fn accept_events(
 ) -> Response {
     let answer = ingest::answer(&events);
     // An id accepted before (in the journal or in the store) is answered
-    // with, and stored nothing for. Claim first, then look in the store: the
-    // worker stores an event before releasing its claim.
-    let claims = app.journal.claim(events.iter().map(|e| e.id.as_str()));
-    let mut fresh: Vec<StoredEvent> = Vec::with_capacity(events.len());
-    for ((event, new), given) in events.into_iter().zip(claims).zip(id_given) {
-        if !new {
-            continue;
-        }
-        if !given {
-            fresh.push(event); // a new id: nothing to look up
-            continue;
-        }
-        match app.store.has_event(&event.id) {
-            Ok(false) => fresh.push(event),
-            Ok(true) => app.journal.release([event.id.as_str()]),
-            Err(e) => {
-                app.journal
-                    .release(fresh.iter().chain([&event]).map(|e| e.id.as_str()));
-                return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            }
-        }
-    }
+    // with, and stored nothing for; an id made here is new.
+    let new = match claim_unseen(&app.journal, &*app.store, &events, id_given.into_iter()) {
+        Ok(new) => new,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let fresh: Vec<StoredEvent> = events
+        .into_iter()
+        .zip(new)
+        .filter_map(|(event, new)| new.then_some(event))
+        .collect();
     // The key's answer goes in the same journal frame as the events: both or
     // neither.
     let remembered = key.map(|key| ingest::Remembered {
