@@ -404,11 +404,6 @@ impl Deliverer {
         finished
     }
 
-    /// Returns once every delivery state recorded so far is in the store.
-    pub async fn sync_states(&self) {
-        self.states.sync().await;
-    }
-
     async fn run(self: Arc<Self>, endpoint: Arc<Endpoint>, mut job: Job) {
         let body = match sign::body(
             endpoint.sub.envelope,

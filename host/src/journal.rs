@@ -329,12 +329,6 @@ impl Journal {
         self.lock().prepared = Some(next);
         Ok(())
     }
-
-    /// Segment files on disk (for tests and metrics).
-    pub fn segments(&self) -> usize {
-        let state = self.lock();
-        state.sealed.len() + 1
-    }
 }
 
 /// A frame, its event count, and who waits for it.
@@ -672,9 +666,13 @@ mod tests {
     }
 
     /// Runs a checkpoint off the async threads, as the server does.
-    async fn checkpoint(journal: &Arc<Journal>, store: &Arc<SledStore>) -> usize {
+    async fn checkpoint(
+        journal: &Arc<Journal>,
+        store: &Arc<SledStore>,
+        close_current: bool,
+    ) -> usize {
         let (j, s) = (journal.clone(), store.clone());
-        tokio::task::spawn_blocking(move || j.checkpoint(&*s, true))
+        tokio::task::spawn_blocking(move || j.checkpoint(&*s, close_current))
             .await
             .unwrap()
             .unwrap()
@@ -694,16 +692,16 @@ mod tests {
             .await
             .unwrap();
         // Sealed, but two events are not in the store yet.
-        assert_eq!(checkpoint(&journal, &store).await, 0);
+        assert_eq!(checkpoint(&journal, &store, true).await, 0);
         assert_eq!(files(&journal_dir), 2);
         journal.stored(Some(segment), ["a"]);
-        assert_eq!(checkpoint(&journal, &store).await, 0);
+        assert_eq!(checkpoint(&journal, &store, true).await, 0);
         assert_eq!(journal.claim(["a", "b"]), [true, false]);
         journal.stored(Some(segment), ["b"]);
-        assert_eq!(checkpoint(&journal, &store).await, 1);
+        assert_eq!(checkpoint(&journal, &store, true).await, 1);
         assert_eq!(files(&journal_dir), 1);
         // Nothing written since: no new segment is made.
-        checkpoint(&journal, &store).await;
+        checkpoint(&journal, &store, true).await;
         assert_eq!(files(&journal_dir), 1);
     }
 
@@ -714,11 +712,7 @@ mod tests {
         let journal_dir = dir.path().join("journal");
         let (journal, _) = Journal::open(&journal_dir, 1000).unwrap();
         assert_eq!(journal.append(&[event("a")], None).await.unwrap(), 1);
-        let (j, s) = (journal.clone(), store.clone());
-        let retired = tokio::task::spawn_blocking(move || j.checkpoint(&*s, false))
-            .await
-            .unwrap()
-            .unwrap();
+        let retired = checkpoint(&journal, &store, false).await;
         assert_eq!(retired, 0);
         assert!(
             segment_path(&journal_dir, 2).is_file(),
@@ -738,20 +732,20 @@ mod tests {
                 .append(&[event("a"), event("b")], None)
                 .await
                 .unwrap();
-            checkpoint(&journal, &store).await; // closes segment 1 (kept: not stored)
+            checkpoint(&journal, &store, true).await; // closes segment 1 (kept: not stored)
             journal.append(&[event("c")], None).await.unwrap();
         }
         let (journal, recovered) = Journal::open(&journal_dir, 1000).unwrap();
         assert_eq!(recovered.segments, [1, 1, 2]);
         journal.replaying(1, 2);
         journal.replaying(2, 1);
-        assert_eq!(checkpoint(&journal, &store).await, 0);
+        assert_eq!(checkpoint(&journal, &store, true).await, 0);
         journal.stored(Some(2), ["c"]);
         // Segment 2 may go; segment 1 still holds a and b.
-        assert_eq!(checkpoint(&journal, &store).await, 1);
+        assert_eq!(checkpoint(&journal, &store, true).await, 1);
         assert!(segment_path(&journal_dir, 1).is_file());
         journal.stored(Some(1), ["a", "b"]);
-        assert_eq!(checkpoint(&journal, &store).await, 1);
+        assert_eq!(checkpoint(&journal, &store, true).await, 1);
         assert!(!segment_path(&journal_dir, 1).exists());
     }
 
@@ -768,9 +762,9 @@ mod tests {
         };
         // A request whose events were all duplicates: only its answer.
         let segment = journal.append(&[], Some(&answer)).await.unwrap();
-        assert_eq!(checkpoint(&journal, &store).await, 0);
+        assert_eq!(checkpoint(&journal, &store, true).await, 0);
         journal.answer_stored(segment);
-        assert_eq!(checkpoint(&journal, &store).await, 1);
+        assert_eq!(checkpoint(&journal, &store, true).await, 1);
     }
 
     #[tokio::test]

@@ -375,6 +375,16 @@ impl SledStore {
         Ok(SledStore { db, tree })
     }
 
+    /// Keys under `prefix` (a key scan, values not read).
+    fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.tree.scan_prefix(prefix).keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn scan<T: for<'de> Deserialize<'de>>(
         &self,
         marker: u8,
@@ -503,12 +513,7 @@ impl Store for SledStore {
     }
 
     fn window_member_count(&self) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.tree.scan_prefix(b"w/").keys() {
-            item?;
-            n += 1;
-        }
-        Ok(n)
+        self.count_prefix(b"w/")
     }
 
     fn closed_through(&self) -> Result<u64, StoreError> {
@@ -616,12 +621,7 @@ impl Store for SledStore {
     }
 
     fn pending_count(&self) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.tree.scan_prefix(b"q/").keys() {
-            item?;
-            n += 1;
-        }
-        Ok(n)
+        self.count_prefix(b"q/")
     }
 
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError> {
