@@ -20,10 +20,16 @@ fn write_config(root: &Path, body: &str) -> String {
 }
 
 fn write_config_limit(root: &Path, body: &str, max_body_bytes: usize) -> String {
+    write_config_with(root, "", body, max_body_bytes)
+}
+
+/// The test config with more `[delivery]` keys (`delivery`, lines ending in
+/// a newline).
+fn write_config_with(root: &Path, delivery: &str, body: &str, max_body_bytes: usize) -> String {
     std::fs::create_dir_all(root.join("plugins")).unwrap();
     let file = root.join("hookhost.toml");
     let text = format!(
-        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nmax_body_bytes = {max_body_bytes}\nshutdown_grace_ms = 3000\n[plugins]\ndir = \"plugins\"\n{body}"
+        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n{delivery}[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nmax_body_bytes = {max_body_bytes}\nshutdown_grace_ms = 3000\n[plugins]\ndir = \"plugins\"\n{body}"
     );
     std::fs::write(&file, text).unwrap();
     file.to_str().unwrap().to_string()
@@ -401,19 +407,15 @@ fn in_flight_attempts_per_host_are_capped_over_all_subscriptions() {
     receiver.script("a", Answer::Slow(Duration::from_millis(100), 200));
     receiver.script("b", Answer::Slow(Duration::from_millis(100), 200));
     let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("plugins")).unwrap();
-    let config = root.path().join("hookhost.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\nmax_in_flight_per_host = 3\n\
-             [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n{}{}",
-            subscription("a", &receiver.url("a"), "max_in_flight = 8"),
-            subscription("b", &receiver.url("b"), "max_in_flight = 8"),
-        ),
-    )
-    .unwrap();
-    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    let subscriptions = subscription("a", &receiver.url("a"), "max_in_flight = 8")
+        + &subscription("b", &receiver.url("b"), "max_in_flight = 8");
+    let config = write_config_with(
+        root.path(),
+        "max_in_flight_per_host = 3\n",
+        &subscriptions,
+        1 << 20,
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
     let api = server.api_addr(WAIT);
     post_reports(api, 15);
     receiver.wait_count("a", 15, WAIT);
@@ -431,18 +433,13 @@ fn deliveries_beyond_the_memory_bound_wait_in_the_store_and_all_go_out() {
     let receiver = Receiver::start();
     receiver.script("slow", Answer::Slow(Duration::from_millis(5), 200));
     let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("plugins")).unwrap();
-    let config = root.path().join("hookhost.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\nmax_jobs_in_memory = 10\n\
-             [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n{}",
-            subscription("slow", &receiver.url("slow"), "max_in_flight = 4"),
-        ),
-    )
-    .unwrap();
-    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    let config = write_config_with(
+        root.path(),
+        "max_jobs_in_memory = 10\n",
+        &subscription("slow", &receiver.url("slow"), "max_in_flight = 4"),
+        1 << 20,
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
     let api = server.api_addr(WAIT);
     post_reports(api, 300);
     let mut most_in_memory = 0.0f64;
