@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use hookhost::aggregate::{Aggregator, ManualClock};
 use hookhost::config::Config;
 use hookhost::pipeline::Pipeline;
-use hookhost::plugins::{Registry, Runtime};
 use hookhost::store::{SledStore, Store, StoredEvent};
 use hookhost::worker::Worker;
+use hookhost_plugin_runtime::{Registry, Runtime};
 
 /// Resident memory of this process, from /proc (Linux).
 fn rss_mib() -> f64 {

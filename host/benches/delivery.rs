@@ -102,8 +102,8 @@ async fn start_server(subscriptions: usize, receiver: SocketAddr) -> Server {
     let file = dir.path().join("hookhost.toml");
     std::fs::write(&file, text).unwrap();
     let config = hookhost::config::Config::load(&file).unwrap();
-    let runtime = hookhost::plugins::Runtime::new(&config.plugins).unwrap();
-    let registry = hookhost::plugins::Registry::new(runtime);
+    let runtime = hookhost_plugin_runtime::Runtime::new(&config.plugins).unwrap();
+    let registry = hookhost_plugin_runtime::Registry::new(runtime);
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         hookhost::server::run(config, registry, async {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use crate::plugins::Event;
+use hookhost_plugin_runtime::Event;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {

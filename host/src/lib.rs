@@ -19,7 +19,6 @@
 //! - [`metrics`]: counters for `GET /metrics` (Prometheus text).
 //! - [`verify`], [`receive`]: checking deliveries as a receiver would, and
 //!   the `hookhost receive` receiver.
-//! - [`plugins`]: the plugin runtime (wasmtime), the live registry and hot reload.
 
 pub mod aggregate;
 mod api;
@@ -32,7 +31,6 @@ pub mod journal;
 pub mod metrics;
 mod openapi;
 pub mod pipeline;
-pub mod plugins;
 pub mod receive;
 pub mod server;
 pub mod sign;

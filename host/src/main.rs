@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hookhost::config::{Config, PluginsConfig};
-use hookhost::plugins::{LOG_TARGET, Plugin, Registry, Runtime, Watcher, plugin_name};
+use hookhost_plugin_runtime::{LOG_TARGET, Plugin, Registry, Runtime, Watcher, plugin_name};
 use sha2::{Digest, Sha256};
 use tracing_subscriber::EnvFilter;
 

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, PluginStep, Subscription};
-use crate::plugins::{CallError, Event, Registry};
 use crate::store::{Job, JobStatus, StoredEvent};
 use crate::subscriptions::Subscriptions;
+use hookhost_plugin_runtime::{CallError, Event, Registry};
 
 pub struct Pipeline {
     registry: Arc<Registry>,

@@ -28,11 +28,11 @@ use crate::journal::Journal;
 use crate::metrics::METRICS;
 use crate::openapi::{self, Access, Route};
 use crate::pipeline::Pipeline;
-use crate::plugins::Registry;
 use crate::sign::constant_time_eq;
 use crate::store::{SledStore, Store, StoredEvent};
 use crate::subscriptions::Subscriptions;
 use crate::worker::{Accepted, Worker};
+use hookhost_plugin_runtime::Registry;
 use std::sync::atomic::Ordering;
 
 #[derive(Clone)]

@@ -212,8 +212,8 @@ mod tests {
     use super::*;
     use crate::aggregate::{Clock, ManualClock};
     use crate::config::Config;
-    use crate::plugins::{Registry, Runtime};
     use crate::store::SledStore;
+    use hookhost_plugin_runtime::{Registry, Runtime};
     use serde_json::{Value, json};
 
     const HOUR: Duration = Duration::from_secs(3600);

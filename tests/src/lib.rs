@@ -1,6 +1,6 @@
 //! Helpers for hookhost's end-to-end tests: where the real compiled plugins
 //! and the real `hookhost` binary are, sample events from the seeds, and a
-//! registry over a temporary plugins folder.
+//! running server read line by line.
 //!
 //! `./dev test` builds the plugins (wasm32-wasip2) and the binary before
 //! running these tests.
@@ -8,11 +8,7 @@
 pub mod http;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use hookhost::config::PluginsConfig;
-use hookhost::plugins::{Event, Registry, Runtime};
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,41 +60,6 @@ pub fn bikeep_sample(name: &str) -> serde_json::Value {
         .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-pub fn bikeep_event(name: &str) -> Event {
-    hookhost::event::from_json(&bikeep_sample(name)).expect("seed sample is a valid event")
-}
-
-/// A plugins folder in a temp dir and a registry over it.
-pub struct Host {
-    pub dir: tempfile::TempDir,
-    pub registry: Arc<Registry>,
-}
-
-impl Host {
-    pub fn new(config: PluginsConfig) -> Host {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = PluginsConfig {
-            dir: dir.path().to_owned(),
-            ..config
-        };
-        let runtime = Runtime::new(&config).expect("runtime");
-        Host {
-            dir,
-            registry: Registry::new(runtime),
-        }
-    }
-
-    /// Copies plugin crate `crate_name`'s component in as `name.wasm` and loads it.
-    pub fn install(&self, crate_name: &str, name: &str) -> PathBuf {
-        let dest = self.dir.path().join(format!("{name}.wasm"));
-        std::fs::copy(built_plugin(crate_name), &dest).expect("copy plugin");
-        self.registry
-            .reload(&dest)
-            .unwrap_or_else(|e| panic!("loading {name}: {e}"));
-        dest
-    }
 }
 
 /// Polls `check` until it holds or `limit` passes; returns how long it took.

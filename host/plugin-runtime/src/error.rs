@@ -42,3 +42,15 @@ pub enum CallError {
     #[error("plugin `{plugin}` could not get an instance: {detail}")]
     Instantiate { plugin: String, detail: String },
 }
+
+/// wasmtime errors carry context chains; show all of it on one line.
+pub(crate) fn error_text(e: &wasmtime::Error) -> String {
+    let mut text = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        if i > 0 {
+            text.push_str(": ");
+        }
+        text.push_str(&cause.to_string());
+    }
+    text
+}

@@ -7,24 +7,20 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::PoolingAllocationConfig;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as EngineConfig, Enabled, Engine, InstanceAllocationStrategy};
 
 use super::bindings::{self, FullPlugin};
-use super::error::LoadError;
+use super::epoch::EpochTicker;
+use super::error::{LoadError, error_text};
 use super::plugin::{CallState, Plugin, Roles};
-use crate::config::{Allocator, PluginsConfig};
+use crate::settings::{Allocator, PluginsConfig};
 
 /// What `wasi:random/insecure-seed` returns: constant, so not randomness.
 const FIXED_SEED: (u64, u64) = (0x686f_6f6b_686f_7374, 0x7365_6564_0000_0001);
-
-/// One epoch tick: the precision of the CPU limit.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Shared by every plugin: one engine, one linker, one ticker, one cache.
 pub struct Runtime {
@@ -32,7 +28,7 @@ pub struct Runtime {
     linker: Linker<CallState>,
     cache: Option<CompiledCache>,
     config: PluginsConfig,
-    _ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +69,13 @@ impl Runtime {
             ),
             None => None,
         };
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = Arc::new(EpochTicker::start(engine.clone()));
         Ok(Arc::new(Runtime {
             engine,
             linker,
             cache,
             config: config.clone(),
-            _ticker: ticker,
+            ticker,
         }))
     }
 
@@ -181,7 +177,7 @@ impl Runtime {
         }
         let settings = self.config.settings_for(name);
         let plugin = Plugin::new(
-            self.clone(),
+            self.ticker.clone(),
             name,
             file,
             sha256,
@@ -213,7 +209,7 @@ impl Runtime {
         {
             return Ok((component, true));
         }
-        if wasmparser_is_core_module(bytes) {
+        if has_core_module_header(bytes) {
             return Err(LoadError::NotComponent {
                 file: file.to_owned(),
                 reason: "it is a core WebAssembly module; build it as a component \
@@ -242,56 +238,8 @@ impl Runtime {
 
 /// A core module starts with the same magic as a component but a different
 /// version/layer field; telling them apart gives a far better message.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn has_core_module_header(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
-}
-
-/// wasmtime errors carry context chains; show all of it on one line.
-pub(crate) fn error_text(e: &wasmtime::Error) -> String {
-    let mut text = String::new();
-    for (i, cause) in e.chain().enumerate() {
-        if i > 0 {
-            text.push_str(": ");
-        }
-        text.push_str(&cause.to_string());
-    }
-    text
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`]; a call's CPU deadline is
-/// counted in these ticks.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> EpochTicker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("hookhost-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("spawning the epoch thread");
-        EpochTicker {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Compiled components on disk, keyed by the wasm's SHA-256 and the engine's

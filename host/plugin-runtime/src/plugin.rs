@@ -19,9 +19,10 @@ use super::bindings::{
     self, Destinations, Event, Filter, FilterIndices, Level, Rewrite, Router, RouterIndices,
     Transform, TransformIndices,
 };
+use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::CallError;
-use super::runtime::{EPOCH_TICK, Runtime, error_text};
-use crate::config::{Isolation, PluginSettings};
+use super::error::error_text;
+use crate::settings::{Isolation, PluginSettings};
 
 /// Warm instances kept per plugin; more concurrent calls than this
 /// instantiate fresh ones and drop them afterwards.
@@ -159,7 +160,7 @@ impl std::fmt::Debug for Plugin {
 pub struct Plugin {
     /// Keeps the engine's epoch ticker running while this plugin can be
     /// called: without it a CPU deadline would never arrive.
-    _runtime: Arc<Runtime>,
+    _ticker: Arc<EpochTicker>,
     name: Arc<str>,
     file: PathBuf,
     sha256: [u8; 32],
@@ -249,7 +250,7 @@ impl Plugin {
     // Called from one place (`Runtime::load`), which has each part at hand.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        runtime: Arc<Runtime>,
+        ticker: Arc<EpochTicker>,
         name: &str,
         file: &Path,
         sha256: [u8; 32],
@@ -263,7 +264,7 @@ impl Plugin {
             .div_ceil(tick)
             .max(1);
         Plugin {
-            _runtime: runtime,
+            _ticker: ticker,
             name: name.into(),
             file: file.to_owned(),
             sha256,

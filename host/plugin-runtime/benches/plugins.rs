@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookhost::config::{Allocator, Isolation, PluginsConfig};
-use hookhost::plugins::{Plugin, Registry, Runtime, Watcher};
+use hookhost_plugin_runtime::{Allocator, Isolation, PluginsConfig};
+use hookhost_plugin_runtime::{Plugin, Registry, Runtime, Watcher};
 use sha2::{Digest, Sha256};
 
 mod common;

@@ -1,9 +1,9 @@
 //! The example plugins' behaviour, through the host's runtime, on payloads
 //! copied from the bike-parking seed. Every check runs in both isolation modes.
 
-use hookhost::config::{Isolation, PluginsConfig};
-use hookhost::plugins::Event;
-use hookhost_tests::{Host, bikeep_event};
+use crate::util::{Host, bikeep_event};
+use hookhost_plugin_runtime::Event;
+use hookhost_plugin_runtime::{Isolation, PluginsConfig};
 use serde_json::{Value, json};
 
 fn hosts() -> Vec<Host> {

@@ -1,9 +1,9 @@
 //! Misbehaving plugins: each fault is contained to its own call or file, and
 //! the host keeps serving other plugins (and the faulty plugin's next call).
 
-use hookhost::config::{Isolation, PluginsConfig};
-use hookhost::plugins::{CallError, LoadError};
-use hookhost_tests::{Host, bikeep_event};
+use crate::util::{Host, bikeep_event};
+use hookhost_plugin_runtime::{CallError, LoadError};
+use hookhost_plugin_runtime::{Isolation, PluginsConfig};
 
 fn host(isolation: Isolation) -> Host {
     let host = Host::new(PluginsConfig {
@@ -90,7 +90,7 @@ fn per_plugin_limits_apply() {
     let mut config = PluginsConfig::default();
     config.settings.insert(
         "misbehave".into(),
-        hookhost::config::PluginOverride {
+        hookhost_plugin_runtime::PluginOverride {
             cpu_limit_ms: Some(30),
             memory_limit_mib: Some(40),
             ..Default::default()
@@ -195,7 +195,7 @@ fn core_module_is_refused_with_a_hint() {
 #[test]
 fn component_with_the_wrong_interface_is_refused() {
     let host = host(Isolation::Reuse);
-    let bytes = std::fs::read(hookhost_tests::built_plugin("wrong-world")).unwrap();
+    let bytes = std::fs::read(crate::util::built_plugin("wrong-world")).unwrap();
     let err = refused(&host, "wrong", &bytes);
     assert!(matches!(err, LoadError::NoRole { .. }), "{err}");
     assert!(err.to_string().contains("other:thing/greeter"), "{err}");
@@ -225,7 +225,7 @@ fn a_broken_replacement_leaves_the_old_version_serving() {
     assert!(row.serving.is_some() && row.last_error.is_some());
     assert_still_serving(&host);
     // Putting a good file back clears the error.
-    std::fs::copy(hookhost_tests::built_plugin("alarm-filter"), &path).unwrap();
+    std::fs::copy(crate::util::built_plugin("alarm-filter"), &path).unwrap();
     host.registry.reload(&path).unwrap();
     let row = host
         .registry

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hookhost::config::PluginsConfig;
-use hookhost::plugins::{CallError, Decision, Watcher};
-use hookhost_tests::{Host, bikeep_event, built_plugin};
+use crate::util::{Host, bikeep_event, built_plugin, eventually};
+use hookhost_plugin_runtime::PluginsConfig;
+use hookhost_plugin_runtime::{CallError, Decision, Watcher};
 
 /// What a call to `x` showed, as a small code the tasks publish.
 const ABSENT: u8 = 0;
@@ -98,19 +98,12 @@ async fn reload_under_load_is_atomic_and_quick() {
         .collect();
 
     let x = dir.join("x.wasm");
-    let wait_for = |want: u8, what: &str| {
+    // Seen means seen: how long it took is printed, not asserted (the reload
+    // latency is measured by the plugin benchmark, not here).
+    let wait_for = |want: u8, what: &'static str| {
         let shared = shared.clone();
-        let what = what.to_string();
         async move {
-            let start = Instant::now();
-            while shared.seen.load(Ordering::SeqCst) != want {
-                assert!(
-                    start.elapsed() < Duration::from_secs(1),
-                    "{what}: not seen within 1 s"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let took = start.elapsed();
+            let took = eventually(what, || shared.seen.load(Ordering::SeqCst) == want).await;
             println!("{what}: new behaviour seen after {took:?}");
         }
     };

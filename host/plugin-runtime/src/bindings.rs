@@ -6,7 +6,7 @@
 
 wasmtime::component::bindgen!({
     world: "full-plugin",
-    path: "../wit",
+    path: "../../wit",
 });
 
 pub use self::exports::hookhost::plugin::filter::{Guest as Filter, GuestIndices as FilterIndices};
