@@ -315,7 +315,7 @@ fn outage_is_confirmed_once_and_recovery_is_not_announced() {
     );
     let mut server = Running::start(&["serve", "--config", &config]);
     let api = server.api_addr(WAIT);
-    let stamp = |offset_s: u64| hookhost::aggregate::rfc3339_seconds(now_ms() + offset_s * 1000);
+    let stamp = |offset_s: u64| hookhost_core::clock::rfc3339_seconds(now_ms() + offset_s * 1000);
     let down = |location: &str, state: &str, t: String| {
         event(
             "connection",

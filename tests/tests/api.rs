@@ -334,7 +334,7 @@ fn deliveries_are_listed_resent_and_recovered() {
     .unwrap();
     let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
     let api = server.api_addr(WAIT);
-    let before = hookhost::aggregate::rfc3339_seconds(
+    let before = hookhost_core::clock::rfc3339_seconds(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -68,7 +68,7 @@ fn kill_9_during_delivery_loses_no_acknowledged_event() {
     server.api_addr(WAIT);
     let expected: HashSet<String> = acknowledged
         .iter()
-        .map(|id| hookhost::pipeline::job_id(id, "sink"))
+        .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
         .collect();
     let start = Instant::now();
     let seen = loop {
@@ -145,7 +145,7 @@ fn kill_9_before_the_pipeline_stored_acknowledged_events_replays_the_journal() {
     );
     let expected: HashSet<String> = acknowledged
         .iter()
-        .map(|id| hookhost::pipeline::job_id(id, "sink"))
+        .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
         .collect();
     let start = Instant::now();
     loop {

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hookhost::store::{JobStatus, SledStore, Store};
+use hookhost_core::model::JobStatus;
+use hookhost_core::store::sled::SledStore;
+use hookhost_core::store::{DeliveryQueue, Store};
 use hookhost_tests::http::{Answer, Receiver, post, request};
 use hookhost_tests::{Running, bikeep_sample, output_within, run_verifier, save_deliveries};
 use serde_json::{Value, json};
@@ -127,7 +129,7 @@ fn attempt_counts_follow_the_retry_policy() {
     let store = SledStore::open(&root.path().join("db")).unwrap();
     let job = |sub: &str| {
         store
-            .job(&hookhost::pipeline::job_id(&event_id, sub))
+            .job(&hookhost_core::pipeline::job_id(&event_id, sub))
             .unwrap()
             .unwrap()
     };
@@ -172,14 +174,16 @@ fn attempt_counts_follow_the_retry_policy() {
 
     // A dead letter re-sent once the endpoint is back is delivered, with the same id.
     receiver.script("down", Answer::Status(200));
-    let config = hookhost::config::Config::load(Path::new(&config)).unwrap();
+    let config = hookhost_core::config::Config::load(Path::new(&config)).unwrap();
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let config = std::sync::Arc::new(config);
-        let subscriptions = hookhost::subscriptions::Subscriptions::from_config(config.clone());
-        let deliverer = hookhost::deliver::Deliverer::new(store.clone(), &config, subscriptions);
-        let down_id = hookhost::pipeline::job_id(&event_id, "down");
+        let subscriptions =
+            hookhost_core::subscriptions::Subscriptions::from_config(config.clone());
+        let deliverer =
+            hookhost_core::deliver::Deliverer::new(store.clone(), &config, subscriptions);
+        let down_id = hookhost_core::pipeline::job_id(&event_id, "down");
         deliverer.resend(&down_id).unwrap();
         assert!(
             deliverer.resend("msg_no_such_delivery").is_err(),
@@ -204,7 +208,7 @@ fn attempt_counts_follow_the_retry_policy() {
         .unwrap();
     assert_eq!(
         last.headers["webhook-id"],
-        hookhost::pipeline::job_id(&event_id, "down")
+        hookhost_core::pipeline::job_id(&event_id, "down")
     );
 }
 
@@ -489,7 +493,7 @@ fn scheduled_retries_survive_a_restart() {
     let api = server.api_addr(WAIT);
     let (status, answer) = post(api, "/v1/events", br#"{"type": "report", "data": {}}"#);
     assert_eq!(status, 202);
-    let job_id = hookhost::pipeline::job_id(answer["ids"][0].as_str().unwrap(), "later");
+    let job_id = hookhost_core::pipeline::job_id(answer["ids"][0].as_str().unwrap(), "later");
     receiver.wait_count("later", 1, WAIT);
     // Stop before the retry is due (4 s ± 25 %): it must wait in the store.
     std::thread::sleep(Duration::from_millis(200));

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use hookhost::store::{JobStatus, SledStore, Store};
+use hookhost_core::model::JobStatus;
+use hookhost_core::store::sled::SledStore;
+use hookhost_core::store::{DeliveryQueue, EventStore};
 use hookhost_tests::http::{Receiver, post};
 use hookhost_tests::{Running, bikeep_sample, built_plugin};
 use serde_json::Value;

@@ -1,0 +1,7 @@
+//! One file per subcommand.
+
+pub mod plugin;
+pub mod receive;
+pub mod replay;
+pub mod serve;
+pub mod verify;

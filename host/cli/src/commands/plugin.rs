@@ -1,0 +1,60 @@
+//! `hookhost plugin check|run`: load one plugin file, or run it on one event.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use hookhost_plugin_runtime::{Plugin, PluginsConfig, Runtime, plugin_name};
+use sha2::{Digest, Sha256};
+
+/// Loads one file outside any server, for the CLI's plugin commands.
+fn load_single(file: &Path) -> Result<Plugin> {
+    let Some(name) = plugin_name(file) else {
+        bail!("{}: a plugin file must be named NAME.wasm", file.display());
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let sha256 = Sha256::digest(&bytes).into();
+    // No cache for one-off runs: nothing to share with a later start.
+    let runtime = Runtime::new(&PluginsConfig::default())?;
+    Ok(runtime.load(name, file, &bytes, sha256)?)
+}
+
+pub fn plugin_check(file: &Path) -> Result<ExitCode> {
+    let plugin = load_single(file)?;
+    let report = serde_json::json!({
+        "file": file,
+        "plugin": plugin.name(),
+        "implements": "hookhost:plugin@0.1.0",
+        "roles": plugin.roles(),
+        "sha256": hex::encode(plugin.sha256()),
+        "compile_ms": plugin.load_info().compile_time.as_secs_f64() * 1e3,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn plugin_run(file: &Path, event_file: &Path, config_file: Option<&Path>) -> Result<ExitCode> {
+    let event_text = std::fs::read_to_string(event_file)
+        .with_context(|| format!("{}: cannot read", event_file.display()))?;
+    let event_json: serde_json::Value = serde_json::from_str(&event_text)
+        .with_context(|| format!("{}: not valid JSON", event_file.display()))?;
+    let event = hookhost_core::event_json::from_json(&event_json)
+        .with_context(|| format!("{}: not an event", event_file.display()))?;
+    let config = match config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                .with_context(|| format!("{}: not valid JSON", path.display()))?;
+            text
+        }
+        None => String::new(),
+    };
+    let decision = load_single(file)?.decide(&event, &config);
+    println!("{}", serde_json::to_string_pretty(&decision)?);
+    Ok(if decision.has_error() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

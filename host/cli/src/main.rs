@@ -1,0 +1,170 @@
+//! The `hookhost` binary: thin glue over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+mod commands;
+
+use hookhost_plugin_runtime::LOG_TARGET;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "hookhost",
+    version,
+    about = "Self-hosted webhook delivery with WebAssembly plugins"
+)]
+struct Cli {
+    /// Log lines (on stderr) as human-readable text or as JSON objects.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the HTTP API, the pipeline and delivery, with the
+    /// plugins folder loaded and watched.
+    Serve {
+        /// TOML configuration file (every key has a default; see README).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Plugins folder, overriding `plugins.dir` from the config.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
+    /// Check and run plugins without a server.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run a webhook receiver that prints each delivery with its
+    /// verification result (for trying hookhost out).
+    Receive {
+        /// Port on 127.0.0.1 to listen on.
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// The bike-parking seed to check `hash` with.
+        #[arg(long)]
+        seed: Option<String>,
+        /// A Standard Webhooks secret (`whsec_...`) to check signatures with;
+        /// repeat for several.
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// HTTP status to answer (e.g. 503 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        /// Save each delivery as DIR/NNNNNN.json (for `hookhost verify`).
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// POST event files to a hookhost server's ingest endpoint, one request
+    /// per file (a file holds one event or an array).
+    Replay {
+        /// The ingest endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8080/v1/events")]
+        url: String,
+        /// Ingest token (`HOOKHOST_INGEST_TOKEN` by default).
+        #[arg(long, env = "HOOKHOST_INGEST_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Wait up to 60 s for the server to come up.
+        #[arg(long)]
+        wait: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check a saved delivery against a seed and/or `whsec_` secrets. Exits 0
+    /// if every check passes, 1 otherwise.
+    Verify {
+        /// A delivery saved by `hookhost receive --save` (`{"body", "headers"}`),
+        /// or a raw body (seed check only).
+        file: PathBuf,
+        #[arg(long)]
+        seed: Option<String>,
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Say whether FILE implements the hookhost plugin contract and which roles it exports.
+    Check {
+        /// A WebAssembly component (`NAME.wasm`).
+        file: PathBuf,
+    },
+    /// Run FILE once on an event and print every role's decision as JSON.
+    Run {
+        /// A WebAssembly component (`NAME.wasm`).
+        file: PathBuf,
+        /// The event: `{"type": ..., "data": {...}}`, optional `id` and `timestamp`.
+        #[arg(long)]
+        event: PathBuf,
+        /// The plugin's configuration (JSON); none if omitted.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One-off plugin commands show the plugin's own log lines, not the host's.
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "info".to_string(),
+        Command::Plugin(_) => format!("warn,{LOG_TARGET}=trace"),
+        Command::Receive { .. } | Command::Verify { .. } | Command::Replay { .. } => {
+            "warn".to_string()
+        }
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    let result = match cli.command {
+        Command::Serve { config, plugins } => commands::serve::serve(config.as_deref(), plugins),
+        Command::Plugin(PluginCommand::Check { file }) => commands::plugin::plugin_check(&file),
+        Command::Plugin(PluginCommand::Run {
+            file,
+            event,
+            config,
+        }) => commands::plugin::plugin_run(&file, &event, config.as_deref()),
+        Command::Receive {
+            port,
+            seed,
+            secrets,
+            status,
+            save,
+        } => commands::receive::receive(port, seed, secrets, status, save),
+        Command::Verify {
+            file,
+            seed,
+            secrets,
+        } => commands::verify::verify(&file, seed.as_deref(), &secrets),
+        Command::Replay {
+            url,
+            token,
+            wait,
+            files,
+        } => commands::replay::replay(&url, token.as_deref(), wait, &files),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The domain model: what hookhost knows about subscriptions, delivery
+//! policy, event tiers and modes, and the records it stores. Plain data with
+//! the rules that need nothing else (type matching, a window group's hash);
+//! every other module may import it, and it imports no other module.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One plugin in a chain: its name (file stem) and its config for this place.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginStep {
+    pub plugin: String,
+    /// Any TOML (or, over the API, JSON) value; handed to the plugin as JSON text.
+    #[serde(
+        default,
+        deserialize_with = "any_to_json_text",
+        serialize_with = "json_text_as_value"
+    )]
+    pub config: String,
+}
+
+fn any_to_json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    serde_json::to_string(&value).map_err(serde::de::Error::custom)
+}
+
+fn json_text_as_value<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    if text.is_empty() {
+        return s.serialize_none();
+    }
+    serde_json::from_str::<serde_json::Value>(text)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
+/// A customer endpoint and what it receives.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    pub id: String,
+    pub url: String,
+    /// Event types: exact names, prefix wildcards (`billing.*`) or `*`.
+    pub types: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Receive events only when a router plugin names this subscription
+    /// (by id or tag), in addition to the type match.
+    #[serde(default)]
+    pub route_only: bool,
+    #[serde(default)]
+    pub tier: Tier,
+    #[serde(default)]
+    pub envelope: Envelope,
+    /// The bike-parking seed's shared secret: `hash = SHA256(JSON(data) + seed)`.
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// Standard Webhooks secrets (`whsec_…`); two during a rotation.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Filter/transform plugins, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginStep>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Attempts in flight at once to this subscription's endpoint.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Delivery mode per event type for this subscription, over
+    /// `[aggregation.types]`: `{ alarm = "5m", status = "direct" }`; the key
+    /// `"*"` applies to every type not named.
+    #[serde(default)]
+    pub intervals: BTreeMap<String, Mode>,
+    /// A disabled subscription receives nothing new.
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// Defined in the config file (read-only over the API).
+    #[serde(skip)]
+    pub from_config: bool,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+fn default_max_in_flight() -> usize {
+    16
+}
+
+/// Who may receive a type: everyone with access (`public`) or partners only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    #[default]
+    Public,
+    Partner,
+}
+
+/// The body format of a delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Envelope {
+    /// `{"type", "data", "version": 2, "hash"}` (the bike-parking seed, v2).
+    #[default]
+    BikeepV2,
+    /// The seed's version 1: `{"data", "version": 1, "hash"}`, v1 names in `data.type`.
+    BikeepV1,
+    /// The event itself: `{"type": ..., <data fields>}` (billing-seed style).
+    Plain,
+}
+
+/// When and how often a delivery is retried.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Per-attempt timeout.
+    pub timeout_ms: u64,
+    /// Retries after the first attempt, on 5xx, connection errors and timeouts.
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    /// Wait before a retry (`fixed`), or the first wait (`exponential`).
+    pub backoff_ms: u64,
+    /// Cap on an exponential wait.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            timeout_ms: 5_000,
+            max_retries: 3,
+            backoff: Backoff::Fixed,
+            backoff_ms: 100,
+            max_backoff_ms: 6 * 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backoff {
+    #[default]
+    Fixed,
+    /// `backoff_ms * 2^(retry-1)`, capped, with ±25 % jitter.
+    Exponential,
+}
+
+/// Does `pattern` (exact, `prefix.*` or `*`) match `event_type`?
+pub fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+impl Subscription {
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.types.iter().any(|p| type_matches(p, event_type))
+    }
+
+    /// This subscription's own choice of mode for `event_type`, if it makes one.
+    pub fn mode_override(&self, event_type: &str) -> Option<Mode> {
+        self.intervals
+            .get(event_type)
+            .or_else(|| self.intervals.get("*"))
+            .copied()
+    }
+}
+
+/// How events of a type reach a subscription: at once, or merged per
+/// window. Written `"direct"` or as a duration (`"1m"`, `"5min"`, `"1day"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Direct,
+    Every(Duration),
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Mode::Direct => s.serialize_str("direct"),
+            Mode::Every(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "direct" {
+            return Ok(Mode::Direct);
+        }
+        match humantime::parse_duration(&text) {
+            Ok(interval) if interval >= Duration::from_millis(100) => Ok(Mode::Every(interval)),
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "interval {text:?} is shorter than 100ms"
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "{text:?} is neither \"direct\" nor a duration such as \"5m\": {e}"
+            ))),
+        }
+    }
+}
+
+/// How one array field of the merged event is built from a window's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeRule {
+    /// Every element of every event, oldest event first.
+    Concat,
+    /// One element per value of `key` (e.g. `device_id`), the newest event's
+    /// element winning, in order of first appearance.
+    Union { key: String },
+    /// Only the newest event's value (what scalars get anyway).
+    Latest,
+}
+
+impl<'de> Deserialize<'de> for MergeRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MergeRule, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "concat" => Ok(MergeRule::Concat),
+            "latest" => Ok(MergeRule::Latest),
+            _ => match text.strip_prefix("union:") {
+                Some(key) if !key.is_empty() => Ok(MergeRule::Union { key: key.into() }),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{text:?} is not a merge rule: use \"concat\", \"latest\" or \"union:<key field>\""
+                ))),
+            },
+        }
+    }
+}
+
+/// An accepted event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: String,
+    /// `data` as JSON text, keys in ingest order.
+    pub data: String,
+    pub received_at_ms: u64,
+    /// Plugin errors met in the pipeline, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    Delivered,
+    /// Out of retries or refused (4xx): in the dead letters.
+    Dead,
+    /// A plugin failed on this event for this subscription; not sent.
+    PluginError,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub at_ms: u64,
+    /// HTTP status, if a response came.
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+/// One (event, subscription) delivery. Its id is the `webhook-id` receivers
+/// see, stable across retries, restarts and re-sends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub event_id: String,
+    pub subscription_id: String,
+    /// Type and data after the subscription's plugins.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: String,
+    pub status: JobStatus,
+    pub attempts: Vec<Attempt>,
+    /// Attempts since the job was last (re)started: counts against retries.
+    #[serde(default)]
+    pub attempts_in_round: u32,
+    pub next_attempt_at_ms: u64,
+    pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For a window's merged delivery: the events merged into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_events: Vec<String>,
+}
+
+/// An event, as a subscription's plugins left it, waiting in a window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowMember {
+    pub window_end_ms: u64,
+    pub subscription_id: String,
+    /// The event's type as ingested (what the mode is chosen by).
+    pub window_type: String,
+    /// The group key's value (`data.location_id` by default), as text.
+    pub group: String,
+    pub event_id: String,
+    pub timestamp: String,
+    pub received_at_ms: u64,
+    /// Type and data after the subscription's plugins.
+    pub event_type: String,
+    pub data: String,
+}
+
+impl WindowMember {
+    /// Identifies the (window, subscription, type, group) this member is in.
+    pub fn group_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&self.subscription_id, &self.window_type, &self.group] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.window_end_ms.to_be_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// The latest known connection state of one location.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutageState {
+    pub location: String,
+    pub offline: bool,
+    /// Timestamp of the event that set the state (older events are ignored).
+    pub last_timestamp: String,
+    /// When hookhost learned of the outage.
+    pub since_ms: u64,
+    /// When it is confirmed, if still offline then; `None` when online.
+    pub deadline_ms: Option<u64>,
+    pub confirmed: bool,
+    /// `data` of the offline event(s), devices united.
+    pub data: String,
+}
+
+/// A location's new connection state, and the outage timer (deadline) it
+/// replaces, if any.
+pub type OutageUpdate = (OutageState, Option<u64>);
+
+/// What the pipeline made of one event; a worker batch of them is written
+/// atomically, with the events themselves.
+#[derive(Debug)]
+pub struct Processed {
+    pub event: StoredEvent,
+    pub jobs: Vec<Job>,
+    pub window_members: Vec<WindowMember>,
+    pub outage: Option<OutageUpdate>,
+}
+
+impl Processed {
+    pub fn new(event: StoredEvent) -> Processed {
+        Processed {
+            event,
+            jobs: Vec::new(),
+            window_members: Vec::new(),
+            outage: None,
+        }
+    }
+}
+
+/// The answer given to a request with an `Idempotency-Key`, kept to be
+/// given again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Remembered {
+    pub key: String,
+    pub status: u16,
+    pub body: String,
+    pub at_ms: u64,
+}

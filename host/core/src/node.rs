@@ -1,0 +1,186 @@
+//! A [`Node`]: the core assembled from a config — store, intake, subscriptions,
+//! pipeline, aggregation, worker and deliverer — the one place that wiring is
+//! written. The server, the tests and the benches build on it.
+//!
+//! Lifecycle: [`Node::open`] opens the store and the intake (reading back
+//! what a crash left) without starting anything; [`Node::start`] spawns the
+//! worker, the intake's upkeep and delivery and returns a [`Running`] node;
+//! [`Running::shutdown`] finishes the pipeline queue, lets attempts in flight
+//! finish (up to the grace period), flushes and retires the intake's journal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookhost_plugin_runtime::Registry;
+use tokio::sync::mpsc;
+
+use crate::aggregate::Aggregator;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::deliver::Deliverer;
+use crate::intake::{IntakeError, JournalIntake};
+use crate::pipeline::Pipeline;
+use crate::store::sled::SledStore;
+use crate::store::{Store, StoreError};
+use crate::subscriptions::Subscriptions;
+use crate::worker::{Accepted, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot create {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("intake: {0}")]
+    Intake(#[from] IntakeError),
+}
+
+/// The core's parts, opened and not yet running.
+pub struct Node {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub intake: Arc<JournalIntake>,
+    pub subscriptions: Arc<Subscriptions>,
+    pub deliverer: Arc<Deliverer>,
+    pub worker: Arc<Worker>,
+    from_intake: mpsc::UnboundedReceiver<Accepted>,
+    resumed_events: usize,
+}
+
+impl Node {
+    /// Opens the node's data folder (`server.data_dir`) on the system clock.
+    pub fn open(config: Arc<Config>, registry: Arc<Registry>) -> Result<Node, NodeError> {
+        Node::open_with_clock(config, registry, Arc::new(SystemClock))
+    }
+
+    /// [`Node::open`] with windows and outage timers on `clock`.
+    pub fn open_with_clock(
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Node, NodeError> {
+        let data_dir = &config.server.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
+            data_dir,
+            config.server.cache_mib,
+        )?);
+        let subscriptions = Subscriptions::open(config.clone(), store.clone())?;
+        let deliverer = Deliverer::new(store.clone(), &config, subscriptions.clone());
+        let pipeline = Arc::new(Pipeline::new(
+            registry.clone(),
+            config.clone(),
+            subscriptions.clone(),
+        ));
+        let aggregator = Arc::new(Aggregator::new(
+            config.clone(),
+            subscriptions.clone(),
+            store.clone(),
+            clock,
+        )?);
+        let worker = Worker::new(pipeline, aggregator, store.clone());
+        let (to_worker, from_intake) = mpsc::unbounded_channel();
+        let (intake, resumed_events) = JournalIntake::open(
+            &data_dir.join("journal"),
+            config.server.pipeline_backlog,
+            store.clone(),
+            to_worker,
+        )?;
+        Ok(Node {
+            config,
+            registry,
+            store,
+            intake,
+            subscriptions,
+            deliverer,
+            worker,
+            from_intake,
+            resumed_events,
+        })
+    }
+
+    /// Starts the worker, the intake's checkpoints and delivery (pending
+    /// jobs load from the store as room allows). Needs a Tokio runtime.
+    pub fn start(self) -> Result<Running, NodeError> {
+        let resumed_jobs = self.store.pending_count()?;
+        tracing::info!(
+            jobs = resumed_jobs,
+            events = self.resumed_events,
+            "resuming unfinished work"
+        );
+        self.deliverer.resume();
+        let worker = tokio::spawn(self.worker.clone().run(
+            self.from_intake,
+            self.deliverer.clone(),
+            Duration::from_millis(self.config.aggregation.tick_ms),
+        ));
+        let upkeep = tokio::spawn(
+            self.intake
+                .clone()
+                .maintain(Duration::from_millis(self.config.server.checkpoint_ms)),
+        );
+        Ok(Running {
+            config: self.config,
+            registry: self.registry,
+            store: self.store,
+            intake: self.intake,
+            subscriptions: self.subscriptions,
+            deliverer: self.deliverer,
+            worker,
+            upkeep,
+        })
+    }
+}
+
+/// A started node: what the HTTP layer serves from.
+pub struct Running {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub intake: Arc<JournalIntake>,
+    pub subscriptions: Arc<Subscriptions>,
+    pub deliverer: Arc<Deliverer>,
+    worker: tokio::task::JoinHandle<()>,
+    upkeep: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Call once nothing accepts events any more: the worker drains its
+    /// queue and ends, attempts in flight get `server.shutdown_grace_ms`,
+    /// the store is flushed and the journal retired.
+    pub async fn shutdown(self) -> Result<(), StoreError> {
+        tracing::info!("stopped taking requests; finishing the pipeline queue");
+        self.intake.stop_queueing();
+        let _ = self.worker.await;
+        let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+        if !self.deliverer.shutdown(grace).await {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "attempts still in flight at the deadline; they resume at next start"
+            );
+        }
+        self.upkeep.abort();
+        let _ = self.upkeep.await;
+        self.store.flush()?;
+        // Everything the worker stored is flushed: the journal can go.
+        let intake = self.intake.clone();
+        match tokio::task::spawn_blocking(move || intake.checkpoint(true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "journal left in place; it is read at next start")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "journal left in place; it is read at next start")
+            }
+        }
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! The pipeline: per accepted event, the global router plugins pick
+//! destinations, then each subscription's type match and filter/transform
+//! chain decide what it receives. Every surviving (event, subscription) pair
+//! becomes a delivery [`Job`].
+//!
+//! Plugin calls here are synchronous (wasmtime); callers run [`Pipeline::run`]
+//! on a blocking thread. A plugin error is recorded on the event and, for a
+//! subscription's chain, on that subscription's job; it never stops the rest.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::model::{Job, JobStatus, StoredEvent};
+use crate::model::{PluginStep, Subscription};
+use crate::subscriptions::Subscriptions;
+use hookhost_plugin_runtime::{CallError, Event, Registry};
+
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    config: Arc<Config>,
+    subscriptions: Arc<Subscriptions>,
+}
+
+/// The id of the delivery of `event_id` to `subscription_id`: derived, so a
+/// pipeline re-run after a crash writes the same jobs instead of duplicates.
+pub fn job_id(event_id: &str, subscription_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(event_id.as_bytes());
+    h.update([0]);
+    h.update(subscription_id.as_bytes());
+    format!("msg_{}", &hex::encode(h.finalize())[..32])
+}
+
+impl Pipeline {
+    pub fn new(
+        registry: Arc<Registry>,
+        config: Arc<Config>,
+        subscriptions: Arc<Subscriptions>,
+    ) -> Pipeline {
+        Pipeline {
+            registry,
+            config,
+            subscriptions,
+        }
+    }
+
+    /// Runs the event through routers and subscriptions. Errors are appended
+    /// to `event.errors`.
+    pub fn run(&self, event: &mut StoredEvent, now_ms: u64) -> Vec<Job> {
+        let plugin_event = Event {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            timestamp: event.timestamp.clone(),
+            data: event.data.clone(),
+        };
+        let (routed_ids, routed_tags) = self.route(&plugin_event, &mut event.errors);
+        let mut jobs = Vec::new();
+        let subscriptions = self.subscriptions.current();
+        for sub in subscriptions.iter() {
+            // A public subscription never receives a partner type, even
+            // through a wildcard.
+            if !sub.enabled
+                || !sub.wants(&event.event_type)
+                || !self.config.catalogs.allows(sub.tier, &event.event_type)
+            {
+                continue;
+            }
+            if sub.route_only
+                && !routed_ids.contains(sub.id.as_str())
+                && !sub.tags.iter().any(|t| routed_tags.contains(t.as_str()))
+            {
+                continue;
+            }
+            let job = |event_type: String, data: String| Job {
+                id: job_id(&event.id, &sub.id),
+                event_id: event.id.clone(),
+                subscription_id: sub.id.clone(),
+                event_type,
+                data,
+                status: JobStatus::Pending,
+                attempts: Vec::new(),
+                attempts_in_round: 0,
+                next_attempt_at_ms: now_ms,
+                created_at_ms: now_ms,
+                error: None,
+                merged_events: Vec::new(),
+            };
+            match self.chain(sub, &plugin_event) {
+                Ok(Some((event_type, data))) => jobs.push(job(event_type, data)),
+                Ok(None) => {} // filtered out
+                Err(e) => {
+                    let mut failed = job(event.event_type.clone(), event.data.clone());
+                    tracing::warn!(event_id = %event.id, job_id = %failed.id, error = %e, "plugin failed");
+                    event.errors.push(format!("subscription {}: {e}", sub.id));
+                    failed.status = JobStatus::PluginError;
+                    failed.error = Some(e.to_string());
+                    jobs.push(failed);
+                }
+            }
+        }
+        jobs
+    }
+
+    fn route(&self, event: &Event, errors: &mut Vec<String>) -> (HashSet<String>, HashSet<String>) {
+        let mut ids = HashSet::new();
+        let mut tags = HashSet::new();
+        for step in &self.config.routes {
+            match self
+                .registry
+                .get(&step.plugin)
+                .and_then(|p| p.route(event, &step.config))
+            {
+                Ok(d) => {
+                    ids.extend(d.subscriptions);
+                    tags.extend(d.tags);
+                }
+                Err(e) => {
+                    tracing::warn!(event_id = %event.id, error = %e, "router failed");
+                    errors.push(format!("route {}: {e}", step.plugin));
+                }
+            }
+        }
+        (ids, tags)
+    }
+
+    /// The subscription's chain: `None` if a filter dropped the event, else
+    /// the (possibly rewritten) type and data.
+    fn chain(
+        &self,
+        sub: &Subscription,
+        event: &Event,
+    ) -> Result<Option<(String, String)>, CallError> {
+        // Type and data as the chain has shaped them so far; copied only
+        // when a transform rewrites them.
+        let mut current = std::borrow::Cow::Borrowed(event);
+        for PluginStep { plugin, config } in &sub.plugins {
+            let plugin = self.registry.get(plugin)?;
+            if !plugin.is_filter() && !plugin.is_transform() {
+                return Err(CallError::MissingRole {
+                    plugin: plugin.name().to_string(),
+                    role: "filter or transform",
+                });
+            }
+            if plugin.is_filter() && !plugin.keep(&current, config)? {
+                return Ok(None);
+            }
+            if plugin.is_transform() {
+                let rewrite = plugin.transform(&current, config)?;
+                if let Some(t) = rewrite.event_type {
+                    current.to_mut().event_type = t;
+                }
+                if let Some(d) = rewrite.data {
+                    current.to_mut().data = d;
+                }
+            }
+        }
+        let current = current.into_owned();
+        Ok(Some((current.event_type, current.data)))
+    }
+}

@@ -1,0 +1,131 @@
+//! The storage seams: the few traits a backend implements so that the
+//! embedded default ([`sled::SledStore`]) and a shared database are two
+//! implementations of the same thing. No backend type appears outside its
+//! own module; the rest of the core holds an `Arc<dyn Store>`.
+//!
+//! Events reach the store from the pipeline worker, in the same batch as
+//! their outcome; until then the intake (`crate::intake`) holds them durably.
+//! Writes here need not be flushed one by one: a lost tail of job updates
+//! means a re-sent delivery (at-least-once), never a lost event. What must
+//! be atomic is said per method below.
+
+pub mod sled;
+
+use crate::model::{
+    Job, OutageState, Processed, Remembered, StoredEvent, Subscription, WindowMember,
+};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StoreError(pub String);
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError(format!("corrupt record: {e}"))
+    }
+}
+
+/// Accepted events with their pipeline outcome.
+pub trait EventStore {
+    /// Atomically stores every event given with its jobs, window members and
+    /// location state (all or nothing: the intake re-runs a batch that did
+    /// not land, so a partial one would deliver twice or lose a window
+    /// member). Later entries win where two touch the same state.
+    fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError>;
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    /// Whether an event with this id was accepted (without reading it).
+    fn has_event(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Delivery jobs: due jobs, attempts, reschedules, dead letters. A job's
+/// status and its queue markers change together (one write per job); a job
+/// update lost in a crash is redone by delivering again (at-least-once).
+pub trait DeliveryQueue {
+    /// Stores a job's new state, moving its markers to match its status.
+    fn update_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.update_jobs(std::slice::from_ref(job))
+    }
+    /// [`DeliveryQueue::update_job`] for many, in one atomic batch; where a
+    /// job appears twice the later state wins.
+    fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError>;
+    fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// Jobs still to deliver.
+    fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Up to `max` jobs still to deliver whose ids `skip` does not name and
+    /// that `wanted` accepts, and whether there are more.
+    fn pending_jobs_except(
+        &self,
+        max: usize,
+        skip: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&Job) -> bool,
+    ) -> Result<(Vec<Job>, bool), StoreError>;
+    /// How many jobs are still to deliver (a key scan).
+    fn pending_count(&self) -> Result<usize, StoreError>;
+    fn dead_letters(&self) -> Result<Vec<Job>, StoreError>;
+    /// Every job, for listings and tests.
+    fn jobs(&self) -> Result<Vec<Job>, StoreError>;
+}
+
+/// Aggregation windows and outage timers. Closing is one atomic write that
+/// removes the closed members, adds their merged jobs and advances
+/// `closed_through`: a window is closed once, and a crash before the write
+/// closes it again from the same members (same job ids).
+pub trait WindowStore {
+    /// Members of windows ending at or before `up_to_ms`, whole groups in
+    /// order, stopping after the group that reaches `max_members`.
+    fn due_window_members(
+        &self,
+        up_to_ms: u64,
+        max_members: usize,
+    ) -> Result<Vec<WindowMember>, StoreError>;
+    /// Atomically replaces closed windows' members by their jobs and
+    /// records that windows are closed through `closed_through_ms`.
+    fn close_windows(
+        &self,
+        members: &[WindowMember],
+        jobs: &[Job],
+        closed_through_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Events waiting in windows (a key scan: for start-up, not per request).
+    fn window_member_count(&self) -> Result<usize, StoreError>;
+    /// The time up to which windows were closed (0 if never).
+    fn closed_through(&self) -> Result<u64, StoreError>;
+    fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError>;
+    /// Locations whose outage timer ends at or before `up_to_ms`.
+    fn due_outages(&self, up_to_ms: u64) -> Result<Vec<OutageState>, StoreError>;
+}
+
+/// Subscriptions made over the management API (each write durable on return).
+pub trait SubscriptionStore {
+    fn stored_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+    fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError>;
+    fn delete_subscription(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// Answers given to `Idempotency-Key`s. The intake keeps an answer durable
+/// itself until [`IdempotencyStore::remember`] has it, so a lost write here
+/// is redone at the next start.
+pub trait IdempotencyStore {
+    /// Records the answer given to an `Idempotency-Key`.
+    fn remember(&self, answer: &Remembered) -> Result<(), StoreError>;
+    /// The answer remembered for an `Idempotency-Key`.
+    fn remembered(&self, key: &str) -> Result<Option<Remembered>, StoreError>;
+    /// Forgets answers given before `before_ms`; returns how many.
+    fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError>;
+}
+
+/// Everything the core stores, behind one handle.
+pub trait Store:
+    EventStore
+    + DeliveryQueue
+    + WindowStore
+    + SubscriptionStore
+    + IdempotencyStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// Makes every write so far durable (the intake retires what it holds
+    /// only after this).
+    fn flush(&self) -> Result<(), StoreError>;
+}

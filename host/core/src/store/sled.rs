@@ -1,0 +1,446 @@
+//! The embedded default store, on sled: every storage seam in one sled tree.
+//!
+//! An event reaches the store from the pipeline worker, in the same batch as
+//! its outcome; until then (and until the store's next flush) the ingest
+//! journal (`journal`) is what holds it durably. Writes here are not flushed
+//! one by one: a lost tail of job updates means a re-sent delivery
+//! (at-least-once), never a lost event.
+//!
+//! Layout (one sled tree, so a batch spanning kinds is atomic):
+//! - `e/<event id>` → event
+//! - `j/<job id>`   → delivery job with its attempts
+//! - `q/<job id>`   → marker: job still to deliver (resumed at start)
+//! - `d/<job id>`   → marker: job in the dead letters
+//! - `w/<window end, 16 hex>/<group hash>/<event id>` → an event waiting in
+//!   an aggregation window (ordered by end, so closing scans a prefix)
+//! - `s/<subscription id>` → a subscription made over the management API
+//! - `i/<idempotency key>` → the answer given to it (kept 24 h)
+//! - `m/closed_through` → the time up to which windows have been closed
+//! - `o/<location>` → latest connection state of a location (outage tracking)
+//! - `t/<deadline, 16 hex>/<location>` → marker: outage timer
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DeliveryQueue, EventStore, IdempotencyStore, Store, StoreError, SubscriptionStore, WindowStore,
+};
+use crate::model::{Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, WindowMember};
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// sled's own default is 1 GiB; open windows and queues need far less to run
+/// at full speed (BENCHMARKS.md).
+pub const DEFAULT_CACHE_MIB: u64 = 256;
+
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn key(kind: u8, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 2);
+    k.push(kind);
+    k.push(b'/');
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn window_key(m: &WindowMember) -> Vec<u8> {
+    format!(
+        "w/{:016x}/{}/{}",
+        m.window_end_ms,
+        m.group_hash(),
+        m.event_id
+    )
+    .into_bytes()
+}
+
+/// Adds one event's pipeline outcome to `batch`.
+fn add_processed(batch: &mut sled::Batch, out: &Processed) -> Result<(), StoreError> {
+    let event = &out.event;
+    batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
+    for job in &out.jobs {
+        batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+        if job.status == JobStatus::Pending {
+            batch.insert(key(b'q', &job.id), &[][..]);
+        }
+    }
+    for m in &out.window_members {
+        batch.insert(window_key(m), encode_member(m)?);
+    }
+    if let Some((state, old_deadline)) = &out.outage {
+        if let Some(d) = old_deadline {
+            batch.remove(timer_key(*d, &state.location));
+        }
+        if let Some(d) = state.deadline_ms
+            && !state.confirmed
+        {
+            batch.insert(timer_key(d, &state.location), &[][..]);
+        }
+        batch.insert(key(b'o', &state.location), serde_json::to_vec(state)?);
+    }
+    Ok(())
+}
+
+/// A member's stored form: its fields as a JSON line, then its data as is
+/// (data is JSON text already; embedding it as a JSON string would escape
+/// every quote).
+fn encode_member(m: &WindowMember) -> Result<Vec<u8>, StoreError> {
+    let mut out = serde_json::to_vec(&MemberHeader {
+        window_end_ms: m.window_end_ms,
+        subscription_id: Cow::Borrowed(&m.subscription_id),
+        window_type: Cow::Borrowed(&m.window_type),
+        group: Cow::Borrowed(&m.group),
+        event_id: Cow::Borrowed(&m.event_id),
+        timestamp: Cow::Borrowed(&m.timestamp),
+        received_at_ms: m.received_at_ms,
+        event_type: Cow::Borrowed(&m.event_type),
+    })?;
+    out.push(b'\n');
+    out.extend_from_slice(m.data.as_bytes());
+    Ok(out)
+}
+
+fn decode_member(bytes: &[u8]) -> Result<WindowMember, StoreError> {
+    let split = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| StoreError("corrupt window member: no header".into()))?;
+    let h: MemberHeader<'_> = serde_json::from_slice(&bytes[..split])?;
+    let data = std::str::from_utf8(&bytes[split + 1..])
+        .map_err(|e| StoreError(format!("corrupt window member: {e}")))?;
+    Ok(WindowMember {
+        window_end_ms: h.window_end_ms,
+        subscription_id: h.subscription_id.into_owned(),
+        window_type: h.window_type.into_owned(),
+        group: h.group.into_owned(),
+        event_id: h.event_id.into_owned(),
+        timestamp: h.timestamp.into_owned(),
+        received_at_ms: h.received_at_ms,
+        event_type: h.event_type.into_owned(),
+        data: data.to_string(),
+    })
+}
+
+/// A member's fields but its data; borrowed where the JSON allows.
+#[derive(Serialize, Deserialize)]
+struct MemberHeader<'a> {
+    window_end_ms: u64,
+    #[serde(borrow)]
+    subscription_id: Cow<'a, str>,
+    #[serde(borrow)]
+    window_type: Cow<'a, str>,
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
+    received_at_ms: u64,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+}
+
+fn timer_key(deadline_ms: u64, location: &str) -> Vec<u8> {
+    format!("t/{deadline_ms:016x}/{location}").into_bytes()
+}
+
+impl SledStore {
+    /// Opens with sled's page cache at [`DEFAULT_CACHE_MIB`].
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with_cache(dir, DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens with a page cache of `cache_mib`: what bounds the memory open
+    /// windows and queued jobs take (the rest stays on disk).
+    pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_mib << 20)
+            // Group commit flushes on demand; the background flush is a backstop.
+            .flush_every_ms(Some(1000))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        let tree = db.open_tree("hookhost")?;
+        Ok(SledStore { db, tree })
+    }
+
+    /// Keys under `prefix` (a key scan, values not read).
+    fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.tree.scan_prefix(prefix).keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn scan<T: for<'de> Deserialize<'de>>(
+        &self,
+        marker: u8,
+        record: u8,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([marker, b'/']) {
+            let (k, _) = item?;
+            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
+            if let Some(v) = self.tree.get(key(record, id))? {
+                out.push(serde_json::from_slice(&v)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl EventStore for SledStore {
+    fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for out in processed {
+            add_processed(&mut batch, out)?;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'e', id))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn has_event(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.tree.contains_key(key(b'e', id))?)
+    }
+}
+
+impl DeliveryQueue for SledStore {
+    fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for job in jobs {
+            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            match job.status {
+                JobStatus::Pending => {
+                    batch.insert(key(b'q', &job.id), &[][..]);
+                    batch.remove(key(b'd', &job.id));
+                }
+                JobStatus::Dead => {
+                    batch.remove(key(b'q', &job.id));
+                    batch.insert(key(b'd', &job.id), &[][..]);
+                }
+                JobStatus::Delivered | JobStatus::PluginError => {
+                    batch.remove(key(b'q', &job.id));
+                    batch.remove(key(b'd', &job.id));
+                }
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'j', id))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.scan(b'q', b'j')
+    }
+
+    fn pending_jobs_except(
+        &self,
+        max: usize,
+        skip: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&Job) -> bool,
+    ) -> Result<(Vec<Job>, bool), StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"q/").keys() {
+            let k = item?;
+            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
+            if skip(id) {
+                continue;
+            }
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            if let Some(v) = self.tree.get(key(b'j', id))? {
+                let job: Job = serde_json::from_slice(&v)?;
+                if wanted(&job) {
+                    out.push(job);
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    fn pending_count(&self) -> Result<usize, StoreError> {
+        self.count_prefix(b"q/")
+    }
+
+    fn dead_letters(&self) -> Result<Vec<Job>, StoreError> {
+        self.scan(b'd', b'j')
+    }
+
+    fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"j/") {
+            out.push(serde_json::from_slice(&item?.1)?);
+        }
+        Ok(out)
+    }
+}
+
+impl WindowStore for SledStore {
+    fn due_window_members(
+        &self,
+        up_to_ms: u64,
+        max_members: usize,
+    ) -> Result<Vec<WindowMember>, StoreError> {
+        // Keys sort by window end: everything below `w/<up_to + 1>` is due.
+        let end = format!("w/{:016x}", up_to_ms.saturating_add(1));
+        let mut out: Vec<WindowMember> = Vec::new();
+        let mut last_group: Option<Vec<u8>> = None;
+        for item in self.tree.range(b"w/".to_vec()..end.into_bytes()) {
+            let (k, v) = item?;
+            // `w/<16 hex>/<32 hex>/`: the group is the key's first 52 bytes.
+            let group = k.get(..52).unwrap_or(&k).to_vec();
+            if out.len() >= max_members && last_group.as_ref() != Some(&group) {
+                break;
+            }
+            last_group = Some(group);
+            out.push(decode_member(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn close_windows(
+        &self,
+        members: &[WindowMember],
+        jobs: &[Job],
+        closed_through_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for m in members {
+            batch.remove(window_key(m));
+        }
+        for job in jobs {
+            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            batch.insert(key(b'q', &job.id), &[][..]);
+        }
+        batch.insert(
+            key(b'm', "closed_through"),
+            &closed_through_ms.to_be_bytes()[..],
+        );
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn window_member_count(&self) -> Result<usize, StoreError> {
+        self.count_prefix(b"w/")
+    }
+
+    fn closed_through(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'm', "closed_through"))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'o', location))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn due_outages(&self, up_to_ms: u64) -> Result<Vec<OutageState>, StoreError> {
+        let end = format!("t/{:016x}", up_to_ms.saturating_add(1));
+        let mut out = Vec::new();
+        for item in self.tree.range(b"t/".to_vec()..end.into_bytes()) {
+            let (k, _) = item?;
+            // `t/<16 hex>/<location>`
+            let location = std::str::from_utf8(k.get(19..).unwrap_or_default())
+                .map_err(|e| StoreError(e.to_string()))?;
+            if let Some(state) = self.outage(location)? {
+                out.push(state);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SubscriptionStore for SledStore {
+    fn stored_subscriptions(&self) -> Result<Vec<crate::model::Subscription>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"s/") {
+            out.push(serde_json::from_slice(&item?.1)?);
+        }
+        Ok(out)
+    }
+
+    fn put_subscription(&self, sub: &crate::model::Subscription) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(b's', &sub.id), serde_json::to_vec(sub)?)?;
+        // A management change is acknowledged only once durable.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn delete_subscription(&self, id: &str) -> Result<(), StoreError> {
+        self.tree.remove(key(b's', id))?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl IdempotencyStore for SledStore {
+    fn remember(&self, answer: &Remembered) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(b'i', &answer.key), serde_json::to_vec(answer)?)?;
+        Ok(())
+    }
+
+    fn remembered(&self, id: &str) -> Result<Option<Remembered>, StoreError> {
+        Ok(self
+            .tree
+            .get(key(b'i', id))?
+            .map(|v| serde_json::from_slice(&v))
+            .transpose()?)
+    }
+
+    fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.tree.scan_prefix(b"i/") {
+            let (k, v) = item?;
+            let r: Remembered = serde_json::from_slice(&v)?;
+            if r.at_ms < before_ms {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+}
+
+impl Store for SledStore {
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! The live set of subscriptions: those of the config file (read-only) and
+//! those made over the management API (kept in the store). Readers take a
+//! snapshot (`current`), so a change never shows half-applied; changes are
+//! serialised and written to the store before they are published.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::model::Subscription;
+use crate::store::{Store, StoreError};
+
+/// One snapshot of every subscription, in order (config file first).
+#[derive(Default)]
+pub struct SubscriptionSet {
+    list: Vec<Arc<Subscription>>,
+    index: HashMap<String, usize>,
+}
+
+impl SubscriptionSet {
+    fn new(list: Vec<Arc<Subscription>>) -> SubscriptionSet {
+        let index = list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        SubscriptionSet { list, index }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Subscription>> {
+        self.list.iter()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Subscription>> {
+        self.index.get(id).map(|&i| &self.list[i])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("no subscription with id {0:?}")]
+    NotFound(String),
+    #[error("a subscription with id {0:?} exists already")]
+    Exists(String),
+    #[error("subscription {0:?} is defined in the config file; change it there")]
+    ReadOnly(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Subscriptions {
+    current: ArcSwap<SubscriptionSet>,
+    config: Arc<Config>,
+    store: Option<Arc<dyn Store>>,
+    change: Mutex<()>,
+}
+
+impl Subscriptions {
+    /// The config file's subscriptions only (no store: nothing can change).
+    pub fn from_config(config: Arc<Config>) -> Arc<Subscriptions> {
+        let list = config.subscriptions.iter().cloned().map(Arc::new).collect();
+        Arc::new(Subscriptions {
+            current: ArcSwap::from_pointee(SubscriptionSet::new(list)),
+            config,
+            store: None,
+            change: Mutex::new(()),
+        })
+    }
+
+    /// The config file's subscriptions and the stored ones. A stored one
+    /// whose id the config file now uses is shadowed (and logged).
+    pub fn open(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Subscriptions>, StoreError> {
+        let mut list: Vec<Arc<Subscription>> =
+            config.subscriptions.iter().cloned().map(Arc::new).collect();
+        for mut sub in store.stored_subscriptions()? {
+            if list.iter().any(|s| s.id == sub.id) {
+                tracing::warn!(subscription = %sub.id, "a subscription made over the API has the id of one in the config file; the config file's wins");
+                continue;
+            }
+            sub.from_config = false;
+            list.push(Arc::new(sub));
+        }
+        Ok(Arc::new(Subscriptions {
+            current: ArcSwap::from_pointee(SubscriptionSet::new(list)),
+            config,
+            store: Some(store),
+            change: Mutex::new(()),
+        }))
+    }
+
+    pub fn current(&self) -> arc_swap::Guard<Arc<SubscriptionSet>> {
+        self.current.load()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Subscription>> {
+        self.current.load().get(id).cloned()
+    }
+
+    fn store(&self) -> Result<&Arc<dyn Store>, SubscriptionError> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| SubscriptionError::Invalid("subscriptions are read-only here".into()))
+    }
+
+    /// Applies `edit` to a copy of the list and publishes it.
+    fn publish(&self, edit: impl FnOnce(&mut Vec<Arc<Subscription>>)) {
+        let mut list = self.current.load().list.clone();
+        edit(&mut list);
+        self.current.store(Arc::new(SubscriptionSet::new(list)));
+    }
+
+    pub fn create(&self, mut sub: Subscription) -> Result<Arc<Subscription>, SubscriptionError> {
+        self.config
+            .check_subscription(&sub)
+            .map_err(SubscriptionError::Invalid)?;
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        if self.get(&sub.id).is_some() {
+            return Err(SubscriptionError::Exists(sub.id));
+        }
+        sub.from_config = false;
+        self.store()?.put_subscription(&sub)?;
+        let sub = Arc::new(sub);
+        self.publish(|list| list.push(sub.clone()));
+        tracing::info!(subscription = %sub.id, "subscription created");
+        Ok(sub)
+    }
+
+    /// The API-made subscription `id`, for a change.
+    fn changeable(&self, id: &str) -> Result<Arc<Subscription>, SubscriptionError> {
+        match self.get(id) {
+            None => Err(SubscriptionError::NotFound(id.into())),
+            Some(s) if s.from_config => Err(SubscriptionError::ReadOnly(id.into())),
+            Some(s) => Ok(s),
+        }
+    }
+
+    pub fn replace(
+        &self,
+        id: &str,
+        mut sub: Subscription,
+    ) -> Result<Arc<Subscription>, SubscriptionError> {
+        self.changeable(id)?; // "read-only" or "not found" before any field error
+        if sub.id != id {
+            return Err(SubscriptionError::Invalid(format!(
+                "subscription.id {:?} differs from the id in the path {id:?}",
+                sub.id
+            )));
+        }
+        self.config
+            .check_subscription(&sub)
+            .map_err(SubscriptionError::Invalid)?;
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        self.changeable(id)?;
+        sub.from_config = false;
+        self.store()?.put_subscription(&sub)?;
+        let sub = Arc::new(sub);
+        self.publish(|list| {
+            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
+                *slot = sub.clone();
+            }
+        });
+        tracing::info!(subscription = %id, "subscription replaced");
+        Ok(sub)
+    }
+
+    pub fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Arc<Subscription>, SubscriptionError> {
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sub = Subscription::clone(&*self.changeable(id)?);
+        sub.enabled = enabled;
+        self.store()?.put_subscription(&sub)?;
+        let sub = Arc::new(sub);
+        self.publish(|list| {
+            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
+                *slot = sub.clone();
+            }
+        });
+        tracing::info!(subscription = %id, enabled, "subscription switched");
+        Ok(sub)
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), SubscriptionError> {
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        self.changeable(id)?;
+        self.store()?.delete_subscription(id)?;
+        self.publish(|list| list.retain(|s| s.id != id));
+        tracing::info!(subscription = %id, "subscription deleted");
+        Ok(())
+    }
+}

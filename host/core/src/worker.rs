@@ -1,0 +1,427 @@
+//! The one task that takes accepted events through the pipeline and
+//! aggregation, and on a tick closes ended windows and confirms outages.
+//! Being the only writer of window and location state, it needs no locks:
+//! an event is never placed in a window while that window is being closed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use crate::metrics::METRICS;
+
+use crate::aggregate::Aggregator;
+use crate::deliver::Deliverer;
+use crate::model::{Job, JobStatus, OutageState, OutageUpdate, StoredEvent};
+use crate::pipeline::Pipeline;
+use crate::store::{Store, StoreError};
+
+/// Events per store batch.
+const STORE_CHUNK: usize = 512;
+
+/// Told once a batch of accepted events has been through the pipeline:
+/// `true` when they are in the store (the intake may then forget them),
+/// `false` when storing failed (the intake keeps them for the next start).
+pub type Ack = Box<dyn FnOnce(bool) + Send>;
+
+/// Accepted events on their way to the pipeline. The worker does not know
+/// what holds them durably until they are stored; it only acknowledges.
+pub struct Accepted {
+    pub events: Vec<StoredEvent>,
+    pub ack: Option<Ack>,
+}
+
+pub struct Worker {
+    pipeline: Arc<Pipeline>,
+    aggregator: Arc<Aggregator>,
+    store: Arc<dyn Store>,
+}
+
+impl Worker {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        aggregator: Arc<Aggregator>,
+        store: Arc<dyn Store>,
+    ) -> Arc<Worker> {
+        Arc::new(Worker {
+            pipeline,
+            aggregator,
+            store,
+        })
+    }
+
+    /// Runs events through the pipeline and stores the outcome; returns the
+    /// jobs to deliver now. Blocking (plugin calls, store writes).
+    pub fn process(&self, events: Vec<StoredEvent>) -> Vec<Job> {
+        self.process_all(events).0
+    }
+
+    /// [`Worker::process`], also telling whether every batch was stored.
+    fn process_all(&self, events: Vec<StoredEvent>) -> (Vec<Job>, bool) {
+        let mut all_stored = true;
+        let mut ready = Vec::new();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            // One store batch per chunk: fewer, larger writes, bounded size.
+            let chunk: Vec<StoredEvent> = events.by_ref().take(STORE_CHUNK).collect();
+            let processed = chunk
+                .into_iter()
+                .map(|event| (event, None))
+                .collect::<Vec<_>>();
+            match self.process_batch(processed) {
+                Ok(jobs) => ready.extend(jobs),
+                Err(e) => {
+                    all_stored = false;
+                    tracing::error!(
+                        error = %e,
+                        "cannot record the pipeline outcome of a batch; its events re-run at next start"
+                    );
+                }
+            }
+        }
+        (ready, all_stored)
+    }
+
+    /// Runs each event (with, for derived events, the location state to store
+    /// with it) and writes all outcomes in one atomic batch.
+    fn process_batch(
+        &self,
+        events: Vec<(StoredEvent, Option<OutageUpdate>)>,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        // Location states decided in this batch, not yet in the store.
+        let mut states: HashMap<String, OutageState> = HashMap::new();
+        for (mut event, derived) in events {
+            let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
+            let outage = match derived {
+                Some(o) => Some(o),
+                None => self.aggregator.track_outage(&event, &states)?,
+            };
+            let mut out = self.aggregator.place(event, jobs);
+            if let Some((state, _)) = &outage {
+                states.insert(state.location.clone(), state.clone());
+            }
+            out.outage = outage;
+            outcomes.push(out);
+        }
+        // Until this batch lands (and is flushed) the intake keeps its
+        // events: a crash re-runs it.
+        self.store.complete_pipeline(&outcomes)?;
+        let placed: usize = outcomes.iter().map(|o| o.window_members.len()).sum();
+        METRICS
+            .window_events
+            .fetch_add(placed as i64, Ordering::Relaxed);
+        let failed = outcomes
+            .iter()
+            .flat_map(|o| &o.jobs)
+            .filter(|j| j.status == JobStatus::PluginError)
+            .count();
+        METRICS
+            .plugin_errors
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        Ok(outcomes
+            .into_iter()
+            .flat_map(|o| o.jobs)
+            .filter(|j| j.status == JobStatus::Pending)
+            .collect())
+    }
+
+    /// Emits confirmed outages and closes ended windows; returns the jobs to
+    /// deliver. Blocking.
+    pub fn tick(&self) -> Result<Vec<Job>, StoreError> {
+        // Each derived event and its location's confirmed state land in one
+        // batch: it is emitted once, or (after a crash) again with the same id.
+        let confirmations = self.aggregator.due_confirmations()?;
+        let mut ready = if confirmations.is_empty() {
+            Vec::new()
+        } else {
+            self.process_batch(
+                confirmations
+                    .into_iter()
+                    .map(|(event, state)| (event, Some(state)))
+                    .collect(),
+            )?
+        };
+        ready.extend(self.aggregator.close_due()?);
+        Ok(ready)
+    }
+
+    /// Serves until the ingest side of `from_ingest` is dropped.
+    pub async fn run(
+        self: Arc<Self>,
+        mut from_ingest: mpsc::UnboundedReceiver<Accepted>,
+        deliverer: Arc<Deliverer>,
+        tick_every: Duration,
+    ) {
+        let mut ticker = tokio::time::interval(tick_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let this = self.clone();
+            let result = tokio::select! {
+                received = from_ingest.recv() => {
+                    let Some(first) = received else { break };
+                    // Take whatever else queued up: one blocking hop per batch.
+                    let mut accepted = vec![first];
+                    while let Ok(more) = from_ingest.try_recv() {
+                        accepted.push(more);
+                    }
+                    tokio::task::spawn_blocking(move || {
+                        let mut acks = Vec::with_capacity(accepted.len());
+                        let mut events = Vec::new();
+                        for a in accepted {
+                            events.extend(a.events);
+                            acks.extend(a.ack);
+                        }
+                        let (jobs, all_stored) = this.process_all(events);
+                        // Failed batches stay with the intake (and their ids
+                        // claimed): they re-run at next start.
+                        for ack in acks {
+                            ack(all_stored);
+                        }
+                        Ok(jobs)
+                    })
+                    .await
+                }
+                _ = ticker.tick() => tokio::task::spawn_blocking(move || this.tick()).await,
+            };
+            match result {
+                Ok(Ok(jobs)) => {
+                    for job in jobs {
+                        deliverer.submit(job);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "closing windows failed; retried next tick")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "pipeline batch failed; its events resume at next start")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::Config;
+    use crate::store::sled::SledStore;
+    use hookhost_plugin_runtime::{Registry, Runtime};
+    use serde_json::{Value, json};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    /// 2025-12-15T10:30:00Z
+    const T0: u64 = 1_765_794_600_000;
+
+    struct Setup {
+        worker: Arc<Worker>,
+        clock: Arc<ManualClock>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup(
+        config: &str,
+        dir: Option<tempfile::TempDir>,
+        clock: Option<Arc<ManualClock>>,
+    ) -> Setup {
+        let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let config = Arc::new(Config::parse(config).unwrap());
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let clock = clock.unwrap_or_else(|| Arc::new(ManualClock::new(T0)));
+        let registry = Registry::new(Runtime::new(&config.plugins).unwrap());
+        let subscriptions = crate::subscriptions::Subscriptions::from_config(config.clone());
+        let pipeline = Arc::new(Pipeline::new(
+            registry,
+            config.clone(),
+            subscriptions.clone(),
+        ));
+        let aggregator =
+            Arc::new(Aggregator::new(config, subscriptions, store.clone(), clock.clone()).unwrap());
+        Setup {
+            worker: Worker::new(pipeline, aggregator, store),
+            clock,
+            _dir: dir,
+        }
+    }
+
+    const SUBSCRIBED: &str = r#"
+[[subscriptions]]
+id = "acme"
+url = "http://hooks.example.com/"
+types = ["*"]
+seed = "s"
+"#;
+
+    fn connection(clock: &ManualClock, location: &str, state: &str, device: &str) -> StoredEvent {
+        let now = clock.now_ms();
+        let timestamp = crate::clock::rfc3339_seconds(now);
+        StoredEvent {
+            id: crate::event_json::new_event_id(),
+            event_type: "connection".into(),
+            timestamp: timestamp.clone(),
+            data: json!({
+                "type": "connection_changed",
+                "location_id": location,
+                "location_name": "#1234 Office Building A",
+                "connection": state,
+                "timestamp": timestamp,
+                "devices": [{"device_id": device, "device_nr": "1"}]
+            })
+            .to_string(),
+            received_at_ms: now,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Moves the clock in steps, ticking as the server would; returns the
+    /// jobs that became deliverable.
+    fn run_for(s: &Setup, total: Duration, step: Duration) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        let mut passed = Duration::ZERO;
+        while passed < total {
+            s.clock.advance(step);
+            passed += step;
+            jobs.extend(s.worker.tick().unwrap());
+        }
+        jobs
+    }
+
+    fn of_type<'a>(jobs: &'a [Job], t: &str) -> Vec<&'a Job> {
+        jobs.iter().filter(|j| j.event_type == t).collect()
+    }
+
+    #[test]
+    fn two_hour_outage_is_confirmed_once() {
+        let s = setup(SUBSCRIBED, None, None);
+        s.worker
+            .process(vec![connection(&s.clock, "L1", "offline", "d1")]);
+        // Still offline after the connection window; a second offline event
+        // for another device joins the same outage.
+        let mut jobs = run_for(&s, Duration::from_secs(30 * 60), Duration::from_secs(60));
+        s.worker
+            .process(vec![connection(&s.clock, "L1", "offline", "d2")]);
+        jobs.extend(run_for(&s, 4 * HOUR, Duration::from_secs(60)));
+        let confirmed = of_type(&jobs, "connection_confirmed");
+        assert_eq!(confirmed.len(), 1, "{jobs:#?}");
+        let data: Value = serde_json::from_str(&confirmed[0].data).unwrap();
+        assert_eq!(data["connection"], "offline");
+        assert_eq!(data["location_id"], "L1");
+        assert!(data.get("type").is_none(), "no v1 data.type: {data}");
+        // Confirmed 2 h after hookhost learned of the outage.
+        assert_eq!(
+            data["timestamp"],
+            crate::clock::rfc3339_seconds(T0 + 2 * 3_600_000)
+        );
+        let devices: Vec<&str> = data["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["device_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(devices, ["d1", "d2"]);
+        // The confirmed event itself went through a 15-minute window.
+        assert_eq!(confirmed[0].merged_events.len(), 1);
+        // Recovery is not announced, and a long outage is not re-confirmed.
+        s.worker
+            .process(vec![connection(&s.clock, "L1", "online", "d1")]);
+        let later = run_for(&s, 4 * HOUR, Duration::from_secs(5 * 60));
+        assert!(of_type(&later, "connection_confirmed").is_empty());
+    }
+
+    #[test]
+    fn outage_ending_within_two_hours_is_not_confirmed() {
+        let s = setup(SUBSCRIBED, None, None);
+        s.worker
+            .process(vec![connection(&s.clock, "L1", "offline", "d1")]);
+        let mut jobs = run_for(&s, HOUR, Duration::from_secs(60));
+        s.worker
+            .process(vec![connection(&s.clock, "L1", "online", "d1")]);
+        jobs.extend(run_for(&s, 3 * HOUR, Duration::from_secs(60)));
+        assert!(
+            of_type(&jobs, "connection_confirmed").is_empty(),
+            "{jobs:#?}"
+        );
+        // The connection events themselves were delivered (aggregated).
+        assert_eq!(of_type(&jobs, "connection").len(), 2);
+    }
+
+    #[test]
+    fn late_offline_event_does_not_undo_a_newer_online_state() {
+        let s = setup(SUBSCRIBED, None, None);
+        let stale = connection(&s.clock, "L1", "offline", "d1");
+        s.clock.advance(Duration::from_secs(10));
+        s.worker
+            .process(vec![connection(&s.clock, "L1", "online", "d1")]);
+        s.worker.process(vec![stale]);
+        let jobs = run_for(&s, 3 * HOUR, Duration::from_secs(60));
+        assert!(of_type(&jobs, "connection_confirmed").is_empty());
+    }
+
+    #[test]
+    fn outage_timer_and_open_windows_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let first = setup(SUBSCRIBED, Some(dir), Some(clock.clone()));
+        first
+            .worker
+            .process(vec![connection(&clock, "L1", "offline", "d1")]);
+        let Setup {
+            worker, _dir: dir, ..
+        } = first;
+        drop(worker); // closes sled (no flush needed: same process, same files)
+        clock.advance(3 * HOUR); // the host was down past the window and the timer
+        let second = setup(SUBSCRIBED, Some(dir), Some(clock.clone()));
+        let mut jobs = second.worker.tick().unwrap();
+        // The window that ended while down is delivered at once.
+        assert_eq!(of_type(&jobs, "connection").len(), 1);
+        jobs.extend(run_for(&second, HOUR, Duration::from_secs(60)));
+        assert_eq!(of_type(&jobs, "connection_confirmed").len(), 1);
+    }
+
+    #[test]
+    fn direct_types_and_direct_subscriptions_are_not_delayed() {
+        let config = format!(
+            "{SUBSCRIBED}\n[[subscriptions]]\nid = \"direct\"\nurl = \"http://hooks.example.com/\"\ntypes = [\"*\"]\nseed = \"s\"\nintervals = {{ \"*\" = \"direct\" }}\n"
+        );
+        let s = setup(&config, None, None);
+        let mut report = connection(&s.clock, "L1", "offline", "d1");
+        report.event_type = "report".into();
+        let jobs = s
+            .worker
+            .process(vec![report, connection(&s.clock, "L1", "offline", "d1")]);
+        let subs: Vec<(&str, &str)> = jobs
+            .iter()
+            .map(|j| (j.subscription_id.as_str(), j.event_type.as_str()))
+            .collect();
+        assert_eq!(
+            subs,
+            [
+                ("acme", "report"),
+                ("direct", "report"),
+                ("direct", "connection")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_event_never_joins_a_window_that_closed() {
+        let s = setup(SUBSCRIBED, None, None);
+        // Received in the first minute's window but processed after it closed
+        // (a pipeline lag): it must not reuse the closed window's delivery id.
+        let early = connection(&s.clock, "L1", "offline", "d1");
+        let mut late = early.clone();
+        late.id = "evt_late".into();
+        s.worker.process(vec![early]);
+        let first = run_for(&s, Duration::from_secs(5 * 60), Duration::from_secs(1));
+        s.worker.process(vec![late]);
+        let second = run_for(&s, Duration::from_secs(5 * 60), Duration::from_secs(1));
+        assert_eq!(first.len(), 1);
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].id, second[0].id);
+        assert_eq!(second[0].merged_events, ["evt_late"]);
+    }
+}

@@ -1,0 +1,208 @@
+//! `/v1/deliveries`, `/v1/dead-letters` and recovery: deliveries with their
+//! attempts, re-sending one, re-sending a subscription's dead ones.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use hookhost_core::deliver::ResendError;
+use hookhost_core::model::{Job, JobStatus};
+
+use crate::app::App;
+use crate::reply::{ApiError, error};
+
+/// A delivery as the API shows it: the job, with `data` as JSON.
+fn view(job: &Job) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or_default();
+    if let Ok(data) = serde_json::from_str::<Value>(&job.data) {
+        v["data"] = data;
+    }
+    v
+}
+
+fn rfc3339_ms(param: &str, text: &str) -> Result<u64, ApiError> {
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{param}`: {text:?} is not an RFC 3339 time"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeliveryQuery {
+    status: Option<String>,
+    subscription: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    /// Created at or after (RFC 3339).
+    since: Option<String>,
+    /// Created before (RFC 3339).
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/deliveries?status=&subscription=&type=&since=&until=&limit=`:
+/// newest first, with every attempt.
+pub(super) async fn list_deliveries(
+    State(app): State<App>,
+    query: Result<Query<DeliveryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("query: {}", e.body_text())),
+    };
+    let status = match q
+        .status
+        .as_deref()
+        .map(|s| serde_json::from_value::<JobStatus>(json!(s)))
+    {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`status` must be pending, delivered, dead or plugin_error",
+            );
+        }
+    };
+    let since = match q
+        .since
+        .as_deref()
+        .map(|t| rfc3339_ms("since", t))
+        .transpose()
+    {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let until = match q
+        .until
+        .as_deref()
+        .map(|t| rfc3339_ms("until", t))
+        .transpose()
+    {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return error(StatusCode::BAD_REQUEST, "`limit` must be 1..=1000");
+    }
+    let store = app.store.clone();
+    let jobs = match tokio::task::spawn_blocking(move || store.jobs()).await {
+        Ok(Ok(jobs)) => jobs,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut matching: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| status.is_none_or(|s| j.status == s))
+        .filter(|j| {
+            q.subscription
+                .as_ref()
+                .is_none_or(|s| &j.subscription_id == s)
+        })
+        .filter(|j| q.event_type.as_ref().is_none_or(|t| &j.event_type == t))
+        .filter(|j| since.is_none_or(|t| j.created_at_ms >= t))
+        .filter(|j| until.is_none_or(|t| j.created_at_ms < t))
+        .collect();
+    matching.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(a.id.cmp(&b.id)));
+    let total = matching.len();
+    let shown: Vec<Value> = matching.into_iter().take(limit).map(view).collect();
+    axum::Json(json!({ "total": total, "deliveries": shown })).into_response()
+}
+
+pub(super) async fn get_delivery(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.store.job(&id) {
+        Ok(Some(job)) => axum::Json(view(&job)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no delivery with id {id}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+fn resend_error(e: ResendError) -> Response {
+    let status = match e {
+        ResendError::NotFound(_) => StatusCode::NOT_FOUND,
+        ResendError::NotResendable(..) | ResendError::NoSubscription(..) => StatusCode::CONFLICT,
+        ResendError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+/// `POST /v1/deliveries/{id}/resend`: a dead or delivered delivery gets a new
+/// round of attempts, under the same `webhook-id`.
+pub(super) async fn resend_delivery(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.deliverer.resend(&id) {
+        Ok(job) => (StatusCode::ACCEPTED, axum::Json(view(&job))).into_response(),
+        Err(e) => resend_error(e),
+    }
+}
+
+/// `GET /v1/dead-letters`: deliveries out of retries or refused.
+pub(super) async fn dead_letters(State(app): State<App>) -> Response {
+    match app.store.dead_letters() {
+        Ok(mut jobs) => {
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
+            let shown: Vec<Value> = jobs.iter().map(view).collect();
+            axum::Json(json!({ "dead_letters": shown })).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverBody {
+    /// Re-send the subscription's dead deliveries created at or after this.
+    since: String,
+}
+
+/// `POST /v1/subscriptions/{id}/recover {"since": RFC 3339}`: re-sends every
+/// dead delivery of the subscription created since then (after an outage of
+/// the customer's endpoint, say).
+pub(super) async fn recover(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if app.subscriptions.get(&id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no subscription with id {id}"),
+        );
+    }
+    let request: RecoverBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let since = match rfc3339_ms("since", &request.since) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    let dead = match app.store.dead_letters() {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut ids = Vec::new();
+    for job in dead
+        .iter()
+        .filter(|j| j.subscription_id == id && j.created_at_ms >= since)
+    {
+        match app.deliverer.resend(&job.id) {
+            Ok(_) => ids.push(job.id.clone()),
+            Err(e) => return resend_error(e),
+        }
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "resent": ids.len(), "ids": ids })),
+    )
+        .into_response()
+}

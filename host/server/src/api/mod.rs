@@ -1,0 +1,188 @@
+//! The management API (admin token, enforced by the router): plugins, event
+//! types, subscriptions, deliveries with their attempts, dead letters,
+//! re-sending and recovering deliveries. One file per resource.
+
+mod deliveries;
+mod event_types;
+mod plugins;
+mod subscriptions;
+
+use axum::routing::{delete, get, post, put};
+
+use crate::auth::Access;
+use crate::route::Route;
+
+/// The management API's routes, documented.
+pub(crate) fn routes() -> Vec<Route> {
+    use Access::Admin;
+    let route = |method, path, summary, handler| Route {
+        method,
+        path,
+        summary,
+        access: Admin,
+        query: &[],
+        body: false,
+        responses: &[(200, "OK")],
+        handler,
+    };
+    vec![
+        route(
+            "GET",
+            "/v1/plugins",
+            "Plugins serving or refused, with load and call statistics",
+            get(plugins::list_plugins),
+        ),
+        route(
+            "GET",
+            "/v1/event-types",
+            "Event types of the loaded catalogs",
+            get(event_types::list_event_types),
+        ),
+        Route {
+            query: &[
+                ("status", "pending, delivered, dead or plugin_error"),
+                ("subscription", "subscription id"),
+                ("type", "event type"),
+                ("since", "created at or after (RFC 3339)"),
+                ("until", "created before (RFC 3339)"),
+                ("limit", "1..=1000, default 100"),
+            ],
+            responses: &[
+                (200, "deliveries, newest first, with attempts"),
+                (400, "bad query parameter"),
+            ],
+            ..route(
+                "GET",
+                "/v1/deliveries",
+                "List deliveries with their attempts",
+                get(deliveries::list_deliveries),
+            )
+        },
+        Route {
+            responses: &[(200, "the delivery"), (404, "no such delivery")],
+            ..route(
+                "GET",
+                "/v1/deliveries/{id}",
+                "One delivery with its attempts",
+                get(deliveries::get_delivery),
+            )
+        },
+        Route {
+            responses: &[
+                (202, "queued again"),
+                (404, "no such delivery"),
+                (409, "pending, or its subscription is gone"),
+            ],
+            ..route(
+                "POST",
+                "/v1/deliveries/{id}/resend",
+                "Re-send a dead or delivered delivery (same webhook-id)",
+                post(deliveries::resend_delivery),
+            )
+        },
+        route(
+            "GET",
+            "/v1/dead-letters",
+            "Deliveries out of retries or refused",
+            get(deliveries::dead_letters),
+        ),
+        Route {
+            body: true,
+            responses: &[
+                (202, "re-sent"),
+                (400, "bad body"),
+                (404, "no such subscription"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/recover",
+                "Re-send a subscription's dead deliveries since a time",
+                post(deliveries::recover),
+            )
+        },
+        route(
+            "GET",
+            "/v1/subscriptions",
+            "Every subscription (config file and API)",
+            get(subscriptions::list_subscriptions),
+        ),
+        Route {
+            body: true,
+            responses: &[
+                (201, "created"),
+                (400, "malformed JSON or unknown field"),
+                (409, "id taken"),
+                (422, "invalid field, partner type or refused endpoint"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions",
+                "Create a subscription",
+                post(subscriptions::create_subscription),
+            )
+        },
+        Route {
+            responses: &[(200, "the subscription"), (404, "no such subscription")],
+            ..route(
+                "GET",
+                "/v1/subscriptions/{id}",
+                "One subscription",
+                get(subscriptions::get_subscription),
+            )
+        },
+        Route {
+            body: true,
+            responses: &[
+                (200, "replaced"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+                (422, "invalid"),
+            ],
+            ..route(
+                "PUT",
+                "/v1/subscriptions/{id}",
+                "Replace a subscription made over the API",
+                put(subscriptions::replace_subscription),
+            )
+        },
+        Route {
+            responses: &[
+                (204, "deleted"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "DELETE",
+                "/v1/subscriptions/{id}",
+                "Delete a subscription made over the API",
+                delete(subscriptions::delete_subscription),
+            )
+        },
+        Route {
+            responses: &[
+                (200, "enabled"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/enable",
+                "Enable a subscription",
+                post(subscriptions::switch_subscription::<true>),
+            )
+        },
+        Route {
+            responses: &[
+                (200, "disabled"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/disable",
+                "Disable a subscription (no new deliveries)",
+                post(subscriptions::switch_subscription::<false>),
+            )
+        },
+    ]
+}

@@ -1,0 +1,143 @@
+//! `/v1/subscriptions`: list, read, create, replace, delete, enable and
+//! disable subscriptions (config-file ones are read-only).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use hookhost_core::model::Subscription;
+use hookhost_core::subscriptions::{SubscriptionError, Subscriptions};
+
+use crate::app::App;
+use crate::reply::{ApiError, error};
+
+/// A subscription as the API shows it: secrets are never shown, only
+/// whether a seed is set and how many signing secrets there are.
+fn subscription_view(sub: &Subscription) -> Value {
+    let mut v = serde_json::to_value(sub).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("seed");
+        o.remove("secrets");
+        o.insert("seed_set".into(), json!(sub.seed.is_some()));
+        o.insert("secrets_count".into(), json!(sub.secrets.len()));
+        o.insert(
+            "source".into(),
+            json!(if sub.from_config { "config" } else { "api" }),
+        );
+    }
+    v
+}
+
+fn subscription_error(e: SubscriptionError) -> Response {
+    let status = match e {
+        SubscriptionError::NotFound(_) => StatusCode::NOT_FOUND,
+        SubscriptionError::Exists(_) | SubscriptionError::ReadOnly(_) => StatusCode::CONFLICT,
+        SubscriptionError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SubscriptionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+/// Runs a change (it writes and flushes the store) off the async workers.
+async fn change(
+    app: &App,
+    f: impl FnOnce(&Subscriptions) -> Result<Option<Arc<Subscription>>, SubscriptionError>
+    + Send
+    + 'static,
+    ok: StatusCode,
+) -> Response {
+    let subscriptions = app.subscriptions.clone();
+    match tokio::task::spawn_blocking(move || f(&subscriptions)).await {
+        Ok(Ok(Some(sub))) => (ok, axum::Json(subscription_view(&sub))).into_response(),
+        Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => subscription_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn parse_subscription(body: &[u8]) -> Result<Subscription, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("subscription: {e}")))
+}
+
+/// `GET /v1/subscriptions`: config-file ones (`"source": "config"`,
+/// read-only) and API-made ones.
+pub(super) async fn list_subscriptions(State(app): State<App>) -> Response {
+    let all: Vec<Value> = app
+        .subscriptions
+        .current()
+        .iter()
+        .map(|s| subscription_view(s))
+        .collect();
+    axum::Json(json!({ "subscriptions": all })).into_response()
+}
+
+pub(super) async fn get_subscription(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.subscriptions.get(&id) {
+        Some(sub) => axum::Json(subscription_view(&sub)).into_response(),
+        None => subscription_error(SubscriptionError::NotFound(id)),
+    }
+}
+
+/// `POST /v1/subscriptions`: the same fields as `[[subscriptions]]` in the
+/// config file, as JSON; checked the same way (endpoint address, tiers).
+pub(super) async fn create_subscription(
+    State(app): State<App>,
+    body: axum::body::Bytes,
+) -> Response {
+    let sub = match parse_subscription(&body) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    change(
+        &app,
+        move |subs| subs.create(sub).map(Some),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+pub(super) async fn replace_subscription(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let sub = match parse_subscription(&body) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    change(
+        &app,
+        move |subs| subs.replace(&id, sub).map(Some),
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub(super) async fn delete_subscription(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Response {
+    change(
+        &app,
+        move |subs| subs.delete(&id).map(|()| None),
+        StatusCode::NO_CONTENT,
+    )
+    .await
+}
+
+/// `POST /v1/subscriptions/{id}/enable` (`ON`) and `.../disable`.
+pub(super) async fn switch_subscription<const ON: bool>(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Response {
+    change(
+        &app,
+        move |subs| subs.set_enabled(&id, ON).map(Some),
+        StatusCode::OK,
+    )
+    .await
+}

@@ -1,0 +1,27 @@
+//! The state every handler gets.
+
+use std::sync::Arc;
+
+use hookhost_core::config::Config;
+use hookhost_core::deliver::Deliverer;
+use hookhost_core::intake::{DurableIntake, KeysInProgress};
+use hookhost_core::store::Store;
+use hookhost_core::subscriptions::Subscriptions;
+use hookhost_plugin_runtime::Registry;
+use serde_json::Value;
+
+use crate::auth::Tokens;
+
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) config: Arc<Config>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) tokens: Tokens,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) intake: Arc<dyn DurableIntake>,
+    pub(crate) deliverer: Arc<Deliverer>,
+    pub(crate) subscriptions: Arc<Subscriptions>,
+    /// `Idempotency-Key`s whose first request is still running.
+    pub(crate) keys_in_progress: KeysInProgress,
+    pub(crate) openapi: Arc<Value>,
+}

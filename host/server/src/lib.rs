@@ -1,0 +1,84 @@
+//! hookhost's HTTP layer over the core: the ingest route, operations routes
+//! and the management API. HTTP only: everything behind a handler is the
+//! core's ([`hookhost_core::node`]).
+//!
+//! [`serve`] opens a node from a config and serves it on the configured
+//! address; [`run`] serves an already running node on a given listener, so
+//! tests and benches can start a server in-process on port 0.
+
+mod api;
+mod app;
+mod auth;
+mod ingest;
+mod openapi;
+mod ops;
+mod reply;
+mod route;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hookhost_core::config::Config;
+use hookhost_core::node::{Node, Running};
+use hookhost_plugin_runtime::Registry;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::auth::Tokens;
+
+/// Opens the node (store, intake; resuming unfinished work), listens on
+/// `server.listen`, and serves until `shutdown` resolves; then shuts the
+/// node down cleanly.
+pub async fn serve(
+    config: Config,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let node = Node::open(Arc::new(config), registry)?;
+    let listener = TcpListener::bind(&node.config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", node.config.server.listen))?;
+    run(listener, node.start()?, shutdown).await
+}
+
+/// Serves `node` on `listener` until `shutdown` resolves, then stops taking
+/// requests and shuts the node down (pipeline queue finished, attempts in
+/// flight given their grace period, store flushed).
+pub async fn run(
+    listener: TcpListener,
+    node: Running,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = node.config.clone();
+    let local = listener.local_addr()?;
+    if config.server.ingest_token.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "ingest is open to the network: set server.ingest_token");
+    }
+    let routes = routes::all();
+    let app = App {
+        config: config.clone(),
+        registry: node.registry.clone(),
+        tokens: Tokens {
+            admin: config.server.admin_token.as_deref().map(Arc::from),
+            ingest: config.server.ingest_token.as_deref().map(Arc::from),
+        },
+        store: node.store.clone(),
+        intake: node.intake.clone(),
+        deliverer: node.deliverer.clone(),
+        subscriptions: node.subscriptions.clone(),
+        keys_in_progress: Default::default(),
+        openapi: Arc::new(openapi::document(&routes)),
+    };
+    let router = route::router(routes, &app).with_state(app);
+    tracing::info!(listen = %local, "HTTP API listening");
+    // Answers go out at once, not after the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    node.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The route table of the whole HTTP API: ingest, operations and the
+//! management API. The router and the OpenAPI document are both made from it.
+
+use axum::routing::{get, post};
+
+use crate::auth::Access;
+use crate::route::Route;
+use crate::{api, ingest, ops};
+
+/// Every route of the HTTP API (see `openapi`).
+pub(crate) fn all() -> Vec<Route> {
+    let open = |method, path, summary, responses, handler| Route {
+        method,
+        path,
+        summary,
+        access: Access::Open,
+        query: &[],
+        body: false,
+        responses,
+        handler,
+    };
+    let mut routes = vec![
+        Route {
+            access: Access::Ingest,
+            body: true,
+            ..open(
+                "POST",
+                "/v1/events",
+                "Ingest one event or an array (202 once durable); header Idempotency-Key optional",
+                &[
+                    (202, "accepted: {accepted, ids}"),
+                    (400, "malformed JSON or Idempotency-Key"),
+                    (409, "same Idempotency-Key in progress"),
+                    (413, "body over server.max_body_bytes"),
+                    (422, "invalid event, named by field and index"),
+                ],
+                post(ingest::ingest),
+            )
+        },
+        open(
+            "GET",
+            "/healthz",
+            "Liveness",
+            &[(200, "ok")],
+            get(|| async { "ok" }),
+        ),
+        open(
+            "GET",
+            "/readyz",
+            "Readiness: store answers, every configured plugin serving",
+            &[(200, "ready"), (503, "not ready, with the problems")],
+            get(ops::readyz),
+        ),
+        open(
+            "GET",
+            "/metrics",
+            "Prometheus metrics",
+            &[(200, "text format 0.0.4")],
+            get(ops::metrics),
+        ),
+        open(
+            "GET",
+            "/openapi.json",
+            "This document",
+            &[(200, "OpenAPI 3.1")],
+            get(ops::openapi_json),
+        ),
+    ];
+    routes.extend(api::routes());
+    routes
+}

@@ -1,0 +1,15 @@
+//! hookhost's end-to-end tests, one binary: the real `hookhost` binary or a
+//! real server, real compiled plugins, real HTTP over loopback, real sled
+//! files and real process kills. `./dev test` builds the binary and the
+//! plugins first.
+
+mod aggregation;
+mod api;
+mod catalog;
+mod cli;
+mod crash;
+mod delivery;
+mod examples;
+mod pipeline;
+mod receivers;
+mod serve;
