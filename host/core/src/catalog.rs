@@ -181,7 +181,7 @@ mod tests {
 
     fn shipped(name: &str) -> Catalog {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples")
+            .join("../../examples")
             .join(name)
             .join("catalog.json");
         load_one(&file).unwrap_or_else(|e| panic!("{e}"))
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn the_three_catalogs_load_together_and_index_by_name() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let all = Catalogs::load(&[
             root.join("bikeep/catalog.json"),
             root.join("billabear/catalog.json"),
