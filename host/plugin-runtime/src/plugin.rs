@@ -123,7 +123,7 @@ impl bindings::hookhost::plugin::log::Host for CallState {
 impl bindings::hookhost::plugin::types::Host for CallState {}
 
 /// An instance with its role exports looked up.
-struct Live {
+struct WarmInstance {
     store: Store<CallState>,
     filter: Option<Filter>,
     transform: Option<Transform>,
@@ -170,7 +170,7 @@ pub struct Plugin {
     epoch_ticks: u64,
     load: LoadInfo,
     loaded_at: SystemTime,
-    warm: Mutex<Vec<Live>>,
+    warm: Mutex<Vec<WarmInstance>>,
     stats: Stats,
 }
 
@@ -440,7 +440,7 @@ impl Plugin {
         Ok(())
     }
 
-    fn instantiate(&self, event_id: &str) -> Result<Live, CallError> {
+    fn instantiate(&self, event_id: &str) -> Result<WarmInstance, CallError> {
         let runtime_err = |e: wasmtime::Error| CallError::Instantiate {
             plugin: self.name.to_string(),
             detail: error_text(&e),
@@ -477,7 +477,7 @@ impl Plugin {
             .as_ref()
             .map(|i| i.load(&mut store, &instance))
             .transpose();
-        Ok(Live {
+        Ok(WarmInstance {
             filter: filter.map_err(runtime_err)?,
             transform: transform.map_err(runtime_err)?,
             router: router.map_err(runtime_err)?,
@@ -493,7 +493,7 @@ impl Plugin {
         store
     }
 
-    fn lock_warm(&self) -> std::sync::MutexGuard<'_, Vec<Live>> {
+    fn lock_warm(&self) -> std::sync::MutexGuard<'_, Vec<WarmInstance>> {
         // A panic while holding this lock cannot leave the Vec inconsistent.
         self.warm.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -504,7 +504,7 @@ impl Plugin {
         &self,
         role: &'static str,
         event_id: &str,
-        f: impl FnOnce(&mut Live) -> Result<R, CallFail>,
+        f: impl FnOnce(&mut WarmInstance) -> Result<R, CallFail>,
     ) -> Result<R, CallError> {
         let started = Instant::now();
         let warm = match self.settings.isolation {

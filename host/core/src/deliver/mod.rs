@@ -12,31 +12,33 @@
 use crate::clock::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::Uri;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+mod attempt;
+mod client;
+mod retry;
+mod state_writer;
+
+use client::HttpsClient;
+use retry::{Outcome, backoff_ms};
+use state_writer::StateWriter;
+
 use crate::config::Config;
 use crate::metrics::METRICS;
-use crate::model::{Attempt, Job, JobStatus};
-use crate::model::{Backoff, Subscription};
+use crate::model::Subscription;
+use crate::model::{Job, JobStatus};
 use crate::sign;
-use crate::ssrf::{GuardedResolver, TargetPolicy};
+use crate::ssrf::TargetPolicy;
 use crate::store::{Store, StoreError};
 use crate::subscriptions::Subscriptions;
 use std::sync::atomic::Ordering;
-
-type HttpsClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 /// A subscription as delivery needs it.
 struct Endpoint {
@@ -94,96 +96,11 @@ pub struct Deliverer {
     overflow: std::sync::atomic::AtomicBool,
 }
 
-/// Records job states on its own thread, in order, many per store batch:
-/// delivery tasks never wait on the store (whose writes can stall for
-/// 100 ms and more) and never block the async threads.
-struct StateWriter {
-    to_thread: std::sync::mpsc::Sender<StateWrite>,
-}
-
-enum StateWrite {
-    Save(Job),
-    /// A job's task ended: once its last state is stored, it may be loaded
-    /// again from the store (by a refill).
-    Release(String),
-    /// Answered once every earlier write is applied.
-    Sync(tokio::sync::oneshot::Sender<()>),
-}
-
 /// Ids of jobs that have a task (in memory).
 type JobsInMemory = Arc<std::sync::Mutex<HashSet<String>>>;
 
 fn lock(live: &JobsInMemory) -> std::sync::MutexGuard<'_, HashSet<String>> {
     live.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Most job states per store batch.
-const STATE_BATCH: usize = 1024;
-
-impl StateWriter {
-    fn start(store: Arc<dyn Store>, live: JobsInMemory) -> StateWriter {
-        let (to_thread, writes) = std::sync::mpsc::channel::<StateWrite>();
-        let spawned = std::thread::Builder::new()
-            .name("job-states".into())
-            .spawn(move || {
-                while let Ok(first) = writes.recv() {
-                    let mut jobs = Vec::new();
-                    let mut released = Vec::new();
-                    let mut synced = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(write) = next {
-                        match write {
-                            StateWrite::Save(job) => jobs.push(job),
-                            StateWrite::Release(id) => released.push(id),
-                            StateWrite::Sync(done) => synced.push(done),
-                        }
-                        next = if jobs.len() < STATE_BATCH {
-                            writes.try_recv().ok()
-                        } else {
-                            None
-                        };
-                    }
-                    if !jobs.is_empty()
-                        && let Err(e) = store.update_jobs(&jobs)
-                    {
-                        tracing::error!(error = %e, jobs = jobs.len(), "cannot record delivery states");
-                    }
-                    // After the states they follow: a refill never loads a
-                    // job whose final state is still on its way.
-                    if !released.is_empty() {
-                        let mut live = lock(&live);
-                        for id in &released {
-                            live.remove(id);
-                        }
-                    }
-                    for done in synced {
-                        let _ = done.send(());
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the job-state writer");
-        }
-        StateWriter { to_thread }
-    }
-
-    fn save(&self, job: Job) {
-        if self.to_thread.send(StateWrite::Save(job)).is_err() {
-            tracing::error!("the job-state writer stopped; a delivery state is not recorded");
-        }
-    }
-
-    fn release(&self, job_id: String) {
-        let _ = self.to_thread.send(StateWrite::Release(job_id));
-    }
-
-    /// Returns once every state saved before the call is in the store.
-    async fn sync(&self) {
-        let (done, applied) = tokio::sync::oneshot::channel();
-        if self.to_thread.send(StateWrite::Sync(done)).is_ok() {
-            let _ = applied.await;
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,13 +115,6 @@ pub enum ResendError {
     Store(#[from] StoreError),
 }
 
-/// How one attempt ended.
-enum Outcome {
-    Delivered,
-    Retry,
-    Refused,
-}
-
 impl Deliverer {
     pub fn new(
         store: Arc<dyn Store>,
@@ -213,25 +123,13 @@ impl Deliverer {
     ) -> Arc<Deliverer> {
         // Host names are checked at every resolve (IP literals were checked
         // with the config): see `ssrf`.
-        let policy = config
-            .delivery
-            .target_policy()
-            .expect("validated with the config");
-        let policy = Arc::new(policy);
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy.clone()));
-        http.enforce_http(false); // the HTTPS wrapper checks the scheme
-        // Without it a request written in two segments can wait for the
-        // peer's delayed ACK.
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(config.delivery.max_in_flight_per_host)
-            .build(https);
+        let policy = Arc::new(
+            config
+                .delivery
+                .target_policy()
+                .expect("validated with the config"),
+        );
+        let client = client::build(policy.clone(), config.delivery.max_in_flight_per_host);
         let live = JobsInMemory::default();
         Arc::new(Deliverer {
             client,
@@ -476,163 +374,5 @@ impl Deliverer {
 
     fn save(&self, job: &Job) {
         self.states.save(job.clone());
-    }
-
-    async fn attempt(&self, endpoint: &Endpoint, job_id: &str, body: Bytes) -> (Attempt, Outcome) {
-        let at_ms = now_ms();
-        let timestamp = at_ms / 1000;
-        let mut request = Request::post(endpoint.uri.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(
-                http::header::USER_AGENT,
-                concat!("hookhost/", env!("CARGO_PKG_VERSION")),
-            )
-            .header("webhook-id", job_id)
-            .header("webhook-timestamp", timestamp);
-        if !endpoint.keys.is_empty() {
-            let body_text = std::str::from_utf8(&body).unwrap_or_default();
-            request = request.header(
-                "webhook-signature",
-                sign::standard_signature(&endpoint.keys, job_id, timestamp, body_text),
-            );
-        }
-        let request = match request.body(Full::new(body)) {
-            Ok(r) => r,
-            Err(e) => {
-                let attempt = Attempt {
-                    at_ms,
-                    status: None,
-                    latency_ms: 0.0,
-                    error: Some(e.to_string()),
-                };
-                return (attempt, Outcome::Refused);
-            }
-        };
-        let started = Instant::now();
-        let timeout = Duration::from_millis(endpoint.sub.retry.timeout_ms);
-        let result = tokio::time::timeout(timeout, async {
-            let response = self.client.request(request).await?;
-            let status = response.status();
-            // Read the body so the connection can be reused.
-            let _ = response.into_body().collect().await;
-            Ok::<StatusCode, hyper_util::client::legacy::Error>(status)
-        })
-        .await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let (status, error, outcome) = match result {
-            Ok(Ok(s)) if s.is_success() => (Some(s.as_u16()), None, Outcome::Delivered),
-            Ok(Ok(s)) if s.is_server_error() => (Some(s.as_u16()), None, Outcome::Retry),
-            Ok(Ok(s)) => (Some(s.as_u16()), None, Outcome::Refused),
-            Ok(Err(e)) => (None, Some(error_chain(&e)), Outcome::Retry),
-            Err(_) => (
-                None,
-                Some(format!("timed out after {} ms", timeout.as_millis())),
-                Outcome::Retry,
-            ),
-        };
-        tracing::debug!(status, error = error.as_deref(), latency_ms, "attempt");
-        METRICS.observe_attempt_latency(latency_ms / 1e3);
-        match outcome {
-            Outcome::Delivered => &METRICS.attempts_ok,
-            Outcome::Retry => &METRICS.attempts_failed,
-            Outcome::Refused => &METRICS.attempts_refused,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-        (
-            Attempt {
-                at_ms,
-                status,
-                latency_ms,
-                error,
-            },
-            outcome,
-        )
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// Wait before retry number `retry` (1-based).
-fn backoff_ms(sub: &Subscription, retry: u32) -> u64 {
-    let policy = &sub.retry;
-    match policy.backoff {
-        Backoff::Fixed => policy.backoff_ms,
-        Backoff::Exponential => {
-            let base = policy
-                .backoff_ms
-                .saturating_mul(1u64 << (retry - 1).min(40))
-                .min(policy.max_backoff_ms);
-            // ±25 % jitter so retries of many jobs do not arrive in lockstep.
-            let noise = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos() as u64);
-            let span = base / 2;
-            if span == 0 {
-                base
-            } else {
-                base - base / 4 + noise % span
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::model::RetryPolicy;
-
-    fn sub(retry: RetryPolicy) -> Subscription {
-        let mut c = Config::parse(
-            "[[subscriptions]]\nid = \"a\"\nurl = \"http://x\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n",
-        )
-        .unwrap();
-        let mut s = c.subscriptions.remove(0);
-        s.retry = retry;
-        s
-    }
-
-    #[test]
-    fn fixed_backoff_is_the_configured_wait() {
-        let s = sub(RetryPolicy::default());
-        assert_eq!(
-            (1..=3).map(|r| backoff_ms(&s, r)).collect::<Vec<_>>(),
-            [100, 100, 100]
-        );
-    }
-
-    #[test]
-    fn exponential_backoff_doubles_with_jitter_and_a_cap() {
-        let s = sub(RetryPolicy {
-            backoff: Backoff::Exponential,
-            backoff_ms: 1000,
-            max_backoff_ms: 10_000,
-            ..RetryPolicy::default()
-        });
-        for (retry, base) in [
-            (1u32, 1000u64),
-            (2, 2000),
-            (3, 4000),
-            (4, 8000),
-            (5, 10_000),
-            (30, 10_000),
-        ] {
-            for _ in 0..20 {
-                let wait = backoff_ms(&s, retry);
-                assert!(
-                    wait >= base * 3 / 4 && wait < base * 5 / 4,
-                    "retry {retry}: {wait} vs {base}"
-                );
-            }
-        }
     }
 }

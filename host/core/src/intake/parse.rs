@@ -3,7 +3,7 @@
 //! strict check, and the `Idempotency-Key` header. Pure: the HTTP handler in
 //! `server` stores what this accepts.
 
-use axum::http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 

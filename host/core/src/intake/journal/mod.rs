@@ -20,12 +20,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
+
+mod claims;
+mod frame;
+mod writer;
+
+use frame::{encode_frame, read_segment};
+use writer::Writer;
 
 use crate::model::Remembered;
 use crate::model::StoredEvent;
@@ -43,8 +49,6 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> JournalError {
 /// closed on a timer: switching files means directory syncs, which on ext4
 /// wait for other files' data and stalled acknowledgements by 100s of ms.
 const SEGMENT_BYTES: u64 = 64 << 20;
-const TAG_EVENT: u8 = 1;
-const TAG_ANSWER: u8 = 2;
 
 /// What a journal held at start.
 #[derive(Debug, Default)]
@@ -173,24 +177,6 @@ impl Journal {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Claims event ids for a request: returns, per id, whether it is new to
-    /// the journal (and now claimed). Check the store *after* claiming: the
-    /// worker stores an event before it releases its id.
-    pub fn claim<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
-        let mut state = self.lock();
-        ids.into_iter()
-            .map(|id| state.in_flight.insert(id.to_string()))
-            .collect()
-    }
-
-    /// Gives up claims (a request refused, or ids found in the store).
-    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
-        let mut state = self.lock();
-        for id in ids {
-            state.in_flight.remove(id);
-        }
     }
 
     /// Counts events read back from `segment` that are run again: the
@@ -329,258 +315,6 @@ impl Journal {
         sync_dir(&self.dir)?;
         self.lock().prepared = Some(next);
         Ok(())
-    }
-}
-
-/// A frame, its event count, and who waits for it.
-type PendingAppend = (Vec<u8>, u64, oneshot::Sender<Result<u64, JournalError>>);
-
-/// Owns the segment being written; runs on its own thread.
-struct Writer {
-    dir: PathBuf,
-    /// `None` after a failed write: the next command starts a new segment,
-    /// so no good frame lands behind a torn one.
-    file: Option<File>,
-    state: Arc<Mutex<State>>,
-}
-
-impl Writer {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
-        while let Ok(first) = commands.recv() {
-            // Everything that queued while the last sync ran shares this one.
-            let mut appends = Vec::new();
-            let mut rotations = Vec::new();
-            let mut next = Some(first);
-            while let Some(command) = next {
-                match command {
-                    Command::Append {
-                        frame,
-                        events,
-                        done,
-                    } => appends.push((frame, events, done)),
-                    Command::Rotate { done } => rotations.push(done),
-                }
-                next = commands.try_recv().ok();
-            }
-            if !appends.is_empty() {
-                self.write(appends);
-            }
-            if !rotations.is_empty() {
-                let (current, bytes) = {
-                    let state = self.lock();
-                    (state.current, state.current_bytes)
-                };
-                if (bytes > 0 || self.file.is_none())
-                    && let Err(e) = self.start_segment(current + 1)
-                {
-                    tracing::error!(error = %e, "cannot start a journal segment");
-                }
-                for done in rotations {
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-
-    fn start_segment(&mut self, segment: u64) -> Result<(), JournalError> {
-        self.file = None;
-        let prepared = self.lock().prepared == Some(segment);
-        let file = if prepared {
-            let path = segment_path(&self.dir, segment);
-            OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| io_error("cannot open", &path, e))?
-        } else {
-            open_segment(&self.dir, segment)?
-        };
-        self.file = Some(file);
-        let mut state = self.lock();
-        let old = state.current;
-        state.sealed.insert(old);
-        state.current = segment;
-        state.current_bytes = 0;
-        Ok(())
-    }
-
-    fn write(&mut self, appends: Vec<PendingAppend>) {
-        let result = self.write_frames(appends.iter().map(|(frame, _, _)| frame.as_slice()));
-        match result {
-            Ok(bytes) => {
-                let segment = {
-                    let mut state = self.lock();
-                    state.current_bytes += bytes;
-                    let segment = state.current;
-                    let total: u64 = appends.iter().map(|(_, n, _)| n).sum();
-                    *state.outstanding.entry(segment).or_default() += total;
-                    segment
-                };
-                for (_, _, done) in appends {
-                    let _ = done.send(Ok(segment));
-                }
-                if self.lock().current_bytes >= SEGMENT_BYTES {
-                    let next = segment + 1;
-                    if let Err(e) = self.start_segment(next) {
-                        tracing::error!(error = %e, "cannot start a journal segment");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "journal write failed");
-                // What was written of it is not trusted: continue in a new
-                // segment (the old one is read up to its last good frame).
-                self.file = None;
-                let current = self.lock().current;
-                if let Err(e) = self.start_segment(current + 1) {
-                    tracing::error!(error = %e, "cannot start a journal segment");
-                }
-                for (_, _, done) in appends {
-                    let _ = done.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-
-    fn write_frames<'a>(
-        &mut self,
-        frames: impl Iterator<Item = &'a [u8]>,
-    ) -> Result<u64, JournalError> {
-        let current = self.lock().current;
-        if self.file.is_none() {
-            self.start_segment(current + 1)?;
-        }
-        let path = segment_path(&self.dir, self.lock().current);
-        let Some(file) = self.file.as_mut() else {
-            return Err(JournalError("no segment open".into()));
-        };
-        let mut buffer = Vec::new();
-        for frame in frames {
-            buffer.extend_from_slice(frame);
-        }
-        file.write_all(&buffer)
-            .map_err(|e| io_error("cannot write", &path, e))?;
-        file.sync_data()
-            .map_err(|e| io_error("cannot sync", &path, e))?;
-        Ok(buffer.len() as u64)
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn encode_frame(events: &[StoredEvent], answer: Option<&Remembered>) -> Vec<u8> {
-    let size: usize = events
-        .iter()
-        .map(|e| 29 + e.id.len() + e.event_type.len() + e.timestamp.len() + e.data.len())
-        .sum();
-    let mut out =
-        Vec::with_capacity(8 + size + answer.map_or(0, |a| 23 + a.key.len() + a.body.len()));
-    out.extend_from_slice(&[0; 8]);
-    for e in events {
-        out.push(TAG_EVENT);
-        put_str(&mut out, &e.id);
-        put_str(&mut out, &e.event_type);
-        put_str(&mut out, &e.timestamp);
-        put_str(&mut out, &e.data);
-        out.extend_from_slice(&e.received_at_ms.to_le_bytes());
-    }
-    if let Some(a) = answer {
-        out.push(TAG_ANSWER);
-        put_str(&mut out, &a.key);
-        put_str(&mut out, &a.body);
-        out.extend_from_slice(&a.status.to_le_bytes());
-        out.extend_from_slice(&a.at_ms.to_le_bytes());
-    }
-    let len = (out.len() - 8) as u32;
-    let crc = crc32fast::hash(&out[8..]);
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Reads a payload's fields in order; `None` when it runs short.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Fields<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
-fn decode_payload(payload: &[u8], segment: u64, into: &mut Recovered) -> Option<()> {
-    let mut events = Vec::new();
-    let mut answers = Vec::new();
-    let mut fields = Fields(payload);
-    while !fields.0.is_empty() {
-        match fields.u8()? {
-            TAG_EVENT => events.push(StoredEvent {
-                id: fields.string()?,
-                event_type: fields.string()?,
-                timestamp: fields.string()?,
-                data: fields.string()?,
-                received_at_ms: fields.u64()?,
-                errors: Vec::new(),
-            }),
-            TAG_ANSWER => answers.push(Remembered {
-                key: fields.string()?,
-                body: fields.string()?,
-                status: fields.u16()?,
-                at_ms: fields.u64()?,
-            }),
-            _ => return None,
-        }
-    }
-    into.segments
-        .extend(std::iter::repeat_n(segment, events.len()));
-    into.events.extend(events);
-    into.answers.extend(answers);
-    Some(())
-}
-
-fn read_segment(mut bytes: &[u8], segment: u64, into: &mut Recovered) {
-    while !bytes.is_empty() {
-        let good = (|| {
-            let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-            let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-            let payload = bytes.get(8..8 + len)?;
-            (crc32fast::hash(payload) == crc).then_some(())?;
-            decode_payload(payload, segment, into)?;
-            Some(8 + len)
-        })();
-        match good {
-            Some(n) => bytes = &bytes[n..],
-            None => {
-                into.torn_frames += 1;
-                return;
-            }
-        }
     }
 }
 

@@ -1,0 +1,92 @@
+//! One attempt: the signed request, its timeout, and what the answer means.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::client::error_chain;
+use super::retry::Outcome;
+use super::{Deliverer, Endpoint};
+use crate::clock::now_ms;
+use crate::metrics::METRICS;
+use crate::model::Attempt;
+use crate::sign;
+
+impl Deliverer {
+    pub(super) async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        job_id: &str,
+        body: Bytes,
+    ) -> (Attempt, Outcome) {
+        let at_ms = now_ms();
+        let timestamp = at_ms / 1000;
+        let mut request = Request::post(endpoint.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("hookhost/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("webhook-id", job_id)
+            .header("webhook-timestamp", timestamp);
+        if !endpoint.keys.is_empty() {
+            let body_text = std::str::from_utf8(&body).unwrap_or_default();
+            request = request.header(
+                "webhook-signature",
+                sign::standard_signature(&endpoint.keys, job_id, timestamp, body_text),
+            );
+        }
+        let request = match request.body(Full::new(body)) {
+            Ok(r) => r,
+            Err(e) => {
+                let attempt = Attempt {
+                    at_ms,
+                    status: None,
+                    latency_ms: 0.0,
+                    error: Some(e.to_string()),
+                };
+                return (attempt, Outcome::Refused);
+            }
+        };
+        let started = Instant::now();
+        let timeout = Duration::from_millis(endpoint.sub.retry.timeout_ms);
+        let result = tokio::time::timeout(timeout, async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            // Read the body so the connection can be reused.
+            let _ = response.into_body().collect().await;
+            Ok::<StatusCode, hyper_util::client::legacy::Error>(status)
+        })
+        .await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let (status, error, outcome) = match result {
+            Ok(Ok(s)) => (Some(s.as_u16()), None, Outcome::of_status(s)),
+            Ok(Err(e)) => (None, Some(error_chain(&e)), Outcome::Retry),
+            Err(_) => (
+                None,
+                Some(format!("timed out after {} ms", timeout.as_millis())),
+                Outcome::Retry,
+            ),
+        };
+        tracing::debug!(status, error = error.as_deref(), latency_ms, "attempt");
+        METRICS.observe_attempt_latency(latency_ms / 1e3);
+        match outcome {
+            Outcome::Delivered => &METRICS.attempts_ok,
+            Outcome::Retry => &METRICS.attempts_failed,
+            Outcome::Refused => &METRICS.attempts_refused,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        (
+            Attempt {
+                at_ms,
+                status,
+                latency_ms,
+                error,
+            },
+            outcome,
+        )
+    }
+}

@@ -1,0 +1,94 @@
+//! The job-state writer: delivery tasks hand it each job's new state and
+//! go on; one thread writes them to the store in order, many per batch.
+
+use std::sync::Arc;
+
+use crate::model::Job;
+use crate::store::Store;
+
+use super::{JobsInMemory, lock};
+
+/// Records job states on its own thread, in order, many per store batch:
+/// delivery tasks never wait on the store (whose writes can stall for
+/// 100 ms and more) and never block the async threads.
+pub(super) struct StateWriter {
+    to_thread: std::sync::mpsc::Sender<StateWrite>,
+}
+
+enum StateWrite {
+    Save(Job),
+    /// A job's task ended: once its last state is stored, it may be loaded
+    /// again from the store (by a refill).
+    Release(String),
+    /// Answered once every earlier write is applied.
+    Sync(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Most job states per store batch.
+const STATE_BATCH: usize = 1024;
+
+impl StateWriter {
+    pub(super) fn start(store: Arc<dyn Store>, live: JobsInMemory) -> StateWriter {
+        let (to_thread, writes) = std::sync::mpsc::channel::<StateWrite>();
+        let spawned = std::thread::Builder::new()
+            .name("job-states".into())
+            .spawn(move || {
+                while let Ok(first) = writes.recv() {
+                    let mut jobs = Vec::new();
+                    let mut released = Vec::new();
+                    let mut synced = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(write) = next {
+                        match write {
+                            StateWrite::Save(job) => jobs.push(job),
+                            StateWrite::Release(id) => released.push(id),
+                            StateWrite::Sync(done) => synced.push(done),
+                        }
+                        next = if jobs.len() < STATE_BATCH {
+                            writes.try_recv().ok()
+                        } else {
+                            None
+                        };
+                    }
+                    if !jobs.is_empty()
+                        && let Err(e) = store.update_jobs(&jobs)
+                    {
+                        tracing::error!(error = %e, jobs = jobs.len(), "cannot record delivery states");
+                    }
+                    // After the states they follow: a refill never loads a
+                    // job whose final state is still on its way.
+                    if !released.is_empty() {
+                        let mut live = lock(&live);
+                        for id in &released {
+                            live.remove(id);
+                        }
+                    }
+                    for done in synced {
+                        let _ = done.send(());
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the job-state writer");
+        }
+        StateWriter { to_thread }
+    }
+
+    pub(super) fn save(&self, job: Job) {
+        if self.to_thread.send(StateWrite::Save(job)).is_err() {
+            tracing::error!("the job-state writer stopped; a delivery state is not recorded");
+        }
+    }
+
+    pub(super) fn release(&self, job_id: String) {
+        let _ = self.to_thread.send(StateWrite::Release(job_id));
+    }
+
+    /// Returns once every state saved before the call is in the store.
+    pub(super) async fn sync(&self) {
+        let (done, applied) = tokio::sync::oneshot::channel();
+        if self.to_thread.send(StateWrite::Sync(done)).is_ok() {
+            let _ = applied.await;
+        }
+    }
+}
