@@ -10,6 +10,28 @@ pub mod http;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for something that should happen "soon" before it
+/// fails. Generous on purpose: CI shares 2 cores with other jobs, and a wait
+/// that ends early costs nothing. Latency belongs in the benchmarks.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Writes `root/hookhost.toml` as every test starts from: loopback endpoints
+/// allowed, an ephemeral port, data in `root/db`, plugins in `root/plugins`
+/// (made here); then the extra `[delivery]` and `[server]` keys (lines
+/// ending in a newline) and `body` (subscriptions, aggregation, ...).
+/// Returns the file's path.
+pub fn write_config(root: &Path, delivery: &str, server: &str, body: &str) -> String {
+    std::fs::create_dir_all(root.join("plugins")).expect("plugins folder");
+    let file = root.join("hookhost.toml");
+    let text = format!(
+        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n{delivery}\
+         [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n{server}\
+         [plugins]\ndir = \"plugins\"\n{body}"
+    );
+    std::fs::write(&file, text).expect("write config");
+    file.to_str().expect("utf-8 path").to_string()
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -62,7 +84,8 @@ pub fn bikeep_sample(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Polls `check` until it holds or `limit` passes; returns how long it took.
+/// Polls `check` until it holds or `limit` passes; returns how long it took
+/// (`None`: it never held).
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -270,4 +293,78 @@ pub fn run_verifier(program: &str, script: &str, secret: &str, deliveries: &Path
         stdout.lines().count() > 0 && stdout.lines().all(|l| l.ends_with("OK")),
         "{stdout}"
     );
+}
+
+/// A server in this process (`hookhost_server::run` on its own runtime and
+/// thread), for tests about what the server does rather than about the
+/// process: no binary, no log parsing, the same code path as `serve`.
+pub struct InProcess {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Starts a server on the config file `config` with the plugins of its
+    /// plugins folder loaded (not watched).
+    pub fn start(config: &str) -> InProcess {
+        use hookhost_core::config::Config;
+        use hookhost_core::node::Node;
+        use hookhost_plugin_runtime::{Registry, Runtime};
+        let config = Config::load(Path::new(config)).expect("config");
+        let registry = Registry::new(Runtime::new(&config.plugins).expect("plugin runtime"));
+        for loaded in registry
+            .load_dir(&config.plugins.dir)
+            .expect("plugins folder")
+        {
+            loaded.expect("plugin loads");
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let node = Node::open(std::sync::Arc::new(config), registry)?;
+                let listener = tokio::net::TcpListener::bind(&node.config.server.listen).await?;
+                let _ = ready.send(listener.local_addr()?);
+                hookhost_server::run(listener, node.start()?, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        let addr = match addr.recv_timeout(PATIENCE) {
+            Ok(addr) => addr,
+            Err(_) => panic!("in-process server did not start: {:?}", thread.join()),
+        };
+        InProcess {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts the server down as SIGTERM would and waits for it: afterwards
+    /// its data folder is free to open.
+    pub fn stop(mut self) {
+        self.shut_down().expect("clean shutdown");
+    }
+
+    fn shut_down(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
 }

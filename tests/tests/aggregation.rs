@@ -11,23 +11,19 @@ use hookhost_tests::http::{Receiver, post, request};
 use hookhost_tests::{Running, bikeep_sample, built_plugin, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 const SEED: &str = "window-seed";
 
 fn write_config(root: &Path, url: &str, aggregation: &str) -> String {
-    let file = root.join("hookhost.toml");
-    std::fs::create_dir_all(root.join("plugins")).unwrap();
-    std::fs::write(
-        &file,
-        format!(
-            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nshutdown_grace_ms = 3000\n\
-             [plugins]\ndir = \"plugins\"\n\
-             [[subscriptions]]\nid = \"sink\"\nurl = \"{url}\"\ntypes = [\"*\"]\nseed = \"{SEED}\"\n\
-             {aggregation}\n"
+    hookhost_tests::write_config(
+        root,
+        "",
+        "shutdown_grace_ms = 3000\n",
+        &format!(
+            "[[subscriptions]]\nid = \"sink\"\nurl = \"{url}\"\ntypes = [\"*\"]\nseed = \"{SEED}\"\n{aggregation}\n"
         ),
     )
-    .unwrap();
-    file.to_str().unwrap().to_string()
 }
 
 /// An event like the seed's sample `name`, at `location`, with `fields`

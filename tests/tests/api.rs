@@ -7,24 +7,20 @@ use hookhost_tests::http::{Answer, Receiver, request, request_with_headers};
 use hookhost_tests::{Running, built_plugin, wait_until};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 const ADMIN: &str = "Authorization: Bearer adm1n-t0ken";
 const INGEST: &str = "Authorization: Bearer 1ngest-t0ken";
 
 fn write_config(root: &Path, url: &str) -> String {
-    std::fs::create_dir_all(root.join("plugins")).unwrap();
-    let file = root.join("hookhost.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
-             admin_token = \"adm1n-t0ken\"\ningest_token = \"1ngest-t0ken\"\n\
-             [plugins]\ndir = \"plugins\"\n\
-             [[subscriptions]]\nid = \"sink\"\nurl = \"{url}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n"
+    hookhost_tests::write_config(
+        root,
+        "",
+        "admin_token = \"adm1n-t0ken\"\ningest_token = \"1ngest-t0ken\"\n",
+        &format!(
+            "[[subscriptions]]\nid = \"sink\"\nurl = \"{url}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n"
         ),
     )
-    .unwrap();
-    file.display().to_string()
 }
 
 fn error_text(body: &Value) -> &str {
@@ -624,8 +620,8 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
     let config = write_config(root.path(), &receiver.url("sink"));
-    let mut server = Running::start(&["serve", "--config", &config]);
-    let api = server.api_addr(WAIT);
+    let server = hookhost_tests::InProcess::start(&config);
+    let api = server.addr;
     let (status, doc) = request(api, "GET", "/openapi.json", &[], b"");
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
@@ -691,5 +687,5 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
     // And something not listed is not served: the check above can fail.
     let (status, _) = request(api, "GET", "/v1/not-a-route", &[], b"");
     assert_eq!(status, 404);
-    assert!(server.terminate(WAIT).success());
+    server.stop();
 }

@@ -10,7 +10,8 @@ use hookhost_tests::http::{Receiver, get, post};
 use hookhost_tests::{Running, bikeep_sample, output_within, workspace_root};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 
 fn catalog(name: &str) -> String {
     workspace_root()
@@ -22,17 +23,7 @@ fn catalog(name: &str) -> String {
 }
 
 fn write_config(root: &Path, body: &str) -> String {
-    std::fs::create_dir_all(root.join("plugins")).unwrap();
-    let file = root.join("hookhost.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nadmin_token = \"adm1n\"\n\
-             [plugins]\ndir = \"plugins\"\n{body}"
-        ),
-    )
-    .unwrap();
-    file.display().to_string()
+    hookhost_tests::write_config(root, "", "admin_token = \"adm1n\"\n", body)
 }
 
 fn subscription(id: &str, url: &str, tier: &str, types: &str) -> String {

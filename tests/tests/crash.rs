@@ -10,7 +10,8 @@ use hookhost_tests::http::{Answer, Receiver, post};
 use hookhost_tests::{Running, built_plugin};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 
 /// Posts `batches` arrays of 100 `report` events; returns the acknowledged ids.
 fn post_reports(api: std::net::SocketAddr, batches: usize) -> Vec<String> {

@@ -12,7 +12,8 @@ use hookhost_tests::http::{Answer, Receiver, post, request};
 use hookhost_tests::{Running, bikeep_sample, output_within, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 const SEED: &str = "s3cr3t-seed";
 const WHSEC_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WHSEC_NEW: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
@@ -28,13 +29,12 @@ fn write_config_limit(root: &Path, body: &str, max_body_bytes: usize) -> String 
 /// The test config with more `[delivery]` keys (`delivery`, lines ending in
 /// a newline).
 fn write_config_with(root: &Path, delivery: &str, body: &str, max_body_bytes: usize) -> String {
-    std::fs::create_dir_all(root.join("plugins")).unwrap();
-    let file = root.join("hookhost.toml");
-    let text = format!(
-        "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n{delivery}[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\nmax_body_bytes = {max_body_bytes}\nshutdown_grace_ms = 3000\n[plugins]\ndir = \"plugins\"\n{body}"
-    );
-    std::fs::write(&file, text).unwrap();
-    file.to_str().unwrap().to_string()
+    hookhost_tests::write_config(
+        root,
+        delivery,
+        &format!("max_body_bytes = {max_body_bytes}\nshutdown_grace_ms = 3000\n"),
+        body,
+    )
 }
 
 fn subscription(id: &str, url: &str, extra: &str) -> String {
@@ -484,7 +484,7 @@ fn scheduled_retries_survive_a_restart() {
     let receiver = Receiver::start();
     receiver.script("later", Answer::Sequence(vec![503], 200));
     let root = tempfile::tempdir().unwrap();
-    let retry = "[subscriptions.retry]\nbackoff = \"exponential\"\nbackoff_ms = 4000\n";
+    let retry = "[subscriptions.retry]\nbackoff = \"exponential\"\nbackoff_ms = 8000\n";
     let config = write_config(
         root.path(),
         &subscription("later", &receiver.url("later"), retry),
@@ -495,7 +495,8 @@ fn scheduled_retries_survive_a_restart() {
     assert_eq!(status, 202);
     let job_id = hookhost_core::pipeline::job_id(answer["ids"][0].as_str().unwrap(), "later");
     receiver.wait_count("later", 1, WAIT);
-    // Stop before the retry is due (4 s ± 25 %): it must wait in the store.
+    // Stop before the retry is due (8 s ± 25 %, long enough for a stop on a
+    // busy machine): it must wait in the store.
     std::thread::sleep(Duration::from_millis(200));
     stop(server);
     let due = {

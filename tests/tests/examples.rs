@@ -13,7 +13,8 @@ use hookhost_tests::{
     workspace_root,
 };
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 
 /// Copies example `name` into `root` with a free listen port, local folders
 /// and its endpoints pointed at `receiver`; returns the config path.

@@ -1,4 +1,4 @@
-//! The pipeline through the real binary: router plugins pick subscriptions,
+//! The pipeline through a real server (in-process): router plugins pick subscriptions,
 //! each subscription's filter/transform chain shapes what it receives, and a
 //! failing plugin is recorded on that event's job without stopping others.
 
@@ -8,10 +8,11 @@ use hookhost_core::model::JobStatus;
 use hookhost_core::store::sled::SledStore;
 use hookhost_core::store::{DeliveryQueue, EventStore};
 use hookhost_tests::http::{Receiver, post};
-use hookhost_tests::{Running, bikeep_sample, built_plugin};
+use hookhost_tests::{InProcess, bikeep_sample, built_plugin};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 
 #[test]
 fn plugins_route_filter_and_transform_deliveries() {
@@ -99,8 +100,9 @@ config = "loop"
         ),
     )
     .unwrap();
-    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
-    let api = server.api_addr(WAIT);
+    // Not a test of the process: the server runs in this one.
+    let server = InProcess::start(config.to_str().unwrap());
+    let api = server.addr;
     let samples = [
         "alarm-case-open",
         "alarm-wire-cut",
@@ -126,7 +128,7 @@ config = "loop"
     receiver.wait_count("wire-cut", 2, WAIT); // the wire_cut alarm + the connection
     receiver.wait_count("legacy", 4, WAIT); // alarms and connection; status has no v1 form
     std::thread::sleep(Duration::from_millis(500));
-    assert!(server.terminate(WAIT).success());
+    server.stop();
 
     let security = receiver.bodies("security");
     assert_eq!(security.len(), 2);

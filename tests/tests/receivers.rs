@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use hookhost_tests::{Running, hookhost_bin, output_within, workspace_root};
 
-const WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for what should happen soon (see `PATIENCE`).
+const WAIT: Duration = hookhost_tests::PATIENCE;
 const SEED: &str = "receiver-seed";
 const SECRET: &str = "whsec_ZXhhbXBsZS1zaWduaW5nLWtleS0xMjM0NTY=";
 

@@ -209,7 +209,7 @@ mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::config::Config;
-    use crate::store::sled::SledStore;
+    use crate::node::Node;
     use hookhost_plugin_runtime::{Registry, Runtime};
     use serde_json::{Value, json};
 
@@ -220,6 +220,8 @@ mod tests {
     struct Setup {
         worker: Arc<Worker>,
         clock: Arc<ManualClock>,
+        // Dropped before the folder: the store lets go of its files first.
+        _node: Node,
         _dir: tempfile::TempDir,
     }
 
@@ -229,21 +231,16 @@ mod tests {
         clock: Option<Arc<ManualClock>>,
     ) -> Setup {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
-        let config = Arc::new(Config::parse(config).unwrap());
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let mut config = Config::parse(config).unwrap();
+        config.server.data_dir = dir.path().to_owned();
         let clock = clock.unwrap_or_else(|| Arc::new(ManualClock::new(T0)));
         let registry = Registry::new(Runtime::new(&config.plugins).unwrap());
-        let subscriptions = crate::subscriptions::Subscriptions::from_config(config.clone());
-        let pipeline = Arc::new(Pipeline::new(
-            registry,
-            config.clone(),
-            subscriptions.clone(),
-        ));
-        let aggregator =
-            Arc::new(Aggregator::new(config, subscriptions, store.clone(), clock.clone()).unwrap());
+        // The same assembly as the server's, on a clock moved by hand.
+        let node = Node::open_with_clock(Arc::new(config), registry, clock.clone()).unwrap();
         Setup {
-            worker: Worker::new(pipeline, aggregator, store),
+            worker: node.worker.clone(),
             clock,
+            _node: node,
             _dir: dir,
         }
     }
@@ -370,9 +367,13 @@ seed = "s"
             .worker
             .process(vec![connection(&clock, "L1", "offline", "d1")]);
         let Setup {
-            worker, _dir: dir, ..
+            worker,
+            _node: node,
+            _dir: dir,
+            ..
         } = first;
-        drop(worker); // closes sled (no flush needed: same process, same files)
+        // Closes sled (no flush needed: same process, same files).
+        drop((worker, node));
         clock.advance(3 * HOUR); // the host was down past the window and the timer
         let second = setup(SUBSCRIBED, Some(dir), Some(clock.clone()));
         let mut jobs = second.worker.tick().unwrap();

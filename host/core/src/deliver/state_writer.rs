@@ -13,6 +13,9 @@ use super::{JobsInMemory, lock};
 /// 100 ms and more) and never block the async threads.
 pub(super) struct StateWriter {
     to_thread: std::sync::mpsc::Sender<StateWrite>,
+    /// Joined on drop, so the store is released (sled's file lock with it)
+    /// by the time a dropped deliverer is gone.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 enum StateWrite {
@@ -68,10 +71,10 @@ impl StateWriter {
                     }
                 }
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the job-state writer");
-        }
-        StateWriter { to_thread }
+        let thread = spawned
+            .inspect_err(|e| tracing::error!(error = %e, "cannot start the job-state writer"))
+            .ok();
+        StateWriter { to_thread, thread }
     }
 
     pub(super) fn save(&self, job: Job) {
@@ -89,6 +92,17 @@ impl StateWriter {
         let (done, applied) = tokio::sync::oneshot::channel();
         if self.to_thread.send(StateWrite::Sync(done)).is_ok() {
             let _ = applied.await;
+        }
+    }
+}
+
+impl Drop for StateWriter {
+    fn drop(&mut self) {
+        // The thread ends when its channel closes: close ours first.
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.to_thread, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
