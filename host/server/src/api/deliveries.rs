@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use hookhost_core::deliver::ResendError;
 use hookhost_core::model::{Job, JobStatus};
 
+use super::blocking;
 use crate::app::App;
 use crate::reply::{ApiError, error};
 
@@ -120,34 +121,50 @@ pub(super) async fn list_deliveries(
 }
 
 pub(super) async fn get_delivery(State(app): State<App>, Path(id): Path<String>) -> Response {
-    match app.store.job(&id) {
+    let store = app.store.clone();
+    let lookup = id.clone();
+    let found = match blocking(move || store.job(&lookup)).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    match found {
         Ok(Some(job)) => axum::Json(view(&job)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no delivery with id {id}")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-fn resend_error(e: ResendError) -> Response {
+fn resend_error(e: ResendError) -> ApiError {
     let status = match e {
         ResendError::NotFound(_) => StatusCode::NOT_FOUND,
         ResendError::NotResendable(..) | ResendError::NoSubscription(..) => StatusCode::CONFLICT,
         ResendError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(status, e.to_string())
+    ApiError::new(status, e.to_string())
 }
 
 /// `POST /v1/deliveries/{id}/resend`: a dead or delivered delivery gets a new
 /// round of attempts, under the same `webhook-id`.
 pub(super) async fn resend_delivery(State(app): State<App>, Path(id): Path<String>) -> Response {
-    match app.deliverer.resend(&id) {
+    let deliverer = app.deliverer.clone();
+    let resent = match blocking(move || deliverer.resend(&id)).await {
+        Ok(resent) => resent,
+        Err(e) => return e.into_response(),
+    };
+    match resent {
         Ok(job) => (StatusCode::ACCEPTED, axum::Json(view(&job))).into_response(),
-        Err(e) => resend_error(e),
+        Err(e) => resend_error(e).into_response(),
     }
 }
 
 /// `GET /v1/dead-letters`: deliveries out of retries or refused.
 pub(super) async fn dead_letters(State(app): State<App>) -> Response {
-    match app.store.dead_letters() {
+    let store = app.store.clone();
+    let dead = match blocking(move || store.dead_letters()).await {
+        Ok(dead) => dead,
+        Err(e) => return e.into_response(),
+    };
+    match dead {
         Ok(mut jobs) => {
             jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
             let shown: Vec<Value> = jobs.iter().map(view).collect();
@@ -186,20 +203,27 @@ pub(super) async fn recover(
         Ok(t) => t,
         Err(r) => return r.into_response(),
     };
-    let dead = match app.store.dead_letters() {
-        Ok(d) => d,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let mut ids = Vec::new();
-    for job in dead
-        .iter()
-        .filter(|j| j.subscription_id == id && j.created_at_ms >= since)
-    {
-        match app.deliverer.resend(&job.id) {
-            Ok(_) => ids.push(job.id.clone()),
-            Err(e) => return resend_error(e),
+    let (store, deliverer) = (app.store.clone(), app.deliverer.clone());
+    let resent = blocking(move || -> Result<Vec<String>, ApiError> {
+        let dead = store
+            .dead_letters()
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let mut ids = Vec::new();
+        for job in dead
+            .iter()
+            .filter(|j| j.subscription_id == id && j.created_at_ms >= since)
+        {
+            deliverer.resend(&job.id).map_err(resend_error)?;
+            ids.push(job.id.clone());
         }
-    }
+        Ok(ids)
+    })
+    .await;
+    let ids = match resent {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(refused)) => return refused.into_response(),
+        Err(e) => return e.into_response(),
+    };
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({ "resent": ids.len(), "ids": ids })),

@@ -7,9 +7,11 @@ mod event_types;
 mod plugins;
 mod subscriptions;
 
+use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 
 use crate::auth::Access;
+use crate::reply::ApiError;
 use crate::route::Route;
 
 /// The management API's routes, documented.
@@ -185,4 +187,14 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
     ]
+}
+
+/// Runs `f` (store reads and writes, which may wait on the disk) on a
+/// blocking thread, never on the async ones.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
