@@ -1,10 +1,7 @@
 //! The embedded default store, on sled: every storage seam in one sled tree.
 //!
-//! An event reaches the store from the pipeline worker, in the same batch as
-//! its outcome; until then (and until the store's next flush) the ingest
-//! journal (`journal`) is what holds it durably. Writes here are not flushed
-//! one by one: a lost tail of job updates means a re-sent delivery
-//! (at-least-once), never a lost event.
+//! Writes are not flushed one by one (see the contracts in `store`): until
+//! the next flush the intake's journal holds the events durably.
 //!
 //! Layout (one sled tree, so a batch spanning kinds is atomic):
 //! - `e/<event id>` → event
