@@ -259,10 +259,7 @@ impl Plugin {
         settings: PluginSettings,
         load: LoadInfo,
     ) -> Plugin {
-        let tick = EPOCH_TICK.as_micros().max(1) as u64;
-        let epoch_ticks = (settings.cpu_limit().as_micros() as u64)
-            .div_ceil(tick)
-            .max(1);
+        let epoch_ticks = ticks_for(settings.cpu_limit());
         Plugin {
             _ticker: ticker,
             name: name.into(),
@@ -433,14 +430,20 @@ impl Plugin {
     /// Instantiates once, so a broken component is refused at load time, and
     /// keeps the instance warm for the first call.
     pub(crate) fn prewarm(&self) -> Result<(), String> {
-        let live = self.instantiate("").map_err(|e| e.to_string())?;
+        // The epoch deadline counts wall-clock ticks: on a busy host a
+        // start-up that needs 1 ms of CPU can span more than the CPU limit.
+        // This one-off check gets the call timeout instead, so a good file is
+        // not refused because the machine was loaded at that moment; a start
+        // function that spins is still refused.
+        let ticks = ticks_for(self.settings.call_timeout());
+        let live = self.instantiate("", ticks).map_err(|e| e.to_string())?;
         if self.settings.isolation == Isolation::Reuse {
             self.lock_warm().push(live);
         }
         Ok(())
     }
 
-    fn instantiate(&self, event_id: &str) -> Result<WarmInstance, CallError> {
+    fn instantiate(&self, event_id: &str, deadline_ticks: u64) -> Result<WarmInstance, CallError> {
         let runtime_err = |e: wasmtime::Error| CallError::Instantiate {
             plugin: self.name.to_string(),
             detail: error_text(&e),
@@ -454,7 +457,7 @@ impl Plugin {
             },
         };
         let mut store = self.runtime_store(state);
-        store.set_epoch_deadline(self.epoch_ticks);
+        store.set_epoch_deadline(deadline_ticks);
         let instance: Instance = self
             .pre
             .instantiate(&mut store)
@@ -514,7 +517,7 @@ impl Plugin {
         let result = (|| {
             let mut live = match warm {
                 Some(live) => live,
-                None => self.instantiate(event_id)?,
+                None => self.instantiate(event_id, self.epoch_ticks)?,
             };
             let state = live.store.data_mut();
             state.event_id.clear();
@@ -601,4 +604,10 @@ impl From<wasmtime::Error> for CallFail {
     fn from(e: wasmtime::Error) -> CallFail {
         CallFail::Wasm(e)
     }
+}
+
+/// Epoch ticks in `limit` (at least one).
+fn ticks_for(limit: std::time::Duration) -> u64 {
+    let tick = EPOCH_TICK.as_micros().max(1) as u64;
+    (limit.as_micros() as u64).div_ceil(tick).max(1)
 }
