@@ -106,13 +106,21 @@ impl JournalIntake {
         let body = answer(&events);
         // An id accepted before (in the journal or in the store) is answered
         // with, and stored nothing for; an id made here is new.
-        let (journal, store) = (self.journal.clone(), self.store.clone());
-        let (events, new) = tokio::task::spawn_blocking(move || {
-            let new = claim_unseen(&journal, &*store, &events, id_given.into_iter());
+        let (events, new) = if id_given.iter().any(|&given| given) {
+            // Client-named ids are looked up in the store: a blocking thread.
+            let (journal, store) = (self.journal.clone(), self.store.clone());
+            tokio::task::spawn_blocking(move || {
+                let new = claim_unseen(&journal, &*store, &events, id_given.into_iter());
+                (events, new)
+            })
+            .await
+            .map_err(|e| IntakeError::Unavailable(format!("ingest failed: {e}")))?
+        } else {
+            // Ids made here are new: claiming them touches only the journal's
+            // in-memory set, no hop to another thread.
+            let new = claim_unseen(&self.journal, &*self.store, &events, id_given.into_iter());
             (events, new)
-        })
-        .await
-        .map_err(|e| IntakeError::Unavailable(format!("ingest failed: {e}")))?;
+        };
         let new = new.map_err(|e| IntakeError::Unavailable(e.to_string()))?;
         let fresh: Vec<StoredEvent> = events
             .into_iter()
