@@ -526,3 +526,80 @@ fn scheduled_retries_survive_a_restart() {
     let job = store.job(&job_id).unwrap().unwrap();
     assert_eq!((job.status, job.attempts.len()), (JobStatus::Delivered, 2));
 }
+
+/// An endpoint that answers 200 and then streams a body without end: the
+/// attempt reads a bounded part of it and counts as delivered, instead of
+/// collecting it until the attempt times out (and memory runs out).
+#[test]
+fn an_endless_answer_body_is_not_read_to_its_end() {
+    use std::io::{Read, Write};
+    let endless = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", endless.local_addr().unwrap());
+    let streamed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = streamed.clone();
+    std::thread::spawn(move || {
+        for conn in endless.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                // Read the request head, then answer 200 and never end the body.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n",
+                );
+                let chunk = vec![b'x'; 64 * 1024];
+                let framed =
+                    [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                while conn.write_all(&framed).is_ok() {
+                    counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n\"\n",
+        &subscription(
+            "endless",
+            &url,
+            "[subscriptions.retry]\ntimeout_ms = 30000\n",
+        ),
+    );
+    let server = hookhost_tests::InProcess::start(&config);
+    let (status, _) = post(
+        server.addr,
+        "/v1/events",
+        br#"{"type": "report", "data": {}}"#,
+    );
+    assert_eq!(status, 202);
+    let delivered = || {
+        let (_, body) = request(
+            server.addr,
+            "GET",
+            "/v1/deliveries?subscription=endless",
+            &["Authorization: Bearer adm1n"],
+            b"",
+        );
+        body["deliveries"][0].clone()
+    };
+    // Without the bound the attempt would read until its 30 s timeout and
+    // then be retried; with it, the 200 counts at once.
+    assert!(
+        hookhost_tests::wait_until(WAIT, || delivered()["status"] == "delivered").is_some(),
+        "{:#}",
+        delivered()
+    );
+    let job = delivered();
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    assert_eq!(job["attempts"][0]["status"], 200, "{job:#}");
+    server.stop();
+    // The endpoint did stream: more than the bound went out (the socket
+    // buffers take some), so the bound, not the endpoint, ended the read.
+    assert!(streamed.load(std::sync::atomic::Ordering::Relaxed) > 64 * 1024);
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 
 use super::client::error_chain;
 use super::retry::Outcome;
@@ -14,6 +14,10 @@ use crate::clock::now_ms;
 use crate::metrics::METRICS;
 use crate::model::Attempt;
 use crate::sign;
+
+/// The most of an endpoint's answer body that is read. Receivers answer
+/// with a status; what they write after it is never used.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 impl Deliverer {
     pub(super) async fn attempt(
@@ -56,8 +60,13 @@ impl Deliverer {
         let result = tokio::time::timeout(timeout, async {
             let response = self.client.request(request).await?;
             let status = response.status();
-            // Read the body so the connection can be reused.
-            let _ = response.into_body().collect().await;
+            // Read the body so the connection can be reused, but no more than
+            // MAX_ANSWER_BYTES: an endpoint that streams without end must not
+            // fill our memory. Past the bound the body is dropped unread,
+            // which closes that connection instead of reusing it.
+            let _ = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await;
             Ok::<StatusCode, hyper_util::client::legacy::Error>(status)
         })
         .await;
