@@ -224,6 +224,17 @@ impl Running {
         addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
     }
 
+    /// The process's peak resident set size (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");

@@ -281,6 +281,7 @@ fn endpoints_on_internal_networks_are_refused_unless_allowed() {
         ("http://169.254.169.254/latest/meta-data", "link-local"),
         ("http://10.0.0.7/x", "private"),
         ("http://[::1]:9000/x", "loopback"),
+        ("http://[::127.0.0.1]/x", "loopback"),
         ("http://localhost:9000/x", "loopback"),
     ] {
         let out = start("", url);

@@ -7,6 +7,7 @@ mod aggregation;
 mod api;
 mod catalog;
 mod cli;
+mod connections;
 mod crash;
 mod delivery;
 mod examples;

@@ -5,9 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 mod commands;
+mod logging;
 
 use hookhost_plugin_runtime::LOG_TARGET;
 use tracing_subscriber::EnvFilter;
+
+use crate::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -21,12 +24,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -124,15 +121,7 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    logging::init(cli.log_format, filter);
     let result = match cli.command {
         Command::Serve { config, plugins } => commands::serve::serve(config.as_deref(), plugins),
         Command::Plugin(PluginCommand::Check { file }) => commands::plugin::plugin_check(&file),

@@ -105,6 +105,17 @@ pub struct ServerConfig {
     /// Acknowledged events that may wait for the pipeline; beyond it, ingest
     /// answers only as the pipeline catches up.
     pub pipeline_backlog: usize,
+    /// A connection must send a complete request head within this long of
+    /// opening, or of its previous answer: the bound on slow headers and the
+    /// keep-alive idle timeout in one.
+    pub header_timeout_ms: u64,
+    /// How long reading a request body may take.
+    pub body_timeout_ms: u64,
+    /// Open API connections at most; unset: half the process's file limit
+    /// (raised to its hard limit at start), at most 16,384. At the cap the
+    /// longest-idle connection is closed for a new one; when none is idle,
+    /// the new one gets 503.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +130,9 @@ impl Default for ServerConfig {
             cache_mib: crate::store::sled::DEFAULT_CACHE_MIB,
             checkpoint_ms: 1000,
             pipeline_backlog: 100_000,
+            header_timeout_ms: 20_000,
+            body_timeout_ms: 30_000,
+            max_connections: None,
         }
     }
 }
@@ -520,6 +534,14 @@ impl Config {
         }
         if config.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".into());
+        }
+        if config.server.header_timeout_ms == 0 || config.server.body_timeout_ms == 0 {
+            return Err(
+                "server.header_timeout_ms and server.body_timeout_ms must be at least 1".into(),
+            );
+        }
+        if config.server.max_connections == Some(0) {
+            return Err("server.max_connections must be at least 1".into());
         }
         Ok(config)
     }

@@ -28,6 +28,12 @@ pub struct Metrics {
     pub window_events: AtomicI64,
     pub windows_closed: AtomicU64,
     pub outages_confirmed: AtomicU64,
+    /// Open API connections.
+    pub connections_open: AtomicI64,
+    /// Idle API connections closed to make room at the connection cap.
+    pub connections_shed: AtomicU64,
+    /// API connections answered 503 at the cap (none idle to close).
+    pub connections_refused: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics::new();
@@ -55,6 +61,9 @@ impl Metrics {
             window_events: AtomicI64::new(0),
             windows_closed: AtomicU64::new(0),
             outages_confirmed: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_shed: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +127,34 @@ pub fn render(snapshot: &Snapshot) -> String {
         "hookhost_ingest_refused_total {}",
         m.ingest_refused.load(Relaxed)
     );
+
+    family(
+        &mut out,
+        "hookhost_api_connections",
+        "gauge",
+        "Open connections to the HTTP API.",
+    );
+    let _ = writeln!(
+        out,
+        "hookhost_api_connections {}",
+        m.connections_open.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "hookhost_api_connections_dropped_total",
+        "counter",
+        "API connections dropped at server.max_connections: shed (idle, closed for a new one) or refused (503).",
+    );
+    for (how, v) in [
+        ("shed", &m.connections_shed),
+        ("refused", &m.connections_refused),
+    ] {
+        let _ = writeln!(
+            out,
+            "hookhost_api_connections_dropped_total{{how=\"{how}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
 
     family(
         &mut out,

@@ -156,9 +156,15 @@ pub fn body(
     Ok(out)
 }
 
-/// Compares without an early exit, so timing does not reveal a secret.
+/// Compares without an early exit, so timing does not reveal a secret: both
+/// sides are hashed first, so neither the content nor the length of the
+/// expected value shows in how long a wrong guess takes.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// The HMAC key of a `whsec_` secret.
@@ -194,6 +200,15 @@ pub fn standard_signature(keys: &[Vec<u8>], id: &str, timestamp: u64, body: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comparison_matches_equal_values_only_whatever_their_lengths() {
+        assert!(constant_time_eq(b"token-1", b"token-1"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"token-1", b"token-2"));
+        assert!(!constant_time_eq(b"token", b"token-1"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
 
     fn canonical(text: &str) -> String {
         let v: Value = serde_json::from_str(text).unwrap();

@@ -84,14 +84,36 @@ pub fn restricted(ip: IpAddr) -> Option<&'static str> {
                 Some("link-local")
             } else if first & 0xff00 == 0xff00 {
                 Some("multicast")
-            } else if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                // NAT64: the embedded IPv4 address decides.
-                let [.., a, b] = v6.segments();
-                restricted_v4(Ipv4Addr::from((u32::from(a) << 16) | u32::from(b)))
+            } else if let Some(v4) = embedded_v4(v6) {
+                // Forms that carry an IPv4 address: that address decides
+                // (`::127.0.0.1` reaches 127.0.0.1 on many stacks).
+                restricted_v4(v4)
+            } else if first == 0x2001 && v6.segments()[1] == 0 {
+                // Teredo tunnels to an address we cannot check.
+                Some("Teredo tunnel")
+            } else if v6.segments()[..2] == [0x2001, 0xdb8]
+                || first == 0x0100 && v6.segments()[1..4] == [0, 0, 0]
+            {
+                Some("documentation or discard range")
             } else {
                 None
             }
         }
+    }
+}
+
+/// The IPv4 address inside an IPv4-compatible (`::a.b.c.d`, deprecated but
+/// still routed by some stacks), NAT64 (`64:ff9b::/96`) or 6to4
+/// (`2002::/16`) address.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let from = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..6] == [0, 0, 0, 0, 0, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(from(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(from(s[1], s[2]))
+    } else {
+        None
     }
 }
 
@@ -243,6 +265,12 @@ mod tests {
             "::ffff:127.0.0.1",
             "64:ff9b::a00:1",
             "224.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::169.254.169.254",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
         ] {
             assert!(restricted(ip(internal)).is_some(), "{internal}");
         }
@@ -251,6 +279,8 @@ mod tests {
             "93.184.216.34",
             "2606:4700::1111",
             "64:ff9b::101:101",
+            "::1.1.1.1",
+            "2002:101:101::1",
         ] {
             assert_eq!(restricted(ip(public)), None, "{public}");
         }
@@ -277,6 +307,7 @@ mod tests {
         let url = |s: &str| s.parse::<http::Uri>().unwrap();
         assert!(closed.check_url(&url("http://127.0.0.1:9000/x")).is_err());
         assert!(closed.check_url(&url("http://[::1]:9000/x")).is_err());
+        assert!(closed.check_url(&url("http://[::127.0.0.1]/x")).is_err());
         assert!(closed.check_url(&url("http://localhost/x")).is_err());
         assert!(
             closed

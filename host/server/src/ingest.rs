@@ -3,6 +3,7 @@
 //! core's durable intake; `202` once they are durable.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -31,12 +32,26 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
         Err((status, message)) => return error(status, message),
     };
     let limit = app.config.server.max_body_bytes;
-    let bytes = match axum::body::to_bytes(request.into_body(), limit).await {
-        Ok(b) => b,
-        Err(_) => {
+    let patience = Duration::from_millis(app.config.server.body_timeout_ms);
+    let read = tokio::time::timeout(patience, axum::body::to_bytes(request.into_body(), limit));
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if is_over_limit(&e) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than the limit of {limit} bytes"),
+            );
+        }
+        Ok(Err(_)) => {
+            return error(StatusCode::BAD_REQUEST, "the request body broke off");
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms (server.body_timeout_ms)",
+                    patience.as_millis()
+                ),
             );
         }
     };
@@ -89,6 +104,10 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
             format!("ingest failed: {e}"),
         ),
     }
+}
+
+fn is_over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
 }
 
 fn unavailable(e: IntakeError) -> Response {

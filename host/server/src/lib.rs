@@ -9,6 +9,7 @@
 mod api;
 mod app;
 mod auth;
+mod connections;
 mod ingest;
 mod openapi;
 mod ops;
@@ -18,6 +19,7 @@ mod routes;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hookhost_core::config::Config;
 use hookhost_core::node::{Node, Running};
@@ -35,6 +37,8 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let files = connections::raise_file_limit();
+    tracing::debug!(?files, "open-file limit");
     let node = Node::open(Arc::new(config), registry)?;
     let listener = TcpListener::bind(&node.config.server.listen)
         .await
@@ -71,14 +75,15 @@ pub async fn run(
         openapi: Arc::new(openapi::document(&routes)),
     };
     let router = route::router(routes, &app).with_state(app);
-    tracing::info!(listen = %local, "HTTP API listening");
-    // Answers go out at once, not after the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = connections::Limits {
+        header_timeout: Duration::from_millis(config.server.header_timeout_ms),
+        max_connections: config
+            .server
+            .max_connections
+            .unwrap_or_else(connections::default_max_connections),
+    };
+    tracing::info!(listen = %local, max_connections = limits.max_connections, "HTTP API listening");
+    connections::serve(listener, router, limits, shutdown).await;
     node.shutdown().await?;
     Ok(())
 }

@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 
 use crate::app::App;
 use crate::auth::{Access, Tokens};
+use crate::reply::error;
 
 pub(crate) struct Route {
     pub method: &'static str,
@@ -28,8 +30,10 @@ pub(crate) struct Route {
 }
 
 /// Builds the router: each route behind its access check (so no handler
-/// checks a token itself), routes sharing a path merged.
+/// checks a token itself), routes sharing a path merged, every body bounded
+/// by `server.max_body_bytes`.
 pub(crate) fn router(routes: Vec<Route>, app: &App) -> Router<App> {
+    let max_body = app.config.server.max_body_bytes;
     let mut by_path: BTreeMap<&'static str, MethodRouter<App>> = BTreeMap::new();
     for r in routes {
         let handler = match r.access {
@@ -50,6 +54,42 @@ pub(crate) fn router(routes: Vec<Route>, app: &App) -> Router<App> {
         .fold(Router::new(), |router, (path, handler)| {
             router.route(path, handler)
         })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            max_body,
+            refuse_declared_oversize,
+        ))
+}
+
+/// 413 at once for a request whose `Content-Length` is over the limit,
+/// instead of waiting for a body that may never come.
+async fn refuse_declared_oversize(
+    State(max_body): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body as u64 => {
+            let mut refused = error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "Content-Length {length} is larger than the limit of {max_body} bytes (server.max_body_bytes)"
+                ),
+            );
+            // The unread body makes the connection unusable for another request.
+            refused.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            refused
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// The access check in front of a route's handler.
