@@ -383,6 +383,50 @@ fn bad_input_gets_a_clear_4xx_and_nothing_half_written() {
     assert_eq!(jobs[0].event_id, "evt_good");
 }
 
+/// Any RFC 3339 time is accepted (offsets, fractions, before 1970) and goes
+/// out as the producer wrote it: the seed's hash covers that text.
+#[test]
+fn any_rfc3339_timestamp_is_accepted_and_delivered_as_written() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &subscription("all", &receiver.url("all"), ""));
+    let server = hookhost_tests::InProcess::start(&config);
+    let written = [
+        "2025-01-01T00:00:00+05:00",
+        "1969-07-20T20:17:40Z",
+        "2025-12-15T10:30:00.123456-03:30",
+    ];
+    for (i, at) in written.iter().enumerate() {
+        let event = json!({"id": format!("evt_t{i}"), "type": "report", "data": {"timestamp": at}});
+        let (status, body) = post(server.addr, "/v1/events", event.to_string().as_bytes());
+        assert_eq!(status, 202, "{at}: {body}");
+    }
+    let (status, body) = post(
+        server.addr,
+        "/v1/events",
+        br#"{"type": "report", "timestamp": "2025-01-01T00:00:00+25:00", "data": {}}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timestamp"),
+        "{body}"
+    );
+    receiver.wait_count("all", written.len(), WAIT);
+    let mut got: Vec<String> = receiver
+        .bodies("all")
+        .iter()
+        .map(|b| b["data"]["timestamp"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let mut expected = written.map(String::from).to_vec();
+    expected.sort();
+    assert_eq!(got, expected);
+    server.stop();
+}
+
 #[test]
 fn unknown_envelope_stops_the_server_with_the_key_named() {
     let root = tempfile::tempdir().unwrap();

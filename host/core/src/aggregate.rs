@@ -20,7 +20,12 @@
 //! delivery id is never reused.
 //!
 //! **Outages.** For the tracked type (`connection`), the latest state per
-//! location (by event `timestamp`; older events are ignored) is stored. When
+//! location is stored. The producer's event `timestamp` (any RFC 3339 time,
+//! offsets applied) orders the state, since delivery order is not event
+//! order: an older event is ignored. hookhost's own clock bounds it: an
+//! event stamped more than `max_future_skew` (5 min) after its arrival is
+//! delivered but moves no state, so one bad clock cannot freeze a location.
+//! When
 //! a location goes offline a timer is set to `after` (2 h) from the time
 //! hookhost learned of it; if the location is still offline when it ends, one
 //! `connection_confirmed` event is emitted (once per outage, never on
@@ -29,7 +34,7 @@
 //! Time comes from a [`Clock`], so tests can run hours in microseconds.
 
 use crate::clock::Clock;
-use crate::clock::rfc3339_seconds;
+use crate::clock::{parse_rfc3339_ms, rfc3339_seconds};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,15 +83,19 @@ fn group_text(data: &Value, pointer: &str) -> Option<String> {
     }
 }
 
-/// Orders event timestamps; unparsable ones compare as text.
+/// Orders event timestamps by the instant they name (offsets applied);
+/// unparsable ones compare as text.
 fn timestamp_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (
-        humantime::parse_rfc3339_weak(a),
-        humantime::parse_rfc3339_weak(b),
-    ) {
+    match (parse_rfc3339_ms(a), parse_rfc3339_ms(b)) {
         (Ok(x), Ok(y)) => x.cmp(&y),
         _ => a.cmp(b),
     }
+}
+
+/// Whether `timestamp` lies further ahead of `now_ms` than `skew` allows.
+fn too_far_ahead(timestamp: &str, now_ms: u64, skew: std::time::Duration) -> bool {
+    parse_rfc3339_ms(timestamp)
+        .is_ok_and(|t| t > (now_ms as i64).saturating_add(skew.as_millis() as i64))
 }
 
 impl Aggregator {
@@ -199,11 +208,26 @@ impl Aggregator {
             return Ok(None);
         };
         let offline = data.get("connection").and_then(Value::as_str) == Some("offline");
+        // A producer clock far ahead (or a typo like year 9999) would order
+        // every later real event as older: such an event is delivered but
+        // does not move the state.
+        if too_far_ahead(&event.timestamp, event.received_at_ms, cfg.max_future_skew) {
+            tracing::warn!(
+                event_id = %event.id,
+                location = %location,
+                timestamp = %event.timestamp,
+                "timestamp is further in the future than aggregation.outage.max_future_skew; the outage state is not moved by it"
+            );
+            return Ok(None);
+        }
         let previous = match pending.get(&location) {
             Some(p) => Some(p.clone()),
             None => self.store.outage(&location)?,
         };
         if let Some(p) = &previous
+            // A stored time that far ahead came from before that check: it
+            // orders nothing.
+            && !too_far_ahead(&p.last_timestamp, event.received_at_ms, cfg.max_future_skew)
             && timestamp_order(&event.timestamp, &p.last_timestamp).is_lt()
         {
             return Ok(None); // delivery order is not event order

@@ -48,3 +48,44 @@ pub fn rfc3339_seconds(ms: u64) -> String {
     humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
         .to_string()
 }
+
+/// Milliseconds since the Unix epoch (negative before 1970) of any RFC 3339
+/// time: `Z` or an offset (`+05:00`), with or without fractions. The text
+/// itself is kept as the producer wrote it; this is for ordering only.
+pub fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())?;
+    Ok((at.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_rfc3339_time_is_read_offsets_fractions_and_before_1970() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_rfc3339_ms("2025-01-01T00:00:00+05:00"),
+            parse_rfc3339_ms("2024-12-31T19:00:00Z")
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2025-12-15T10:30:00.25-01:30").unwrap()
+                - parse_rfc3339_ms("2025-12-15T12:00:00Z").unwrap(),
+            250
+        );
+        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59Z"), Ok(-1000));
+        assert_eq!(
+            parse_rfc3339_ms(&rfc3339_seconds(1_765_794_600_000)),
+            Ok(1_765_794_600_000)
+        );
+        for bad in [
+            "2025-01-01",
+            "2025-01-01T00:00:00",
+            "2025-13-01T00:00:00Z",
+            "yesterday",
+        ] {
+            assert!(parse_rfc3339_ms(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -338,6 +338,11 @@ pub struct OutageConfig {
     pub confirmed_type: String,
     /// JSON pointer to the location a state belongs to.
     pub group_by: String,
+    /// How far after its arrival an event's `timestamp` may lie and still
+    /// move the state (producers' clocks drift; beyond it, the event is
+    /// delivered but ignored for the outage state).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
 }
 
 impl Default for OutageConfig {
@@ -348,6 +353,7 @@ impl Default for OutageConfig {
             event_type: "connection".into(),
             confirmed_type: "connection_confirmed".into(),
             group_by: "/location_id".into(),
+            max_future_skew: Duration::from_secs(300),
         }
     }
 }

@@ -47,8 +47,7 @@ pub fn from_json(value: &Value) -> Result<Event, EventError> {
     let timestamp = match object.get("timestamp").or_else(|| data.get("timestamp")) {
         None => now_rfc3339(),
         Some(Value::String(s)) => {
-            humantime::parse_rfc3339_weak(s)
-                .map_err(|e| EventError::BadTimestamp(e.to_string()))?;
+            crate::clock::parse_rfc3339_ms(s).map_err(EventError::BadTimestamp)?;
             s.clone()
         }
         Some(_) => return Err(EventError::BadField("timestamp")),

@@ -358,6 +358,59 @@ seed = "s"
         assert!(of_type(&jobs, "connection_confirmed").is_empty());
     }
 
+    /// `event` with its timestamp (and `data.timestamp`) set to `at`.
+    fn stamped(mut event: StoredEvent, at: &str) -> StoredEvent {
+        event.timestamp = at.into();
+        let mut data: Value = serde_json::from_str(&event.data).unwrap();
+        data["timestamp"] = json!(at);
+        event.data = data.to_string();
+        event
+    }
+
+    #[test]
+    fn timestamps_with_offsets_order_the_state_by_the_instant_they_name() {
+        let s = setup(SUBSCRIBED, None, None);
+        // Offline at 10:30:10Z, written in a producer's local time (-05:00);
+        // then, delivered late, an online event from 10:30:05Z: older, so
+        // ignored (as text it would sort after the offline one).
+        let offline = stamped(
+            connection(&s.clock, "L1", "offline", "d1"),
+            "2025-12-15T05:30:10-05:00",
+        );
+        let online = stamped(
+            connection(&s.clock, "L1", "online", "d1"),
+            "2025-12-15T10:30:05Z",
+        );
+        s.worker.process(vec![offline]);
+        s.worker.process(vec![online]);
+        let jobs = run_for(&s, 3 * HOUR, Duration::from_secs(60));
+        assert_eq!(of_type(&jobs, "connection_confirmed").len(), 1, "{jobs:#?}");
+    }
+
+    #[test]
+    fn a_far_future_timestamp_does_not_freeze_a_locations_state() {
+        let s = setup(SUBSCRIBED, None, None);
+        let bogus = stamped(
+            connection(&s.clock, "L1", "online", "d1"),
+            "9999-12-31T23:59:59Z",
+        );
+        let bogus_id = bogus.id.clone();
+        let jobs = s.worker.process(vec![bogus]);
+        assert!(jobs.is_empty(), "connection is aggregated: {jobs:#?}");
+        s.clock.advance(Duration::from_secs(10));
+        s.worker
+            .process(vec![connection(&s.clock, "L1", "offline", "d1")]);
+        let jobs = run_for(&s, 3 * HOUR, Duration::from_secs(60));
+        assert_eq!(of_type(&jobs, "connection_confirmed").len(), 1, "{jobs:#?}");
+        // The bogus event itself was still delivered, in its window.
+        assert!(
+            of_type(&jobs, "connection")
+                .iter()
+                .any(|j| j.merged_events.contains(&bogus_id)),
+            "{jobs:#?}"
+        );
+    }
+
     #[test]
     fn outage_timer_and_open_windows_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
