@@ -184,9 +184,14 @@ fn attempt_counts_follow_the_retry_policy() {
         let deliverer =
             hookhost_core::deliver::Deliverer::new(store.clone(), &config, subscriptions);
         let down_id = hookhost_core::pipeline::job_id(&event_id, "down");
-        deliverer.resend(&down_id).unwrap();
+        // No plugins in this test: a re-run is never asked for.
+        let no_plugins: hookhost_core::deliver::Rechain<'_> =
+            &|_, _| Err("no plugin chain here".into());
+        deliverer.resend(&down_id, no_plugins).unwrap();
         assert!(
-            deliverer.resend("msg_no_such_delivery").is_err(),
+            deliverer
+                .resend("msg_no_such_delivery", no_plugins)
+                .is_err(),
             "unknown ids are refused"
         );
         let start = std::time::Instant::now();
@@ -666,4 +671,90 @@ fn an_endless_answer_body_is_not_read_to_its_end() {
     // The endpoint did stream: more than the bound went out (the socket
     // buffers take some), so the bound, not the endpoint, ended the read.
     assert!(streamed.load(std::sync::atomic::Ordering::Relaxed) > 64 * 1024);
+}
+
+/// A subscription's plugin is missing at start, so its deliveries become
+/// `plugin_error`; once the plugin is in place they can be re-run: re-sent
+/// one by one or recovered together, sent as the plugin now decides.
+#[test]
+fn plugin_error_deliveries_are_re_run_once_the_plugin_is_fixed() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n\"\n",
+        &subscription(
+            "guarded",
+            &receiver.url("guarded"),
+            "[[subscriptions.plugins]]\nplugin = \"alarm-filter\"\n\
+             config = { categories = [\"security\"] }\n",
+        ),
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let admin = |method: &str, path: &str, body: &[u8]| {
+        request(api, method, path, &["Authorization: Bearer adm1n"], body)
+    };
+    for (id, category) in [("a1", "security"), ("a2", "security"), ("a3", "technical")] {
+        let event = json!({"id": id, "type": "alarm", "data": {"alarm_category": category}});
+        let (status, body) = post(api, "/v1/events", event.to_string().as_bytes());
+        assert_eq!(status, 202, "{body}");
+    }
+    let failed = || {
+        admin("GET", "/v1/deliveries?status=plugin_error", b"").1["deliveries"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(
+        hookhost_tests::wait_until(WAIT, || failed() == 3).is_some(),
+        "{} plugin_error deliveries",
+        failed()
+    );
+    let first = hookhost_core::pipeline::job_id("a1", "guarded");
+    // Still missing: the re-run fails again and says why.
+    let (status, body) = admin("POST", &format!("/v1/deliveries/{first}/resend"), b"");
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still fail"),
+        "{body}"
+    );
+    std::fs::copy(
+        hookhost_tests::built_plugin("alarm-filter"),
+        root.path().join("plugins/alarm-filter.wasm"),
+    )
+    .unwrap();
+    server.wait_for(&["plugin loaded", "alarm-filter"], WAIT);
+    let (status, body) = admin("POST", &format!("/v1/deliveries/{first}/resend"), b"");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    receiver.wait_count("guarded", 1, WAIT);
+    let (status, body) = admin(
+        "POST",
+        "/v1/subscriptions/guarded/recover",
+        br#"{"since": "1970-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["ids"],
+        json!([hookhost_core::pipeline::job_id("a2", "guarded")])
+    );
+    assert_eq!(
+        body["filtered"],
+        json!([hookhost_core::pipeline::job_id("a3", "guarded")])
+    );
+    assert_eq!(body["still_failing"], json!([]));
+    receiver.wait_count("guarded", 2, WAIT);
+    let mut sent: Vec<String> = receiver
+        .bodies("guarded")
+        .iter()
+        .map(|b| b["data"]["alarm_category"].as_str().unwrap().to_string())
+        .collect();
+    sent.sort();
+    assert_eq!(sent, ["security", "security"]);
+    assert_eq!(failed(), 0);
+    stop(server);
 }

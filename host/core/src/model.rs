@@ -256,7 +256,11 @@ pub enum JobStatus {
     /// Out of retries or refused (4xx): in the dead letters.
     Dead,
     /// A plugin failed on this event for this subscription; not sent.
+    /// Re-sending it runs the subscription's current plugins again.
     PluginError,
+    /// A `plugin_error` delivery re-run through the subscription's plugins,
+    /// which then dropped it: nothing to send.
+    Filtered,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -46,6 +46,7 @@ pub struct Node {
     pub intake: Arc<JournalIntake>,
     pub subscriptions: Arc<Subscriptions>,
     pub deliverer: Arc<Deliverer>,
+    pub pipeline: Arc<Pipeline>,
     pub worker: Arc<Worker>,
     from_intake: mpsc::UnboundedReceiver<Accepted>,
     resumed_events: usize,
@@ -85,7 +86,7 @@ impl Node {
             store.clone(),
             clock,
         )?);
-        let worker = Worker::new(pipeline, aggregator, store.clone());
+        let worker = Worker::new(pipeline.clone(), aggregator, store.clone());
         let (to_worker, from_intake) = mpsc::unbounded_channel();
         let (intake, resumed_events) = JournalIntake::open(
             &data_dir.join("journal"),
@@ -100,6 +101,7 @@ impl Node {
             intake,
             subscriptions,
             deliverer,
+            pipeline,
             worker,
             from_intake,
             resumed_events,
@@ -133,6 +135,7 @@ impl Node {
             intake: self.intake,
             subscriptions: self.subscriptions,
             deliverer: self.deliverer,
+            pipeline: self.pipeline,
             worker,
             upkeep,
         })
@@ -147,6 +150,7 @@ pub struct Running {
     pub intake: Arc<JournalIntake>,
     pub subscriptions: Arc<Subscriptions>,
     pub deliverer: Arc<Deliverer>,
+    pub pipeline: Arc<Pipeline>,
     worker: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
 }

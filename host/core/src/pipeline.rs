@@ -47,6 +47,21 @@ impl Pipeline {
         }
     }
 
+    /// Runs subscription `subscription_id`'s current plugin chain on `event`
+    /// (a `plugin_error` delivery being re-sent): the type and data to send,
+    /// or `None` if a filter drops it.
+    pub fn rerun(
+        &self,
+        subscription_id: &str,
+        event: &Event,
+    ) -> Result<Option<(String, String)>, String> {
+        let sub = self
+            .subscriptions
+            .get(subscription_id)
+            .ok_or_else(|| format!("subscription {subscription_id} is no longer configured"))?;
+        self.chain(&sub, event).map_err(|e| e.to_string())
+    }
+
     /// Runs the event through routers and subscriptions. Errors are appended
     /// to `event.errors`.
     pub fn run(&self, event: &mut StoredEvent, now_ms: u64) -> Vec<Job> {

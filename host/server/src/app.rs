@@ -5,6 +5,7 @@ use std::sync::Arc;
 use hookhost_core::config::Config;
 use hookhost_core::deliver::Deliverer;
 use hookhost_core::intake::{DurableIntake, KeysInProgress};
+use hookhost_core::pipeline::Pipeline;
 use hookhost_core::store::Store;
 use hookhost_core::subscriptions::Subscriptions;
 use hookhost_plugin_runtime::Registry;
@@ -20,6 +21,8 @@ pub(crate) struct App {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) intake: Arc<dyn DurableIntake>,
     pub(crate) deliverer: Arc<Deliverer>,
+    /// For re-running a `plugin_error` delivery's plugins when it is re-sent.
+    pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) subscriptions: Arc<Subscriptions>,
     /// `Idempotency-Key`s whose first request is still running.
     pub(crate) keys_in_progress: KeysInProgress,

@@ -70,6 +70,7 @@ pub async fn run(
         store: node.store.clone(),
         intake: node.intake.clone(),
         deliverer: node.deliverer.clone(),
+        pipeline: node.pipeline.clone(),
         subscriptions: node.subscriptions.clone(),
         keys_in_progress: Default::default(),
         openapi: Arc::new(openapi::document(&routes)),

@@ -38,6 +38,7 @@ use crate::sign;
 use crate::ssrf::TargetPolicy;
 use crate::store::{Store, StoreError};
 use crate::subscriptions::Subscriptions;
+use hookhost_plugin_runtime::Event;
 use std::sync::atomic::Ordering;
 
 /// A subscription as delivery needs it.
@@ -103,12 +104,18 @@ fn lock(live: &JobsInMemory) -> std::sync::MutexGuard<'_, HashSet<String>> {
     live.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs a subscription's current plugin chain on an event: the type and
+/// data to send, `None` if dropped (the pipeline's `rerun`).
+pub type Rechain<'a> = &'a dyn Fn(&str, &Event) -> Result<Option<(String, String)>, String>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
     #[error("no delivery with id {0}")]
     NotFound(String),
-    #[error("delivery {0} is {1:?}; only dead or delivered ones can be re-sent")]
+    #[error("delivery {0} is {1:?}; only dead, delivered or plugin_error ones can be re-sent")]
     NotResendable(String, JobStatus),
+    #[error("delivery {0}: the subscription's plugins still fail: {1}")]
+    PluginStillFails(String, String),
     #[error("delivery {0} is for subscription {1}, which is no longer configured")]
     NoSubscription(String, String),
     #[error(transparent)]
@@ -262,17 +269,58 @@ impl Deliverer {
     }
 
     /// Puts a dead letter (or a delivered job, to send it again) back in
-    /// the queue for a new round of attempts, under the same id.
-    pub fn resend(self: &Arc<Self>, job_id: &str) -> Result<Job, ResendError> {
+    /// the queue for a new round of attempts, under the same id. A
+    /// `plugin_error` delivery is first run through `rechain` (the
+    /// subscription's current plugins, on the original event): it is sent as
+    /// they shape it, becomes `filtered` if they drop it, and stays a
+    /// `plugin_error` (with the new error) if they fail again.
+    pub fn resend(
+        self: &Arc<Self>,
+        job_id: &str,
+        rechain: Rechain<'_>,
+    ) -> Result<Job, ResendError> {
         let mut job = self
             .store
             .job(job_id)?
             .ok_or_else(|| ResendError::NotFound(job_id.to_string()))?;
-        if !matches!(job.status, JobStatus::Dead | JobStatus::Delivered) {
+        if !matches!(
+            job.status,
+            JobStatus::Dead | JobStatus::Delivered | JobStatus::PluginError
+        ) {
             return Err(ResendError::NotResendable(job.id, job.status));
         }
         if self.subscriptions.get(&job.subscription_id).is_none() {
             return Err(ResendError::NoSubscription(job.id, job.subscription_id));
+        }
+        if job.status == JobStatus::PluginError {
+            // The job kept the event's type and data as they came in.
+            let timestamp = match self.store.event(&job.event_id)? {
+                Some(event) => event.timestamp,
+                None => crate::clock::rfc3339_seconds(job.created_at_ms),
+            };
+            let event = Event {
+                id: job.event_id.clone(),
+                event_type: job.event_type.clone(),
+                timestamp,
+                data: job.data.clone(),
+            };
+            match rechain(&job.subscription_id, &event) {
+                Ok(Some((event_type, data))) => {
+                    job.event_type = event_type;
+                    job.data = data;
+                }
+                Ok(None) => {
+                    job.status = JobStatus::Filtered;
+                    job.error = None;
+                    self.store.update_job(&job)?;
+                    return Ok(job);
+                }
+                Err(e) => {
+                    job.error = Some(e.clone());
+                    self.store.update_job(&job)?;
+                    return Err(ResendError::PluginStillFails(job.id, e));
+                }
+            }
         }
         job.status = JobStatus::Pending;
         job.attempts_in_round = 0;

@@ -234,7 +234,7 @@ impl DeliveryQueue for SledStore {
                     batch.remove(key(b'q', &job.id));
                     batch.insert(key(b'd', &job.id), &[][..]);
                 }
-                JobStatus::Delivered | JobStatus::PluginError => {
+                JobStatus::Delivered | JobStatus::PluginError | JobStatus::Filtered => {
                     batch.remove(key(b'q', &job.id));
                     batch.remove(key(b'd', &job.id));
                 }

@@ -24,11 +24,9 @@ fn view(job: &Job) -> Value {
 }
 
 fn rfc3339_ms(param: &str, text: &str) -> Result<u64, ApiError> {
-    humantime::parse_rfc3339_weak(text)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .ok_or_else(|| {
+    hookhost_core::clock::parse_rfc3339_ms(text)
+        .map(|ms| ms.max(0) as u64)
+        .map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("`{param}`: {text:?} is not an RFC 3339 time"),
@@ -70,7 +68,7 @@ pub(super) async fn list_deliveries(
         Some(Err(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "`status` must be pending, delivered, dead or plugin_error",
+                "`status` must be pending, delivered, dead, plugin_error or filtered",
             );
         }
     };
@@ -137,20 +135,26 @@ pub(super) async fn get_delivery(State(app): State<App>, Path(id): Path<String>)
 fn resend_error(e: ResendError) -> ApiError {
     let status = match e {
         ResendError::NotFound(_) => StatusCode::NOT_FOUND,
-        ResendError::NotResendable(..) | ResendError::NoSubscription(..) => StatusCode::CONFLICT,
+        ResendError::NotResendable(..)
+        | ResendError::NoSubscription(..)
+        | ResendError::PluginStillFails(..) => StatusCode::CONFLICT,
         ResendError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError::new(status, e.to_string())
 }
 
 /// `POST /v1/deliveries/{id}/resend`: a dead or delivered delivery gets a new
-/// round of attempts, under the same `webhook-id`.
+/// round of attempts, under the same `webhook-id`; a `plugin_error` one is
+/// first run through the subscription's current plugins.
 pub(super) async fn resend_delivery(State(app): State<App>, Path(id): Path<String>) -> Response {
-    let deliverer = app.deliverer.clone();
-    let resent = match blocking(move || deliverer.resend(&id)).await {
-        Ok(resent) => resent,
-        Err(e) => return e.into_response(),
-    };
+    let (deliverer, pipeline) = (app.deliverer.clone(), app.pipeline.clone());
+    let resent =
+        match blocking(move || deliverer.resend(&id, &|sub, event| pipeline.rerun(sub, event)))
+            .await
+        {
+            Ok(resent) => resent,
+            Err(e) => return e.into_response(),
+        };
     match resent {
         Ok(job) => (StatusCode::ACCEPTED, axum::Json(view(&job))).into_response(),
         Err(e) => resend_error(e).into_response(),
@@ -177,13 +181,24 @@ pub(super) async fn dead_letters(State(app): State<App>) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecoverBody {
-    /// Re-send the subscription's dead deliveries created at or after this.
+    /// Re-send the subscription's failed deliveries created at or after this.
     since: String,
+}
+
+/// What a recovery did.
+#[derive(Default)]
+struct Recovered {
+    resent: Vec<String>,
+    /// `plugin_error` deliveries the plugins now drop.
+    filtered: Vec<String>,
+    /// `plugin_error` deliveries whose plugins fail again: (id, error).
+    still_failing: Vec<(String, String)>,
 }
 
 /// `POST /v1/subscriptions/{id}/recover {"since": RFC 3339}`: re-sends every
 /// dead delivery of the subscription created since then (after an outage of
-/// the customer's endpoint, say).
+/// the customer's endpoint, say), and re-runs every `plugin_error` one
+/// through the subscription's current plugins (after a plugin was fixed).
 pub(super) async fn recover(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -203,30 +218,61 @@ pub(super) async fn recover(
         Ok(t) => t,
         Err(r) => return r.into_response(),
     };
-    let (store, deliverer) = (app.store.clone(), app.deliverer.clone());
-    let resent = blocking(move || -> Result<Vec<String>, ApiError> {
-        let dead = store
-            .dead_letters()
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        let mut ids = Vec::new();
-        for job in dead
+    let (store, deliverer, pipeline) = (
+        app.store.clone(),
+        app.deliverer.clone(),
+        app.pipeline.clone(),
+    );
+    let recovered = blocking(move || -> Result<Recovered, ApiError> {
+        let unavailable = |e: hookhost_core::store::StoreError| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        };
+        // Dead letters have an index; plugin errors are found by a scan
+        // (recovery is rare).
+        let mut failed = store.dead_letters().map_err(unavailable)?;
+        failed.extend(
+            store
+                .jobs()
+                .map_err(unavailable)?
+                .into_iter()
+                .filter(|j| j.status == JobStatus::PluginError),
+        );
+        let mut recovered = Recovered::default();
+        let rechain = |sub: &str, event: &_| pipeline.rerun(sub, event);
+        for job in failed
             .iter()
             .filter(|j| j.subscription_id == id && j.created_at_ms >= since)
         {
-            deliverer.resend(&job.id).map_err(resend_error)?;
-            ids.push(job.id.clone());
+            match deliverer.resend(&job.id, &rechain) {
+                Ok(j) if j.status == JobStatus::Filtered => recovered.filtered.push(j.id),
+                Ok(j) => recovered.resent.push(j.id),
+                Err(ResendError::PluginStillFails(id, e)) => {
+                    recovered.still_failing.push((id, e));
+                }
+                Err(e) => return Err(resend_error(e)),
+            }
         }
-        Ok(ids)
+        Ok(recovered)
     })
     .await;
-    let ids = match resent {
-        Ok(Ok(ids)) => ids,
+    let recovered = match recovered {
+        Ok(Ok(r)) => r,
         Ok(Err(refused)) => return refused.into_response(),
         Err(e) => return e.into_response(),
     };
+    let still_failing: Vec<Value> = recovered
+        .still_failing
+        .iter()
+        .map(|(id, error)| json!({ "id": id, "error": error }))
+        .collect();
     (
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "resent": ids.len(), "ids": ids })),
+        axum::Json(json!({
+            "resent": recovered.resent.len(),
+            "ids": recovered.resent,
+            "filtered": recovered.filtered,
+            "still_failing": still_failing,
+        })),
     )
         .into_response()
 }

@@ -73,12 +73,15 @@ pub(crate) fn routes() -> Vec<Route> {
             responses: &[
                 (202, "queued again"),
                 (404, "no such delivery"),
-                (409, "pending, or its subscription is gone"),
+                (
+                    409,
+                    "pending, its subscription is gone, or its plugins still fail",
+                ),
             ],
             ..route(
                 "POST",
                 "/v1/deliveries/{id}/resend",
-                "Re-send a dead or delivered delivery (same webhook-id)",
+                "Re-send a dead, delivered or plugin_error delivery (same webhook-id); a plugin_error one runs through the subscription's current plugins first",
                 post(deliveries::resend_delivery),
             )
         },
@@ -98,7 +101,7 @@ pub(crate) fn routes() -> Vec<Route> {
             ..route(
                 "POST",
                 "/v1/subscriptions/{id}/recover",
-                "Re-send a subscription's dead deliveries since a time",
+                "Re-send a subscription's dead deliveries since a time and re-run its plugin_error ones",
                 post(deliveries::recover),
             )
         },
