@@ -10,6 +10,7 @@ mod cli;
 mod connections;
 mod crash;
 mod delivery;
+mod disk;
 mod examples;
 mod pipeline;
 mod receivers;

@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Folder of the embedded sled database.
     pub data_dir: PathBuf,
+    /// Folder of the ingest journal; unset: `<data_dir>/journal`. On a disk
+    /// of its own, ingest's syncs do not queue behind the store's writes.
+    pub journal_dir: Option<PathBuf>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long in-flight delivery attempts may finish.
@@ -123,6 +126,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("data/db"),
+            journal_dir: None,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
             admin_token: None,
@@ -416,6 +420,9 @@ impl Config {
         let base = file.parent().unwrap_or(Path::new("."));
         config.plugins.dir = base.join(&config.plugins.dir);
         config.server.data_dir = base.join(&config.server.data_dir);
+        if let Some(journal) = &mut config.server.journal_dir {
+            *journal = base.join(&*journal);
+        }
         if let Some(cache) = &mut config.plugins.cache_dir {
             *cache = base.join(&*cache);
         }

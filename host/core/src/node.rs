@@ -89,7 +89,11 @@ impl Node {
         let worker = Worker::new(pipeline.clone(), aggregator, store.clone());
         let (to_worker, from_intake) = mpsc::unbounded_channel();
         let (intake, resumed_events) = JournalIntake::open(
-            &data_dir.join("journal"),
+            &config
+                .server
+                .journal_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("journal")),
             config.server.pipeline_backlog,
             store.clone(),
             to_worker,
@@ -123,11 +127,15 @@ impl Node {
             self.deliverer.clone(),
             Duration::from_millis(self.config.aggregation.tick_ms),
         ));
-        let upkeep = tokio::spawn(
-            self.intake
-                .clone()
-                .maintain(Duration::from_millis(self.config.server.checkpoint_ms)),
-        );
+        let upkeep = tokio::spawn(self.intake.clone().maintain(
+            Duration::from_millis(self.config.server.checkpoint_ms),
+            {
+                // A reopened store may hold pending jobs the deliverer
+                // does not know of (states lost with the failure).
+                let deliverer = self.deliverer.clone();
+                move || deliverer.reload()
+            },
+        ));
         Ok(Running {
             config: self.config,
             registry: self.registry,

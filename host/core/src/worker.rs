@@ -15,16 +15,20 @@ use crate::metrics::METRICS;
 
 use crate::aggregate::Aggregator;
 use crate::deliver::Deliverer;
-use crate::model::{Job, JobStatus, OutageState, OutageUpdate, StoredEvent};
+use crate::model::{Job, JobStatus, OutageState, OutageUpdate, Processed, StoredEvent};
 use crate::pipeline::Pipeline;
 use crate::store::{Store, StoreError};
 
 /// Events per store batch.
 const STORE_CHUNK: usize = 512;
 
+/// How often a batch the store refused is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
 /// Told once a batch of accepted events has been through the pipeline:
 /// `true` when they are in the store (the intake may then forget them),
-/// `false` when storing failed (the intake keeps them for the next start).
+/// `false` when storing failed until shutdown (the intake keeps them for the
+/// next start).
 pub type Ack = Box<dyn FnOnce(bool) + Send>;
 
 /// Accepted events on their way to the pipeline. The worker does not know
@@ -59,9 +63,10 @@ impl Worker {
         self.process_all(events).0
     }
 
-    /// [`Worker::process`], also telling whether every batch was stored.
-    fn process_all(&self, events: Vec<StoredEvent>) -> (Vec<Job>, bool) {
-        let mut all_stored = true;
+    /// [`Worker::process`], also returning the events of batches that could
+    /// not be stored (to run again).
+    fn process_all(&self, events: Vec<StoredEvent>) -> (Vec<Job>, Vec<StoredEvent>) {
+        let mut failed = Vec::new();
         let mut ready = Vec::new();
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
@@ -73,32 +78,42 @@ impl Worker {
                 .collect::<Vec<_>>();
             match self.process_batch(processed) {
                 Ok(jobs) => ready.extend(jobs),
-                Err(e) => {
-                    all_stored = false;
+                Err((e, events)) => {
                     tracing::error!(
                         error = %e,
-                        "cannot record the pipeline outcome of a batch; its events re-run at next start"
+                        events = events.len(),
+                        "cannot record the pipeline outcome of a batch; it runs again when the store writes"
                     );
+                    failed.extend(events);
                 }
             }
         }
-        (ready, all_stored)
+        (ready, failed)
     }
 
     /// Runs each event (with, for derived events, the location state to store
     /// with it) and writes all outcomes in one atomic batch.
+    /// On failure, the events are given back as they came (to run again).
     fn process_batch(
         &self,
         events: Vec<(StoredEvent, Option<OutageUpdate>)>,
-    ) -> Result<Vec<Job>, StoreError> {
-        let mut outcomes = Vec::with_capacity(events.len());
+    ) -> Result<Vec<Job>, (StoreError, Vec<StoredEvent>)> {
+        let mut outcomes: Vec<Processed> = Vec::with_capacity(events.len());
         // Location states decided in this batch, not yet in the store.
         let mut states: HashMap<String, OutageState> = HashMap::new();
-        for (mut event, derived) in events {
+        let mut events = events.into_iter();
+        let mut failure = None;
+        for (mut event, derived) in events.by_ref() {
             let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
             let outage = match derived {
                 Some(o) => Some(o),
-                None => self.aggregator.track_outage(&event, &states)?,
+                None => match self.aggregator.track_outage(&event, &states) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        failure = Some((e, Some(event)));
+                        break;
+                    }
+                },
             };
             let mut out = self.aggregator.place(event, jobs);
             if let Some((state, _)) = &outage {
@@ -109,7 +124,26 @@ impl Worker {
         }
         // Until this batch lands (and is flushed) the intake keeps its
         // events: a crash re-runs it.
-        self.store.complete_pipeline(&outcomes)?;
+        let stored = match failure {
+            Some(failed) => Err(failed),
+            None => self
+                .store
+                .complete_pipeline(&outcomes)
+                .map_err(|e| (e, None)),
+        };
+        if let Err((e, current)) = stored {
+            let unrun = |event: StoredEvent| StoredEvent {
+                errors: Vec::new(),
+                ..event
+            };
+            let back = outcomes
+                .into_iter()
+                .map(|o| unrun(o.event))
+                .chain(current.map(unrun))
+                .chain(events.map(|(event, _)| event))
+                .collect();
+            return Err((e, back));
+        }
         let placed: usize = outcomes.iter().map(|o| o.window_members.len()).sum();
         METRICS
             .window_events
@@ -143,7 +177,8 @@ impl Worker {
                     .into_iter()
                     .map(|(event, state)| (event, Some(state)))
                     .collect(),
-            )?
+            )
+            .map_err(|(e, _)| e)?
         };
         ready.extend(self.aggregator.close_due()?);
         Ok(ready)
@@ -158,6 +193,7 @@ impl Worker {
     ) {
         let mut ticker = tokio::time::interval(tick_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick_failing = false;
         loop {
             let this = self.clone();
             let result = tokio::select! {
@@ -168,33 +204,51 @@ impl Worker {
                     while let Ok(more) = from_ingest.try_recv() {
                         accepted.push(more);
                     }
-                    tokio::task::spawn_blocking(move || {
-                        let mut acks = Vec::with_capacity(accepted.len());
-                        let mut events = Vec::new();
-                        for a in accepted {
-                            events.extend(a.events);
-                            acks.extend(a.ack);
+                    let mut acks = Vec::with_capacity(accepted.len());
+                    let mut events = Vec::new();
+                    for a in accepted {
+                        events.extend(a.events);
+                        acks.extend(a.ack);
+                    }
+                    let mut processed =
+                        tokio::task::spawn_blocking(move || this.process_all(events)).await;
+                    // Batches the store did not take run again (their ids
+                    // stay claimed) once it writes: the intake recovers it.
+                    // At shutdown they stay with the intake for next start.
+                    while let Ok((ready, failed)) = &mut processed
+                        && !failed.is_empty()
+                        && !from_ingest.is_closed()
+                    {
+                        for job in ready.drain(..) {
+                            deliverer.submit(job);
                         }
-                        let (jobs, all_stored) = this.process_all(events);
-                        // Failed batches stay with the intake (and their ids
-                        // claimed): they re-run at next start.
-                        for ack in acks {
-                            ack(all_stored);
-                        }
-                        Ok(jobs)
-                    })
-                    .await
+                        tokio::time::sleep(STORE_RETRY).await;
+                        let (this, failed) = (self.clone(), std::mem::take(failed));
+                        processed =
+                            tokio::task::spawn_blocking(move || this.process_all(failed)).await;
+                    }
+                    let all_stored = matches!(&processed, Ok((_, failed)) if failed.is_empty());
+                    for ack in acks {
+                        ack(all_stored);
+                    }
+                    processed.map(|(ready, _)| Ok(ready))
                 }
                 _ = ticker.tick() => tokio::task::spawn_blocking(move || this.tick()).await,
             };
             match result {
                 Ok(Ok(jobs)) => {
+                    tick_failing = false;
                     for job in jobs {
                         deliverer.submit(job);
                     }
                 }
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "closing windows failed; retried next tick")
+                    // Once per failure, not once per tick.
+                    if !tick_failing {
+                        tracing::error!(error = %e, "closing windows failed; retried every tick");
+                    }
+                    tick_failing = true;
+                    continue;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "pipeline batch failed; its events resume at next start")

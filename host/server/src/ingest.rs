@@ -27,6 +27,10 @@ pub(crate) async fn ingest(State(app): State<App>, request: Request<Body>) -> Re
 }
 
 async fn ingest_request(app: App, request: Request<Body>) -> Response {
+    // A full disk or a lost database: no acknowledgement can be durable.
+    if let Some(why) = app.intake.unavailable() {
+        return unavailable(IntakeError::Unavailable(why));
+    }
     let key = match parse::idempotency_key(request.headers()) {
         Ok(k) => k,
         Err((status, message)) => return error(status, message),
@@ -110,8 +114,13 @@ fn is_over_limit(e: &axum::Error) -> bool {
     std::error::Error::source(e).is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
 }
 
+/// 503 with `Retry-After`: nothing was acknowledged, the client may retry.
 fn unavailable(e: IntakeError) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    let mut answer = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    answer
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    answer
 }
 
 /// The remembered answer to a repeated `Idempotency-Key`.

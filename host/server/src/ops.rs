@@ -12,10 +12,14 @@ pub(crate) async fn openapi_json(State(app): State<App>) -> Response {
     axum::Json(Value::clone(&app.openapi)).into_response()
 }
 
-/// `GET /readyz`: 200 when the store answers and every plugin the config
-/// names is serving; 503 naming what is missing otherwise.
+/// `GET /readyz`: 200 when the store and the journal take writes, the store
+/// answers and every plugin the config names is serving; 503 naming what is
+/// missing otherwise.
 pub(crate) async fn readyz(State(app): State<App>) -> Response {
     let mut problems = Vec::new();
+    if let Some(why) = app.intake.unavailable() {
+        problems.push(why);
+    }
     // The probe reads the store: off the async threads.
     let store = app.store.clone();
     match tokio::task::spawn_blocking(move || store.has_event("readyz-probe")).await {

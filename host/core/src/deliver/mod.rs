@@ -222,6 +222,12 @@ impl Deliverer {
 
     /// Loads the store's pending jobs (all of them, up to the memory bound;
     /// the rest as room frees up): at start, and when submits overflowed.
+    /// Looks in the store again for pending jobs not in memory (after the
+    /// store recovered from a failure); the refill loop loads them.
+    pub fn reload(&self) {
+        self.overflow.store(true, Ordering::SeqCst);
+    }
+
     pub fn resume(self: &Arc<Self>) {
         self.overflow.store(true, Ordering::SeqCst);
         let this = self.clone();

@@ -30,17 +30,61 @@ enum StateWrite {
 /// Most job states per store batch.
 const STATE_BATCH: usize = 1024;
 
+/// How often states the store refused are tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Each job's last state only (the later state wins in the store anyway):
+/// what waits for a failed store is bounded by the jobs, not the attempts.
+fn latest_only(jobs: Vec<Job>) -> Vec<Job> {
+    let mut seen = std::collections::HashSet::new();
+    let mut latest: Vec<Job> = jobs
+        .into_iter()
+        .rev()
+        .filter(|job| seen.insert(job.id.clone()))
+        .collect();
+    latest.reverse();
+    latest
+}
+
+/// Jobs whose final state is stored may be loaded again by a refill: after
+/// the states they follow, so a refill never loads a job whose final state
+/// is still on its way.
+fn release(live: &JobsInMemory, released: &[String]) {
+    let mut live = lock(live);
+    for id in released {
+        live.remove(id);
+    }
+}
+
 impl StateWriter {
     pub(super) fn start(store: Arc<dyn Store>, live: JobsInMemory) -> StateWriter {
         let (to_thread, writes) = std::sync::mpsc::channel::<StateWrite>();
         let spawned = std::thread::Builder::new()
             .name("job-states".into())
             .spawn(move || {
-                while let Ok(first) = writes.recv() {
-                    let mut jobs = Vec::new();
-                    let mut released = Vec::new();
+                // States the store refused (disk full): written before any
+                // newer ones once it takes writes again, and the jobs they
+                // release stay held until then.
+                let mut unwritten: Vec<Job> = Vec::new();
+                let mut held: Vec<String> = Vec::new();
+                let mut failing = false;
+                loop {
+                    let first = if unwritten.is_empty() {
+                        match writes.recv() {
+                            Ok(write) => Some(write),
+                            Err(_) => break,
+                        }
+                    } else {
+                        match writes.recv_timeout(RETRY) {
+                            Ok(write) => Some(write),
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    };
+                    let mut jobs = std::mem::take(&mut unwritten);
+                    let mut released = std::mem::take(&mut held);
                     let mut synced = Vec::new();
-                    let mut next = Some(first);
+                    let mut next = first;
                     while let Some(write) = next {
                         match write {
                             StateWrite::Save(job) => jobs.push(job),
@@ -56,16 +100,21 @@ impl StateWriter {
                     if !jobs.is_empty()
                         && let Err(e) = store.update_jobs(&jobs)
                     {
-                        tracing::error!(error = %e, jobs = jobs.len(), "cannot record delivery states");
-                    }
-                    // After the states they follow: a refill never loads a
-                    // job whose final state is still on its way.
-                    if !released.is_empty() {
-                        let mut live = lock(&live);
-                        for id in &released {
-                            live.remove(id);
+                        if !failing {
+                            tracing::error!(error = %e, jobs = jobs.len(), "cannot record delivery states; retried until the store writes");
                         }
+                        failing = true;
+                        unwritten = latest_only(jobs);
+                        held = released;
+                    } else if std::mem::take(&mut failing) {
+                        tracing::info!(jobs = jobs.len(), "delivery states recorded again");
+                        release(&live, &released);
+                    } else if !released.is_empty() {
+                        release(&live, &released);
                     }
+                    // Answered even when the store failed: shutdown must not
+                    // wait forever on a dead disk (the journal and the
+                    // pending markers cover what was not written).
                     for done in synced {
                         let _ = done.send(());
                     }

@@ -24,6 +24,69 @@ pub struct JournalIntake {
     store: Arc<dyn Store>,
     /// Taken at shutdown, so that the worker sees the end of its queue.
     to_pipeline: Mutex<Option<mpsc::UnboundedSender<Accepted>>>,
+    health: Health,
+    /// Checkpoints and store recovery exclude each other: a checkpoint must
+    /// not retire a segment between a store's reopening and the journal's
+    /// events being run again.
+    upkeep: Mutex<()>,
+}
+
+/// What keeps ingest from accepting, if anything: while the store or the
+/// journal cannot write, ingest answers 503 at once and `/readyz` says why.
+#[derive(Default)]
+struct Health {
+    /// Fast check for the ingest path: is anything below set?
+    degraded: std::sync::atomic::AtomicBool,
+    problems: Mutex<Problems>,
+}
+
+#[derive(Default)]
+struct Problems {
+    store: Option<String>,
+    journal: Option<String>,
+}
+
+impl Health {
+    fn problems(&self) -> std::sync::MutexGuard<'_, Problems> {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets or clears one problem; returns whether it changed from none to
+    /// some or back (for logging transitions only).
+    fn set(
+        &self,
+        which: impl FnOnce(&mut Problems) -> &mut Option<String>,
+        to: Option<String>,
+    ) -> bool {
+        let mut problems = self.problems();
+        let slot = which(&mut problems);
+        let changed = slot.is_some() != to.is_some();
+        *slot = to;
+        let degraded = problems.store.is_some() || problems.journal.is_some();
+        self.degraded.store(degraded, Ordering::SeqCst);
+        changed
+    }
+
+    fn summary(&self) -> Option<String> {
+        if !self.degraded.load(Ordering::SeqCst) {
+            return None;
+        }
+        let problems = self.problems();
+        let text: Vec<String> = [
+            problems
+                .store
+                .as_ref()
+                .map(|e| format!("store cannot write: {e}")),
+            problems
+                .journal
+                .as_ref()
+                .map(|e| format!("journal cannot write: {e}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!text.is_empty()).then(|| text.join("; "))
+    }
 }
 
 impl JournalIntake {
@@ -48,6 +111,8 @@ impl JournalIntake {
             journal,
             store,
             to_pipeline: Mutex::new(Some(to_pipeline)),
+            health: Health::default(),
+            upkeep: Mutex::new(()),
         };
         Ok((Arc::new(intake), resumed))
     }
@@ -61,21 +126,75 @@ impl JournalIntake {
     }
 
     /// Retires journal segments whose events are all in the store; with
-    /// `close_current` (at shutdown) the segment being written too. Blocking.
+    /// `close_current` (at shutdown) the segment being written too. Not
+    /// while the store is failing. Blocking.
     pub fn checkpoint(&self, close_current: bool) -> Result<usize, JournalError> {
+        let _upkeep = self.upkeep.lock().unwrap_or_else(|p| p.into_inner());
+        if self.health.problems().store.is_some() {
+            return Ok(0);
+        }
         self.journal.checkpoint(&*self.store, close_current)
     }
 
-    /// Runs until dropped: checkpoints every `every`, and hourly removes
-    /// expired `Idempotency-Key` answers (they are ignored when read, this
-    /// keeps them from piling up).
-    pub async fn maintain(self: Arc<Self>, every: Duration) {
+    /// Checks the store; if it cannot write, tries to recover it and, once
+    /// it has, runs again every event the journal holds that the store lost
+    /// (writes not flushed before the failure). Returns whether the store
+    /// recovered now. Blocking.
+    fn check_store(&self) -> bool {
+        let _upkeep = self.upkeep.lock().unwrap_or_else(|p| p.into_inner());
+        let Err(e) = self.store.health() else {
+            return false;
+        };
+        if self.health.set(|p| &mut p.store, Some(e.to_string())) {
+            tracing::error!(error = %e, "the store cannot write; ingest answers 503 until it recovers");
+        }
+        if let Err(e) = self.store.recover() {
+            tracing::debug!(error = %e, "store not recovered yet");
+            return false;
+        }
+        let resumed = self
+            .journal
+            .read_back()
+            .map_err(|e| e.to_string())
+            .and_then(|held| recover(&self.journal, held, &*self.store).map_err(|e| e.to_string()));
+        match resumed {
+            Ok(batches) => {
+                let events: usize = batches.iter().map(|b| b.events.len()).sum();
+                for batch in batches {
+                    self.queue(batch);
+                }
+                self.health.set(|p| &mut p.store, None);
+                tracing::info!(events_run_again = events, "the store writes again");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store reopened but the journal could not be read back; retried");
+                false
+            }
+        }
+    }
+
+    /// Runs until dropped: every `every` checks the store (recovering it if
+    /// it failed; `recovered` is called then), probes a failed journal and
+    /// checkpoints; hourly removes expired `Idempotency-Key` answers (they
+    /// are ignored when read, this keeps them from piling up).
+    pub async fn maintain(self: Arc<Self>, every: Duration, recovered: impl Fn() + Send + 'static) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut hourly = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    let this = self.clone();
+                    if let Ok(true) = tokio::task::spawn_blocking(move || this.check_store()).await {
+                        recovered();
+                    }
+                    if self.health.problems().journal.is_some()
+                        && self.journal.probe().await.is_ok()
+                        && self.health.set(|p| &mut p.journal, None)
+                    {
+                        tracing::info!("the journal writes again");
+                    }
                     let this = self.clone();
                     match tokio::task::spawn_blocking(move || this.checkpoint(false)).await {
                         Ok(Ok(n)) if n > 0 => tracing::debug!(segments = n, "journal checkpoint"),
@@ -142,6 +261,9 @@ impl JournalIntake {
         let segment = match self.journal.append(&fresh, remembered.as_ref()).await {
             Ok(segment) => segment,
             Err(e) => {
+                if self.health.set(|p| &mut p.journal, Some(e.to_string())) {
+                    tracing::error!(error = %e, "the journal cannot write; ingest answers 503 until it recovers");
+                }
                 self.journal.unreserve(room);
                 self.journal.release(fresh.iter().map(|e| e.id.as_str()));
                 return Err(IntakeError::Unavailable(format!(
@@ -180,6 +302,10 @@ impl JournalIntake {
 }
 
 impl DurableIntake for JournalIntake {
+    fn unavailable(&self) -> Option<String> {
+        self.health.summary()
+    }
+
     fn remembered(
         &self,
         key: String,

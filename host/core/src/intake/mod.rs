@@ -45,6 +45,11 @@ pub enum IntakeError {
 ///   at all.
 /// - On `Err` nothing of the request is acknowledged and its ids are free.
 pub trait DurableIntake: Send + Sync {
+    /// Why events cannot be accepted now (the disk is full, the database is
+    /// gone), if so: ingest answers 503 without trying, `/readyz` says it.
+    /// Cleared by the intake itself once it can write again.
+    fn unavailable(&self) -> Option<String>;
+
     /// The answer remembered for `key`, if one was given less than
     /// [`parse::IDEMPOTENCY_WINDOW_MS`] before `now_ms`.
     fn remembered(

@@ -128,4 +128,14 @@ pub trait Store:
     /// Makes every write so far durable (the intake retires what it holds
     /// only after this).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether the store can write now; the error that stopped it if not
+    /// (a full disk, an I/O error, a lost database). Cheap: called every
+    /// checkpoint tick.
+    fn health(&self) -> Result<(), StoreError>;
+
+    /// Tries to make a failed store write again (reopen, reconnect).
+    /// `Ok` once it is healthy. Writes not flushed before the failure may be
+    /// lost: the intake runs the events it still holds again afterwards.
+    fn recover(&self) -> Result<(), StoreError>;
 }

@@ -17,7 +17,10 @@
 //! - `t/<deadline, 16 hex>/<location>` → marker: outage timer
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +39,18 @@ impl From<sled::Error> for StoreError {
 /// at full speed (BENCHMARKS.md).
 pub const DEFAULT_CACHE_MIB: u64 = 256;
 
+/// The store stays usable across a failed disk: sled stops writing for
+/// good after an I/O error (disk full), so [`Store::recover`] opens the
+/// files again in place of the failed instance.
 pub struct SledStore {
+    dir: PathBuf,
+    cache_mib: u64,
+    /// `None` while a failed instance is being replaced.
+    current: ArcSwapOption<Open>,
+    reopening: Mutex<()>,
+}
+
+struct Open {
     db: sled::Db,
     tree: sled::Tree,
 }
@@ -149,15 +163,8 @@ fn timer_key(deadline_ms: u64, location: &str) -> Vec<u8> {
     format!("t/{deadline_ms:016x}/{location}").into_bytes()
 }
 
-impl SledStore {
-    /// Opens with sled's page cache at [`DEFAULT_CACHE_MIB`].
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        SledStore::open_with_cache(dir, DEFAULT_CACHE_MIB)
-    }
-
-    /// Opens with a page cache of `cache_mib`: what bounds the memory open
-    /// windows and queued jobs take (the rest stays on disk).
-    pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
+impl Open {
+    fn new(dir: &Path, cache_mib: u64) -> Result<Open, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_mib << 20)
@@ -167,13 +174,39 @@ impl SledStore {
             .open()
             .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         let tree = db.open_tree("hookhost")?;
-        Ok(SledStore { db, tree })
+        Ok(Open { db, tree })
+    }
+}
+
+impl SledStore {
+    /// Opens with sled's page cache at [`DEFAULT_CACHE_MIB`].
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with_cache(dir, DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens with a page cache of `cache_mib`: what bounds the memory open
+    /// windows and queued jobs take (the rest stays on disk).
+    pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
+        let open = Open::new(dir, cache_mib)?;
+        Ok(SledStore {
+            dir: dir.to_owned(),
+            cache_mib,
+            current: ArcSwapOption::from_pointee(open),
+            reopening: Mutex::new(()),
+        })
+    }
+
+    /// The instance in use.
+    fn instance(&self) -> Result<Arc<Open>, StoreError> {
+        self.current
+            .load_full()
+            .ok_or_else(|| StoreError("the store is being reopened after a failure".into()))
     }
 
     /// Keys under `prefix` (a key scan, values not read).
     fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
         let mut n = 0;
-        for item in self.tree.scan_prefix(prefix).keys() {
+        for item in self.instance()?.tree.scan_prefix(prefix).keys() {
             item?;
             n += 1;
         }
@@ -186,10 +219,11 @@ impl SledStore {
         record: u8,
     ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix([marker, b'/']) {
+        let open = self.instance()?;
+        for item in open.tree.scan_prefix([marker, b'/']) {
             let (k, _) = item?;
             let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
-            if let Some(v) = self.tree.get(key(record, id))? {
+            if let Some(v) = open.tree.get(key(record, id))? {
                 out.push(serde_json::from_slice(&v)?);
             }
         }
@@ -203,12 +237,13 @@ impl EventStore for SledStore {
         for out in processed {
             add_processed(&mut batch, out)?;
         }
-        self.tree.apply_batch(batch)?;
+        self.instance()?.tree.apply_batch(batch)?;
         Ok(())
     }
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         Ok(self
+            .instance()?
             .tree
             .get(key(b'e', id))?
             .map(|v| serde_json::from_slice(&v))
@@ -216,7 +251,7 @@ impl EventStore for SledStore {
     }
 
     fn has_event(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.tree.contains_key(key(b'e', id))?)
+        Ok(self.instance()?.tree.contains_key(key(b'e', id))?)
     }
 }
 
@@ -240,12 +275,13 @@ impl DeliveryQueue for SledStore {
                 }
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.instance()?.tree.apply_batch(batch)?;
         Ok(())
     }
 
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         Ok(self
+            .instance()?
             .tree
             .get(key(b'j', id))?
             .map(|v| serde_json::from_slice(&v))
@@ -263,7 +299,8 @@ impl DeliveryQueue for SledStore {
         wanted: &dyn Fn(&Job) -> bool,
     ) -> Result<(Vec<Job>, bool), StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"q/").keys() {
+        let open = self.instance()?;
+        for item in open.tree.scan_prefix(b"q/").keys() {
             let k = item?;
             let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
             if skip(id) {
@@ -272,7 +309,7 @@ impl DeliveryQueue for SledStore {
             if out.len() == max {
                 return Ok((out, true));
             }
-            if let Some(v) = self.tree.get(key(b'j', id))? {
+            if let Some(v) = open.tree.get(key(b'j', id))? {
                 let job: Job = serde_json::from_slice(&v)?;
                 if wanted(&job) {
                     out.push(job);
@@ -292,7 +329,7 @@ impl DeliveryQueue for SledStore {
 
     fn jobs(&self) -> Result<Vec<Job>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"j/") {
+        for item in self.instance()?.tree.scan_prefix(b"j/") {
             out.push(serde_json::from_slice(&item?.1)?);
         }
         Ok(out)
@@ -309,7 +346,11 @@ impl WindowStore for SledStore {
         let end = format!("w/{:016x}", up_to_ms.saturating_add(1));
         let mut out: Vec<WindowMember> = Vec::new();
         let mut last_group: Option<Vec<u8>> = None;
-        for item in self.tree.range(b"w/".to_vec()..end.into_bytes()) {
+        for item in self
+            .instance()?
+            .tree
+            .range(b"w/".to_vec()..end.into_bytes())
+        {
             let (k, v) = item?;
             // `w/<16 hex>/<32 hex>/`: the group is the key's first 52 bytes.
             let group = k.get(..52).unwrap_or(&k).to_vec();
@@ -340,7 +381,7 @@ impl WindowStore for SledStore {
             key(b'm', "closed_through"),
             &closed_through_ms.to_be_bytes()[..],
         );
-        self.tree.apply_batch(batch)?;
+        self.instance()?.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -350,6 +391,7 @@ impl WindowStore for SledStore {
 
     fn closed_through(&self) -> Result<u64, StoreError> {
         Ok(self
+            .instance()?
             .tree
             .get(key(b'm', "closed_through"))?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
@@ -358,6 +400,7 @@ impl WindowStore for SledStore {
 
     fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError> {
         Ok(self
+            .instance()?
             .tree
             .get(key(b'o', location))?
             .map(|v| serde_json::from_slice(&v))
@@ -367,7 +410,11 @@ impl WindowStore for SledStore {
     fn due_outages(&self, up_to_ms: u64) -> Result<Vec<OutageState>, StoreError> {
         let end = format!("t/{:016x}", up_to_ms.saturating_add(1));
         let mut out = Vec::new();
-        for item in self.tree.range(b"t/".to_vec()..end.into_bytes()) {
+        for item in self
+            .instance()?
+            .tree
+            .range(b"t/".to_vec()..end.into_bytes())
+        {
             let (k, _) = item?;
             // `t/<16 hex>/<location>`
             let location = std::str::from_utf8(k.get(19..).unwrap_or_default())
@@ -383,36 +430,39 @@ impl WindowStore for SledStore {
 impl SubscriptionStore for SledStore {
     fn stored_subscriptions(&self) -> Result<Vec<crate::model::Subscription>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"s/") {
+        for item in self.instance()?.tree.scan_prefix(b"s/") {
             out.push(serde_json::from_slice(&item?.1)?);
         }
         Ok(out)
     }
 
     fn put_subscription(&self, sub: &crate::model::Subscription) -> Result<(), StoreError> {
-        self.tree
+        self.instance()?
+            .tree
             .insert(key(b's', &sub.id), serde_json::to_vec(sub)?)?;
         // A management change is acknowledged only once durable.
-        self.db.flush()?;
+        self.instance()?.db.flush()?;
         Ok(())
     }
 
     fn delete_subscription(&self, id: &str) -> Result<(), StoreError> {
-        self.tree.remove(key(b's', id))?;
-        self.db.flush()?;
+        self.instance()?.tree.remove(key(b's', id))?;
+        self.instance()?.db.flush()?;
         Ok(())
     }
 }
 
 impl IdempotencyStore for SledStore {
     fn remember(&self, answer: &Remembered) -> Result<(), StoreError> {
-        self.tree
+        self.instance()?
+            .tree
             .insert(key(b'i', &answer.key), serde_json::to_vec(answer)?)?;
         Ok(())
     }
 
     fn remembered(&self, id: &str) -> Result<Option<Remembered>, StoreError> {
         Ok(self
+            .instance()?
             .tree
             .get(key(b'i', id))?
             .map(|v| serde_json::from_slice(&v))
@@ -422,7 +472,7 @@ impl IdempotencyStore for SledStore {
     fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for item in self.tree.scan_prefix(b"i/") {
+        for item in self.instance()?.tree.scan_prefix(b"i/") {
             let (k, v) = item?;
             let r: Remembered = serde_json::from_slice(&v)?;
             if r.at_ms < before_ms {
@@ -430,14 +480,35 @@ impl IdempotencyStore for SledStore {
                 n += 1;
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.instance()?.tree.apply_batch(batch)?;
         Ok(n)
     }
 }
 
 impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        self.instance()?.db.flush()?;
+        Ok(())
+    }
+
+    /// A flush: sled answers it with the I/O error that stopped it, if any
+    /// (cheap when nothing is dirty).
+    fn health(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        if self.health().is_ok() {
+            return Ok(());
+        }
+        // Let go of the failed instance; it closes (and releases sled's file
+        // lock) once calls still holding it return. Until then opening fails
+        // and the caller tries again later.
+        self.current.store(None);
+        let open = Open::new(&self.dir, self.cache_mib)?;
+        open.db.flush()?;
+        self.current.store(Some(Arc::new(open)));
         Ok(())
     }
 }

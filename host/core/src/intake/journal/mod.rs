@@ -97,6 +97,33 @@ pub struct Journal {
     backlog_limit: usize,
 }
 
+/// The segment numbers in `dir` and what they hold.
+fn read_all(dir: &Path) -> Result<(BTreeSet<u64>, Recovered), JournalError> {
+    let mut segments = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_error("cannot read", dir, e))? {
+        let entry = entry.map_err(|e| io_error("cannot read", dir, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
+            continue;
+        };
+        if let Ok(n) = u64::from_str_radix(stem, 16) {
+            segments.insert(n);
+        }
+    }
+    let mut recovered = Recovered::default();
+    for &segment in &segments {
+        let path = segment_path(dir, segment);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Retired by a checkpoint since the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error("cannot read", &path, e)),
+        };
+        read_segment(&bytes, segment, &mut recovered);
+    }
+    Ok((segments, recovered))
+}
+
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016x}.log"))
 }
@@ -128,23 +155,7 @@ impl Journal {
         backlog_limit: usize,
     ) -> Result<(Arc<Journal>, Recovered), JournalError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
-        let mut segments = BTreeSet::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| io_error("cannot read", dir, e))? {
-            let entry = entry.map_err(|e| io_error("cannot read", dir, e))?;
-            let name = entry.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
-                continue;
-            };
-            if let Ok(n) = u64::from_str_radix(stem, 16) {
-                segments.insert(n);
-            }
-        }
-        let mut recovered = Recovered::default();
-        for &segment in &segments {
-            let path = segment_path(dir, segment);
-            let bytes = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-            read_segment(&bytes, segment, &mut recovered);
-        }
+        let (segments, recovered) = read_all(dir)?;
         let current = segments.last().map_or(1, |s| s + 1);
         let file = open_segment(dir, current)?;
         let state = Arc::new(Mutex::new(State {
@@ -177,6 +188,19 @@ impl Journal {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Everything the segments on disk hold now, as at start (a torn frame
+    /// at the end of the segment being written is a request still writing).
+    /// For running again what a failed store lost.
+    pub fn read_back(&self) -> Result<Recovered, JournalError> {
+        read_all(&self.dir).map(|(_, recovered)| recovered)
+    }
+
+    /// Writes and syncs an empty frame: whether the journal's disk takes
+    /// writes again. The frame holds nothing; reading skips it.
+    pub async fn probe(&self) -> Result<(), JournalError> {
+        self.append(&[], None).await.map(|_| ())
     }
 
     /// Counts events read back from `segment` that are run again: the

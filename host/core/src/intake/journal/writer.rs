@@ -111,12 +111,18 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal write failed");
-                // What was written of it is not trusted: continue in a new
-                // segment (the old one is read up to its last good frame).
-                self.file = None;
-                let current = self.lock().current;
-                if let Err(e) = self.start_segment(current + 1) {
-                    tracing::error!(error = %e, "cannot start a journal segment");
+                // Cut off what was written of it, so the next frame follows
+                // the last good one in the same file; if even that fails,
+                // the next write starts a new segment (the old one is read
+                // up to its last good frame). No new file per failure: a
+                // full disk would otherwise collect empty segments.
+                let good = self.lock().current_bytes;
+                let cut = self
+                    .file
+                    .as_ref()
+                    .is_some_and(|f| f.set_len(good).and_then(|()| f.sync_data()).is_ok());
+                if !cut {
+                    self.file = None;
                 }
                 for (_, _, done) in appends {
                     let _ = done.send(Err(e.clone()));
@@ -129,8 +135,8 @@ impl Writer {
         &mut self,
         frames: impl Iterator<Item = &'a [u8]>,
     ) -> Result<u64, JournalError> {
-        let current = self.lock().current;
         if self.file.is_none() {
+            let current = self.lock().current;
             self.start_segment(current + 1)?;
         }
         let path = segment_path(&self.dir, self.lock().current);
