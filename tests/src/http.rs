@@ -21,6 +21,8 @@ pub enum Answer {
     Sequence(Vec<u16>, u16),
     /// Wait, then answer the status.
     Slow(Duration, u16),
+    /// These (status, `Retry-After` value) answers in turn, then `then`.
+    RetryAfter(Vec<(u16, String)>, u16),
 }
 
 /// One request the receiver got.
@@ -53,7 +55,8 @@ async fn receive(
     Path(path): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, HeaderMap) {
+    let mut answer_headers = HeaderMap::new();
     let answer = {
         let mut answers = shared.answers.lock().unwrap();
         match answers.get_mut(&path) {
@@ -65,6 +68,15 @@ async fn receive(
                         (None, seq.get(*n - 1).copied().unwrap_or(*then))
                     }
                     Answer::Slow(d, s) => (Some(*d), *s),
+                    Answer::RetryAfter(seq, then) => match seq.get(*n - 1) {
+                        Some((status, after)) => {
+                            if let Ok(v) = after.parse() {
+                                answer_headers.insert(axum::http::header::RETRY_AFTER, v);
+                            }
+                            (None, *status)
+                        }
+                        None => (None, *then),
+                    },
                 }
             }
             None => (None, 200),
@@ -89,7 +101,7 @@ async fn receive(
         tokio::time::sleep(d).await;
     }
     shared.in_flight.fetch_sub(1, SeqCst);
-    StatusCode::from_u16(answer.1).unwrap()
+    (StatusCode::from_u16(answer.1).unwrap(), answer_headers)
 }
 
 impl Receiver {

@@ -758,3 +758,57 @@ fn plugin_error_deliveries_are_re_run_once_the_plugin_is_fixed() {
     assert_eq!(failed(), 0);
     stop(server);
 }
+
+/// A receiver's rate limit: 429 with `Retry-After: 2` makes the delivery
+/// wait that long, and every other delivery of the subscription with it.
+#[test]
+fn a_429_with_retry_after_pauses_the_subscription_that_long() {
+    let receiver = Receiver::start();
+    receiver.script("limited", Answer::RetryAfter(vec![(429, "2".into())], 200));
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        &subscription(
+            "limited",
+            &receiver.url("limited"),
+            "envelope = \"plain\"\nmax_in_flight = 1\n",
+        ),
+    );
+    let server = hookhost_tests::InProcess::start(&config);
+    let (status, _) = post(
+        server.addr,
+        "/v1/events",
+        br#"{"id": "first", "type": "report", "data": {}}"#,
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("limited", 1, WAIT);
+    // Sent while the subscription is paused: it waits too.
+    let (status, _) = post(
+        server.addr,
+        "/v1/events",
+        br#"{"id": "second", "type": "report", "data": {}}"#,
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("limited", 3, WAIT);
+    let got: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "limited")
+        .collect();
+    let limited_at = got[0].at_ms;
+    for later in &got[1..] {
+        // The endpoint asked for 2 s; the clock reads whole milliseconds.
+        assert!(
+            later.at_ms + 5 >= limited_at + 2000,
+            "an attempt {} ms after the 429",
+            later.at_ms - limited_at
+        );
+    }
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].as_str())
+        .collect();
+    assert_eq!(ids[0], hookhost_core::pipeline::job_id("first", "limited"));
+    assert!(ids[1..].contains(&hookhost_core::pipeline::job_id("second", "limited").as_str()));
+    server.stop();
+}

@@ -197,6 +197,11 @@ impl Subscription {
         if self.max_in_flight == 0 {
             return Err(format!("{key}.max_in_flight must be at least 1"));
         }
+        for status in self.retry.retry_statuses.iter().flatten() {
+            status
+                .check()
+                .map_err(|e| format!("{key}.retry.retry_statuses: {e}"))?;
+        }
         if self.retry.timeout_ms == 0 {
             return Err(format!("{key}.retry.timeout_ms must be at least 1"));
         }

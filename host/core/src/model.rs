@@ -124,6 +124,50 @@ pub struct RetryPolicy {
     pub backoff_ms: u64,
     /// Cap on an exponential wait.
     pub max_backoff_ms: u64,
+    /// Answers retried besides network errors and timeouts: classes
+    /// (`"5xx"`) and single statuses (`429`). Unset: `["5xx"]` for the
+    /// bike-parking envelopes (the seed's policy), else `["5xx", 429, 408]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_statuses: Option<Vec<StatusMatch>>,
+    /// Longest wait an endpoint's `Retry-After` may ask for; the next
+    /// attempt (and every other of the subscription) waits that long.
+    pub max_retry_after_ms: u64,
+}
+
+/// A status or a class of statuses in `retry_statuses`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum StatusMatch {
+    Status(u16),
+    /// `"4xx"`, `"5xx"`, ...
+    Class(String),
+}
+
+impl StatusMatch {
+    pub fn matches(&self, status: u16) -> bool {
+        match self {
+            StatusMatch::Status(s) => *s == status,
+            StatusMatch::Class(c) => c
+                .strip_suffix("xx")
+                .and_then(|d| d.parse::<u16>().ok())
+                .is_some_and(|d| status / 100 == d),
+        }
+    }
+
+    /// `Err` naming what is wrong with it.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            StatusMatch::Status(s) if (100..=599).contains(s) => Ok(()),
+            StatusMatch::Class(c)
+                if matches!(c.as_str(), "1xx" | "2xx" | "3xx" | "4xx" | "5xx") =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "{other:?} is not an HTTP status (100..599) or a class like \"5xx\""
+            )),
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -134,6 +178,8 @@ impl Default for RetryPolicy {
             backoff: Backoff::Fixed,
             backoff_ms: 100,
             max_backoff_ms: 6 * 3_600_000,
+            retry_statuses: None,
+            max_retry_after_ms: 3_600_000,
         }
     }
 }

@@ -1,10 +1,10 @@
 //! One attempt: the signed request, its timeout, and what the answer means.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::client::error_chain;
@@ -60,6 +60,7 @@ impl Deliverer {
         let result = tokio::time::timeout(timeout, async {
             let response = self.client.request(request).await?;
             let status = response.status();
+            let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
             // Read the body so the connection can be reused, but no more than
             // MAX_ANSWER_BYTES: an endpoint that streams without end must not
             // fill our memory. Past the bound the body is dropped unread,
@@ -67,24 +68,32 @@ impl Deliverer {
             let _ = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await;
-            Ok::<StatusCode, hyper_util::client::legacy::Error>(status)
+            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
         })
         .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         let (status, error, outcome) = match result {
-            Ok(Ok(s)) => (Some(s.as_u16()), None, Outcome::of_status(s)),
-            Ok(Err(e)) => (None, Some(error_chain(&e)), Outcome::Retry),
+            Ok(Ok((s, retry_after))) => (
+                Some(s.as_u16()),
+                None,
+                Outcome::of_answer(&endpoint.sub, s, retry_after.as_ref(), SystemTime::now()),
+            ),
+            Ok(Err(e)) => (
+                None,
+                Some(error_chain(&e)),
+                Outcome::Retry { after_ms: None },
+            ),
             Err(_) => (
                 None,
                 Some(format!("timed out after {} ms", timeout.as_millis())),
-                Outcome::Retry,
+                Outcome::Retry { after_ms: None },
             ),
         };
         tracing::debug!(status, error = error.as_deref(), latency_ms, "attempt");
         METRICS.observe_attempt_latency(latency_ms / 1e3);
         match outcome {
             Outcome::Delivered => &METRICS.attempts_ok,
-            Outcome::Retry => &METRICS.attempts_failed,
+            Outcome::Retry { .. } => &METRICS.attempts_failed,
             Outcome::Refused => &METRICS.attempts_refused,
         }
         .fetch_add(1, Ordering::Relaxed);

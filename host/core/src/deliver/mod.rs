@@ -49,6 +49,9 @@ struct Endpoint {
     in_flight: Semaphore,
     /// Shared by every subscription on the same scheme, host and port.
     host_in_flight: Arc<Semaphore>,
+    /// No attempt starts before this (ms since the epoch): set by an
+    /// endpoint's `Retry-After`.
+    paused_until_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Endpoint {
@@ -69,6 +72,7 @@ impl Endpoint {
                 .collect::<Result<_, _>>()?,
             in_flight: Semaphore::new(sub.max_in_flight),
             host_in_flight: host_in_flight(&uri),
+            paused_until_ms: std::sync::atomic::AtomicU64::new(0),
             uri,
             sub,
         })
@@ -369,7 +373,12 @@ impl Deliverer {
             }
         };
         loop {
-            let wait = job.next_attempt_at_ms.saturating_sub(now_ms());
+            // Its own time, and the subscription's pause if an endpoint
+            // asked for one (`Retry-After`).
+            let due = job
+                .next_attempt_at_ms
+                .max(endpoint.paused_until_ms.load(Ordering::SeqCst));
+            let wait = due.saturating_sub(now_ms());
             let permits = tokio::select! {
                 _ = self.stop.cancelled() => return, // stays pending in the store
                 permits = async {
@@ -380,6 +389,9 @@ impl Deliverer {
                 } => permits,
             };
             let Ok(_permits) = permits else { return };
+            if endpoint.paused_until_ms.load(Ordering::SeqCst) > now_ms() {
+                continue; // paused while it waited for a slot
+            }
             let (attempt, outcome) = self.attempt(&endpoint, &job.id, body.clone()).await;
             job.attempts.push(attempt);
             job.attempts_in_round += 1;
@@ -393,11 +405,23 @@ impl Deliverer {
                     self.save(&job);
                     return;
                 }
-                Outcome::Retry if retries_used < endpoint.sub.retry.max_retries => {
-                    job.next_attempt_at_ms = now_ms() + backoff_ms(&endpoint.sub, retries_used + 1);
+                Outcome::Retry { after_ms } if retries_used < endpoint.sub.retry.max_retries => {
+                    let wait = match after_ms {
+                        // The endpoint said when: that time (capped), for
+                        // every delivery of the subscription.
+                        Some(asked) => {
+                            let wait = asked.min(endpoint.sub.retry.max_retry_after_ms);
+                            endpoint
+                                .paused_until_ms
+                                .fetch_max(now_ms() + wait, Ordering::SeqCst);
+                            wait
+                        }
+                        None => backoff_ms(&endpoint.sub, retries_used + 1),
+                    };
+                    job.next_attempt_at_ms = now_ms() + wait;
                     self.save(&job);
                 }
-                Outcome::Retry | Outcome::Refused => {
+                Outcome::Retry { .. } | Outcome::Refused => {
                     job.status = JobStatus::Dead;
                     let last = job.attempts.last();
                     job.error = Some(match last.and_then(|a| a.status) {
