@@ -812,3 +812,100 @@ fn a_429_with_retry_after_pauses_the_subscription_that_long() {
     assert!(ids[1..].contains(&hookhost_core::pipeline::job_id("second", "limited").as_str()));
     server.stop();
 }
+
+/// An endpoint that answers 410 Gone is disabled at once; later deliveries
+/// wait as `paused` and go out when the subscription is enabled again. One
+/// that only fails, long and often enough, is disabled too.
+#[test]
+fn gone_and_failing_endpoints_are_disabled_and_re_enabling_sends_what_waited() {
+    let receiver = Receiver::start();
+    receiver.script("gone", Answer::Status(410));
+    receiver.script("failing", Answer::Status(500));
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n\"\n",
+        &format!(
+            "[[subscriptions]]\nid = \"gone\"\nurl = \"{}\"\ntypes = [\"gone.*\"]\n\
+             envelope = \"plain\"\nintervals = {{ \"*\" = \"direct\" }}\n\
+             [[subscriptions]]\nid = \"failing\"\nurl = \"{}\"\ntypes = [\"failing.*\"]\n\
+             envelope = \"plain\"\nintervals = {{ \"*\" = \"direct\" }}\n\
+             [subscriptions.retry]\nmax_retries = 0\n\
+             [subscriptions.health]\ndisable_after_ms = 500\nmin_failures = 3\n",
+            receiver.url("gone"),
+            receiver.url("failing"),
+        ),
+    );
+    let server = hookhost_tests::InProcess::start(&config);
+    let api = server.addr;
+    let admin = |method: &str, path: &str| {
+        request(api, method, path, &["Authorization: Bearer adm1n"], b"")
+    };
+    let endpoint =
+        |id: &str| admin("GET", &format!("/v1/subscriptions/{id}")).1["endpoint"].clone();
+
+    let (status, _) = post(
+        api,
+        "/v1/events",
+        br#"{"id": "g1", "type": "gone.a", "data": {}}"#,
+    );
+    assert_eq!(status, 202);
+    let disabled = hookhost_tests::wait_until(WAIT, || !endpoint("gone")["disabled"].is_null());
+    assert!(disabled.is_some(), "{}", endpoint("gone"));
+    assert!(
+        endpoint("gone")["disabled"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("410 Gone")
+    );
+    // Later events wait, paused; nothing more reaches the endpoint.
+    for id in ["g2", "g3"] {
+        let event = json!({"id": id, "type": "gone.a", "data": {}});
+        let (status, _) = post(api, "/v1/events", event.to_string().as_bytes());
+        assert_eq!(status, 202);
+    }
+    let paused = || {
+        admin("GET", "/v1/deliveries?subscription=gone&status=paused").1["deliveries"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(
+        hookhost_tests::wait_until(WAIT, || paused() == 2).is_some(),
+        "{} paused",
+        paused()
+    );
+    assert_eq!(receiver.count("gone"), 1);
+    let (_, metrics) = request(api, "GET", "/metrics", &[], b"");
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("hookhost_endpoints_disabled 1"),
+        "{metrics}"
+    );
+    // The receiver is back; enabling sends what waited.
+    receiver.script("gone", Answer::Status(200));
+    let (status, body) = admin("POST", "/v1/subscriptions/gone/enable");
+    assert_eq!(status, 200, "{body}");
+    assert!(body["endpoint"]["disabled"].is_null(), "{body}");
+    receiver.wait_count("gone", 3, WAIT);
+    assert_eq!(paused(), 0);
+
+    // Only failures, at least 3 over at least 500 ms: disabled.
+    let mut n = 0;
+    let failed_out = hookhost_tests::wait_until(WAIT, || {
+        n += 1;
+        let event = json!({"id": format!("f{n}"), "type": "failing.a", "data": {}});
+        post(api, "/v1/events", event.to_string().as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+        !endpoint("failing")["disabled"].is_null()
+    });
+    assert!(failed_out.is_some(), "{}", endpoint("failing"));
+    let reason = endpoint("failing")["disabled"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("failed attempts since"), "{reason}");
+    server.stop();
+}

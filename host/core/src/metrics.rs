@@ -84,6 +84,8 @@ impl Metrics {
 pub struct Snapshot {
     /// Deliveries waiting for an attempt or in one.
     pub queue_depth: usize,
+    /// Subscriptions whose endpoint hookhost disabled.
+    pub endpoints_disabled: usize,
     /// (name, calls, errors, mean call seconds) per serving plugin.
     pub plugins: Vec<(String, u64, u64, f64)>,
     pub plugin_loads: u64,
@@ -128,6 +130,17 @@ pub fn render(snapshot: &Snapshot) -> String {
         m.ingest_refused.load(Relaxed)
     );
 
+    family(
+        &mut out,
+        "hookhost_endpoints_disabled",
+        "gauge",
+        "Subscriptions whose endpoint hookhost disabled (410 Gone or failing for days); see GET /v1/subscriptions/{id}.",
+    );
+    let _ = writeln!(
+        out,
+        "hookhost_endpoints_disabled {}",
+        snapshot.endpoints_disabled
+    );
     family(
         &mut out,
         "hookhost_api_connections",

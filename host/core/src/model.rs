@@ -76,6 +76,9 @@ pub struct Subscription {
     /// A disabled subscription receives nothing new.
     #[serde(default = "enabled_default")]
     pub enabled: bool,
+    /// When hookhost disables the endpoint by itself.
+    #[serde(default)]
+    pub health: HealthPolicy,
     /// Defined in the config file (read-only over the API).
     #[serde(skip)]
     pub from_config: bool,
@@ -83,6 +86,63 @@ pub struct Subscription {
 
 fn enabled_default() -> bool {
     true
+}
+
+/// `[subscriptions.health]`: when an endpoint is disabled by hookhost, and
+/// what happens to its deliveries then.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthPolicy {
+    /// A `410 Gone` answer (the receiver says "stop sending") disables it.
+    pub disable_on_gone: bool,
+    /// Only failures for this long (and at least `min_failures` of them)
+    /// disable it; 5 days by default, as Svix does.
+    pub disable_after_ms: u64,
+    pub min_failures: u32,
+    /// New deliveries of a disabled endpoint: kept `paused` (sent once it is
+    /// enabled again) or `dropped` (dead at once, with the reason).
+    pub when_disabled: WhenDisabled,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            disable_on_gone: true,
+            disable_after_ms: 5 * 24 * 3_600_000,
+            min_failures: 10,
+            when_disabled: WhenDisabled::Pause,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenDisabled {
+    #[default]
+    Pause,
+    Drop,
+}
+
+/// What hookhost knows of an endpoint's health; stored when it changes
+/// between failing and not, or is disabled or enabled.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct EndpointHealth {
+    /// Start of the current run of failed attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<u64>,
+    /// Failed attempts in the current run.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Disabled {
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 fn default_max_in_flight() -> usize {
@@ -307,6 +367,9 @@ pub enum JobStatus {
     /// A `plugin_error` delivery re-run through the subscription's plugins,
     /// which then dropped it: nothing to send.
     Filtered,
+    /// Its endpoint is disabled (410 Gone, or failing for days): sent when
+    /// the subscription is enabled again.
+    Paused,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

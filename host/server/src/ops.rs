@@ -73,6 +73,7 @@ pub(crate) async fn metrics(State(app): State<App>) -> Response {
     let (plugin_loads, plugin_refusals) = app.registry.load_counts();
     let page = hookhost_core::metrics::render(&hookhost_core::metrics::Snapshot {
         queue_depth: app.deliverer.queued(),
+        endpoints_disabled: app.deliverer.disabled_endpoints(),
         plugins,
         plugin_loads,
         plugin_refusals,

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 mod attempt;
 mod client;
+mod health;
 mod retry;
 mod state_writer;
 
@@ -33,7 +34,7 @@ use state_writer::StateWriter;
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::model::Subscription;
-use crate::model::{Job, JobStatus};
+use crate::model::{EndpointHealth, Job, JobStatus, WhenDisabled};
 use crate::sign;
 use crate::ssrf::TargetPolicy;
 use crate::store::{Store, StoreError};
@@ -99,6 +100,7 @@ pub struct Deliverer {
     max_live: usize,
     /// Some pending jobs are only in the store.
     overflow: std::sync::atomic::AtomicBool,
+    health: health::Health,
 }
 
 /// Ids of jobs that have a task (in memory).
@@ -155,8 +157,41 @@ impl Deliverer {
             live,
             max_live: config.delivery.max_jobs_in_memory,
             overflow: Default::default(),
+            health: health::Health::load(&*store),
             store,
         })
+    }
+
+    /// Subscriptions whose endpoint hookhost disabled.
+    pub fn disabled_endpoints(&self) -> usize {
+        self.health.disabled_count()
+    }
+
+    /// What hookhost knows of subscription `id`'s endpoint health.
+    pub fn endpoint_health(&self, id: &str) -> EndpointHealth {
+        self.health.get(id)
+    }
+
+    /// Enables a disabled endpoint again and sends its paused deliveries;
+    /// returns how many. Blocking (store writes).
+    pub fn enable_endpoint(self: &Arc<Self>, id: &str) -> Result<usize, StoreError> {
+        if self.health.enable(&*self.store, id)? {
+            tracing::info!(subscription = %id, "endpoint enabled again");
+        }
+        let mut paused = self.store.paused_jobs(id)?;
+        let now = now_ms();
+        for job in &mut paused {
+            job.status = JobStatus::Pending;
+            job.attempts_in_round = 0;
+            job.next_attempt_at_ms = now;
+            job.error = None;
+        }
+        self.store.update_jobs(&paused)?;
+        let resumed = paused.len();
+        for job in paused {
+            self.submit(job);
+        }
+        Ok(resumed)
     }
 
     /// The endpoint of the current version of subscription `id`.
@@ -224,14 +259,14 @@ impl Deliverer {
         );
     }
 
-    /// Loads the store's pending jobs (all of them, up to the memory bound;
-    /// the rest as room frees up): at start, and when submits overflowed.
     /// Looks in the store again for pending jobs not in memory (after the
     /// store recovered from a failure); the refill loop loads them.
     pub fn reload(&self) {
         self.overflow.store(true, Ordering::SeqCst);
     }
 
+    /// Loads the store's pending jobs (all of them, up to the memory bound;
+    /// the rest as room frees up): at start, and when submits overflowed.
     pub fn resume(self: &Arc<Self>) {
         self.overflow.store(true, Ordering::SeqCst);
         let this = self.clone();
@@ -373,6 +408,22 @@ impl Deliverer {
             }
         };
         loop {
+            if let Some(disabled) = self.health.disabled(&job.subscription_id) {
+                match endpoint.sub.health.when_disabled {
+                    WhenDisabled::Pause => {
+                        job.status = JobStatus::Paused;
+                        job.error = Some(format!("endpoint disabled: {}", disabled.reason));
+                    }
+                    WhenDisabled::Drop => {
+                        job.status = JobStatus::Dead;
+                        job.error =
+                            Some(format!("endpoint disabled, dropped: {}", disabled.reason));
+                        METRICS.dead.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.save(&job);
+                return;
+            }
             // Its own time, and the subscription's pause if an endpoint
             // asked for one (`Retry-After`).
             let due = job
@@ -393,6 +444,16 @@ impl Deliverer {
                 continue; // paused while it waited for a slot
             }
             let (attempt, outcome) = self.attempt(&endpoint, &job.id, body.clone()).await;
+            let succeeded = matches!(outcome, Outcome::Delivered);
+            if let Some(change) =
+                self.health
+                    .record(&endpoint.sub, succeeded, attempt.status, attempt.at_ms)
+            {
+                if let Some(reason) = &change.disabled {
+                    tracing::warn!(subscription = %change.subscription, reason = %reason, "endpoint disabled");
+                }
+                self.states.save_health(change.subscription, change.health);
+            }
             job.attempts.push(attempt);
             job.attempts_in_round += 1;
             let retries_used = job.attempts_in_round - 1;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::model::Job;
+use crate::model::{EndpointHealth, Job};
 use crate::store::Store;
 
 use super::{JobsInMemory, lock};
@@ -23,6 +23,8 @@ enum StateWrite {
     /// A job's task ended: once its last state is stored, it may be loaded
     /// again from the store (by a refill).
     Release(String),
+    /// An endpoint's health changed (stored in order with job states).
+    Health(String, EndpointHealth),
     /// Answered once every earlier write is applied.
     Sync(tokio::sync::oneshot::Sender<()>),
 }
@@ -84,11 +86,13 @@ impl StateWriter {
                     let mut jobs = std::mem::take(&mut unwritten);
                     let mut released = std::mem::take(&mut held);
                     let mut synced = Vec::new();
+                    let mut health = Vec::new();
                     let mut next = first;
                     while let Some(write) = next {
                         match write {
                             StateWrite::Save(job) => jobs.push(job),
                             StateWrite::Release(id) => released.push(id),
+                            StateWrite::Health(id, h) => health.push((id, h)),
                             StateWrite::Sync(done) => synced.push(done),
                         }
                         next = if jobs.len() < STATE_BATCH {
@@ -112,6 +116,11 @@ impl StateWriter {
                     } else if !released.is_empty() {
                         release(&live, &released);
                     }
+                    for (id, h) in health {
+                        if let Err(e) = store.put_endpoint_health(&id, &h) {
+                            tracing::error!(error = %e, subscription = %id, "cannot record endpoint health");
+                        }
+                    }
                     // Answered even when the store failed: shutdown must not
                     // wait forever on a dead disk (the journal and the
                     // pending markers cover what was not written).
@@ -130,6 +139,12 @@ impl StateWriter {
         if self.to_thread.send(StateWrite::Save(job)).is_err() {
             tracing::error!("the job-state writer stopped; a delivery state is not recorded");
         }
+    }
+
+    pub(super) fn save_health(&self, subscription: String, health: EndpointHealth) {
+        let _ = self
+            .to_thread
+            .send(StateWrite::Health(subscription, health));
     }
 
     pub(super) fn release(&self, job_id: String) {

@@ -12,7 +12,8 @@
 pub mod sled;
 
 use crate::model::{
-    Job, OutageState, Processed, Remembered, StoredEvent, Subscription, WindowMember,
+    EndpointHealth, Job, OutageState, Processed, Remembered, StoredEvent, Subscription,
+    WindowMember,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -100,6 +101,12 @@ pub trait SubscriptionStore {
     fn stored_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
     fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError>;
     fn delete_subscription(&self, id: &str) -> Result<(), StoreError>;
+    /// Every endpoint's health record, by subscription id.
+    fn endpoint_health(&self) -> Result<Vec<(String, EndpointHealth)>, StoreError>;
+    /// Durable on return (a disabled endpoint stays disabled after a crash).
+    fn put_endpoint_health(&self, id: &str, health: &EndpointHealth) -> Result<(), StoreError>;
+    /// Paused jobs of a subscription (to send once it is enabled again).
+    fn paused_jobs(&self, subscription_id: &str) -> Result<Vec<Job>, StoreError>;
 }
 
 /// Answers given to `Idempotency-Key`s. The intake keeps an answer durable

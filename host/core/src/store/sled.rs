@@ -11,6 +11,7 @@
 //! - `w/<window end, 16 hex>/<group hash>/<event id>` → an event waiting in
 //!   an aggregation window (ordered by end, so closing scans a prefix)
 //! - `s/<subscription id>` → a subscription made over the management API
+//! - `h/<subscription id>` → its endpoint's health (failure run, disabled)
 //! - `i/<idempotency key>` → the answer given to it (kept 24 h)
 //! - `m/closed_through` → the time up to which windows have been closed
 //! - `o/<location>` → latest connection state of a location (outage tracking)
@@ -27,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     DeliveryQueue, EventStore, IdempotencyStore, Store, StoreError, SubscriptionStore, WindowStore,
 };
-use crate::model::{Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, WindowMember};
+use crate::model::{
+    EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, WindowMember,
+};
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
@@ -269,7 +272,10 @@ impl DeliveryQueue for SledStore {
                     batch.remove(key(b'q', &job.id));
                     batch.insert(key(b'd', &job.id), &[][..]);
                 }
-                JobStatus::Delivered | JobStatus::PluginError | JobStatus::Filtered => {
+                JobStatus::Delivered
+                | JobStatus::PluginError
+                | JobStatus::Filtered
+                | JobStatus::Paused => {
                     batch.remove(key(b'q', &job.id));
                     batch.remove(key(b'd', &job.id));
                 }
@@ -449,6 +455,35 @@ impl SubscriptionStore for SledStore {
         self.instance()?.tree.remove(key(b's', id))?;
         self.instance()?.db.flush()?;
         Ok(())
+    }
+
+    fn endpoint_health(&self) -> Result<Vec<(String, EndpointHealth)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.instance()?.tree.scan_prefix(b"h/") {
+            let (k, v) = item?;
+            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
+            out.push((id.to_string(), serde_json::from_slice(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn put_endpoint_health(&self, id: &str, health: &EndpointHealth) -> Result<(), StoreError> {
+        let open = self.instance()?;
+        open.tree
+            .insert(key(b'h', id), serde_json::to_vec(health)?)?;
+        open.db.flush()?;
+        Ok(())
+    }
+
+    fn paused_jobs(&self, subscription_id: &str) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.instance()?.tree.scan_prefix(b"j/") {
+            let job: Job = serde_json::from_slice(&item?.1)?;
+            if job.status == JobStatus::Paused && job.subscription_id == subscription_id {
+                out.push(job);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -68,7 +68,7 @@ pub(super) async fn list_deliveries(
         Some(Err(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "`status` must be pending, delivered, dead, plugin_error or filtered",
+                "`status` must be pending, delivered, dead, plugin_error, filtered or paused",
             );
         }
     };

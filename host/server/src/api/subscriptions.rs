@@ -15,10 +15,15 @@ use crate::app::App;
 use crate::reply::{ApiError, error};
 
 /// A subscription as the API shows it: secrets are never shown, only
-/// whether a seed is set and how many signing secrets there are.
-fn subscription_view(sub: &Subscription) -> Value {
+/// whether a seed is set and how many signing secrets there are; with its
+/// endpoint's health (failure run, last success, disabled and why).
+fn subscription_view(app: &App, sub: &Subscription) -> Value {
     let mut v = serde_json::to_value(sub).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "endpoint".into(),
+            serde_json::to_value(app.deliverer.endpoint_health(&sub.id)).unwrap_or_default(),
+        );
         o.remove("seed");
         o.remove("secrets");
         o.insert("seed_set".into(), json!(sub.seed.is_some()));
@@ -51,7 +56,7 @@ async fn change(
 ) -> Response {
     let subscriptions = app.subscriptions.clone();
     match tokio::task::spawn_blocking(move || f(&subscriptions)).await {
-        Ok(Ok(Some(sub))) => (ok, axum::Json(subscription_view(&sub))).into_response(),
+        Ok(Ok(Some(sub))) => (ok, axum::Json(subscription_view(app, &sub))).into_response(),
         Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(e)) => subscription_error(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -70,14 +75,14 @@ pub(super) async fn list_subscriptions(State(app): State<App>) -> Response {
         .subscriptions
         .current()
         .iter()
-        .map(|s| subscription_view(s))
+        .map(|s| subscription_view(&app, s))
         .collect();
     axum::Json(json!({ "subscriptions": all })).into_response()
 }
 
 pub(super) async fn get_subscription(State(app): State<App>, Path(id): Path<String>) -> Response {
     match app.subscriptions.get(&id) {
-        Some(sub) => axum::Json(subscription_view(&sub)).into_response(),
+        Some(sub) => axum::Json(subscription_view(&app, &sub)).into_response(),
         None => subscription_error(SubscriptionError::NotFound(id)),
     }
 }
@@ -130,13 +135,28 @@ pub(super) async fn delete_subscription(
 }
 
 /// `POST /v1/subscriptions/{id}/enable` (`ON`) and `.../disable`.
+/// Enabling also enables an endpoint hookhost disabled (410 Gone, failing
+/// for days) and sends its paused deliveries; that works for config-file
+/// subscriptions too, whose own `enabled` stays the file's.
 pub(super) async fn switch_subscription<const ON: bool>(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> Response {
+    let deliverer = app.deliverer.clone();
     change(
         &app,
-        move |subs| subs.set_enabled(&id, ON).map(Some),
+        move |subs| {
+            let sub = subs
+                .get(&id)
+                .ok_or_else(|| SubscriptionError::NotFound(id.clone()))?;
+            if ON {
+                deliverer.enable_endpoint(&id)?;
+                if sub.from_config {
+                    return Ok(Some(sub));
+                }
+            }
+            subs.set_enabled(&id, ON).map(Some)
+        },
         StatusCode::OK,
     )
     .await

@@ -97,6 +97,18 @@ pub struct Journal {
     backlog_limit: usize,
 }
 
+/// A frame as [`Journal::append`] writes it (for tools and fuzzing).
+pub fn encode(events: &[StoredEvent], answer: Option<&Remembered>) -> Vec<u8> {
+    encode_frame(events, answer)
+}
+
+/// What recovery reads from a segment file's bytes (for tools and fuzzing).
+pub fn decode(bytes: &[u8]) -> Recovered {
+    let mut recovered = Recovered::default();
+    read_segment(bytes, 0, &mut recovered);
+    recovered
+}
+
 /// The segment numbers in `dir` and what they hold.
 fn read_all(dir: &Path) -> Result<(BTreeSet<u64>, Recovered), JournalError> {
     let mut segments = BTreeSet::new();
