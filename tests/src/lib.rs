@@ -58,15 +58,16 @@ pub fn built_plugin(crate_name: &str) -> PathBuf {
     path
 }
 
-/// The `hookhost` binary built in the same profile as this test.
+/// The `hookhost` binary built in the same profile as this test (or tool).
 pub fn hookhost_bin() -> PathBuf {
-    // The test executable lives in target/<profile>/deps/.
+    // A test executable lives in target/<profile>/deps/, a tool (the soak)
+    // in target/<profile>/.
     let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("hookhost");
+    let mut dir = exe.parent().expect("target/<profile>").to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("hookhost");
     assert!(
         bin.is_file(),
         "{} is missing: run `./dev test`",
@@ -222,6 +223,10 @@ impl Running {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
         addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The process's peak resident set size (`VmHWM`), in KiB.
