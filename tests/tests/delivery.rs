@@ -909,3 +909,46 @@ fn gone_and_failing_endpoints_are_disabled_and_re_enabling_sends_what_waited() {
     assert!(reason.contains("failed attempts since"), "{reason}");
     server.stop();
 }
+
+/// Client text cannot forge log lines: an event id with a newline and a
+/// terminal escape reaches the text log (the "plugin failed" warning names
+/// the event) escaped, on one line.
+#[test]
+fn client_text_in_the_log_is_escaped() {
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "",
+        &subscription(
+            "guarded",
+            "http://127.0.0.1:9/x",
+            "[[subscriptions.plugins]]\nplugin = \"not-installed\"\n",
+        ),
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let forged =
+        "evt_1\n2026-12-02T00:00:00.000000Z  INFO hookhost: all deliveries verified\u{1b}[2K";
+    let event = json!({"id": forged, "type": "report", "data": {}});
+    let (status, body) = post(api, "/v1/events", event.to_string().as_bytes());
+    assert_eq!(status, 202, "{body}");
+    let line = server.wait_for(&["plugin failed"], WAIT);
+    assert!(
+        line.contains(
+            r"evt_1\n2026-12-02T00:00:00.000000Z  INFO hookhost: all deliveries verified\u{1b}[2K"
+        ),
+        "{line}"
+    );
+    let later = server.collect_for(Duration::from_millis(300));
+    assert!(
+        server
+            .log
+            .iter()
+            .chain(&later)
+            .all(|l| !l.starts_with("2026-12-02T00:00:00.000000Z") && !l.contains('\u{1b}')),
+        "{:#?}",
+        server.log
+    );
+    stop(server);
+}
