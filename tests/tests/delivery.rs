@@ -952,3 +952,60 @@ fn client_text_in_the_log_is_escaped() {
     );
     stop(server);
 }
+
+/// A subscription's own headers (an API key the receiver wants) go with
+/// every attempt; the API shows their names, never their values; a header
+/// hookhost sets itself cannot be replaced.
+#[test]
+fn custom_headers_are_sent_and_never_shown() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n\"\n",
+        &subscription(
+            "keyed",
+            &receiver.url("keyed"),
+            "headers = { \"X-Api-Key\" = \"k3y-for-the-receiver\" }\n",
+        ),
+    );
+    let server = hookhost_tests::InProcess::start(&config);
+    let (status, _) = post(
+        server.addr,
+        "/v1/events",
+        br#"{"type": "report", "data": {}}"#,
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("keyed", 1, WAIT);
+    let got = &receiver.received()[0];
+    assert_eq!(got.headers["x-api-key"], "k3y-for-the-receiver");
+    let (_, shown) = request(
+        server.addr,
+        "GET",
+        "/v1/subscriptions/keyed",
+        &["Authorization: Bearer adm1n"],
+        b"",
+    );
+    assert_eq!(shown["headers"], json!({"X-Api-Key": "(set)"}), "{shown}");
+    assert!(!shown.to_string().contains("k3y"), "{shown}");
+    let (status, body) = request(
+        server.addr,
+        "POST",
+        "/v1/subscriptions",
+        &["Authorization: Bearer adm1n"],
+        json!({"id": "sneaky", "url": receiver.url("x"), "types": ["*"], "seed": "s",
+               "headers": {"webhook-signature": "v1,forged"}})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("headers.webhook-signature"),
+        "{body}"
+    );
+    server.stop();
+}

@@ -191,6 +191,9 @@ impl Subscription {
                 "{key}.secrets: at most two (the old and the new during rotation)"
             ));
         }
+        for (name, value) in &self.headers {
+            check_header(name, value).map_err(|e| format!("{key}.headers.{name}: {e}"))?;
+        }
         for s in &self.secrets {
             crate::sign::whsec_key(s).map_err(|e| format!("{key}.secrets: {e}"))?;
         }
@@ -519,6 +522,9 @@ impl Config {
             for secret in &mut sub.secrets {
                 from_env(secret, &format!("{key}.secrets"))?;
             }
+            for (name, value) in &mut sub.headers {
+                from_env(value, &format!("{key}.headers.{name}"))?;
+            }
         }
         config.plugins.validate()?;
         config.aggregation.validate()?;
@@ -563,6 +569,31 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// Headers hookhost sets itself, or that HTTP/1 framing owns: a
+/// subscription cannot replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "host",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let parsed = http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| "not a valid header name".to_string())?;
+    if RESERVED_HEADERS.contains(&parsed.as_str()) {
+        return Err("hookhost sets this header itself".into());
+    }
+    http::HeaderValue::from_str(value)
+        .map(|_| ())
+        .map_err(|_| "the value has characters a header cannot carry".into())
 }
 
 /// Replaces `"env:NAME"` by the value of environment variable `NAME`, so

@@ -79,6 +79,11 @@ pub struct Subscription {
     /// When hookhost disables the endpoint by itself.
     #[serde(default)]
     pub health: HealthPolicy,
+    /// Static headers sent with every attempt (an API key the receiver
+    /// wants, say; `"env:NAME"` reads a value from the environment). Values
+    /// are never logged nor shown by the API.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
     /// Defined in the config file (read-only over the API).
     #[serde(skip)]
     pub from_config: bool,

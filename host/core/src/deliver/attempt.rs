@@ -36,6 +36,9 @@ impl Deliverer {
             )
             .header("webhook-id", job_id)
             .header("webhook-timestamp", timestamp);
+        for (name, value) in &endpoint.headers {
+            request = request.header(name, value);
+        }
         if !endpoint.keys.is_empty() {
             let body_text = std::str::from_utf8(&body).unwrap_or_default();
             request = request.header(

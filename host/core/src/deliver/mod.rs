@@ -47,6 +47,8 @@ struct Endpoint {
     sub: Arc<Subscription>,
     uri: Uri,
     keys: Vec<Vec<u8>>,
+    /// The subscription's own headers, checked when it was configured.
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     in_flight: Semaphore,
     /// Shared by every subscription on the same scheme, host and port.
     host_in_flight: Arc<Semaphore>,
@@ -71,6 +73,18 @@ impl Endpoint {
                 .iter()
                 .map(|s| sign::whsec_key(s).map_err(|e| e.to_string()))
                 .collect::<Result<_, _>>()?,
+            headers: sub
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let name = http::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("headers.{name}: not a valid header name"))?;
+                    let mut value = http::HeaderValue::from_str(value)
+                        .map_err(|_| format!("headers.{name}: not a valid header value"))?;
+                    value.set_sensitive(true);
+                    Ok((name, value))
+                })
+                .collect::<Result<_, String>>()?,
             in_flight: Semaphore::new(sub.max_in_flight),
             host_in_flight: host_in_flight(&uri),
             paused_until_ms: std::sync::atomic::AtomicU64::new(0),

@@ -26,6 +26,12 @@ fn subscription_view(app: &App, sub: &Subscription) -> Value {
         );
         o.remove("seed");
         o.remove("secrets");
+        // Header values may be credentials: names only.
+        if let Some(headers) = o.get_mut("headers").and_then(Value::as_object_mut) {
+            for value in headers.values_mut() {
+                *value = json!("(set)");
+            }
+        }
         o.insert("seed_set".into(), json!(sub.seed.is_some()));
         o.insert("secrets_count".into(), json!(sub.secrets.len()));
         o.insert(
