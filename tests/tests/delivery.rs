@@ -1009,3 +1009,44 @@ fn custom_headers_are_sent_and_never_shown() {
     );
     server.stop();
 }
+
+/// A rate limit of 10 per second, measured at the receiver: 31 deliveries
+/// (burst 1) take at least 3 s, whatever the in-flight limit allows.
+#[test]
+fn a_rate_limit_paces_attempts_at_the_receiver() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        &subscription(
+            "paced",
+            &receiver.url("paced"),
+            "max_in_flight = 16\nrate_limit = { per_second = 10, burst = 1 }\n",
+        ),
+    );
+    let server = hookhost_tests::InProcess::start(&config);
+    let events: Vec<Value> = (0..31)
+        .map(|i| json!({"type": "report", "data": {"n": i}}))
+        .collect();
+    let (status, _) = post(
+        server.addr,
+        "/v1/events",
+        Value::Array(events).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("paced", 31, WAIT);
+    let mut at: Vec<u64> = receiver.received().iter().map(|r| r.at_ms).collect();
+    at.sort_unstable();
+    let spread_ms = at[30] - at[0];
+    // Never faster than the limit (10 % slack for clock reading); slower
+    // is possible on a loaded machine and not asserted.
+    assert!(
+        spread_ms >= 2700,
+        "31 deliveries in {spread_ms} ms: faster than 10/s"
+    );
+    eprintln!(
+        "rate limit 10/s: 30 intervals in {spread_ms} ms ({:.2}/s)",
+        30_000.0 / spread_ms as f64
+    );
+    server.stop();
+}

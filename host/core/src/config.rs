@@ -194,6 +194,13 @@ impl Subscription {
         for (name, value) in &self.headers {
             check_header(name, value).map_err(|e| format!("{key}.headers.{name}: {e}"))?;
         }
+        if let Some(limit) = &self.rate_limit
+            && (!(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0)
+        {
+            return Err(format!(
+                "{key}.rate_limit: per_second must be above 0 and burst at least 1"
+            ));
+        }
         for s in &self.secrets {
             crate::sign::whsec_key(s).map_err(|e| format!("{key}.secrets: {e}"))?;
         }

@@ -79,6 +79,10 @@ pub struct Subscription {
     /// When hookhost disables the endpoint by itself.
     #[serde(default)]
     pub health: HealthPolicy,
+    /// At most this many attempts per second to the endpoint (with a burst),
+    /// beside `max_in_flight`. Unset: no rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Static headers sent with every attempt (an API key the receiver
     /// wants, say; `"env:NAME"` reads a value from the environment). Values
     /// are never logged nor shown by the API.
@@ -91,6 +95,20 @@ pub struct Subscription {
 
 fn enabled_default() -> bool {
     true
+}
+
+/// `rate_limit = { per_second = 10, burst = 10 }`: a token bucket.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    /// Attempts that may start at once after a quiet spell (default 1).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
 }
 
 /// `[subscriptions.health]`: when an endpoint is disabled by hookhost, and

@@ -24,6 +24,7 @@ use tracing::Instrument;
 mod attempt;
 mod client;
 mod health;
+mod rate;
 mod retry;
 mod state_writer;
 
@@ -55,6 +56,7 @@ struct Endpoint {
     /// No attempt starts before this (ms since the epoch): set by an
     /// endpoint's `Retry-After`.
     paused_until_ms: std::sync::atomic::AtomicU64,
+    rate: Option<rate::TokenBucket>,
 }
 
 impl Endpoint {
@@ -88,6 +90,7 @@ impl Endpoint {
             in_flight: Semaphore::new(sub.max_in_flight),
             host_in_flight: host_in_flight(&uri),
             paused_until_ms: std::sync::atomic::AtomicU64::new(0),
+            rate: sub.rate_limit.as_ref().map(rate::TokenBucket::new),
             uri,
             sub,
         })
@@ -448,6 +451,12 @@ impl Deliverer {
                 _ = self.stop.cancelled() => return, // stays pending in the store
                 permits = async {
                     tokio::time::sleep(Duration::from_millis(wait)).await;
+                    // Its turn under the rate limit before any slot is taken:
+                    // a paced subscription holds no slot another (on the
+                    // same host) could use.
+                    if let Some(rate) = &endpoint.rate {
+                        tokio::time::sleep(rate.take(std::time::Instant::now())).await;
+                    }
                     let mine = endpoint.in_flight.acquire().await?;
                     let host = endpoint.host_in_flight.acquire().await?;
                     Ok::<_, tokio::sync::AcquireError>((mine, host))
@@ -457,6 +466,7 @@ impl Deliverer {
             if endpoint.paused_until_ms.load(Ordering::SeqCst) > now_ms() {
                 continue; // paused while it waited for a slot
             }
+
             let (attempt, outcome) = self.attempt(&endpoint, &job.id, body.clone()).await;
             let succeeded = matches!(outcome, Outcome::Delivered);
             if let Some(change) =
