@@ -219,7 +219,15 @@ fn event_types_lists_every_catalog_type_to_the_admin() {
     let (status, body) = get(api, "/v1/event-types", &["Authorization: Bearer adm1n"]);
     assert_eq!(status, 200, "{body}");
     let types = body["event_types"].as_array().unwrap();
-    assert_eq!(types.len(), 7 + 20 + 51);
+    // The three seeds' catalogs and hookhost's own (operational events).
+    assert_eq!(types.len(), 7 + 20 + 51 + 4);
+    assert_eq!(
+        types
+            .iter()
+            .find(|t| t["name"] == "hookhost.delivery.exhausted")
+            .unwrap()["tier"],
+        "partner"
+    );
     let by_name = |n: &str| types.iter().find(|t| t["name"] == n).unwrap();
     let alarm = by_name("alarm");
     assert_eq!(alarm["catalog"], "bikeep");

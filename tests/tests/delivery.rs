@@ -1050,3 +1050,105 @@ fn a_rate_limit_paces_attempts_at_the_receiver() {
     );
     server.stop();
 }
+
+/// hookhost's own events reach the operator's endpoint, signed like any
+/// delivery: a delivery exhausted, the endpoint disabled (410), enabled
+/// again. A customer's `*` never receives them, and clients cannot post them.
+#[test]
+fn operational_events_reach_the_operator_signed_and_never_a_customers_wildcard() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let receiver = Receiver::start();
+    receiver.script("customer", Answer::Status(410));
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n\"\n",
+        &format!(
+            "[[subscriptions]]\nid = \"ops\"\nurl = \"{}\"\ntypes = [\"hookhost.*\"]\ntier = \"partner\"\n\
+             envelope = \"plain\"\nsecrets = [\"{SECRET}\"]\n\
+             [[subscriptions]]\nid = \"customer\"\nurl = \"{}\"\ntypes = [\"*\"]\ntier = \"partner\"\n\
+             envelope = \"plain\"\nintervals = {{ \"*\" = \"direct\" }}\n",
+            receiver.url("ops"),
+            receiver.url("customer"),
+        ),
+    );
+    let server = hookhost_tests::InProcess::start(&config);
+    let api = server.addr;
+    let (status, body) = post(
+        api,
+        "/v1/events",
+        br#"{"type": "hookhost.delivery.exhausted", "data": {}}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reserved"),
+        "{body}"
+    );
+    let (status, _) = post(
+        api,
+        "/v1/events",
+        br#"{"id": "e1", "type": "report", "data": {}}"#,
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("ops", 2, WAIT);
+    let (status, _) = request(
+        api,
+        "POST",
+        "/v1/subscriptions/customer/enable",
+        &["Authorization: Bearer adm1n"],
+        b"",
+    );
+    assert_eq!(status, 200);
+    receiver.wait_count("ops", 3, WAIT);
+    let ops: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "ops")
+        .collect();
+    let mut types: Vec<String> = Vec::new();
+    for r in &ops {
+        let check = hookhost_core::verify::standard(
+            &hookhost_core::verify::Delivery {
+                body: r.body.clone(),
+                headers: r.headers.clone(),
+            },
+            SECRET,
+        );
+        assert!(check.ok, "{check:?}");
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        types.push(body["type"].as_str().unwrap().to_string());
+        assert_eq!(body["subscription_id"], "customer", "{body}");
+    }
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "hookhost.delivery.exhausted",
+            "hookhost.subscription.disabled",
+            "hookhost.subscription.recovered"
+        ]
+    );
+    let exhausted: Value = serde_json::from_str(
+        &ops.iter()
+            .find(|r| r.body.contains("exhausted"))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(exhausted["event_id"], "e1");
+    assert_eq!(exhausted["last_status"], 410);
+    // The customer's `*` got its own event only.
+    assert!(
+        receiver.bodies("customer").iter().all(|b| !b["type"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("hookhost.")),
+        "{:?}",
+        receiver.bodies("customer")
+    );
+    server.stop();
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{Mode, Tier};
+use crate::model::{Mode, OPERATIONAL_PREFIX, Tier};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -151,7 +151,15 @@ impl Catalogs {
 
     /// Whether a subscription of `tier` may receive `event_type`.
     pub fn allows(&self, tier: Tier, event_type: &str) -> bool {
-        tier == Tier::Partner || self.tier(event_type) == Tier::Public
+        // hookhost's operational events are partner types, catalog or not.
+        tier == Tier::Partner
+            || (!event_type.starts_with(OPERATIONAL_PREFIX)
+                && self.tier(event_type) == Tier::Public)
+    }
+
+    /// Adds a catalog that comes with hookhost (its operational events).
+    pub fn add_built_in(&mut self, catalog: Catalog) -> Result<(), CatalogError> {
+        self.add(Path::new("(built in)"), catalog)
     }
 
     /// Every type, in catalog order.

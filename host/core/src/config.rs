@@ -50,6 +50,9 @@ pub struct DeliveryConfig {
     /// Deliveries held in memory (waiting or in flight); more wait in the
     /// store and are loaded as these finish.
     pub max_jobs_in_memory: usize,
+    /// After this many failed attempts in a row a delivery emits the
+    /// operational event `hookhost.delivery.failing` (once).
+    pub failing_after_attempts: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -58,6 +61,7 @@ impl Default for DeliveryConfig {
             allowed_networks: Vec::new(),
             max_in_flight_per_host: 64,
             max_jobs_in_memory: 100_000,
+            failing_after_attempts: 4,
         }
     }
 }
@@ -444,7 +448,8 @@ impl Config {
         for catalog in &mut config.catalog.files {
             *catalog = base.join(&*catalog);
         }
-        let catalogs = Catalogs::load(&config.catalog.files)?;
+        let mut catalogs = Catalogs::load(&config.catalog.files)?;
+        catalogs.add_built_in(crate::operational::catalog())?;
         config
             .with_catalogs(catalogs)
             .map_err(|message| ConfigError::Invalid {
@@ -503,7 +508,7 @@ impl Config {
                 }
             }
         }
-        if self.catalog.strict && catalogs.is_empty() {
+        if self.catalog.strict && self.catalog.files.is_empty() {
             return Err("catalog.strict needs at least one file in catalog.files".into());
         }
         self.catalogs = catalogs;

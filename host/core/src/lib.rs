@@ -15,6 +15,7 @@
 //! - [`subscriptions`]: the live set of subscriptions (config file + API).
 //! - [`verify`]: checking a delivery as a receiver would.
 //! - [`config`]: the TOML configuration, its defaults and checks.
+//! - [`operational`]: hookhost's own events (`hookhost.*`) and their catalog.
 //! - [`sign`]: delivery bodies (envelopes), the seed's hash, Standard Webhooks.
 //! - [`catalog`]: event catalogs (types, tiers, delivery modes, samples).
 //! - [`store`]: the storage seams (traits) and their sled implementation.
@@ -34,6 +35,7 @@ pub mod intake;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod operational;
 pub mod pipeline;
 pub mod sign;
 pub mod ssrf;

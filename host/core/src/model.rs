@@ -277,9 +277,17 @@ pub enum Backoff {
 }
 
 /// Does `pattern` (exact, `prefix.*` or `*`) match `event_type`?
+/// hookhost's own operational event types start with this; a wildcard
+/// matches them only when its prefix names them (`hookhost.*`), never `*`.
+pub const OPERATIONAL_PREFIX: &str = "hookhost.";
+
 pub fn type_matches(pattern: &str, event_type: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => event_type.starts_with(prefix),
+        Some(prefix) => {
+            event_type.starts_with(prefix)
+                && (!event_type.starts_with(OPERATIONAL_PREFIX)
+                    || prefix.starts_with(OPERATIONAL_PREFIX))
+        }
         None => pattern == event_type,
     }
 }

@@ -98,6 +98,24 @@ impl Node {
             store.clone(),
             to_worker,
         )?;
+        // hookhost's own events enter like ingested ones: durable first.
+        deliverer.on_operational({
+            let intake = intake.clone();
+            move |event| {
+                let intake = intake.clone();
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                runtime.spawn(async move {
+                    use crate::intake::DurableIntake;
+                    let id = event.id.clone();
+                    let at = event.received_at_ms;
+                    if let Err(e) = intake.accept(vec![event], vec![true], None, at).await {
+                        tracing::warn!(event_id = %id, error = %e, "operational event not accepted");
+                    }
+                });
+            }
+        });
         Ok(Node {
             config,
             registry,

@@ -229,6 +229,25 @@ async fn refuse(tcp: TcpStream) {
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
     );
+    // Read the request head first (bounded): closing a socket with unread
+    // input resets it, and a reset can destroy the answer before the client
+    // reads it.
+    let mut head = Vec::new();
+    let read_head = async {
+        let mut buf = [0u8; 1024];
+        while head.len() < 8 * 1024
+            && !head.windows(4).any(|w| w == b"\r\n\r\n")
+            && tcp.readable().await.is_ok()
+        {
+            match tcp.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_head).await;
     let write = async {
         let mut left = answer.as_bytes();
         while !left.is_empty() && tcp.writable().await.is_ok() {

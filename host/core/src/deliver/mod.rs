@@ -35,7 +35,8 @@ use state_writer::StateWriter;
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::model::Subscription;
-use crate::model::{EndpointHealth, Job, JobStatus, WhenDisabled};
+use crate::model::{EndpointHealth, Job, JobStatus, StoredEvent, WhenDisabled};
+use crate::operational;
 use crate::sign;
 use crate::ssrf::TargetPolicy;
 use crate::store::{Store, StoreError};
@@ -118,7 +119,18 @@ pub struct Deliverer {
     /// Some pending jobs are only in the store.
     overflow: std::sync::atomic::AtomicBool,
     health: health::Health,
+    /// Where operational events go (the intake), once the node wires it.
+    operational: std::sync::OnceLock<OperationalSink>,
+    failing_after: u32,
 }
+
+/// When the job's last attempt started.
+fn attempt_at(job: &Job) -> u64 {
+    job.attempts.last().map_or_else(now_ms, |a| a.at_ms)
+}
+
+/// Takes an operational event to accept like an ingested one.
+type OperationalSink = Box<dyn Fn(StoredEvent) + Send + Sync>;
 
 /// Ids of jobs that have a task (in memory).
 type JobsInMemory = Arc<std::sync::Mutex<HashSet<String>>>;
@@ -175,8 +187,44 @@ impl Deliverer {
             max_live: config.delivery.max_jobs_in_memory,
             overflow: Default::default(),
             health: health::Health::load(&*store),
+            operational: std::sync::OnceLock::new(),
+            failing_after: config.delivery.failing_after_attempts,
             store,
         })
+    }
+
+    /// Sends operational events (`hookhost.*`) to `sink` from now on.
+    pub fn on_operational(&self, sink: impl Fn(StoredEvent) + Send + Sync + 'static) {
+        let _ = self.operational.set(Box::new(sink));
+    }
+
+    fn emit(&self, event: StoredEvent) {
+        if let Some(sink) = self.operational.get() {
+            sink(event);
+        }
+    }
+
+    /// `hookhost.delivery.*` about `job`; never about an operational event's
+    /// own delivery (that could loop).
+    fn emit_about(&self, kind: &str, job: &Job, key: &str) {
+        if operational::is_operational(&job.event_type) {
+            return;
+        }
+        let last = job.attempts.last();
+        self.emit(operational::event(
+            kind,
+            key,
+            now_ms(),
+            serde_json::json!({
+                "delivery_id": job.id,
+                "subscription_id": job.subscription_id,
+                "event_id": job.event_id,
+                "event_type": job.event_type,
+                "attempts": job.attempts.len(),
+                "last_status": last.and_then(|a| a.status),
+                "last_error": last.and_then(|a| a.error.clone()).or_else(|| job.error.clone()),
+            }),
+        ));
     }
 
     /// Subscriptions whose endpoint hookhost disabled.
@@ -194,6 +242,13 @@ impl Deliverer {
     pub fn enable_endpoint(self: &Arc<Self>, id: &str) -> Result<usize, StoreError> {
         if self.health.enable(&*self.store, id)? {
             tracing::info!(subscription = %id, "endpoint enabled again");
+            let at = now_ms();
+            self.emit(operational::event(
+                operational::SUBSCRIPTION_RECOVERED,
+                &format!("{id}_{at}"),
+                at,
+                serde_json::json!({"subscription_id": id, "reason": "enabled over the API"}),
+            ));
         }
         let mut paused = self.store.paused_jobs(id)?;
         let now = now_ms();
@@ -475,6 +530,13 @@ impl Deliverer {
             {
                 if let Some(reason) = &change.disabled {
                     tracing::warn!(subscription = %change.subscription, reason = %reason, "endpoint disabled");
+                    let at = attempt_at(&job);
+                    self.emit(operational::event(
+                        operational::SUBSCRIPTION_DISABLED,
+                        &format!("{}_{at}", change.subscription),
+                        at,
+                        serde_json::json!({"subscription_id": change.subscription, "reason": reason}),
+                    ));
                 }
                 self.states.save_health(change.subscription, change.health);
             }
@@ -491,6 +553,13 @@ impl Deliverer {
                     return;
                 }
                 Outcome::Retry { after_ms } if retries_used < endpoint.sub.retry.max_retries => {
+                    if job.attempts_in_round == self.failing_after {
+                        self.emit_about(
+                            operational::DELIVERY_FAILING,
+                            &job,
+                            &format!("{}_{}", job.id, job.attempts.len()),
+                        );
+                    }
                     let wait = match after_ms {
                         // The endpoint said when: that time (capped), for
                         // every delivery of the subscription.
@@ -529,6 +598,11 @@ impl Deliverer {
                     );
                     METRICS.dead.fetch_add(1, Ordering::Relaxed);
                     self.save(&job);
+                    self.emit_about(
+                        operational::DELIVERY_EXHAUSTED,
+                        &job,
+                        &format!("{}_{}", job.id, job.attempts.len()),
+                    );
                     return;
                 }
             }

@@ -281,9 +281,14 @@ impl JournalIntake {
             })
             .await;
         }
+        // Clients' events only: hookhost's own operational events enter here too.
+        let from_clients = fresh
+            .iter()
+            .filter(|e| !crate::operational::is_operational(&e.event_type))
+            .count();
         METRICS
             .events_ingested
-            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+            .fetch_add(from_clients as u64, Ordering::Relaxed);
         if !fresh.is_empty() {
             let ack = ack(&self.journal, Some(segment), &fresh, room);
             self.queue(Accepted {

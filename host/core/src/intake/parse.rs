@@ -34,8 +34,15 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     Ok(Some(key.to_string()))
 }
 
-/// Under `catalog.strict`, why `event_type` is refused, if it is.
+/// Why `event_type` is refused, if it is: hookhost's own operational types
+/// always (clients cannot forge them); under `catalog.strict`, types no
+/// catalog lists as live.
 pub fn refused_type(config: &Config, event_type: &str) -> Option<String> {
+    if crate::operational::is_operational(event_type) {
+        return Some(format!(
+            "field `type`: {event_type:?} is reserved for hookhost's own operational events"
+        ));
+    }
     if !config.catalog.strict {
         return None;
     }
