@@ -220,7 +220,7 @@ fn event_types_lists_every_catalog_type_to_the_admin() {
     assert_eq!(status, 200, "{body}");
     let types = body["event_types"].as_array().unwrap();
     // The three seeds' catalogs and hookhost's own (operational events).
-    assert_eq!(types.len(), 7 + 20 + 51 + 4);
+    assert_eq!(types.len(), 7 + 20 + 51 + 5);
     assert_eq!(
         types
             .iter()

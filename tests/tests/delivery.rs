@@ -1152,3 +1152,80 @@ fn operational_events_reach_the_operator_signed_and_never_a_customers_wildcard()
     );
     server.stop();
 }
+
+/// `hookhost.delivery.failing` comes once, after `failing_after_attempts`
+/// failed attempts of a delivery still being retried; `exhausted` follows
+/// when its retries run out.
+#[test]
+fn a_failing_delivery_is_announced_once_before_it_is_exhausted() {
+    let receiver = Receiver::start();
+    receiver.script("down", Answer::Status(503));
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "failing_after_attempts = 2\n",
+        "",
+        &format!(
+            "[[subscriptions]]\nid = \"ops\"\nurl = \"{}\"\ntypes = [\"hookhost.*\"]\ntier = \"partner\"\n\
+             envelope = \"plain\"\n\
+             [[subscriptions]]\nid = \"down\"\nurl = \"{}\"\ntypes = [\"report\"]\n\
+             envelope = \"plain\"\nintervals = {{ \"*\" = \"direct\" }}\n\
+             [subscriptions.retry]\nmax_retries = 3\nbackoff_ms = 10\n",
+            receiver.url("ops"),
+            receiver.url("down"),
+        ),
+    );
+    let server = hookhost_tests::InProcess::start(&config);
+    let (status, _) = post(
+        server.addr,
+        "/v1/events",
+        br#"{"id": "r1", "type": "report", "data": {}}"#,
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("down", 4, WAIT);
+    receiver.wait_count("ops", 2, WAIT);
+    std::thread::sleep(Duration::from_millis(300)); // nothing more may come
+    let ops = receiver.bodies("ops");
+    let types: Vec<&str> = ops.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(types.len(), 2, "{ops:?}");
+    assert!(types.contains(&"hookhost.delivery.failing"), "{types:?}");
+    assert!(types.contains(&"hookhost.delivery.exhausted"), "{types:?}");
+    let failing = ops
+        .iter()
+        .find(|b| b["type"] == "hookhost.delivery.failing")
+        .unwrap();
+    assert_eq!(failing["attempts"], 2, "{failing}");
+    assert_eq!(failing["last_status"], 503, "{failing}");
+    server.stop();
+}
+
+/// A plugin file refused by the hot reloader becomes a
+/// `hookhost.plugin.refused` event at the operator's endpoint.
+#[test]
+fn a_refused_plugin_file_is_announced_to_the_operator() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "",
+        &format!(
+            "[[subscriptions]]\nid = \"ops\"\nurl = \"{}\"\ntypes = [\"hookhost.plugin.*\"]\n\
+             tier = \"partner\"\nenvelope = \"plain\"\n",
+            receiver.url("ops"),
+        ),
+    );
+    let mut server = Running::start(&["serve", "--config", &config]);
+    server.api_addr(WAIT);
+    std::fs::write(root.path().join("plugins/broken.wasm"), b"not a component").unwrap();
+    receiver.wait_count("ops", 1, WAIT);
+    let event = &receiver.bodies("ops")[0];
+    assert_eq!(event["type"], "hookhost.plugin.refused", "{event}");
+    assert_eq!(event["plugin"], "broken", "{event}");
+    assert_eq!(event["previous_version_serving"], false, "{event}");
+    assert!(
+        !event["error"].as_str().unwrap_or_default().is_empty(),
+        "{event}"
+    );
+    stop(server);
+}

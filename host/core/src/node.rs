@@ -98,14 +98,15 @@ impl Node {
             store.clone(),
             to_worker,
         )?;
-        // hookhost's own events enter like ingested ones: durable first.
-        deliverer.on_operational({
+        // hookhost's own events enter like ingested ones: durable first. They
+        // may come from any thread (the plugin watcher's too): the runtime
+        // the node was opened on runs them.
+        let operational: Arc<dyn Fn(crate::model::StoredEvent) + Send + Sync> = {
             let intake = intake.clone();
-            move |event| {
+            let runtime = tokio::runtime::Handle::try_current().ok();
+            Arc::new(move |event: crate::model::StoredEvent| {
+                let Some(runtime) = &runtime else { return };
                 let intake = intake.clone();
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
                 runtime.spawn(async move {
                     use crate::intake::DurableIntake;
                     let id = event.id.clone();
@@ -114,7 +115,23 @@ impl Node {
                         tracing::warn!(event_id = %id, error = %e, "operational event not accepted");
                     }
                 });
-            }
+            })
+        };
+        deliverer.on_operational({
+            let operational = operational.clone();
+            move |event| operational(event)
+        });
+        registry.on_refused(move |plugin, failure, serving| {
+            operational(crate::operational::event(
+                crate::operational::PLUGIN_REFUSED,
+                &format!("{plugin}_{}", failure.at_unix_ms),
+                failure.at_unix_ms,
+                serde_json::json!({
+                    "plugin": plugin,
+                    "error": failure.error,
+                    "previous_version_serving": serving,
+                }),
+            ));
         });
         Ok(Node {
             config,

@@ -16,6 +16,7 @@ pub const DELIVERY_EXHAUSTED: &str = "hookhost.delivery.exhausted";
 pub const DELIVERY_FAILING: &str = "hookhost.delivery.failing";
 pub const SUBSCRIPTION_DISABLED: &str = "hookhost.subscription.disabled";
 pub const SUBSCRIPTION_RECOVERED: &str = "hookhost.subscription.recovered";
+pub const PLUGIN_REFUSED: &str = "hookhost.plugin.refused";
 
 pub fn is_operational(event_type: &str) -> bool {
     event_type.starts_with(OPERATIONAL_PREFIX)
@@ -44,6 +45,10 @@ pub fn catalog() -> Catalog {
             kind(DELIVERY_FAILING, "A delivery has failed delivery.failing_after_attempts times in a row and is still retried.", &sample_delivery),
             kind(SUBSCRIPTION_DISABLED, "hookhost disabled a subscription's endpoint (410 Gone, or only failures for days); its deliveries wait.", &sample_subscription),
             kind(SUBSCRIPTION_RECOVERED, "A disabled endpoint was enabled again; its waiting deliveries are sent.", &sample_subscription),
+            kind(PLUGIN_REFUSED, "A plugin file dropped into the plugins folder was refused; the earlier version (if any) keeps serving.", &json!({
+                "plugin": "alarm-filter", "error": "not a WebAssembly component",
+                "previous_version_serving": true, "timestamp": "2025-12-15T10:30:00Z"
+            })),
         ]
     }))
     .expect("the built-in catalog is well-formed")
@@ -76,7 +81,7 @@ mod tests {
     #[test]
     fn the_built_in_catalog_lists_partner_types_only() {
         let c = catalog();
-        assert_eq!(c.event_types.len(), 4);
+        assert_eq!(c.event_types.len(), 5);
         assert!(
             c.event_types
                 .iter()

@@ -28,7 +28,13 @@ pub struct Registry {
     change: Mutex<()>,
     loads: AtomicU64,
     refusals: AtomicU64,
+    /// Told of every refused load (the host turns it into an event).
+    on_refused: std::sync::OnceLock<RefusalHook>,
 }
+
+/// Called with the plugin's name, the failure, and whether an earlier
+/// version keeps serving.
+pub type RefusalHook = Box<dyn Fn(&str, &LoadFailure, bool) + Send + Sync>;
 
 /// A refused load, kept for the API.
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +81,13 @@ impl Registry {
             change: Mutex::new(()),
             loads: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
+            on_refused: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tells `hook` of every refused load from now on (set once).
+    pub fn on_refused(&self, hook: impl Fn(&str, &LoadFailure, bool) + Send + Sync + 'static) {
+        let _ = self.on_refused.set(Box::new(hook));
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -230,13 +242,14 @@ impl Registry {
         let at_unix_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        self.lock_errors().insert(
-            name.to_string(),
-            LoadFailure {
-                error: err.to_string(),
-                at_unix_ms,
-            },
-        );
+        let failure = LoadFailure {
+            error: err.to_string(),
+            at_unix_ms,
+        };
+        if let Some(hook) = self.on_refused.get() {
+            hook(name, &failure, serving);
+        }
+        self.lock_errors().insert(name.to_string(), failure);
     }
 
     fn lock_errors(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LoadFailure>> {
