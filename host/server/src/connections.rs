@@ -26,6 +26,9 @@ use tower_service::Service;
 /// Largest default connection cap, whatever the file limit.
 const DEFAULT_MAX_CONNECTIONS: u64 = 16_384;
 
+/// Refused connections being answered their 503 at once, at most.
+const MAX_REFUSING: usize = 64;
+
 pub(crate) struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
@@ -110,6 +113,7 @@ pub(crate) async fn serve(
     let open = Arc::new(Mutex::new(Open::default()));
     let tasks = TaskTracker::new();
     let stopping = CancellationToken::new();
+    let refusing = Arc::new(AtomicUsize::new(0));
     let mut last_accept_error: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -133,7 +137,16 @@ pub(crate) async fn serve(
         let admitted = lock(&open).admit(limits.max_connections);
         if !admitted {
             METRICS.connections_refused.fetch_add(1, Ordering::Relaxed);
-            tasks.spawn(refuse(tcp));
+            // Answered one by one up to a bound; past it (a flood while every
+            // connection is busy) closed at once, so refusals hold few files.
+            if refusing.load(Ordering::Relaxed) < MAX_REFUSING {
+                refusing.fetch_add(1, Ordering::Relaxed);
+                let refusing = refusing.clone();
+                tasks.spawn(async move {
+                    refuse(tcp).await;
+                    refusing.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
             continue;
         }
         let requests_in_progress = Arc::new(AtomicUsize::new(0));

@@ -142,15 +142,20 @@ impl JournalIntake {
     /// recovered now. Blocking.
     fn check_store(&self) -> bool {
         let _upkeep = self.upkeep.lock().unwrap_or_else(|p| p.into_inner());
-        let Err(e) = self.store.health() else {
-            return false;
-        };
-        if self.health.set(|p| &mut p.store, Some(e.to_string())) {
-            tracing::error!(error = %e, "the store cannot write; ingest answers 503 until it recovers");
-        }
-        if let Err(e) = self.store.recover() {
-            tracing::debug!(error = %e, "store not recovered yet");
-            return false;
+        let failing = self.health.problems().store.is_some();
+        match self.store.health() {
+            Ok(()) if !failing => return false,
+            // Reopened on an earlier tick, but the journal was not read back.
+            Ok(()) => {}
+            Err(e) => {
+                if self.health.set(|p| &mut p.store, Some(e.to_string())) {
+                    tracing::error!(error = %e, "the store cannot write; ingest answers 503 until it recovers");
+                }
+                if let Err(e) = self.store.recover() {
+                    tracing::debug!(error = %e, "store not recovered yet");
+                    return false;
+                }
+            }
         }
         let resumed = self
             .journal
