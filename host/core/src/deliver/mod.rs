@@ -250,6 +250,8 @@ impl Deliverer {
                 serde_json::json!({"subscription_id": id, "reason": "enabled over the API"}),
             ));
         }
+        // Jobs paused just before: their state is in the store after this.
+        self.states.sync_blocking();
         let mut paused = self.store.paused_jobs(id)?;
         let now = now_ms();
         for job in &mut paused {

@@ -151,6 +151,14 @@ impl StateWriter {
         let _ = self.to_thread.send(StateWrite::Release(job_id));
     }
 
+    /// [`StateWriter::sync`] for a blocking thread.
+    pub(super) fn sync_blocking(&self) {
+        let (done, applied) = tokio::sync::oneshot::channel();
+        if self.to_thread.send(StateWrite::Sync(done)).is_ok() {
+            let _ = applied.blocking_recv();
+        }
+    }
+
     /// Returns once every state saved before the call is in the store.
     pub(super) async fn sync(&self) {
         let (done, applied) = tokio::sync::oneshot::channel();
