@@ -101,12 +101,15 @@ impl Node {
         // hookhost's own events enter like ingested ones: durable first. They
         // may come from any thread (the plugin watcher's too): the runtime
         // the node was opened on runs them.
+        // A weak handle: the registry (and its hook) may outlive the node,
+        // and must not keep the intake, and with it the store's files, open.
         let operational: Arc<dyn Fn(crate::model::StoredEvent) + Send + Sync> = {
-            let intake = intake.clone();
+            let intake = Arc::downgrade(&intake);
             let runtime = tokio::runtime::Handle::try_current().ok();
             Arc::new(move |event: crate::model::StoredEvent| {
-                let Some(runtime) = &runtime else { return };
-                let intake = intake.clone();
+                let (Some(runtime), Some(intake)) = (&runtime, intake.upgrade()) else {
+                    return;
+                };
                 runtime.spawn(async move {
                     use crate::intake::DurableIntake;
                     let id = event.id.clone();
