@@ -3,8 +3,8 @@
 //! slow 200), with the server's resident memory and open files sampled
 //! every 10 s. Memory and file descriptors must be flat after warm-up.
 //!
-//! `cargo run --release -p hookhost-tests --bin soak -- [MINUTES] [EVENTS/S] [OUT DIR]`
-//! (defaults 10, 200, target/soak). Writes `soak.csv` and `soak.svg` to the
+//! `cargo run --release -p hookhost-tests --bin soak -- [MINUTES] [EVENTS/S] [OUT DIR] [CACHE MIB]`
+//! (defaults 10, 200, target/soak, 32). Writes `soak.csv` and `soak.svg` to the
 //! folder and exits non-zero when memory or files grew after warm-up, or
 //! when an acknowledged event was not delivered by the end.
 
@@ -23,8 +23,9 @@ use serde_json::{Value, json};
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Samples before this are warm-up (caches filling, pools growing).
 const WARM_UP: Duration = Duration::from_secs(180);
-/// The server's store cache (`server.cache_mib`) during the soak.
-const CACHE_MIB: u64 = 32;
+/// The server's store cache (`server.cache_mib`) during the soak, unless
+/// given.
+const DEFAULT_CACHE_MIB: u64 = 32;
 /// Growth of resident memory after warm-up that still counts as flat.
 const RSS_SLACK: f64 = 0.15;
 
@@ -107,6 +108,7 @@ fn main() -> anyhow::Result<()> {
     let minutes: f64 = args.first().map_or(Ok(10.0), |a| a.parse())?;
     let rate: u64 = args.get(1).map_or(Ok(200), |a| a.parse())?;
     let out = PathBuf::from(args.get(2).map_or("target/soak", String::as_str));
+    let cache_mib: u64 = args.get(3).map_or(Ok(DEFAULT_CACHE_MIB), |a| a.parse())?;
     std::fs::create_dir_all(&out)?;
     let run_for = Duration::from_secs_f64(minutes * 60.0);
 
@@ -118,7 +120,7 @@ fn main() -> anyhow::Result<()> {
     let config = hookhost_tests::write_config(
         root.path(),
         "",
-        &format!("cache_mib = {CACHE_MIB}\n"),
+        &format!("cache_mib = {cache_mib}\n"),
         &format!(
             "[[subscriptions]]\nid = \"flaky\"\nurl = \"http://{addr}/hook\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n\
              secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n\
@@ -194,7 +196,7 @@ fn main() -> anyhow::Result<()> {
     let status = server.terminate(PATIENCE);
 
     write_csv(&out.join("soak.csv"), &samples)?;
-    write_svg(&out.join("soak.svg"), &samples, rate)?;
+    write_svg(&out.join("soak.svg"), &samples, rate, cache_mib)?;
     let after: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.at_s >= WARM_UP.as_secs_f64())
@@ -256,7 +258,7 @@ fn write_csv(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
 }
 
 /// Two panels, resident memory (MiB) and open files, over time.
-fn write_svg(path: &Path, samples: &[Sample], rate: u64) -> std::io::Result<()> {
+fn write_svg(path: &Path, samples: &[Sample], rate: u64, cache_mib: u64) -> std::io::Result<()> {
     let (w, h, pad) = (720.0, 180.0, 48.0);
     let t_max = samples.last().map_or(1.0, |s| s.at_s.max(1.0));
     let panel = |y0: f64, title: &str, values: Vec<f64>, colour: &str| -> String {
@@ -296,7 +298,7 @@ fn write_svg(path: &Path, samples: &[Sample], rate: u64) -> std::io::Result<()> 
     let svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{:.0}\" font-family=\"sans-serif\">\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
-         <text x=\"{pad}\" y=\"18\" font-size=\"14\" font-weight=\"bold\">hookhost soak: {rate} events/s, flaky receiver, {:.0} min, cache_mib = {CACHE_MIB}</text>\
+         <text x=\"{pad}\" y=\"18\" font-size=\"14\" font-weight=\"bold\">hookhost soak: {rate} events/s, flaky receiver, {:.0} min, cache_mib = {cache_mib}</text>\
          {}{}\
          <text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" text-anchor=\"end\">seconds → {t_max:.0}</text></svg>\n",
         2.0 * h + 70.0,
