@@ -196,7 +196,7 @@ impl Subscription {
             ));
         }
         for (name, value) in &self.headers {
-            check_header(name, value).map_err(|e| format!("{key}.headers.{name}: {e}"))?;
+            subscription_header(name, value).map_err(|e| format!("{key}.headers.{name}: {e}"))?;
         }
         if let Some(limit) = &self.rate_limit
             && (!(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0)
@@ -597,15 +597,22 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
 ];
 
-fn check_header(name: &str, value: &str) -> Result<(), String> {
-    let parsed = http::HeaderName::from_bytes(name.as_bytes())
+/// One of a subscription's own headers, as sent: checked (a valid name that
+/// hookhost does not set itself, a value a header can carry) and marked
+/// sensitive, so it never shows in debug output.
+pub fn subscription_header(
+    name: &str,
+    value: &str,
+) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let name = http::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| "not a valid header name".to_string())?;
-    if RESERVED_HEADERS.contains(&parsed.as_str()) {
+    if RESERVED_HEADERS.contains(&name.as_str()) {
         return Err("hookhost sets this header itself".into());
     }
-    http::HeaderValue::from_str(value)
-        .map(|_| ())
-        .map_err(|_| "the value has characters a header cannot carry".into())
+    let mut value = http::HeaderValue::from_str(value)
+        .map_err(|_| "the value has characters a header cannot carry".to_string())?;
+    value.set_sensitive(true);
+    Ok((name, value))
 }
 
 /// Replaces `"env:NAME"` by the value of environment variable `NAME`, so

@@ -80,12 +80,8 @@ impl Endpoint {
                 .headers
                 .iter()
                 .map(|(name, value)| {
-                    let name = http::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| format!("headers.{name}: not a valid header name"))?;
-                    let mut value = http::HeaderValue::from_str(value)
-                        .map_err(|_| format!("headers.{name}: not a valid header value"))?;
-                    value.set_sensitive(true);
-                    Ok((name, value))
+                    crate::config::subscription_header(name, value)
+                        .map_err(|e| format!("headers.{name}: {e}"))
                 })
                 .collect::<Result<_, String>>()?,
             in_flight: Semaphore::new(sub.max_in_flight),
@@ -122,11 +118,6 @@ pub struct Deliverer {
     /// Where operational events go (the intake), once the node wires it.
     operational: std::sync::OnceLock<OperationalSink>,
     failing_after: u32,
-}
-
-/// When the job's last attempt started.
-fn attempt_at(job: &Job) -> u64 {
-    job.attempts.last().map_or_else(now_ms, |a| a.at_ms)
 }
 
 /// Takes an operational event to accept like an ingested one.
@@ -532,7 +523,7 @@ impl Deliverer {
             {
                 if let Some(reason) = &change.disabled {
                     tracing::warn!(subscription = %change.subscription, reason = %reason, "endpoint disabled");
-                    let at = attempt_at(&job);
+                    let at = attempt.at_ms;
                     self.emit(operational::event(
                         operational::SUBSCRIPTION_DISABLED,
                         &format!("{}_{at}", change.subscription),
@@ -562,19 +553,18 @@ impl Deliverer {
                             &format!("{}_{}", job.id, job.attempts.len()),
                         );
                     }
-                    let wait = match after_ms {
+                    job.next_attempt_at_ms = now_ms()
+                        + match after_ms {
+                            Some(asked) => asked.min(endpoint.sub.retry.max_retry_after_ms),
+                            None => backoff_ms(&endpoint.sub, retries_used + 1),
+                        };
+                    if after_ms.is_some() {
                         // The endpoint said when: that time (capped), for
                         // every delivery of the subscription.
-                        Some(asked) => {
-                            let wait = asked.min(endpoint.sub.retry.max_retry_after_ms);
-                            endpoint
-                                .paused_until_ms
-                                .fetch_max(now_ms() + wait, Ordering::SeqCst);
-                            wait
-                        }
-                        None => backoff_ms(&endpoint.sub, retries_used + 1),
-                    };
-                    job.next_attempt_at_ms = now_ms() + wait;
+                        endpoint
+                            .paused_until_ms
+                            .fetch_max(job.next_attempt_at_ms, Ordering::SeqCst);
+                    }
                     self.save(&job);
                 }
                 Outcome::Retry { .. } | Outcome::Refused => {
