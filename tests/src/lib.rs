@@ -324,6 +324,18 @@ impl InProcess {
     /// Starts a server on the config file `config` with the plugins of its
     /// plugins folder loaded (not watched).
     pub fn start(config: &str) -> InProcess {
+        InProcess::start_with_clock(
+            config,
+            std::sync::Arc::new(hookhost_core::clock::SystemClock),
+        )
+    }
+
+    /// [`InProcess::start`] with windows, outage timers and retention on
+    /// `clock` (a `ManualClock` the test moves).
+    pub fn start_with_clock(
+        config: &str,
+        clock: std::sync::Arc<dyn hookhost_core::clock::Clock>,
+    ) -> InProcess {
         use hookhost_core::config::Config;
         use hookhost_core::node::Node;
         use hookhost_plugin_runtime::{Registry, Runtime};
@@ -340,7 +352,7 @@ impl InProcess {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                let node = Node::open(std::sync::Arc::new(config), registry)?;
+                let node = Node::open_with_clock(std::sync::Arc::new(config), registry, clock)?;
                 let listener = tokio::net::TcpListener::bind(&node.config.server.listen).await?;
                 let _ = ready.send(listener.local_addr()?);
                 hookhost_server::run(listener, node.start()?, async {

@@ -174,7 +174,7 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
         &config,
         format!(
             "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n\
-             [plugins]\ndir = \"plugins\"\n\
+             [plugins]\ndir = \"plugins\"\n[retention]\ncount_every = \"100ms\"\n\
              [[subscriptions]]\nid = \"sink\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n\
              [[subscriptions.plugins]]\nplugin = \"alarm-filter\"\n\
              [[subscriptions]]\nid = \"gone\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n",
@@ -250,6 +250,28 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     );
     assert_eq!(m["hookhost_plugin_reloads_total{result=\"loaded\"}"], 1.0);
     assert_eq!(m["hookhost_delivery_queue_depth"], 0.0);
+    // What is stored, counted every 100 ms here: 4 events (the 2 ingested
+    // and the 2 `hookhost.delivery.exhausted` the dead letters emitted,
+    // which no subscription takes), 4 deliveries (2 dead letters), none
+    // pending.
+    let stored = |m: &std::collections::BTreeMap<String, f64>| {
+        ["events", "deliveries", "pending", "dead_letters"].map(|k| {
+            m.get(&format!("hookhost_stored_records{{kind=\"{k}\"}}"))
+                .copied()
+        })
+    };
+    let counted = wait_until(WAIT, || {
+        let (_, page) = request(api, "GET", "/metrics", &[], b"");
+        let m = parse_metrics(page.as_str().unwrap());
+        stored(&m) == [Some(4.0), Some(4.0), Some(0.0), Some(2.0)]
+            && m.get("hookhost_store_bytes").is_some_and(|b| *b > 0.0)
+    });
+    let (_, page) = request(api, "GET", "/metrics", &[], b"");
+    assert!(
+        counted.is_some(),
+        "{:?}",
+        stored(&parse_metrics(page.as_str().unwrap()))
+    );
     assert!(server.terminate(WAIT).success());
 }
 
@@ -647,6 +669,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "GET /v1/plugins",
         "GET /v1/event-types",
         "GET /v1/deliveries",
+        "GET /v1/events/{id}",
         "GET /v1/deliveries/{id}",
         "POST /v1/deliveries/{id}/resend",
         "GET /v1/dead-letters",
@@ -664,7 +687,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 19, "{listed:#?}");
+    assert_eq!(listed.len(), 20, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {

@@ -14,4 +14,5 @@ mod disk;
 mod examples;
 mod pipeline;
 mod receivers;
+mod retention;
 mod serve;

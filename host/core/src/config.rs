@@ -31,6 +31,7 @@ pub struct Config {
     pub aggregation: AggregationConfig,
     pub catalog: CatalogConfig,
     pub delivery: DeliveryConfig,
+    pub retention: RetentionConfig,
     /// The catalogs `catalog.files` name, loaded by [`Config::load`].
     #[serde(skip)]
     pub catalogs: Catalogs,
@@ -70,6 +71,75 @@ impl DeliveryConfig {
     pub fn target_policy(&self) -> Result<crate::ssrf::TargetPolicy, String> {
         crate::ssrf::TargetPolicy::new(&self.allowed_networks)
             .map_err(|e| format!("delivery.allowed_networks: {e}"))
+    }
+}
+
+/// `[retention]`: how long finished work is kept. Records older than their
+/// period are removed in the background, oldest first, in batches; pending
+/// and paused deliveries and open windows are never removed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// `false`: keep everything for ever.
+    pub enabled: bool,
+    /// Delivered (and filtered) deliveries with their attempts, counted
+    /// from their last attempt.
+    #[serde(with = "humantime_serde")]
+    pub delivered: Duration,
+    /// Dead letters (dead and plugin-error deliveries), likewise.
+    #[serde(with = "humantime_serde")]
+    pub dead_letters: Duration,
+    /// Accepted events, from their arrival. A client's event id is known
+    /// as a duplicate for this long; re-sending a plugin-error delivery
+    /// needs its event.
+    #[serde(with = "humantime_serde")]
+    pub events: Duration,
+    /// How often a removal pass starts.
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+    /// Records removed per store write; passes pause between batches so
+    /// ingest and delivery keep the disk.
+    pub batch: usize,
+    /// How often the stored counts and bytes of `/metrics` are counted
+    /// (a key scan of the store).
+    #[serde(with = "humantime_serde")]
+    pub count_every: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        RetentionConfig {
+            enabled: true,
+            delivered: Duration::from_secs(30 * DAY),
+            dead_letters: Duration::from_secs(90 * DAY),
+            events: Duration::from_secs(30 * DAY),
+            every: Duration::from_secs(60),
+            batch: 1000,
+            count_every: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetentionConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.batch == 0 {
+            return Err("retention.batch must be at least 1".into());
+        }
+        if self.every.is_zero() || self.count_every.is_zero() {
+            return Err("retention.every and retention.count_every must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// The period of `what`.
+    pub fn period(&self, what: crate::store::Expiring) -> Duration {
+        use crate::store::Expiring;
+        match what {
+            Expiring::Delivered => self.delivered,
+            Expiring::DeadLetters => self.dead_letters,
+            Expiring::Events => self.events,
+        }
     }
 }
 
@@ -540,6 +610,7 @@ impl Config {
         }
         config.plugins.validate()?;
         config.aggregation.validate()?;
+        config.retention.validate()?;
         let targets = config.delivery.target_policy()?;
         let mut ids = std::collections::HashSet::new();
         for (i, sub) in config.subscriptions.iter().enumerate() {

@@ -12,6 +12,7 @@
 //! - [`pipeline`]: router plugins, subscription matching, filter/transform chains.
 //! - [`aggregate`]: aggregation windows and the derived outage event.
 //! - [`deliver`]: HTTP delivery, retries, dead letters.
+//! - [`retention`]: removing finished work after its period; stored counts.
 //! - [`subscriptions`]: the live set of subscriptions (config file + API).
 //! - [`verify`]: checking a delivery as a receiver would.
 //! - [`config`]: the TOML configuration, its defaults and checks.
@@ -37,6 +38,7 @@ pub mod model;
 pub mod node;
 pub mod operational;
 pub mod pipeline;
+pub mod retention;
 pub mod sign;
 pub mod ssrf;
 pub mod store;

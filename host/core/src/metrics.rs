@@ -5,7 +5,7 @@
 //! plugin statistics, reloads) are read when the page is rendered.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds (seconds) of the attempt-latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 11] = [
@@ -34,6 +34,12 @@ pub struct Metrics {
     pub connections_shed: AtomicU64,
     /// API connections answered 503 at the cap (none idle to close).
     pub connections_refused: AtomicU64,
+    /// Records removed by retention: delivered, dead letters, events.
+    pub retention_removed: [AtomicU64; 3],
+    /// What is stored, as last counted (shown once `stored_counted`):
+    /// events, deliveries, pending, dead letters, bytes on disk.
+    pub stored: [AtomicU64; 5],
+    pub stored_counted: AtomicBool,
 }
 
 pub static METRICS: Metrics = Metrics::new();
@@ -64,6 +70,9 @@ impl Metrics {
             connections_open: AtomicI64::new(0),
             connections_shed: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            retention_removed: [const { AtomicU64::new(0) }; 3],
+            stored: [const { AtomicU64::new(0) }; 5],
+            stored_counted: AtomicBool::new(false),
         }
     }
 
@@ -273,6 +282,48 @@ pub fn render(snapshot: &Snapshot) -> String {
         "hookhost_outages_confirmed_total {}",
         m.outages_confirmed.load(Relaxed)
     );
+
+    family(
+        &mut out,
+        "hookhost_retention_removed_total",
+        "counter",
+        "Records removed by retention, by kind (see [retention]).",
+    );
+    for (kind, v) in ["delivered", "dead_letters", "events"]
+        .iter()
+        .zip(&m.retention_removed)
+    {
+        let _ = writeln!(
+            out,
+            "hookhost_retention_removed_total{{kind=\"{kind}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    if m.stored_counted.load(Relaxed) {
+        family(
+            &mut out,
+            "hookhost_stored_records",
+            "gauge",
+            "Records in the store, by kind, as last counted (every retention.count_every).",
+        );
+        for (kind, v) in ["events", "deliveries", "pending", "dead_letters"]
+            .iter()
+            .zip(&m.stored)
+        {
+            let _ = writeln!(
+                out,
+                "hookhost_stored_records{{kind=\"{kind}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        family(
+            &mut out,
+            "hookhost_store_bytes",
+            "gauge",
+            "Bytes the store takes on disk, as last counted.",
+        );
+        let _ = writeln!(out, "hookhost_store_bytes {}", m.stored[4].load(Relaxed));
+    }
 
     family(
         &mut out,

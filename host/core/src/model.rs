@@ -437,6 +437,15 @@ pub struct Job {
     pub merged_events: Vec<String>,
 }
 
+impl Job {
+    /// When the job reached its present status: its last attempt, or its
+    /// creation if it was never attempted (filtered, plugin error). What
+    /// retention counts a finished delivery's age from.
+    pub fn settled_at_ms(&self) -> u64 {
+        self.attempts.last().map_or(self.created_at_ms, |a| a.at_ms)
+    }
+}
+
 /// An event, as a subscription's plugins left it, waiting in a window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowMember {

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::deliver::Deliverer;
 use crate::intake::{IntakeError, JournalIntake};
 use crate::pipeline::Pipeline;
+use crate::retention::Retention;
 use crate::store::sled::SledStore;
 use crate::store::{Store, StoreError};
 use crate::subscriptions::Subscriptions;
@@ -48,6 +49,7 @@ pub struct Node {
     pub deliverer: Arc<Deliverer>,
     pub pipeline: Arc<Pipeline>,
     pub worker: Arc<Worker>,
+    clock: Arc<dyn Clock>,
     from_intake: mpsc::UnboundedReceiver<Accepted>,
     resumed_events: usize,
 }
@@ -84,7 +86,7 @@ impl Node {
             config.clone(),
             subscriptions.clone(),
             store.clone(),
-            clock,
+            clock.clone(),
         )?);
         let worker = Worker::new(pipeline.clone(), aggregator, store.clone());
         let (to_worker, from_intake) = mpsc::unbounded_channel();
@@ -145,6 +147,7 @@ impl Node {
             deliverer,
             pipeline,
             worker,
+            clock,
             from_intake,
             resumed_events,
         })
@@ -174,6 +177,14 @@ impl Node {
                 move || deliverer.reload()
             },
         ));
+        let retention = tokio::spawn(
+            Retention::new(
+                self.store.clone(),
+                self.config.retention.clone(),
+                self.clock.clone(),
+            )
+            .run(),
+        );
         Ok(Running {
             config: self.config,
             registry: self.registry,
@@ -184,6 +195,7 @@ impl Node {
             pipeline: self.pipeline,
             worker,
             upkeep,
+            retention,
         })
     }
 }
@@ -199,6 +211,7 @@ pub struct Running {
     pub pipeline: Arc<Pipeline>,
     worker: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -218,6 +231,8 @@ impl Running {
         }
         self.upkeep.abort();
         let _ = self.upkeep.await;
+        self.retention.abort();
+        let _ = self.retention.await;
         self.store.flush()?;
         // Everything the worker stored is flushed: the journal can go.
         let intake = self.intake.clone();

@@ -12,7 +12,7 @@
 pub mod sled;
 
 use crate::model::{
-    EndpointHealth, Job, OutageState, Processed, Remembered, StoredEvent, Subscription,
+    EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
     WindowMember,
 };
 
@@ -121,6 +121,75 @@ pub trait IdempotencyStore {
     fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError>;
 }
 
+/// What retention removes, each kind after its own period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiring {
+    /// Delivered and filtered deliveries with their attempts, by the time
+    /// they settled ([`Job::settled_at_ms`]).
+    Delivered,
+    /// Dead and plugin-error deliveries (the dead letters), likewise.
+    DeadLetters,
+    /// Accepted events, by the time they were received.
+    Events,
+}
+
+impl Expiring {
+    pub const ALL: [Expiring; 3] = [Expiring::Delivered, Expiring::DeadLetters, Expiring::Events];
+
+    /// Which retention period a job in `status` is under; `None`: kept
+    /// (pending, paused: still to send).
+    pub fn of(status: JobStatus) -> Option<Expiring> {
+        match status {
+            JobStatus::Delivered | JobStatus::Filtered => Some(Expiring::Delivered),
+            JobStatus::Dead | JobStatus::PluginError => Some(Expiring::DeadLetters),
+            JobStatus::Pending | JobStatus::Paused => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Expiring::Delivered => "delivered",
+            Expiring::DeadLetters => "dead_letters",
+            Expiring::Events => "events",
+        }
+    }
+}
+
+/// What one [`RetentionStore::expire`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Records removed.
+    pub removed: usize,
+    /// Whether older records may remain (the call stopped at its batch size).
+    pub more: bool,
+}
+
+/// Counts and size of what is stored, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub events: u64,
+    /// Deliveries of every status (with their attempts).
+    pub deliveries: u64,
+    pub pending: u64,
+    pub dead_letters: u64,
+    /// Bytes the store takes on disk.
+    pub bytes: u64,
+}
+
+/// Removing old records, oldest first, in bounded batches (a backend keeps
+/// an index by time, so a batch costs what it removes, not what is stored).
+pub trait RetentionStore {
+    /// Removes up to `max` records of `what` that settled (jobs) or arrived
+    /// (events) before `before_ms`. A job whose status changed since (a
+    /// re-sent dead letter) is left alone.
+    fn expire(&self, what: Expiring, before_ms: u64, max: usize) -> Result<Expired, StoreError>;
+    /// Brings records stored before the backend indexed them by time under
+    /// retention; returns how many it indexed (0 once done).
+    fn index_for_retention(&self) -> Result<usize, StoreError>;
+    /// Counts by key scans: for a periodic gauge, not per request.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+}
+
 /// Everything the core stores, behind one handle.
 pub trait Store:
     EventStore
@@ -128,6 +197,7 @@ pub trait Store:
     + WindowStore
     + SubscriptionStore
     + IdempotencyStore
+    + RetentionStore
     + Send
     + Sync
     + 'static

@@ -16,6 +16,11 @@
 //! - `m/closed_through` → the time up to which windows have been closed
 //! - `o/<location>` → latest connection state of a location (outage tracking)
 //! - `t/<deadline, 16 hex>/<location>` → marker: outage timer
+//! - `r/<kind>/<time, 16 hex>/<id>` → marker: retention's index by time, of
+//!   settled deliveries (`d`: delivered or filtered, `x`: dead letters) and
+//!   of events (`e`, by arrival). A job that settles again gets a new marker;
+//!   the old one is stale and dropped when retention reaches it.
+//! - `m/retention_indexed` → set once records older than the index are in it
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -26,7 +31,8 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeliveryQueue, EventStore, IdempotencyStore, Store, StoreError, SubscriptionStore, WindowStore,
+    DeliveryQueue, EventStore, Expired, Expiring, IdempotencyStore, RetentionStore, Store,
+    StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, WindowMember,
@@ -76,15 +82,49 @@ fn window_key(m: &WindowMember) -> Vec<u8> {
     .into_bytes()
 }
 
+fn retention_code(what: Expiring) -> u8 {
+    match what {
+        Expiring::Delivered => b'd',
+        Expiring::DeadLetters => b'x',
+        Expiring::Events => b'e',
+    }
+}
+
+fn retention_key(what: Expiring, at_ms: u64, id: &str) -> Vec<u8> {
+    format!("r/{}/{at_ms:016x}/{id}", retention_code(what) as char).into_bytes()
+}
+
+/// `r/<c>/<16 hex>/<id>` → (time, id).
+fn parse_retention_key(k: &[u8]) -> Result<(u64, &str), StoreError> {
+    let corrupt = || StoreError("corrupt retention marker".into());
+    let hex = k.get(4..20).ok_or_else(corrupt)?;
+    let at = u64::from_str_radix(std::str::from_utf8(hex).map_err(|_| corrupt())?, 16)
+        .map_err(|_| corrupt())?;
+    let id = std::str::from_utf8(k.get(21..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    Ok((at, id))
+}
+
+/// Puts a settled job under retention (nothing for pending or paused ones).
+fn index_job(batch: &mut sled::Batch, job: &Job) {
+    if let Some(what) = Expiring::of(job.status) {
+        batch.insert(retention_key(what, job.settled_at_ms(), &job.id), &[][..]);
+    }
+}
+
 /// Adds one event's pipeline outcome to `batch`.
 fn add_processed(batch: &mut sled::Batch, out: &Processed) -> Result<(), StoreError> {
     let event = &out.event;
     batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
+    batch.insert(
+        retention_key(Expiring::Events, event.received_at_ms, &event.id),
+        &[][..],
+    );
     for job in &out.jobs {
         batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
         if job.status == JobStatus::Pending {
             batch.insert(key(b'q', &job.id), &[][..]);
         }
+        index_job(batch, job);
     }
     for m in &out.window_members {
         batch.insert(window_key(m), encode_member(m)?);
@@ -263,6 +303,7 @@ impl DeliveryQueue for SledStore {
         let mut batch = sled::Batch::default();
         for job in jobs {
             batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            index_job(&mut batch, job);
             match job.status {
                 JobStatus::Pending => {
                     batch.insert(key(b'q', &job.id), &[][..]);
@@ -520,6 +561,105 @@ impl IdempotencyStore for SledStore {
     }
 }
 
+impl RetentionStore for SledStore {
+    fn expire(&self, what: Expiring, before_ms: u64, max: usize) -> Result<Expired, StoreError> {
+        let open = self.instance()?;
+        let code = retention_code(what) as char;
+        let start = format!("r/{code}/").into_bytes();
+        let end = format!("r/{code}/{before_ms:016x}").into_bytes();
+        let mut batch = sled::Batch::default();
+        let mut done = Expired::default();
+        for (examined, item) in open.tree.range(start..end).keys().enumerate() {
+            if examined == max {
+                done.more = true;
+                break;
+            }
+            let k = item?;
+            let (at, id) = parse_retention_key(&k)?;
+            batch.remove(k.as_ref());
+            if what == Expiring::Events {
+                if open.tree.contains_key(key(b'e', id))? {
+                    batch.remove(key(b'e', id));
+                    done.removed += 1;
+                }
+                continue;
+            }
+            let Some(bytes) = open.tree.get(key(b'j', id))? else {
+                continue;
+            };
+            let job: Job = serde_json::from_slice(&bytes)?;
+            if Expiring::of(job.status) != Some(what) || job.settled_at_ms() != at {
+                continue; // settled again since: a newer marker covers it
+            }
+            // Only the state read: a job re-sent meanwhile stays.
+            let removed = open
+                .tree
+                .compare_and_swap(key(b'j', id), Some(bytes), None::<&[u8]>)?
+                .is_ok();
+            if removed {
+                batch.remove(key(b'd', id));
+                done.removed += 1;
+            }
+        }
+        open.tree.apply_batch(batch)?;
+        Ok(done)
+    }
+
+    fn index_for_retention(&self) -> Result<usize, StoreError> {
+        let open = self.instance()?;
+        let flag = key(b'm', "retention_indexed");
+        if open.tree.contains_key(&flag)? {
+            return Ok(0);
+        }
+        // Records written from now on are indexed as they are written; this
+        // covers those of a store made before the index.
+        let mut n = 0;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for item in open.tree.scan_prefix(b"e/") {
+            let (_, v) = item?;
+            let event: StoredEvent = serde_json::from_slice(&v)?;
+            batch.insert(
+                retention_key(Expiring::Events, event.received_at_ms, &event.id),
+                &[][..],
+            );
+            in_batch += 1;
+            if in_batch == 10_000 {
+                open.tree.apply_batch(std::mem::take(&mut batch))?;
+                n += in_batch;
+                in_batch = 0;
+            }
+        }
+        for item in open.tree.scan_prefix(b"j/") {
+            let (_, v) = item?;
+            let job: Job = serde_json::from_slice(&v)?;
+            if Expiring::of(job.status).is_some() {
+                index_job(&mut batch, &job);
+                in_batch += 1;
+            }
+            if in_batch == 10_000 {
+                open.tree.apply_batch(std::mem::take(&mut batch))?;
+                n += in_batch;
+                in_batch = 0;
+            }
+        }
+        batch.insert(flag, &[][..]);
+        open.tree.apply_batch(batch)?;
+        open.db.flush()?;
+        Ok(n + in_batch)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(StoreStats {
+            events: self.count_prefix(b"e/")? as u64,
+            deliveries: self.count_prefix(b"j/")? as u64,
+            pending: self.count_prefix(b"q/")? as u64,
+            dead_letters: self.count_prefix(b"d/")? as u64,
+            bytes: self.instance()?.db.size_on_disk()?,
+        })
+    }
+}
+
 impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.instance()?.db.flush()?;
@@ -545,5 +685,179 @@ impl Store for SledStore {
         open.db.flush()?;
         self.current.store(Some(Arc::new(open)));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Attempt;
+
+    fn event(id: &str, received_at_ms: u64) -> StoredEvent {
+        StoredEvent {
+            id: id.into(),
+            event_type: "report".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            data: "{}".into(),
+            received_at_ms,
+            errors: Vec::new(),
+        }
+    }
+
+    fn job(id: &str, status: JobStatus, attempt_at_ms: u64) -> Job {
+        Job {
+            id: id.into(),
+            event_id: format!("ev-{id}"),
+            subscription_id: "s".into(),
+            event_type: "report".into(),
+            data: "{}".into(),
+            status,
+            attempts: vec![Attempt {
+                at_ms: attempt_at_ms,
+                status: Some(200),
+                latency_ms: 1.0,
+                error: None,
+            }],
+            attempts_in_round: 1,
+            next_attempt_at_ms: 0,
+            created_at_ms: 1,
+            error: None,
+            merged_events: Vec::new(),
+        }
+    }
+
+    fn ids(jobs: Vec<Job>) -> Vec<String> {
+        let mut ids: Vec<String> = jobs.into_iter().map(|j| j.id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn expire_removes_what_settled_before_the_cutoff_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .update_jobs(&[
+                job("old-ok", JobStatus::Delivered, 100),
+                job("new-ok", JobStatus::Delivered, 900),
+                job("old-dead", JobStatus::Dead, 100),
+                job("waiting", JobStatus::Pending, 100),
+            ])
+            .unwrap();
+        let done = store.expire(Expiring::Delivered, 500, 10).unwrap();
+        assert_eq!(
+            done,
+            Expired {
+                removed: 1,
+                more: false
+            }
+        );
+        assert_eq!(
+            ids(store.jobs().unwrap()),
+            ["new-ok", "old-dead", "waiting"]
+        );
+        // The dead letter has its own period.
+        let done = store.expire(Expiring::DeadLetters, 500, 10).unwrap();
+        assert_eq!(done.removed, 1);
+        assert!(store.dead_letters().unwrap().is_empty());
+        assert_eq!(ids(store.pending_jobs().unwrap()), ["waiting"]);
+    }
+
+    #[test]
+    fn a_dead_letter_resent_and_delivered_later_is_kept_by_its_old_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.update_job(&job("a", JobStatus::Dead, 100)).unwrap();
+        let mut resent = job("a", JobStatus::Delivered, 100);
+        resent.attempts.push(Attempt {
+            at_ms: 800,
+            status: Some(200),
+            latency_ms: 1.0,
+            error: None,
+        });
+        store.update_job(&resent).unwrap();
+        // The dead-letter marker is stale: dropped, the job stays.
+        let done = store.expire(Expiring::DeadLetters, 500, 10).unwrap();
+        assert_eq!(done.removed, 0);
+        assert_eq!(store.job("a").unwrap(), Some(resent));
+        assert_eq!(
+            store.expire(Expiring::Delivered, 500, 10).unwrap().removed,
+            0
+        );
+        assert_eq!(
+            store.expire(Expiring::Delivered, 801, 10).unwrap().removed,
+            1
+        );
+        assert_eq!(store.job("a").unwrap(), None);
+        assert_eq!(
+            store.count_prefix(b"r/").unwrap(),
+            0,
+            "no marker left behind"
+        );
+    }
+
+    #[test]
+    fn expire_works_in_batches_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let processed: Vec<Processed> = (0..25u64)
+            .map(|i| Processed::new(event(&format!("e{i:02}"), 1000 + i)))
+            .collect();
+        store.complete_pipeline(&processed).unwrap();
+        let first = store.expire(Expiring::Events, 1020, 10).unwrap();
+        assert_eq!(
+            first,
+            Expired {
+                removed: 10,
+                more: true
+            }
+        );
+        assert!(!store.has_event("e00").unwrap());
+        assert!(store.has_event("e10").unwrap(), "oldest go first");
+        // e10..e19; e20 is not older than the cutoff.
+        let second = store.expire(Expiring::Events, 1020, 10).unwrap();
+        assert_eq!(
+            second,
+            Expired {
+                removed: 10,
+                more: false
+            }
+        );
+        let third = store.expire(Expiring::Events, 1020, 10).unwrap();
+        assert_eq!(
+            third,
+            Expired {
+                removed: 0,
+                more: false
+            }
+        );
+        assert!(store.has_event("e20").unwrap());
+        assert_eq!(store.stats().unwrap().events, 5);
+    }
+
+    #[test]
+    fn records_of_a_store_made_before_the_index_are_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // Written as an older version did: records, no markers.
+        let tree = store.instance().unwrap().tree.clone();
+        let old_event = event("e", 100);
+        tree.insert(key(b'e', "e"), serde_json::to_vec(&old_event).unwrap())
+            .unwrap();
+        let old_job = job("j", JobStatus::Delivered, 100);
+        tree.insert(key(b'j', "j"), serde_json::to_vec(&old_job).unwrap())
+            .unwrap();
+        let waiting = job("w", JobStatus::Pending, 100);
+        tree.insert(key(b'j', "w"), serde_json::to_vec(&waiting).unwrap())
+            .unwrap();
+        assert_eq!(store.expire(Expiring::Events, 500, 10).unwrap().removed, 0);
+        assert_eq!(store.index_for_retention().unwrap(), 2);
+        assert_eq!(store.index_for_retention().unwrap(), 0, "done once");
+        assert_eq!(store.expire(Expiring::Events, 500, 10).unwrap().removed, 1);
+        assert_eq!(
+            store.expire(Expiring::Delivered, 500, 10).unwrap().removed,
+            1
+        );
+        assert_eq!(ids(store.jobs().unwrap()), ["w"]);
     }
 }

@@ -1,9 +1,10 @@
 //! The management API (admin token, enforced by the router): plugins, event
-//! types, subscriptions, deliveries with their attempts, dead letters,
+//! types, accepted events, subscriptions, deliveries with their attempts, dead letters,
 //! re-sending and recovering deliveries. One file per resource.
 
 mod deliveries;
 mod event_types;
+mod events;
 mod plugins;
 mod subscriptions;
 
@@ -58,6 +59,18 @@ pub(crate) fn routes() -> Vec<Route> {
                 "/v1/deliveries",
                 "List deliveries with their attempts",
                 get(deliveries::list_deliveries),
+            )
+        },
+        Route {
+            responses: &[
+                (200, "the event"),
+                (404, "no such event (or removed by retention)"),
+            ],
+            ..route(
+                "GET",
+                "/v1/events/{id}",
+                "One accepted event as stored, once the pipeline has run on it",
+                get(events::get_event),
             )
         },
         Route {
