@@ -23,6 +23,9 @@ pub enum Answer {
     Slow(Duration, u16),
     /// These (status, `Retry-After` value) answers in turn, then `then`.
     RetryAfter(Vec<(u16, String)>, u16),
+    /// `status` for about `percent` % of requests, picked by a fixed
+    /// pseudo-random sequence (the same in every run), else 200.
+    Flaky { percent: u64, status: u16 },
 }
 
 /// One request the receiver got.
@@ -33,6 +36,8 @@ pub struct Received {
     pub path: String,
     pub headers: BTreeMap<String, String>,
     pub body: String,
+    /// The status answered.
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -77,6 +82,14 @@ async fn receive(
                         }
                         None => (None, *then),
                     },
+                    Answer::Flaky { percent, status } => {
+                        // splitmix64 of the request number
+                        let mut z = (*n as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                        z ^= z >> 31;
+                        (None, if z % 100 < *percent { *status } else { 200 })
+                    }
                 }
             }
             None => (None, 200),
@@ -93,6 +106,7 @@ async fn receive(
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        status: answer.1,
     });
     use std::sync::atomic::Ordering::SeqCst;
     let now = shared.in_flight.fetch_add(1, SeqCst) + 1;

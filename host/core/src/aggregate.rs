@@ -369,6 +369,11 @@ impl Aggregator {
                 members.iter().map(|m| parse_object(&m.data)).collect();
             Value::Object(merge_values(&objects, rules)).to_string()
         };
+        // Its place in the key's order is where its window closed.
+        let order = self
+            .subscriptions
+            .get(&latest.subscription_id)
+            .and_then(|sub| crate::subscriptions::order_slot(&sub, &data));
         Job {
             id: format!("msg_{}", latest.group_hash()),
             event_id: latest.event_id.clone(),
@@ -382,6 +387,7 @@ impl Aggregator {
             created_at_ms: now,
             error: None,
             merged_events: members.iter().map(|m| m.event_id.clone()).collect(),
+            order,
         }
     }
 }

@@ -11,6 +11,23 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A number above every one this process handed out before, and above
+/// those of earlier runs while fewer than 1,000 are taken per millisecond
+/// (it follows the wall clock in thousandths of a millisecond): the order
+/// in which ordered deliveries were made, across restarts.
+pub fn next_sequence() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let floor = now_ms().saturating_mul(1000);
+    let mut last = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = floor.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 /// Where "now" comes from.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;

@@ -278,6 +278,14 @@ impl Subscription {
         for s in &self.secrets {
             crate::sign::whsec_key(s).map_err(|e| format!("{key}.secrets: {e}"))?;
         }
+        if let Some(order) = &self.ordering
+            && !order.key.starts_with('/')
+        {
+            return Err(format!(
+                "{key}.ordering.key: {:?} is not a JSON pointer such as \"/location_id\"",
+                order.key
+            ));
+        }
         if self.max_in_flight == 0 {
             return Err(format!("{key}.max_in_flight must be at least 1"));
         }

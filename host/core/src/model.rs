@@ -88,6 +88,9 @@ pub struct Subscription {
     /// are never logged nor shown by the API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Deliveries of one key in the order they were made (opt-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<DeliveryOrder>,
     /// Defined in the config file (read-only over the API).
     #[serde(skip)]
     pub from_config: bool,
@@ -95,6 +98,50 @@ pub struct Subscription {
 
 fn enabled_default() -> bool {
     true
+}
+
+/// `ordering = { key = "/location_id", on_dead = "continue" }`: the
+/// deliveries of one key (a JSON pointer into the data as the
+/// subscription's plugins left it) go one at a time, in the order they were
+/// made; other keys flow in parallel. A delivery without the key is not
+/// ordered.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryOrder {
+    pub key: String,
+    #[serde(default)]
+    pub on_dead: OnDead,
+}
+
+/// What the next delivery of a key does when the one before it is dead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDead {
+    /// Goes on: the dead one stays in the dead letters.
+    #[default]
+    Continue,
+    /// Waits until the dead one is re-sent and delivered (or dead again).
+    Hold,
+}
+
+impl DeliveryOrder {
+    /// The key of a delivery whose data is `data`; `None`: not ordered.
+    pub fn key_of(&self, data: &str) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(data).ok()?;
+        match value.pointer(&self.key)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// A delivery's place among those of its key (see [`DeliveryOrder`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub struct OrderSlot {
+    pub key: String,
+    /// Rises in the order deliveries are made (see `clock::next_sequence`).
+    pub seq: u64,
 }
 
 /// `rate_limit = { per_second = 10, burst = 10 }`: a token bucket.
@@ -435,6 +482,9 @@ pub struct Job {
     /// For a window's merged delivery: the events merged into it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_events: Vec<String>,
+    /// Its place in its key's order, if its subscription orders deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderSlot>,
 }
 
 impl Job {

@@ -102,9 +102,16 @@ impl Pipeline {
                 created_at_ms: now_ms,
                 error: None,
                 merged_events: Vec::new(),
+                order: None,
             };
             match self.chain(sub, &plugin_event) {
-                Ok(Some((event_type, data))) => jobs.push(job(event_type, data)),
+                Ok(Some((event_type, data))) => {
+                    let order = crate::subscriptions::order_slot(sub, &data);
+                    jobs.push(Job {
+                        order,
+                        ..job(event_type, data)
+                    })
+                }
                 Ok(None) => {} // filtered out
                 Err(e) => {
                     let mut failed = job(event.event_type.clone(), event.data.clone());

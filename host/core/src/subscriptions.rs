@@ -198,3 +198,13 @@ impl Subscriptions {
         Ok(())
     }
 }
+
+/// A new delivery's place in its key's order, if `sub` orders deliveries
+/// and `data` (as its plugins left it) has the key.
+pub fn order_slot(sub: &Subscription, data: &str) -> Option<crate::model::OrderSlot> {
+    let key = sub.ordering.as_ref()?.key_of(data)?;
+    Some(crate::model::OrderSlot {
+        key,
+        seq: crate::clock::next_sequence(),
+    })
+}

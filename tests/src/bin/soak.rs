@@ -3,10 +3,13 @@
 //! slow 200), with the server's resident memory and open files sampled
 //! every 10 s. Memory and file descriptors must be flat after warm-up.
 //!
-//! `cargo run --release -p hookhost-tests --bin soak -- [MINUTES] [EVENTS/S] [OUT DIR] [CACHE MIB]`
-//! (defaults 10, 200, target/soak, 32). Writes `soak.csv` and `soak.svg` to the
-//! folder and exits non-zero when memory or files grew after warm-up, or
-//! when an acknowledged event was not delivered by the end.
+//! `cargo run --release -p hookhost-tests --bin soak -- [MINUTES] [EVENTS/S] [OUT DIR] [CACHE MIB] [RETENTION]`
+//! (defaults 10, 200, target/soak, 32, the server's defaults). RETENTION
+//! (e.g. `2m`) sets every `[retention]` period, with a pass every 10 s, so
+//! a short run reaches the steady state of a long one. Writes `soak.csv`
+//! and `soak.svg` to the folder and exits non-zero when memory or files
+//! grew after warm-up, or when an acknowledged event was not delivered by
+//! the end. The data folder's size is sampled too.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -84,6 +87,8 @@ struct Sample {
     at_s: f64,
     rss_kib: u64,
     fds: usize,
+    /// Bytes of files in the data folder (store and journal).
+    disk_bytes: u64,
     acknowledged: u64,
     delivered: usize,
 }
@@ -99,6 +104,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => folder_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -109,6 +127,13 @@ fn main() -> anyhow::Result<()> {
     let rate: u64 = args.get(1).map_or(Ok(200), |a| a.parse())?;
     let out = PathBuf::from(args.get(2).map_or("target/soak", String::as_str));
     let cache_mib: u64 = args.get(3).map_or(Ok(DEFAULT_CACHE_MIB), |a| a.parse())?;
+    let retention = match args.get(4) {
+        Some(period) => format!(
+            "[retention]\ndelivered = \"{period}\"\ndead_letters = \"{period}\"\n\
+             events = \"{period}\"\nevery = \"10s\"\n"
+        ),
+        None => String::new(),
+    };
     std::fs::create_dir_all(&out)?;
     let run_for = Duration::from_secs_f64(minutes * 60.0);
 
@@ -124,7 +149,7 @@ fn main() -> anyhow::Result<()> {
         &format!(
             "[[subscriptions]]\nid = \"flaky\"\nurl = \"http://{addr}/hook\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n\
              secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n\
-             intervals = {{ \"*\" = \"direct\" }}\n[subscriptions.retry]\nmax_retries = 5\n"
+             intervals = {{ \"*\" = \"direct\" }}\n[subscriptions.retry]\nmax_retries = 5\n{retention}"
         ),
     );
     let mut server = Running::start(&["serve", "--config", &config]);
@@ -170,12 +195,18 @@ fn main() -> anyhow::Result<()> {
             at_s: started.elapsed().as_secs_f64(),
             rss_kib: rss_kib(pid),
             fds: open_files(pid),
+            disk_bytes: folder_bytes(&root.path().join("db")),
             acknowledged: acknowledged.load(Ordering::Relaxed),
             delivered: receiver.delivered.lock().map_or(0, |d| d.len()),
         };
         eprintln!(
-            "soak: {:>5.0} s  rss {:>7} KiB  fds {:>4}  acknowledged {:>7}  delivered {:>7}",
-            s.at_s, s.rss_kib, s.fds, s.acknowledged, s.delivered
+            "soak: {:>5.0} s  rss {:>7} KiB  fds {:>4}  disk {:>6} KiB  acknowledged {:>7}  delivered {:>7}",
+            s.at_s,
+            s.rss_kib,
+            s.fds,
+            s.disk_bytes / 1024,
+            s.acknowledged,
+            s.delivered
         );
         samples.push(s);
     };
@@ -247,17 +278,23 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn write_csv(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
-    let mut text = String::from("seconds,rss_kib,open_files,acknowledged,delivered\n");
+    let mut text =
+        String::from("seconds,rss_kib,open_files,data_folder_kib,acknowledged,delivered\n");
     for s in samples {
         text.push_str(&format!(
-            "{:.0},{},{},{},{}\n",
-            s.at_s, s.rss_kib, s.fds, s.acknowledged, s.delivered
+            "{:.0},{},{},{},{},{}\n",
+            s.at_s,
+            s.rss_kib,
+            s.fds,
+            s.disk_bytes / 1024,
+            s.acknowledged,
+            s.delivered
         ));
     }
     std::fs::write(path, text)
 }
 
-/// Two panels, resident memory (MiB) and open files, over time.
+/// Three panels over time: resident memory (MiB), open files, data folder (MiB).
 fn write_svg(path: &Path, samples: &[Sample], rate: u64, cache_mib: u64) -> std::io::Result<()> {
     let (w, h, pad) = (720.0, 180.0, 48.0);
     let t_max = samples.last().map_or(1.0, |s| s.at_s.max(1.0));
@@ -295,18 +332,23 @@ fn write_svg(path: &Path, samples: &[Sample], rate: u64, cache_mib: u64) -> std:
     };
     let rss = samples.iter().map(|s| s.rss_kib as f64 / 1024.0).collect();
     let fds = samples.iter().map(|s| s.fds as f64).collect();
+    let disk = samples
+        .iter()
+        .map(|s| s.disk_bytes as f64 / (1024.0 * 1024.0))
+        .collect();
     let svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{:.0}\" font-family=\"sans-serif\">\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
          <text x=\"{pad}\" y=\"18\" font-size=\"14\" font-weight=\"bold\">hookhost soak: {rate} events/s, flaky receiver, {:.0} min, cache_mib = {cache_mib}</text>\
-         {}{}\
+         {}{}{}\
          <text x=\"{:.0}\" y=\"{:.0}\" font-size=\"11\" text-anchor=\"end\">seconds → {t_max:.0}</text></svg>\n",
-        2.0 * h + 70.0,
+        3.0 * h + 90.0,
         t_max / 60.0,
         panel(24.0, "resident memory, MiB", rss, "#2b6cb0"),
         panel(h + 44.0, "open files", fds, "#c05621"),
+        panel(2.0 * h + 64.0, "data folder, MiB", disk, "#2f855a"),
         w - pad,
-        2.0 * h + 62.0,
+        3.0 * h + 82.0,
     );
     std::fs::write(path, svg)
 }

@@ -24,6 +24,7 @@ use tracing::Instrument;
 mod attempt;
 mod client;
 mod health;
+mod order;
 mod rate;
 mod retry;
 mod state_writer;
@@ -35,7 +36,7 @@ use state_writer::StateWriter;
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::model::Subscription;
-use crate::model::{EndpointHealth, Job, JobStatus, StoredEvent, WhenDisabled};
+use crate::model::{EndpointHealth, Job, JobStatus, OnDead, StoredEvent, WhenDisabled};
 use crate::operational;
 use crate::sign;
 use crate::ssrf::TargetPolicy;
@@ -115,6 +116,8 @@ pub struct Deliverer {
     /// Some pending jobs are only in the store.
     overflow: std::sync::atomic::AtomicBool,
     health: health::Health,
+    /// Ordered subscriptions' lanes: only a lane's head has a task.
+    lanes: order::Lanes,
     /// Where operational events go (the intake), once the node wires it.
     operational: std::sync::OnceLock<OperationalSink>,
     failing_after: u32,
@@ -178,6 +181,7 @@ impl Deliverer {
             max_live: config.delivery.max_jobs_in_memory,
             overflow: Default::default(),
             health: health::Health::load(&*store),
+            lanes: order::Lanes::default(),
             operational: std::sync::OnceLock::new(),
             failing_after: config.delivery.failing_after_attempts,
             store,
@@ -253,9 +257,7 @@ impl Deliverer {
         }
         self.store.update_jobs(&paused)?;
         let resumed = paused.len();
-        for job in paused {
-            self.submit(job);
-        }
+        self.submit_all(paused);
         Ok(resumed)
     }
 
@@ -295,14 +297,110 @@ impl Deliverer {
 
     /// Starts delivering a pending job (at its `next_attempt_at_ms`), or,
     /// when `max_jobs_in_memory` jobs have tasks already, leaves it to wait
-    /// in the store (where it is pending) for a refill.
+    /// in the store (where it is pending) for a refill. An ordered job goes
+    /// into its lane and starts when it is the lane's head.
     pub fn submit(self: &Arc<Self>, job: Job) {
+        match order::LaneId::of(&job) {
+            Some((lane, seq)) => {
+                self.lanes.enqueue(&lane, seq, &job.id);
+                self.advance(&lane, Some(job));
+            }
+            None => self.start(job, None),
+        }
+    }
+
+    /// [`Deliverer::submit`] for many at once: ordered ones all take their
+    /// places before any of their lanes moves.
+    pub fn submit_all(self: &Arc<Self>, jobs: Vec<Job>) {
+        let mut lanes = Vec::new();
+        for job in jobs {
+            match order::LaneId::of(&job) {
+                Some((lane, seq)) => {
+                    self.lanes.enqueue(&lane, seq, &job.id);
+                    lanes.push(lane);
+                }
+                None => self.start(job, None),
+            }
+        }
+        for lane in lanes {
+            self.advance(&lane, None);
+        }
+    }
+
+    /// Starts the head of `lane` if it may start; `have` is a job at hand
+    /// (saves reading it from the store when it is the head).
+    fn advance(self: &Arc<Self>, lane: &order::LaneId, have: Option<Job>) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let Some((seq, id)) = self.lanes.next(lane) else {
+            return;
+        };
+        if let Some(job) = have.filter(|j| j.id == id) {
+            self.start(job, Some((lane.clone(), seq)));
+            return;
+        }
+        // Waiting jobs of a lane are ids only: read the head's job.
+        let (this, lane) = (self.clone(), lane.clone());
+        tokio::spawn(async move {
+            loop {
+                let store = this.store.clone();
+                let lookup = id.clone();
+                match tokio::task::spawn_blocking(move || store.job(&lookup)).await {
+                    Ok(Ok(Some(job))) if job.status == JobStatus::Pending => {
+                        this.start(job, Some((lane, seq)));
+                        return;
+                    }
+                    Ok(Ok(_)) => {
+                        // Gone or settled meanwhile: the next one's turn.
+                        this.finished_in_lane(&lane, seq, None);
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(job_id = %id, error = %e, "cannot read an ordered delivery; retried");
+                        tokio::select! {
+                            _ = this.stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    /// The running job `seq` of `lane` is done (`status`: how it ended;
+    /// `None`: it did not run): the lane's next may start.
+    fn finished_in_lane(
+        self: &Arc<Self>,
+        lane: &order::LaneId,
+        seq: u64,
+        status: Option<JobStatus>,
+    ) {
+        let on_dead = self
+            .subscriptions
+            .get(lane.subscription())
+            .and_then(|sub| sub.ordering.as_ref().map(|o| o.on_dead))
+            .unwrap_or_default();
+        self.lanes.finished(lane, seq, status, on_dead);
+        self.advance(lane, None);
+    }
+
+    /// Gives `job` a task. An unordered one waits in the store instead when
+    /// `max_jobs_in_memory` is reached; an ordered one (its lane's head)
+    /// always gets one: at most one per active key.
+    fn start(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>) {
         {
             let mut live = lock(&self.live);
-            if live.len() >= self.max_live || live.contains(&job.id) {
-                // A job with a task still (a re-send of it) is loaded again
-                // once that task's state is stored.
-                self.overflow.store(true, Ordering::SeqCst);
+            if live.contains(&job.id) || (lane.is_none() && live.len() >= self.max_live) {
+                drop(live);
+                match &lane {
+                    // Its earlier task's end moves the lane on.
+                    Some((lane, seq)) => self.lanes.finished(lane, *seq, None, Default::default()),
+                    // A job with a task still (a re-send of it) is loaded
+                    // again once that task's state is stored.
+                    None => self.overflow.store(true, Ordering::SeqCst),
+                }
                 return;
             }
             live.insert(job.id.clone());
@@ -310,6 +408,10 @@ impl Deliverer {
         let Some(endpoint) = self.endpoint(&job.subscription_id) else {
             tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
             lock(&self.live).remove(&job.id);
+            if let Some((lane, seq)) = &lane {
+                // Its lane stays until the next start.
+                self.lanes.finished(lane, *seq, None, Default::default());
+            }
             return;
         };
         let this = self.clone();
@@ -317,8 +419,13 @@ impl Deliverer {
         self.tasks.spawn(
             async move {
                 let id = job.id.clone();
-                this.clone().run(endpoint, job).await;
+                let ended = this.clone().run(endpoint, job).await;
                 this.states.release(id);
+                if let Some((lane, seq)) = lane
+                    && ended.is_some()
+                {
+                    this.finished_in_lane(&lane, seq, ended);
+                }
             }
             .instrument(span),
         );
@@ -334,6 +441,7 @@ impl Deliverer {
     /// the rest as room frees up): at start, and when submits overflowed.
     pub fn resume(self: &Arc<Self>) {
         self.overflow.store(true, Ordering::SeqCst);
+        self.clone().open_lanes();
         let this = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(100));
@@ -354,8 +462,9 @@ impl Deliverer {
                 let loaded = tokio::task::spawn_blocking(move || {
                     // Jobs of a removed subscription stay pending, unloaded,
                     // until it is back.
+                    // Ordered ones are in their lanes (`open_lanes`).
                     store.pending_jobs_except(room, &|id| lock(&live).contains(id), &|job| {
-                        subscriptions.get(&job.subscription_id).is_some()
+                        job.order.is_none() && subscriptions.get(&job.subscription_id).is_some()
                     })
                 })
                 .await;
@@ -374,6 +483,61 @@ impl Deliverer {
                     }
                     Err(_) => this.overflow.store(true, Ordering::SeqCst),
                 }
+            }
+        });
+    }
+
+    /// Puts every pending ordered job of the store in its lane (and, for
+    /// `on_dead = "hold"`, the dead ones that hold a lane), then lets the
+    /// lanes' heads start: after a restart a lane's head may be any of them.
+    fn open_lanes(self: Arc<Self>) {
+        tokio::spawn(async move {
+            loop {
+                let this = self.clone();
+                let registered = tokio::task::spawn_blocking(move || {
+                    let subs = this.subscriptions.current();
+                    this.store
+                        .pending_jobs_except(usize::MAX, &|_| false, &|job| {
+                            if let Some((lane, seq)) = order::LaneId::of(job)
+                                && subs.get(&job.subscription_id).is_some()
+                            {
+                                this.lanes.enqueue(&lane, seq, &job.id);
+                            }
+                            false // ids only: nothing collected
+                        })?;
+                    let holds = |id: &str| {
+                        subs.get(id).is_some_and(|s| {
+                            s.ordering
+                                .as_ref()
+                                .is_some_and(|o| o.on_dead == OnDead::Hold)
+                        })
+                    };
+                    if subs.iter().any(|s| holds(&s.id)) {
+                        for job in this.store.dead_letters()? {
+                            if let Some((lane, seq)) = order::LaneId::of(&job)
+                                && holds(&job.subscription_id)
+                            {
+                                this.lanes.hold(&lane, seq);
+                            }
+                        }
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await;
+                match registered {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot load ordered deliveries; retried")
+                    }
+                    Err(_) => return,
+                }
+                tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            for lane in self.lanes.open() {
+                self.advance(&lane, None);
             }
         });
     }
@@ -432,6 +596,16 @@ impl Deliverer {
                 }
             }
         }
+        if let Some((lane, seq)) = order::LaneId::of(&job) {
+            // A dead letter holding its lane does so no longer: it is back
+            // at its place.
+            self.lanes.release(&lane, seq);
+        } else if job.status == JobStatus::PluginError
+            && let Some(sub) = self.subscriptions.get(&job.subscription_id)
+        {
+            // First made now: its place in the order is now.
+            job.order = crate::subscriptions::order_slot(&sub, &job.data);
+        }
         job.status = JobStatus::Pending;
         job.attempts_in_round = 0;
         job.next_attempt_at_ms = now_ms();
@@ -441,10 +615,10 @@ impl Deliverer {
         Ok(job)
     }
 
-    /// Deliveries in memory, waiting for an attempt or in one (more may
-    /// wait in the store).
+    /// Deliveries in memory, waiting for an attempt or in one, and ordered
+    /// ones waiting for their turn (more may wait in the store).
     pub fn queued(&self) -> usize {
-        lock(&self.live).len()
+        lock(&self.live).len() + self.lanes.waiting()
     }
 
     /// Stops starting attempts and waits up to `grace` for those in flight;
@@ -457,7 +631,9 @@ impl Deliverer {
         finished
     }
 
-    async fn run(self: Arc<Self>, endpoint: Arc<Endpoint>, mut job: Job) {
+    /// Attempts `job` until it is settled; returns how it ended (`None`:
+    /// stopped by shutdown, still pending).
+    async fn run(self: Arc<Self>, endpoint: Arc<Endpoint>, mut job: Job) -> Option<JobStatus> {
         let body = match sign::body(
             endpoint.sub.envelope,
             &job.event_type,
@@ -469,7 +645,7 @@ impl Deliverer {
                 job.status = JobStatus::Dead;
                 job.error = Some(e.to_string());
                 self.save(&job);
-                return;
+                return Some(job.status);
             }
         };
         loop {
@@ -487,7 +663,7 @@ impl Deliverer {
                     }
                 }
                 self.save(&job);
-                return;
+                return Some(job.status);
             }
             // Its own time, and the subscription's pause if an endpoint
             // asked for one (`Retry-After`).
@@ -496,7 +672,7 @@ impl Deliverer {
                 .max(endpoint.paused_until_ms.load(Ordering::SeqCst));
             let wait = due.saturating_sub(now_ms());
             let permits = tokio::select! {
-                _ = self.stop.cancelled() => return, // stays pending in the store
+                _ = self.stop.cancelled() => return None, // stays pending in the store
                 permits = async {
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                     // Its turn under the rate limit before any slot is taken:
@@ -510,7 +686,7 @@ impl Deliverer {
                     Ok::<_, tokio::sync::AcquireError>((mine, host))
                 } => permits,
             };
-            let Ok(_permits) = permits else { return };
+            let Ok(_permits) = permits else { return None };
             if endpoint.paused_until_ms.load(Ordering::SeqCst) > now_ms() {
                 continue; // paused while it waited for a slot
             }
@@ -543,7 +719,7 @@ impl Deliverer {
                     tracing::debug!(attempts = job.attempts_in_round, "delivered");
                     METRICS.delivered.fetch_add(1, Ordering::Relaxed);
                     self.save(&job);
-                    return;
+                    return Some(job.status);
                 }
                 Outcome::Retry { after_ms } if retries_used < endpoint.sub.retry.max_retries => {
                     if job.attempts_in_round == self.failing_after {
@@ -595,7 +771,7 @@ impl Deliverer {
                         &job,
                         &format!("{}_{}", job.id, job.attempts.len()),
                     );
-                    return;
+                    return Some(job.status);
                 }
             }
         }

@@ -723,6 +723,7 @@ mod tests {
             created_at_ms: 1,
             error: None,
             merged_events: Vec::new(),
+            order: None,
         }
     }
 
