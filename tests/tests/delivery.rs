@@ -181,8 +181,12 @@ fn attempt_counts_follow_the_retry_policy() {
         let config = std::sync::Arc::new(config);
         let subscriptions =
             hookhost_core::subscriptions::Subscriptions::from_config(config.clone());
-        let deliverer =
-            hookhost_core::deliver::Deliverer::new(store.clone(), &config, subscriptions);
+        let deliverer = hookhost_core::deliver::Deliverer::new(
+            store.clone(),
+            &config,
+            subscriptions,
+            std::sync::Arc::new(hookhost_core::clock::SystemClock),
+        );
         let down_id = hookhost_core::pipeline::job_id(&event_id, "down");
         // No plugins in this test: a re-run is never asked for.
         let no_plugins: hookhost_core::deliver::Rechain<'_> =
@@ -907,6 +911,83 @@ fn gone_and_failing_endpoints_are_disabled_and_re_enabling_sends_what_waited() {
         .unwrap()
         .to_string();
     assert!(reason.contains("failed attempts since"), "{reason}");
+    server.stop();
+}
+
+/// The default failure streak, on a clock the test moves: 12 failures in
+/// a moment do not disable an endpoint; failures still, 5 days later, do
+/// (Svix's rule: 5 days of only failures, here with at least 10 of them).
+#[test]
+fn a_failure_streak_of_five_days_disables_the_endpoint_on_the_moved_clock() {
+    use hookhost_core::clock::{Clock, ManualClock, now_ms};
+    let receiver = Receiver::start();
+    receiver.script("down", Answer::Status(500));
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n\"\n",
+        &format!(
+            "[[subscriptions]]\nid = \"down\"\nurl = \"{}\"\ntypes = [\"*\"]\n\
+             envelope = \"plain\"\n[subscriptions.retry]\nmax_retries = 0\n",
+            receiver.url("down"),
+        ),
+    );
+    let clock = std::sync::Arc::new(ManualClock::new(now_ms()));
+    let server = hookhost_tests::InProcess::start_with_clock(
+        &config,
+        clock.clone() as std::sync::Arc<dyn Clock>,
+    );
+    let api = server.addr;
+    let endpoint = || {
+        request(
+            api,
+            "GET",
+            "/v1/subscriptions/down",
+            &["Authorization: Bearer adm1n"],
+            b"",
+        )
+        .1["endpoint"]
+            .clone()
+    };
+    let send = |id: String| {
+        let event = json!({"id": id, "type": "report", "data": {}});
+        let (status, body) = post(api, "/v1/events", event.to_string().as_bytes());
+        assert_eq!(status, 202, "{body}");
+    };
+    for n in 0..12 {
+        send(format!("d{n}"));
+    }
+    receiver.wait_count("down", 12, WAIT);
+    let counted = hookhost_tests::wait_until(WAIT, || endpoint()["failures"] == 12);
+    assert!(counted.is_some(), "{}", endpoint());
+    assert!(endpoint()["disabled"].is_null(), "{}", endpoint());
+
+    clock.advance(Duration::from_secs(5 * 24 * 3600));
+    send("d12".into());
+    receiver.wait_count("down", 13, WAIT);
+    let disabled = hookhost_tests::wait_until(WAIT, || !endpoint()["disabled"].is_null());
+    assert!(disabled.is_some(), "{}", endpoint());
+    let reason = endpoint()["disabled"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("13 failed attempts since"), "{reason}");
+    // Disabled: the next delivery waits, paused, and is not attempted.
+    send("d13".into());
+    let paused = hookhost_tests::wait_until(WAIT, || {
+        request(
+            api,
+            "GET",
+            "/v1/deliveries?status=paused",
+            &["Authorization: Bearer adm1n"],
+            b"",
+        )
+        .1["total"]
+            == 1
+    });
+    assert!(paused.is_some());
+    assert_eq!(receiver.count("down"), 13);
     server.stop();
 }
 

@@ -76,7 +76,8 @@ impl Node {
             config.server.cache_mib,
         )?);
         let subscriptions = Subscriptions::open(config.clone(), store.clone())?;
-        let deliverer = Deliverer::new(store.clone(), &config, subscriptions.clone());
+        let deliverer =
+            Deliverer::new(store.clone(), &config, subscriptions.clone(), clock.clone());
         let pipeline = Arc::new(Pipeline::new(
             registry.clone(),
             config.clone(),

@@ -26,7 +26,7 @@ fn load_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(http)
 }
 
-/// `BENCH_ONLY=ingest,e2e,latency` (any of them) runs only those phases.
+/// `BENCH_ONLY=ingest,e2e,policies,latency` (any of them) runs only those phases.
 fn phase(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p == name))
 }
@@ -87,7 +87,9 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-async fn start_server(subscriptions: usize, receiver: SocketAddr) -> Server {
+/// A server with `subscriptions` subscriptions to the receiver, each with
+/// the TOML lines `extra` (ordering, a rate limit).
+async fn start_server(subscriptions: usize, receiver: SocketAddr, extra: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
     let addr = free_port();
@@ -96,7 +98,7 @@ async fn start_server(subscriptions: usize, receiver: SocketAddr) -> Server {
     );
     for i in 0..subscriptions {
         text.push_str(&format!(
-            "[[subscriptions]]\nid = \"s{i}\"\nurl = \"http://{receiver}/sink\"\ntypes = [\"*\"]\nenvelope = \"plain\"\nmax_in_flight = 32\n"
+            "[[subscriptions]]\nid = \"s{i}\"\nurl = \"http://{receiver}/sink\"\ntypes = [\"*\"]\nenvelope = \"plain\"\nmax_in_flight = 32\n{extra}"
         ));
     }
     let file = dir.path().join("hookhost.toml");
@@ -158,10 +160,33 @@ async fn post(client: &HttpClient, addr: SocketAddr, body: String) -> bool {
     }
 }
 
+/// Keys of the events (`data.k`), for the ordering phase.
+const KEYS: u64 = 100;
+
 fn event(i: u64, sent_us: u64) -> String {
+    let k = i % KEYS;
     format!(
-        r#"{{"type":"report","data":{{"n":{i},"sent_us":{sent_us},"report_type":"usage_summary"}}}}"#
+        r#"{{"type":"report","data":{{"n":{i},"k":"k{k}","sent_us":{sent_us},"report_type":"usage_summary"}}}}"#
     )
+}
+
+/// Posts `events` in batches of 100 and waits until `want` deliveries
+/// arrived; returns deliveries per second.
+async fn end_to_end(server: &Server, sink: &Sink, events: u64, want: u64) -> f64 {
+    let client = load_client();
+    let start = Instant::now();
+    for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
+        let items: Vec<String> = chunk.iter().map(|&i| event(i, 0)).collect();
+        assert!(post(&client, server.addr, format!("[{}]", items.join(","))).await);
+    }
+    while sink.count.load(Ordering::Relaxed) < want {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "deliveries stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    want as f64 / start.elapsed().as_secs_f64()
 }
 
 /// `clients` tasks post for `secs`; returns events acknowledged per second.
@@ -219,7 +244,7 @@ async fn main() {
         }
         let sink = Arc::new(Sink::default());
         let recv = start_receiver(sink, epoch).await;
-        let server = start_server(0, recv).await;
+        let server = start_server(0, recv, "").await;
         let rate = ingest_rate(server.addr, clients, batch, secs).await;
         println!("| {label} | {rate:.0} |");
         server.stop().await;
@@ -236,32 +261,51 @@ async fn main() {
         }
         let sink = Arc::new(Sink::default());
         let recv = start_receiver(sink.clone(), epoch).await;
-        let server = start_server(subs, recv).await;
-        let client = load_client();
-        let start = Instant::now();
-        for chunk in (0..events as u64).collect::<Vec<_>>().chunks(100) {
-            let items: Vec<String> = chunk.iter().map(|&i| event(i, 0)).collect();
-            assert!(post(&client, server.addr, format!("[{}]", items.join(","))).await);
-        }
+        let server = start_server(subs, recv, "").await;
         let want = (events * subs) as u64;
-        while sink.count.load(Ordering::Relaxed) < want {
-            assert!(
-                start.elapsed() < Duration::from_secs(300),
-                "deliveries stalled"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let rate = want as f64 / start.elapsed().as_secs_f64();
+        let rate = end_to_end(&server, &sink, events as u64, want).await;
         println!("| {subs} | {events} | {want} | {rate:.0} |");
         server.stop().await;
     }
 
+    println!("\n### End to end with delivery policies: 1 subscription, {KEYS} keys\n");
+    println!("| policy | events | deliveries/s |\n|---|---|---|");
+    let events = if quick() { 5_000 } else { 20_000 };
+    for (label, extra) in [
+        ("none", ""),
+        (
+            "ordering = { key = \"/k\" }",
+            "ordering = { key = \"/k\" }\n",
+        ),
+        (
+            "rate_limit 1,000,000/s (never binds: the bucket's cost)",
+            "rate_limit = { per_second = 1000000, burst = 1000 }\n",
+        ),
+        (
+            "rate_limit 2,000/s, burst 1 (binds)",
+            "rate_limit = { per_second = 2000, burst = 1 }\n",
+        ),
+    ] {
+        if !phase("policies") {
+            continue;
+        }
+        let sink = Arc::new(Sink::default());
+        let recv = start_receiver(sink.clone(), epoch).await;
+        let server = start_server(1, recv, extra).await;
+        let rate = end_to_end(&server, &sink, events, events).await;
+        println!("| {label} | {events} | {rate:.0} |");
+        server.stop().await;
+    }
+
+    if !phase("latency") {
+        return;
+    }
     println!(
         "\n### Ingest-to-delivery latency at 1,000 events/s (single events, 1 subscription)\n"
     );
     let sink = Arc::new(Sink::default());
     let recv = start_receiver(sink.clone(), epoch).await;
-    let server = start_server(1, recv).await;
+    let server = start_server(1, recv, "").await;
     let client = load_client();
     let total = if quick() { 2_000 } else { 5_000 };
     let mut ticker = tokio::time::interval(Duration::from_millis(1));

@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use super::client::error_chain;
 use super::retry::Outcome;
 use super::{Deliverer, Endpoint};
-use crate::clock::now_ms;
 use crate::metrics::METRICS;
 use crate::model::Attempt;
 use crate::sign;
@@ -26,7 +25,7 @@ impl Deliverer {
         job_id: &str,
         body: Bytes,
     ) -> (Attempt, Outcome) {
-        let at_ms = now_ms();
+        let at_ms = self.clock.now_ms();
         let timestamp = at_ms / 1000;
         let mut request = Request::post(endpoint.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")

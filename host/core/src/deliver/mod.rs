@@ -9,7 +9,7 @@
 //! retries, or refused, goes to the dead letters; [`Deliverer::resend`]
 //! brings it back. The next attempt time is stored, so retries survive restarts.
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +121,9 @@ pub struct Deliverer {
     /// Where operational events go (the intake), once the node wires it.
     operational: std::sync::OnceLock<OperationalSink>,
     failing_after: u32,
+    /// Attempt times, retry times and endpoint health run on it (tests move
+    /// it to see a failure streak of days).
+    clock: Arc<dyn Clock>,
 }
 
 /// Takes an operational event to accept like an ingested one.
@@ -156,6 +159,7 @@ impl Deliverer {
         store: Arc<dyn Store>,
         config: &Config,
         subscriptions: Arc<Subscriptions>,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Deliverer> {
         // Host names are checked at every resolve (IP literals were checked
         // with the config): see `ssrf`.
@@ -184,6 +188,7 @@ impl Deliverer {
             lanes: order::Lanes::default(),
             operational: std::sync::OnceLock::new(),
             failing_after: config.delivery.failing_after_attempts,
+            clock,
             store,
         })
     }
@@ -209,7 +214,7 @@ impl Deliverer {
         self.emit(operational::event(
             kind,
             key,
-            now_ms(),
+            self.clock.now_ms(),
             serde_json::json!({
                 "delivery_id": job.id,
                 "subscription_id": job.subscription_id,
@@ -237,7 +242,7 @@ impl Deliverer {
     pub fn enable_endpoint(self: &Arc<Self>, id: &str) -> Result<usize, StoreError> {
         if self.health.enable(&*self.store, id)? {
             tracing::info!(subscription = %id, "endpoint enabled again");
-            let at = now_ms();
+            let at = self.clock.now_ms();
             self.emit(operational::event(
                 operational::SUBSCRIPTION_RECOVERED,
                 &format!("{id}_{at}"),
@@ -248,7 +253,7 @@ impl Deliverer {
         // Jobs paused just before: their state is in the store after this.
         self.states.sync_blocking();
         let mut paused = self.store.paused_jobs(id)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for job in &mut paused {
             job.status = JobStatus::Pending;
             job.attempts_in_round = 0;
@@ -608,7 +613,7 @@ impl Deliverer {
         }
         job.status = JobStatus::Pending;
         job.attempts_in_round = 0;
-        job.next_attempt_at_ms = now_ms();
+        job.next_attempt_at_ms = self.clock.now_ms();
         job.error = None;
         self.store.update_job(&job)?;
         self.submit(job.clone());
@@ -670,7 +675,7 @@ impl Deliverer {
             let due = job
                 .next_attempt_at_ms
                 .max(endpoint.paused_until_ms.load(Ordering::SeqCst));
-            let wait = due.saturating_sub(now_ms());
+            let wait = due.saturating_sub(self.clock.now_ms());
             let permits = tokio::select! {
                 _ = self.stop.cancelled() => return None, // stays pending in the store
                 permits = async {
@@ -687,7 +692,7 @@ impl Deliverer {
                 } => permits,
             };
             let Ok(_permits) = permits else { return None };
-            if endpoint.paused_until_ms.load(Ordering::SeqCst) > now_ms() {
+            if endpoint.paused_until_ms.load(Ordering::SeqCst) > self.clock.now_ms() {
                 continue; // paused while it waited for a slot
             }
 
@@ -729,7 +734,7 @@ impl Deliverer {
                             &format!("{}_{}", job.id, job.attempts.len()),
                         );
                     }
-                    job.next_attempt_at_ms = now_ms()
+                    job.next_attempt_at_ms = self.clock.now_ms()
                         + match after_ms {
                             Some(asked) => asked.min(endpoint.sub.retry.max_retry_after_ms),
                             None => backoff_ms(&endpoint.sub, retries_used + 1),
