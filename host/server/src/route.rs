@@ -22,8 +22,8 @@ pub(crate) struct Route {
     pub access: Access,
     /// Query parameters: (name, description).
     pub query: &'static [(&'static str, &'static str)],
-    /// Whether it takes a JSON body.
-    pub body: bool,
+    /// The JSON body it takes: a schema of `openapi::schemas` by name.
+    pub body: Option<&'static str>,
     /// Answers besides the 401/403 of its access: (status, description).
     pub responses: &'static [(u16, &'static str)],
     pub handler: MethodRouter<App>,

@@ -15,14 +15,14 @@ pub(crate) fn all() -> Vec<Route> {
         summary,
         access: Access::Open,
         query: &[],
-        body: false,
+        body: None,
         responses,
         handler,
     };
     let mut routes = vec![
         Route {
             access: Access::Ingest,
-            body: true,
+            body: Some("Events"),
             ..open(
                 "POST",
                 "/v1/events",

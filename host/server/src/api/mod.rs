@@ -24,7 +24,7 @@ pub(crate) fn routes() -> Vec<Route> {
         summary,
         access: Admin,
         query: &[],
-        body: false,
+        body: None,
         responses: &[(200, "OK")],
         handler,
     };
@@ -105,7 +105,7 @@ pub(crate) fn routes() -> Vec<Route> {
             get(deliveries::dead_letters),
         ),
         Route {
-            body: true,
+            body: Some("Recover"),
             responses: &[
                 (202, "re-sent"),
                 (400, "bad body"),
@@ -125,7 +125,7 @@ pub(crate) fn routes() -> Vec<Route> {
             get(subscriptions::list_subscriptions),
         ),
         Route {
-            body: true,
+            body: Some("Subscription"),
             responses: &[
                 (201, "created"),
                 (400, "malformed JSON or unknown field"),
@@ -149,7 +149,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
-            body: true,
+            body: Some("Subscription"),
             responses: &[
                 (200, "replaced"),
                 (404, "no such subscription"),
