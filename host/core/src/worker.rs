@@ -383,6 +383,49 @@ seed = "s"
         assert!(of_type(&later, "connection_confirmed").is_empty());
     }
 
+    /// With `ordering`, a window's merged delivery takes its place in its
+    /// key's order when the window closes: after the direct deliveries made
+    /// before, before those made after.
+    #[test]
+    fn a_window_delivery_takes_its_place_in_the_key_order_when_it_closes() {
+        let s = setup(
+            &format!("{SUBSCRIBED}ordering = {{ key = \"/location_id\" }}\n"),
+            None,
+            None,
+        );
+        let report = |location: &str| StoredEvent {
+            id: crate::event_json::new_event_id(),
+            event_type: "report".into(),
+            timestamp: crate::clock::rfc3339_seconds(s.clock.now_ms()),
+            data: json!({"location_id": location}).to_string(),
+            received_at_ms: s.clock.now_ms(),
+            errors: Vec::new(),
+        };
+        let windowed = s
+            .worker
+            .process(vec![connection(&s.clock, "L1", "offline", "d1")]);
+        assert!(windowed.is_empty(), "a connection waits in its window");
+        let before = s.worker.process(vec![report("L1")]);
+        let closed = of_type(&run_for(&s, HOUR, Duration::from_secs(60)), "connection")
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>();
+        let after = s.worker.process(vec![report("L1")]);
+        let slot = |jobs: &[Job]| {
+            assert_eq!(jobs.len(), 1, "{jobs:#?}");
+            jobs[0].order.clone().expect("ordered")
+        };
+        let (before, window, after) = (slot(&before), slot(&closed), slot(&after));
+        assert!(before.seq < window.seq && window.seq < after.seq);
+        assert!([&before, &window, &after].iter().all(|o| o.key == "L1"));
+        // Without the key: not ordered.
+        let keyless = s.worker.process(vec![StoredEvent {
+            data: "{}".into(),
+            ..report("L1")
+        }]);
+        assert_eq!(keyless[0].order, None);
+    }
+
     #[test]
     fn outage_ending_within_two_hours_is_not_confirmed() {
         let s = setup(SUBSCRIBED, None, None);
