@@ -9,7 +9,8 @@
 //! a short run reaches the steady state of a long one. Writes `soak.csv`
 //! and `soak.svg` to the folder and exits non-zero when memory or files
 //! grew after warm-up, or when an acknowledged event was not delivered by
-//! the end. The data folder's size is sampled too.
+//! the end. The store's size on disk (data folder without the journal) is
+//! sampled too.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -87,7 +88,8 @@ struct Sample {
     at_s: f64,
     rss_kib: u64,
     fds: usize,
-    /// Bytes of files in the data folder (store and journal).
+    /// Bytes of the store's files in the data folder (not the journal,
+    /// whose 64 MiB segments come and go).
     disk_bytes: u64,
     acknowledged: u64,
     delivered: usize,
@@ -104,10 +106,12 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of the files under `dir`, but its `journal` folder.
 fn folder_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |entries| {
         entries
             .flatten()
+            .filter(|e| e.file_name() != "journal")
             .map(|e| match e.metadata() {
                 Ok(m) if m.is_dir() => folder_bytes(&e.path()),
                 Ok(m) => m.len(),
@@ -279,7 +283,7 @@ fn main() -> anyhow::Result<()> {
 
 fn write_csv(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
     let mut text =
-        String::from("seconds,rss_kib,open_files,data_folder_kib,acknowledged,delivered\n");
+        String::from("seconds,rss_kib,open_files,store_kib,acknowledged,delivered\n");
     for s in samples {
         text.push_str(&format!(
             "{:.0},{},{},{},{},{}\n",
@@ -346,7 +350,7 @@ fn write_svg(path: &Path, samples: &[Sample], rate: u64, cache_mib: u64) -> std:
         t_max / 60.0,
         panel(24.0, "resident memory, MiB", rss, "#2b6cb0"),
         panel(h + 44.0, "open files", fds, "#c05621"),
-        panel(2.0 * h + 64.0, "data folder, MiB", disk, "#2f855a"),
+        panel(2.0 * h + 64.0, "store on disk (without the journal), MiB", disk, "#2f855a"),
         w - pad,
         3.0 * h + 82.0,
     );
