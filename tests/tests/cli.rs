@@ -179,3 +179,45 @@ fn run_reports_plugin_failures_and_bad_input() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
 }
+
+/// `hookhost bench` runs the server as a child process, loads it and reports
+/// every acknowledged event delivered; with `--data` the second run starts
+/// on the first one's data folder, which is kept.
+#[test]
+fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("db");
+    let out = output_within(
+        Command::new(hookhost_bin()).args([
+            "bench",
+            "--events",
+            "300",
+            "--clients",
+            "4",
+            "--runs",
+            "2",
+            "--data",
+            folder.to_str().unwrap(),
+        ]),
+        hookhost_tests::PATIENCE * 2,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in &rows {
+        // | run | deliveries/s | ingest/s | answer | latency | at last POST | delivered | RSS | CPU |
+        assert_eq!(row[7], "300", "{text}");
+        assert!(row[2].parse::<f64>().unwrap() > 0.0, "{text}");
+        assert!(row[8].ends_with("MiB") && row[8] != "0 MiB", "{text}");
+    }
+    assert!(folder.join("db").is_file(), "the data folder is kept");
+}

@@ -76,6 +76,39 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Load test: starts `hookhost serve` as a separate process with one
+    /// subscription to a receiver in this process, posts events from N
+    /// clients and prints deliveries/s, ingest/s, latency percentiles, RSS
+    /// and CPU per run (a Markdown table). Exits 1 if an acknowledged event
+    /// was not delivered.
+    Bench {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Events per run.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Events per request (1: single events).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Bytes of padding in each event's data.
+        #[arg(long, default_value_t = 200)]
+        payload_bytes: usize,
+        /// Pace the clients at this many events/s in all (open loop);
+        /// unset: each client posts again as soon as answered.
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Keep the server's data folder here across runs (a run then starts
+        /// on the history of those before); unset: a fresh one per run.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Extra TOML lines for the subscription, e.g.
+        /// 'ordering = { key = "/n" }'.
+        #[arg(long, default_value = "")]
+        subscription: String,
+    },
     /// Check a saved delivery against a seed and/or `whsec_` secrets. Exits 0
     /// if every check passes, 1 otherwise.
     Verify {
@@ -115,9 +148,10 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Serve { .. } => "info".to_string(),
         Command::Plugin(_) => format!("warn,{LOG_TARGET}=trace"),
-        Command::Receive { .. } | Command::Verify { .. } | Command::Replay { .. } => {
-            "warn".to_string()
-        }
+        Command::Receive { .. }
+        | Command::Verify { .. }
+        | Command::Replay { .. }
+        | Command::Bench { .. } => "warn".to_string(),
     };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -148,6 +182,25 @@ fn main() -> ExitCode {
             wait,
             files,
         } => commands::replay::replay(&url, token.as_deref(), wait, &files),
+        Command::Bench {
+            clients,
+            events,
+            batch,
+            payload_bytes,
+            rate,
+            runs,
+            data,
+            subscription,
+        } => commands::bench::bench(commands::bench::BenchOptions {
+            clients,
+            events,
+            batch,
+            payload_bytes,
+            rate,
+            runs,
+            data,
+            subscription_extra: subscription,
+        }),
     };
     match result {
         Ok(code) => code,

@@ -282,8 +282,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn write_csv(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
-    let mut text =
-        String::from("seconds,rss_kib,open_files,store_kib,acknowledged,delivered\n");
+    let mut text = String::from("seconds,rss_kib,open_files,store_kib,acknowledged,delivered\n");
     for s in samples {
         text.push_str(&format!(
             "{:.0},{},{},{},{},{}\n",
@@ -350,7 +349,12 @@ fn write_svg(path: &Path, samples: &[Sample], rate: u64, cache_mib: u64) -> std:
         t_max / 60.0,
         panel(24.0, "resident memory, MiB", rss, "#2b6cb0"),
         panel(h + 44.0, "open files", fds, "#c05621"),
-        panel(2.0 * h + 64.0, "store on disk (without the journal), MiB", disk, "#2f855a"),
+        panel(
+            2.0 * h + 64.0,
+            "store on disk (without the journal), MiB",
+            disk,
+            "#2f855a"
+        ),
         w - pad,
         3.0 * h + 82.0,
     );

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod bench;
 pub mod plugin;
 pub mod receive;
 pub mod replay;

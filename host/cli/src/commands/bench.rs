@@ -1,0 +1,425 @@
+//! `hookhost bench`: a load tool that runs hookhost as a separate process.
+//!
+//! Per run it starts `hookhost serve` (this same binary) on a data folder
+//! with one `plain` subscription signed with a `whsec_` secret, a receiver
+//! on one thread of this process (answers 204, counts, and times each
+//! delivery from the `sent_us` its event carries), and N clients posting
+//! events (closed loop, or paced with `--rate`). It prints one Markdown row
+//! per run: deliveries/s end to end, ingest/s, ingest-answer and
+//! ingest-to-delivery percentiles, how many were delivered when the last
+//! POST returned, and the server's RSS and CPU per delivery (from /proc).
+//! `--data DIR` keeps the data folder across runs (and after), so a run can
+//! start on the history of the ones before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::ExitCode;
+
+pub struct BenchOptions {
+    pub clients: usize,
+    pub events: u64,
+    /// Events per request (1: single events).
+    pub batch: usize,
+    /// Bytes of padding in each event's data (about the payload size).
+    pub payload_bytes: usize,
+    /// Open loop: events per second over all clients; `None`: closed loop.
+    pub rate: Option<u64>,
+    pub runs: usize,
+    /// Data folder kept across runs; `None`: a fresh temporary one per run.
+    pub data: Option<PathBuf>,
+    /// Extra TOML lines for the subscription (`ordering = ...`, say).
+    pub subscription_extra: String,
+}
+
+/// How long the deliveries may take after the last POST before the run is
+/// called stalled.
+const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct Sink {
+    delivered: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The receiver: one thread, its own runtime. Returns its address.
+fn start_receiver(sink: Arc<Sink>) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("bench-receiver".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return eprintln!("receiver runtime: {e}"),
+            };
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = axum::Router::new().route(
+                    "/bench",
+                    axum::routing::post(move |body: Bytes| {
+                        let sink = sink.clone();
+                        async move {
+                            let now = now_us();
+                            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+                                && let Some(sent) = v["sent_us"].as_u64()
+                            {
+                                sink.latencies_us
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(now.saturating_sub(sent));
+                            }
+                            sink.delivered.fetch_add(1, Ordering::Relaxed);
+                            axum::http::StatusCode::NO_CONTENT
+                        }
+                    }),
+                );
+                let _ = axum::serve(listener, app).await;
+            });
+        })?;
+    Ok(addr)
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The server under test, a child process; stopped with SIGTERM on drop.
+struct Server {
+    child: Child,
+    api: SocketAddr,
+}
+
+impl Server {
+    fn start(
+        run_dir: &Path,
+        data: &Path,
+        receiver: SocketAddr,
+        extra: &str,
+    ) -> anyhow::Result<Server> {
+        let api = free_port()?;
+        std::fs::create_dir_all(run_dir.join("plugins"))?;
+        let config = run_dir.join("hookhost.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n\
+                 [server]\nlisten = \"{api}\"\ndata_dir = \"{}\"\n\
+                 [plugins]\ndir = \"plugins\"\nwatch = false\n\
+                 [[subscriptions]]\nid = \"bench\"\nurl = \"http://{receiver}/bench\"\ntypes = [\"*\"]\n\
+                 envelope = \"plain\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n{extra}\n",
+                data.display()
+            ),
+        )?;
+        let log = std::fs::File::create(run_dir.join("server.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting hookhost serve")?;
+        let mut server = Server { child, api };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(api).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                anyhow::bail!(
+                    "the server exited ({status}); see {}",
+                    run_dir.join("server.log").display()
+                );
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server did not listen within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (it flushes and exits).
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / per_second
+}
+
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    sorted_us[((sorted_us.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+struct RunResult {
+    deliveries_per_s: f64,
+    ingest_per_s: f64,
+    answer_p50_ms: f64,
+    answer_p99_ms: f64,
+    delivery_p50_ms: f64,
+    delivery_p99_ms: f64,
+    delivered_at_last_post: u64,
+    delivered: u64,
+    refused: u64,
+    rss_mib: f64,
+    cpu_ms_per_delivery: f64,
+}
+
+async fn post(client: &Client<HttpConnector, Full<Bytes>>, api: SocketAddr, body: String) -> bool {
+    let Ok(request) = hyper::Request::post(format!("http://{api}/v1/events"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+    else {
+        return false;
+    };
+    match client.request(request).await {
+        Ok(answer) => {
+            let accepted = answer.status() == 202;
+            let _ = answer.into_body().collect().await;
+            accepted
+        }
+        Err(_) => false,
+    }
+}
+
+async fn load(options: &BenchOptions, api: SocketAddr, sink: &Sink) -> RunResult {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(http);
+    let next = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let pad = "x".repeat(options.payload_bytes);
+    let started = Instant::now();
+    let per_client_interval = options.rate.map(|rate| {
+        Duration::from_secs_f64(options.clients as f64 * options.batch as f64 / rate.max(1) as f64)
+    });
+    let tasks: Vec<_> = (0..options.clients)
+        .map(|_| {
+            let (client, next, refused, pad) = (client.clone(), next.clone(), refused.clone(), pad.clone());
+            let (total, batch) = (options.events, options.batch as u64);
+            tokio::spawn(async move {
+                let mut answers_us = Vec::new();
+                let mut ticker = per_client_interval.map(tokio::time::interval);
+                loop {
+                    if let Some(t) = &mut ticker {
+                        t.tick().await;
+                    }
+                    let first = next.fetch_add(batch, Ordering::Relaxed);
+                    if first >= total {
+                        break;
+                    }
+                    let last = (first + batch).min(total);
+                    let events: Vec<String> = (first..last)
+                        .map(|n| {
+                            format!(
+                                r#"{{"type":"bench","data":{{"n":{n},"sent_us":{},"pad":"{pad}"}}}}"#,
+                                now_us()
+                            )
+                        })
+                        .collect();
+                    let body = if batch == 1 {
+                        events.concat()
+                    } else {
+                        format!("[{}]", events.join(","))
+                    };
+                    let t0 = Instant::now();
+                    if post(&client, api, body).await {
+                        answers_us.push(t0.elapsed().as_micros() as u64);
+                    } else {
+                        refused.fetch_add(last - first, Ordering::Relaxed);
+                    }
+                }
+                answers_us
+            })
+        })
+        .collect();
+    let mut answers_us = Vec::new();
+    for task in tasks {
+        if let Ok(mut mine) = task.await {
+            answers_us.append(&mut mine);
+        }
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let delivered_at_last_post = sink.delivered.load(Ordering::Relaxed);
+    let refused = refused.load(Ordering::Relaxed);
+    let expected = options.events - refused;
+    while sink.delivered.load(Ordering::Relaxed) < expected
+        && started.elapsed() < DRAIN_LIMIT + Duration::from_secs_f64(ingest_secs)
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    let delivered = sink.delivered.load(Ordering::Relaxed);
+    answers_us.sort_unstable();
+    let mut latencies = sink
+        .latencies_us
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    latencies.sort_unstable();
+    RunResult {
+        deliveries_per_s: delivered as f64 / total_secs,
+        ingest_per_s: expected as f64 / ingest_secs,
+        answer_p50_ms: percentile_ms(&answers_us, 0.5),
+        answer_p99_ms: percentile_ms(&answers_us, 0.99),
+        delivery_p50_ms: percentile_ms(&latencies, 0.5),
+        delivery_p99_ms: percentile_ms(&latencies, 0.99),
+        delivered_at_last_post,
+        delivered,
+        refused,
+        rss_mib: 0.0,
+        cpu_ms_per_delivery: 0.0,
+    }
+}
+
+pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        options.clients > 0 && options.batch > 0 && options.runs > 0,
+        "--clients, --batch and --runs must be at least 1"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let scratch = tempfile_dir()?;
+    let shape = match options.rate {
+        Some(rate) => format!("paced at {rate} events/s"),
+        None => "closed loop".into(),
+    };
+    println!(
+        "hookhost bench: {} events, {} clients, {} per request, {shape}, ~{} B of padding per event, {} run(s){}\n",
+        options.events,
+        options.clients,
+        options.batch,
+        options.payload_bytes,
+        options.runs,
+        options
+            .data
+            .as_ref()
+            .map_or(String::new(), |d| format!(", data kept in {}", d.display()))
+    );
+    println!(
+        "| run | deliveries/s | ingest events/s | ingest answer p50 / p99 | ingest → delivery p50 / p99 | delivered at last POST | delivered | RSS at end | CPU per delivery |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut all_delivered = true;
+    for run in 1..=options.runs {
+        let run_dir = scratch.join(format!("run{run}"));
+        std::fs::create_dir_all(&run_dir)?;
+        let data = options.data.clone().unwrap_or_else(|| run_dir.join("db"));
+        let sink = Arc::new(Sink::default());
+        let receiver = start_receiver(sink.clone())?;
+        let server = Server::start(&run_dir, &data, receiver, &options.subscription_extra)?;
+        let pid = server.pid();
+        let cpu_before = cpu_ms(pid);
+        let mut result = runtime.block_on(load(&options, server.api, &sink));
+        result.rss_mib = rss_kib(pid) as f64 / 1024.0;
+        result.cpu_ms_per_delivery =
+            (cpu_ms(pid).saturating_sub(cpu_before)) as f64 / result.delivered.max(1) as f64;
+        server.stop()?;
+        let expected = options.events - result.refused;
+        all_delivered &= result.delivered >= expected;
+        println!(
+            "| {run} | {:.0} | {:.0} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {} of {expected} | {}{} | {:.0} MiB | {:.3} ms |",
+            result.deliveries_per_s,
+            result.ingest_per_s,
+            result.answer_p50_ms,
+            result.answer_p99_ms,
+            result.delivery_p50_ms,
+            result.delivery_p99_ms,
+            result.delivered_at_last_post,
+            result.delivered,
+            if result.refused > 0 {
+                format!(" ({} refused)", result.refused)
+            } else {
+                String::new()
+            },
+            result.rss_mib,
+            result.cpu_ms_per_delivery,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !all_delivered {
+        eprintln!("not every acknowledged event was delivered");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scratch folder under the system's temporary folder.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("hookhost-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
