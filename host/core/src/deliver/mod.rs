@@ -305,7 +305,7 @@ impl Deliverer {
     /// in the store (where it is pending) for a refill. An ordered job goes
     /// into its lane and starts when it is the lane's head.
     pub fn submit(self: &Arc<Self>, job: Job) {
-        match order::LaneId::of(&job) {
+        match self.lane_of(&job) {
             Some((lane, seq)) => {
                 self.lanes.enqueue(&lane, seq, &job.id);
                 self.advance(&lane, Some(job));
@@ -314,12 +314,22 @@ impl Deliverer {
         }
     }
 
+    /// `job`'s lane and place, if it has one and its subscription orders
+    /// deliveries still (one that stopped ordering sends them as they come).
+    fn lane_of(&self, job: &Job) -> Option<(order::LaneId, u64)> {
+        let found = order::LaneId::of(job)?;
+        self.subscriptions
+            .get(&job.subscription_id)
+            .is_some_and(|sub| sub.ordering.is_some())
+            .then_some(found)
+    }
+
     /// [`Deliverer::submit`] for many at once: ordered ones all take their
     /// places before any of their lanes moves.
     pub fn submit_all(self: &Arc<Self>, jobs: Vec<Job>) {
         let mut lanes = Vec::new();
         for job in jobs {
-            match order::LaneId::of(&job) {
+            match self.lane_of(&job) {
                 Some((lane, seq)) => {
                     self.lanes.enqueue(&lane, seq, &job.id);
                     lanes.push(lane);
@@ -399,9 +409,18 @@ impl Deliverer {
             let mut live = lock(&self.live);
             if live.contains(&job.id) || (lane.is_none() && live.len() >= self.max_live) {
                 drop(live);
-                match &lane {
-                    // Its earlier task's end moves the lane on.
-                    Some((lane, seq)) => self.lanes.finished(lane, *seq, None, Default::default()),
+                match lane {
+                    // Re-sent while its earlier task ends: back in its
+                    // place, tried again once that task is gone.
+                    Some((lane, seq)) => {
+                        self.lanes.finished(&lane, seq, None, Default::default());
+                        self.lanes.enqueue(&lane, seq, &job.id);
+                        let this = self.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            this.advance(&lane, None);
+                        });
+                    }
                     // A job with a task still (a re-send of it) is loaded
                     // again once that task's state is stored.
                     None => self.overflow.store(true, Ordering::SeqCst),
@@ -469,7 +488,9 @@ impl Deliverer {
                     // until it is back.
                     // Ordered ones are in their lanes (`open_lanes`).
                     store.pending_jobs_except(room, &|id| lock(&live).contains(id), &|job| {
-                        job.order.is_none() && subscriptions.get(&job.subscription_id).is_some()
+                        subscriptions
+                            .get(&job.subscription_id)
+                            .is_some_and(|sub| job.order.is_none() || sub.ordering.is_none())
                     })
                 })
                 .await;
@@ -501,11 +522,12 @@ impl Deliverer {
                 let this = self.clone();
                 let registered = tokio::task::spawn_blocking(move || {
                     let subs = this.subscriptions.current();
+                    if !subs.iter().any(|s| s.ordering.is_some()) {
+                        return Ok(());
+                    }
                     this.store
                         .pending_jobs_except(usize::MAX, &|_| false, &|job| {
-                            if let Some((lane, seq)) = order::LaneId::of(job)
-                                && subs.get(&job.subscription_id).is_some()
-                            {
+                            if let Some((lane, seq)) = this.lane_of(job) {
                                 this.lanes.enqueue(&lane, seq, &job.id);
                             }
                             false // ids only: nothing collected
@@ -601,7 +623,7 @@ impl Deliverer {
                 }
             }
         }
-        if let Some((lane, seq)) = order::LaneId::of(&job) {
+        if let Some((lane, seq)) = self.lane_of(&job) {
             // A dead letter holding its lane does so no longer: it is back
             // at its place.
             self.lanes.release(&lane, seq);
