@@ -81,34 +81,7 @@ enum Command {
     /// clients and prints deliveries/s, ingest/s, latency percentiles, RSS
     /// and CPU per run (a Markdown table). Exits 1 if an acknowledged event
     /// was not delivered.
-    Bench {
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 32)]
-        clients: usize,
-        /// Events per run.
-        #[arg(long, default_value_t = 20_000)]
-        events: u64,
-        /// Events per request (1: single events).
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Bytes of padding in each event's data.
-        #[arg(long, default_value_t = 200)]
-        payload_bytes: usize,
-        /// Pace the clients at this many events/s in all (open loop);
-        /// unset: each client posts again as soon as answered.
-        #[arg(long)]
-        rate: Option<u64>,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Keep the server's data folder here across runs (a run then starts
-        /// on the history of those before); unset: a fresh one per run.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Extra TOML lines for the subscription, e.g.
-        /// 'ordering = { key = "/n" }'.
-        #[arg(long, default_value = "")]
-        subscription: String,
-    },
+    Bench(commands::bench::BenchOptions),
     /// Check a saved delivery against a seed and/or `whsec_` secrets. Exits 0
     /// if every check passes, 1 otherwise.
     Verify {
@@ -171,7 +144,7 @@ fn main() -> ExitCode {
         Command::Receive { .. }
         | Command::Verify { .. }
         | Command::Replay { .. }
-        | Command::Bench { .. } => "warn".to_string(),
+        | Command::Bench(_) => "warn".to_string(),
     };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -202,25 +175,7 @@ fn main() -> ExitCode {
             wait,
             files,
         } => commands::replay::replay(&url, token.as_deref(), wait, &files),
-        Command::Bench {
-            clients,
-            events,
-            batch,
-            payload_bytes,
-            rate,
-            runs,
-            data,
-            subscription,
-        } => commands::bench::bench(commands::bench::BenchOptions {
-            clients,
-            events,
-            batch,
-            payload_bytes,
-            rate,
-            runs,
-            data,
-            subscription_extra: subscription,
-        }),
+        Command::Bench(options) => commands::bench::bench(options),
     };
     match result {
         Ok(code) => code,

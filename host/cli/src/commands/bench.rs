@@ -27,19 +27,33 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::ExitCode;
 
+#[derive(clap::Args)]
 pub struct BenchOptions {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
     pub clients: usize,
+    /// Events per run.
+    #[arg(long, default_value_t = 20_000)]
     pub events: u64,
     /// Events per request (1: single events).
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Bytes of padding in each event's data (about the payload size).
+    #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,
-    /// Open loop: events per second over all clients; `None`: closed loop.
+    /// Pace the clients at this many events/s in all (open loop); unset:
+    /// each client posts again as soon as answered.
+    #[arg(long)]
     pub rate: Option<u64>,
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Data folder kept across runs; `None`: a fresh temporary one per run.
+    /// Keep the server's data folder here across runs (a run then starts on
+    /// the history of those before); unset: a fresh one per run.
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Extra TOML lines for the subscription (`ordering = ...`, say).
+    /// Extra TOML lines for the subscription, e.g.
+    /// 'ordering = { key = "/n" }'.
+    #[arg(long = "subscription", default_value = "")]
     pub subscription_extra: String,
 }
 
