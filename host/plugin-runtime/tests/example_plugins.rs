@@ -130,7 +130,7 @@ fn alarm_filter_reports_bad_config_as_an_error() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("alarm-filter config") && err.contains("category"),
+            err.contains("`alarm-filter`") && err.contains("config: unknown field `category`"),
             "{err}"
         );
         // The instance is fine afterwards.

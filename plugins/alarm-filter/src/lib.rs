@@ -5,14 +5,9 @@
 //! `categories` (when given) and its `data.alarm_reason` is in `reasons` (when
 //! given). Every other event type passes untouched.
 
-wit_bindgen::generate!({ world: "filter-plugin", path: "../../wit" });
-
-use exports::hookhost::plugin::filter::Guest;
-use hookhost::plugin::types::Event;
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::rc::Rc;
 
+use hookhost_plugin::{Event, Result};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -25,35 +20,11 @@ struct Config {
 /// Only the two fields the filter reads; the rest of `data` is skipped.
 /// Borrowed unless the JSON string has escapes: no allocation per event.
 #[derive(Deserialize)]
-struct AlarmData<'a> {
+struct Alarm<'a> {
     #[serde(borrow)]
     alarm_category: Option<Cow<'a, str>>,
     #[serde(borrow)]
     alarm_reason: Option<Cow<'a, str>>,
-}
-
-thread_local! {
-    /// The last config seen and its parsed form: a subscription's config is
-    /// the same text on every call, and a reused instance keeps this.
-    static CONFIG: RefCell<Option<(String, Rc<Config>)>> = const { RefCell::new(None) };
-}
-
-fn parse_config(text: &str) -> Result<Rc<Config>, String> {
-    CONFIG.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some((last, parsed)) = cache.as_ref()
-            && last == text
-        {
-            return Ok(parsed.clone());
-        }
-        let parsed = Rc::new(if text.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(text).map_err(|e| format!("alarm-filter config: {e}"))?
-        });
-        *cache = Some((text.to_string(), parsed.clone()));
-        Ok(parsed)
-    })
 }
 
 fn allows(list: &Option<Vec<String>>, value: Option<&str>) -> bool {
@@ -63,19 +34,34 @@ fn allows(list: &Option<Vec<String>>, value: Option<&str>) -> bool {
     }
 }
 
-struct AlarmFilter;
-
-impl Guest for AlarmFilter {
-    fn keep(event: Event, config: String) -> Result<bool, String> {
-        if event.event_type != "alarm" {
-            return Ok(true);
-        }
-        let config = parse_config(&config)?;
-        let data: AlarmData = serde_json::from_str(&event.data)
-            .map_err(|e| format!("alarm event data is not an object with alarm fields: {e}"))?;
-        Ok(allows(&config.categories, data.alarm_category.as_deref())
-            && allows(&config.reasons, data.alarm_reason.as_deref()))
-    }
+fn keep(event: &Event, config: &Config) -> Result<bool> {
+    let alarm: Alarm = event.data()?;
+    Ok(allows(&config.categories, alarm.alarm_category.as_deref())
+        && allows(&config.reasons, alarm.alarm_reason.as_deref()))
 }
 
-export!(AlarmFilter);
+hookhost_plugin::filter!(keep, only: ["alarm"]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_only_the_configured_categories_and_reasons() {
+        let config = Config {
+            categories: Some(vec!["security".into()]),
+            reasons: Some(vec!["wire_cut".into()]),
+        };
+        let alarm = |category: &str, reason: &str| {
+            Event::new(
+                "alarm",
+                json!({"alarm_category": category, "alarm_reason": reason}),
+            )
+        };
+        assert!(keep(&alarm("security", "wire_cut"), &config).unwrap());
+        assert!(!keep(&alarm("security", "tamper"), &config).unwrap());
+        assert!(!keep(&alarm("technical", "wire_cut"), &config).unwrap());
+        assert!(keep(&alarm("technical", "tamper"), &Config::default()).unwrap());
+    }
+}

@@ -7,85 +7,75 @@
 //! Non-alarm events are routed to nothing by this plugin, so other routers or
 //! the subscriptions' own type matches decide where they go.
 
-wit_bindgen::generate!({ world: "router-plugin", path: "../../wit" });
-
 use std::collections::BTreeMap;
 
-use exports::hookhost::plugin::router::{Destinations, Guest};
-use hookhost::plugin::log::{Level, log};
-use hookhost::plugin::types::Event;
+use hookhost_plugin::{Destinations, Event, Result, log};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct Config {
-    #[serde(default = "default_routes")]
     routes: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
     default: Vec<String>,
-}
-
-fn default_routes() -> BTreeMap<String, Vec<String>> {
-    BTreeMap::from([
-        ("security".to_string(), vec!["security".to_string()]),
-        ("technical".to_string(), vec!["maintenance".to_string()]),
-    ])
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let route = |category: &str, tag: &str| (category.to_string(), vec![tag.to_string()]);
         Config {
-            routes: default_routes(),
+            routes: BTreeMap::from([
+                route("security", "security"),
+                route("technical", "maintenance"),
+            ]),
             default: Vec::new(),
         }
     }
 }
 
 #[derive(Deserialize)]
-struct AlarmData {
+struct Alarm {
     alarm_category: Option<String>,
 }
 
-struct AlarmRouter;
-
-impl Guest for AlarmRouter {
-    fn route(event: Event, config: String) -> Result<Destinations, String> {
-        let none = Destinations {
-            subscriptions: Vec::new(),
-            tags: Vec::new(),
-        };
-        if event.event_type != "alarm" {
-            return Ok(none);
+fn route(event: &Event, config: &Config) -> Result<Destinations> {
+    let alarm: Alarm = event.data()?;
+    match alarm
+        .alarm_category
+        .as_deref()
+        .and_then(|c| config.routes.get(c))
+    {
+        Some(tags) => Ok(Destinations::tags(tags)),
+        None => {
+            let (category, default) = (&alarm.alarm_category, &config.default);
+            log!(
+                Warn,
+                "alarm category {category:?} has no route; using default {default:?}"
+            );
+            Ok(Destinations::tags(default))
         }
-        let config: Config = if config.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(&config).map_err(|e| format!("alarm-router config: {e}"))?
-        };
-        let data: AlarmData = serde_json::from_str(&event.data)
-            .map_err(|e| format!("alarm event data is not an object with alarm fields: {e}"))?;
-        let tags = match data
-            .alarm_category
-            .as_deref()
-            .and_then(|c| config.routes.get(c))
-        {
-            Some(tags) => tags.clone(),
-            None => {
-                log(
-                    Level::Warn,
-                    &format!(
-                        "alarm category {:?} has no route; using default {:?}",
-                        data.alarm_category, config.default
-                    ),
-                );
-                config.default
-            }
-        };
-        Ok(Destinations {
-            subscriptions: Vec::new(),
-            tags,
-        })
     }
 }
 
-export!(AlarmRouter);
+hookhost_plugin::router!(route, only: ["alarm"]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn routes_by_category_with_the_default_for_the_rest() {
+        let alarm = |category: &str| Event::new("alarm", json!({"alarm_category": category}));
+        let config = Config::default();
+        assert_eq!(
+            route(&alarm("technical"), &config).unwrap().tags,
+            ["maintenance"]
+        );
+        assert!(route(&alarm("other"), &config).unwrap().tags.is_empty());
+        let config = Config {
+            default: vec!["ops".into()],
+            ..Config::default()
+        };
+        assert_eq!(route(&alarm("other"), &config).unwrap().tags, ["ops"]);
+    }
+}

@@ -12,22 +12,8 @@
 //! no top-level type, and aggregation keys on the canonical name.
 //! Config: none (an empty string or `{}`).
 
-wit_bindgen::generate!({
-    inline: "
-        package hookhost:v1-compat;
-        world v1-compat {
-            include hookhost:plugin/filter-plugin@0.1.0;
-            include hookhost:plugin/transform-plugin@0.1.0;
-        }
-    ",
-    path: "../../wit",
-    generate_all,
-});
-
-use exports::hookhost::plugin::filter::Guest as Filter;
-use exports::hookhost::plugin::transform::{Guest as Transform, Rewrite};
-use hookhost::plugin::types::Event;
-use serde_json::{Map, Value};
+use hookhost_plugin::{Event, NoConfig, Result, Rewrite, bail};
+use serde_json::Value;
 
 /// Event types that exist in version 1, with the `data.type` they carried.
 fn v1_name(event_type: &str) -> Option<Option<&'static str>> {
@@ -42,42 +28,49 @@ fn v1_name(event_type: &str) -> Option<Option<&'static str>> {
 /// Fields added to existing events in version 2.
 const V2_FIELDS: [&str; 2] = ["location_status", "alarm_category"];
 
-struct V1Compat;
-
-impl Filter for V1Compat {
-    fn keep(event: Event, _config: String) -> Result<bool, String> {
-        Ok(v1_name(&event.event_type).is_some())
-    }
+fn keep(event: &Event, _: &NoConfig) -> Result<bool> {
+    Ok(v1_name(&event.event_type).is_some())
 }
 
-impl Transform for V1Compat {
-    fn transform(event: Event, _config: String) -> Result<Rewrite, String> {
-        let Some(data_type) = v1_name(&event.event_type) else {
-            return Err(format!(
-                "event type {:?} does not exist in version 1",
-                event.event_type
-            ));
-        };
-        let mut data: Map<String, Value> = serde_json::from_str(&event.data)
-            .map_err(|e| format!("event data is not a JSON object: {e}"))?;
-        for field in V2_FIELDS {
-            data.shift_remove(field);
-        }
-        if let Some(name) = data_type {
-            match data.get_mut("type") {
-                Some(value) => *value = Value::String(name.to_string()),
-                // v1 consumers read `data.type` first: keep it first, as v1 sent it.
-                None => {
-                    data.shift_insert(0, "type".to_string(), Value::String(name.to_string()));
-                }
+fn transform(event: &Event, _: &NoConfig) -> Result<Rewrite> {
+    let Some(data_type) = v1_name(&event.event_type) else {
+        bail!(
+            "event type {:?} does not exist in version 1",
+            event.event_type
+        );
+    };
+    let mut data = event.data_object()?;
+    for field in V2_FIELDS {
+        data.shift_remove(field);
+    }
+    if let Some(name) = data_type {
+        match data.get_mut("type") {
+            Some(value) => *value = Value::String(name.to_string()),
+            // v1 consumers read `data.type` first: keep it first, as v1 sent it.
+            None => {
+                data.shift_insert(0, "type".to_string(), Value::String(name.to_string()));
             }
         }
-        let data = serde_json::to_string(&data).map_err(|e| e.to_string())?;
-        Ok(Rewrite {
-            event_type: None,
-            data: Some(data),
-        })
     }
+    Rewrite::unchanged().with_data(&data)
 }
 
-export!(V1Compat);
+hookhost_plugin::filter!(keep);
+hookhost_plugin::transform!(transform);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn connection_gets_its_v1_name_first_and_loses_v2_fields() {
+        let event = Event::new(
+            "connection",
+            json!({"location_id": "L1", "location_status": "up"}),
+        );
+        let data = transform(&event, &NoConfig {}).unwrap().data.unwrap();
+        assert_eq!(data, r#"{"type":"connection_changed","location_id":"L1"}"#);
+        assert!(!keep(&Event::new("report", json!({})), &NoConfig {}).unwrap());
+    }
+}
