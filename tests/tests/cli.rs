@@ -10,8 +10,13 @@ use hookhost_tests::{built_plugin, hookhost_bin, output_within, workspace_root};
 use serde_json::Value;
 
 fn hookhost(args: &[&str]) -> Output {
+    // The CLI caches compiled plugins under the user's cache folder; tests
+    // keep theirs apart.
+    let cache = std::env::temp_dir().join("hookhost-tests-plugin-cache");
     output_within(
-        Command::new(hookhost_bin()).args(args),
+        Command::new(hookhost_bin())
+            .args(args)
+            .env("HOOKHOST_PLUGIN_CACHE", cache),
         Duration::from_secs(60),
     )
 }
@@ -183,6 +188,72 @@ fn run_reports_plugin_failures_and_bad_input() {
 /// `hookhost bench` runs the server as a child process, loads it and reports
 /// every acknowledged event delivered; with `--data` the second run starts
 /// on the first one's data folder, which is kept.
+#[test]
+fn test_runs_events_and_catalog_samples_and_fails_on_a_missed_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = named(dir.path(), "alarm-filter", "alarm-filter");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"reasons": ["wire_cut"]}"#).unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let with_expect = |name: &str, keep: bool| {
+        let mut event: Value =
+            serde_json::from_str(&std::fs::read_to_string(sample(name)).unwrap()).unwrap();
+        event["expect"] = serde_json::json!({"filter": {"keep": keep}});
+        std::fs::write(events.join(format!("{name}.json")), event.to_string()).unwrap();
+    };
+    with_expect("alarm-wire-cut", true);
+    with_expect("alarm-case-open", false);
+    let args = |extra: &[&str]| {
+        let mut args = vec!["plugin", "test", plugin.to_str().unwrap()];
+        args.extend(["--config", config.to_str().unwrap()]);
+        args.extend(extra.iter().copied());
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        hookhost(&refs)
+    };
+
+    let out = run(args(&["--events", events.to_str().unwrap()]));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("| alarm-wire-cut.json | filter: keep | pass |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| alarm-case-open.json | filter: drop | pass |"),
+        "{table}"
+    );
+
+    // Every catalog sample, repeated in one warm instance: all the same answer.
+    let catalog = workspace_root().join("examples/bikeep/catalog.json");
+    let out = run(args(&[
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--repeat",
+        "50",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| bikeep: alarm | filter: drop | ok |"));
+    assert!(stderr.contains("0 differed from the first run"), "{stderr}");
+
+    with_expect("alarm-low-voltage", true);
+    let out = run(args(&["--events", events.to_str().unwrap()]));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains(r#"| alarm-low-voltage.json | filter: drop | FAIL: filter expected {"keep":true}, got {"keep":false} |"#),
+        "{table}"
+    );
+}
+
 #[test]
 fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
     let data = tempfile::tempdir().unwrap();

@@ -113,6 +113,9 @@ enum PluginCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run FILE over many events (a folder, a JSONL file, a catalog's samples) and print a
+    /// table of decisions; exit 1 if an expectation fails or a call errs.
+    Test(commands::plugin_test::TestOptions),
 }
 
 /// glibc gives threads that allocate at once arenas of their own, up to 8
@@ -157,6 +160,9 @@ fn main() -> ExitCode {
             event,
             config,
         }) => commands::plugin::plugin_run(&file, &event, config.as_deref()),
+        Command::Plugin(PluginCommand::Test(options)) => {
+            commands::plugin_test::plugin_test(&options)
+        }
         Command::Receive {
             port,
             seed,

@@ -1,26 +1,44 @@
 //! `hookhost plugin check|run`: load one plugin file, or run it on one event.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use hookhost_plugin_runtime::{Plugin, PluginsConfig, Runtime, plugin_name};
 use sha2::{Digest, Sha256};
 
+/// Where the CLI keeps compiled plugins between runs: a JavaScript or
+/// Python component takes seconds to compile, a cached one milliseconds.
+/// `HOOKHOST_PLUGIN_CACHE`, else `$XDG_CACHE_HOME/hookhost/plugins`, else
+/// `~/.cache/hookhost/plugins`.
+fn cli_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("HOOKHOST_PLUGIN_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("hookhost").join("plugins"))
+}
+
 /// Loads one file outside any server, for the CLI's plugin commands.
-fn load_single(file: &Path) -> Result<Plugin> {
+pub fn load_single(file: &Path, use_cache: bool) -> Result<Plugin> {
     let Some(name) = plugin_name(file) else {
         bail!("{}: a plugin file must be named NAME.wasm", file.display());
     };
     let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
     let sha256 = Sha256::digest(&bytes).into();
-    // No cache for one-off runs: nothing to share with a later start.
-    let runtime = Runtime::new(&PluginsConfig::default())?;
+    let config = PluginsConfig {
+        cache_dir: if use_cache { cli_cache_dir() } else { None },
+        ..PluginsConfig::default()
+    };
+    let runtime = Runtime::new(&config)?;
     Ok(runtime.load(name, file, &bytes, sha256)?)
 }
 
 pub fn plugin_check(file: &Path) -> Result<ExitCode> {
-    let plugin = load_single(file)?;
+    // Always compiled: `check` reports what compiling this file costs.
+    let plugin = load_single(file, false)?;
     let report = serde_json::json!({
         "file": file,
         "plugin": plugin.name(),
@@ -40,21 +58,24 @@ pub fn plugin_run(file: &Path, event_file: &Path, config_file: Option<&Path>) ->
         .with_context(|| format!("{}: not valid JSON", event_file.display()))?;
     let event = hookhost_core::event_json::from_json(&event_json)
         .with_context(|| format!("{}: not an event", event_file.display()))?;
-    let config = match config_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            serde_json::from_str::<serde::de::IgnoredAny>(&text)
-                .with_context(|| format!("{}: not valid JSON", path.display()))?;
-            text
-        }
-        None => String::new(),
-    };
-    let decision = load_single(file)?.decide(&event, &config);
+    let config = read_config(config_file)?;
+    let decision = load_single(file, true)?.decide(&event, &config);
     println!("{}", serde_json::to_string_pretty(&decision)?);
     Ok(if decision.has_error() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A plugin config file's text, checked to be JSON; `""` when none.
+pub fn read_config(config_file: Option<&Path>) -> Result<String> {
+    let Some(path) = config_file else {
+        return Ok(String::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    Ok(text)
 }
