@@ -58,6 +58,17 @@ pub fn built_plugin(crate_name: &str) -> PathBuf {
     path
 }
 
+/// A JavaScript or Python plugin built by `./dev test` (`target/plugins/NAME.wasm`).
+pub fn built_language_plugin(name: &str) -> PathBuf {
+    let path = target_dir().join("plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `./dev test`, which builds the JavaScript and Python plugins first",
+        path.display()
+    );
+    path
+}
+
 /// The `hookhost` binary built in the same profile as this test (or tool).
 pub fn hookhost_bin() -> PathBuf {
     // A test executable lives in target/<profile>/deps/, a tool (the soak)

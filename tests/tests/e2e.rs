@@ -12,6 +12,7 @@ mod crash;
 mod delivery;
 mod disk;
 mod examples;
+mod languages;
 mod ordering;
 mod pipeline;
 mod receivers;

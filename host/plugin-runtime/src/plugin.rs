@@ -581,6 +581,13 @@ impl Plugin {
                 " (plugins get no WASI capabilities; a Rust panic ends this way, \
                  since it tries to print to stderr)",
             );
+        } else if detail.contains("unreachable") {
+            // What each toolchain's uncaught failure looks like from here.
+            detail.push_str(
+                " (the guest gave up: a Rust panic, a JavaScript `throw` of an Error \
+                 or an uncaught Python exception ends this way; return an error instead \
+                 — the hookhost SDKs do that for you, with the message)",
+            );
         }
         CallError::Trap { plugin, detail }
     }
