@@ -176,7 +176,7 @@ config = "loop"
         );
     }
     // The status event matched only `legacy`, whose v1-compat filter dropped
-    // it: no job at all.
+    // it: no job at all, and the event says which plugin dropped it.
     let status_event = &ids[4];
     assert!(
         store
@@ -184,5 +184,21 @@ config = "loop"
             .unwrap()
             .iter()
             .all(|j| &j.event_id != status_event)
+    );
+    let decisions = |id: &str| {
+        let event = store.event(id).unwrap().unwrap();
+        serde_json::to_value(&event.plugin_decisions).unwrap()
+    };
+    assert_eq!(
+        decisions(status_event),
+        serde_json::json!({"dropped": [{"subscription": "legacy", "plugin": "v1-compat"}]})
+    );
+    // The low-voltage alarm: routed to maintenance, dropped by the customer's filter.
+    assert_eq!(
+        decisions(&ids[2]),
+        serde_json::json!({
+            "dropped": [{"subscription": "only-wire-cut", "plugin": "alarm-filter"}],
+            "routed": [{"plugin": "alarm-router", "tags": ["maintenance"]}],
+        })
     );
 }

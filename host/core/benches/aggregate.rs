@@ -61,6 +61,7 @@ fn alarm(n: u64, location: u64, received_at_ms: u64) -> StoredEvent {
         data: data.to_string(),
         received_at_ms,
         errors: Vec::new(),
+        plugin_decisions: Default::default(),
     }
 }
 

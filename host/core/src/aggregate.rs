@@ -301,6 +301,7 @@ impl Aggregator {
                 data: Value::Object(data).to_string(),
                 received_at_ms: now,
                 errors: Vec::new(),
+                plugin_decisions: Default::default(),
             };
             tracing::info!(event_id = %event.id, location = %state.location, "outage confirmed");
             METRICS.outages_confirmed.fetch_add(1, Ordering::Relaxed);

@@ -429,6 +429,42 @@ pub struct StoredEvent {
     /// Plugin errors met in the pipeline, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Which plugins dropped or routed it: why a subscription did or did
+    /// not get it.
+    #[serde(default, skip_serializing_if = "PluginDecisions::is_empty")]
+    pub plugin_decisions: PluginDecisions,
+}
+
+/// What plugins decided about one event in the pipeline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PluginDecisions {
+    /// Subscriptions whose filter chain dropped it, and the filter that did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedBy>,
+    /// Routers that sent it somewhere (routers answering "nowhere" are left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routed: Vec<RoutedBy>,
+}
+
+impl PluginDecisions {
+    pub fn is_empty(&self) -> bool {
+        self.dropped.is_empty() && self.routed.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DroppedBy {
+    pub subscription: String,
+    pub plugin: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoutedBy {
+    pub plugin: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -71,6 +71,7 @@ pub fn event(event_type: &str, key: &str, at_ms: u64, mut data: Value) -> Stored
         data: data.to_string(),
         received_at_ms: at_ms,
         errors: Vec::new(),
+        plugin_decisions: Default::default(),
     }
 }
 

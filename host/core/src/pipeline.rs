@@ -13,10 +13,18 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::model::{Job, JobStatus, StoredEvent};
+use crate::model::{DroppedBy, Job, JobStatus, RoutedBy, StoredEvent};
 use crate::model::{PluginStep, Subscription};
 use crate::subscriptions::Subscriptions;
 use hookhost_plugin_runtime::{CallError, Event, Registry};
+
+/// What a subscription's chain made of an event.
+enum Chained {
+    /// Send it, with this (possibly rewritten) type and data.
+    Keep(String, String),
+    /// This filter dropped it.
+    DroppedBy(String),
+}
 
 pub struct Pipeline {
     registry: Arc<Registry>,
@@ -59,7 +67,11 @@ impl Pipeline {
             .subscriptions
             .get(subscription_id)
             .ok_or_else(|| format!("subscription {subscription_id} is no longer configured"))?;
-        self.chain(&sub, event).map_err(|e| e.to_string())
+        match self.chain(&sub, event) {
+            Ok(Chained::Keep(event_type, data)) => Ok(Some((event_type, data))),
+            Ok(Chained::DroppedBy(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Runs the event through routers and subscriptions. Errors are appended
@@ -71,7 +83,7 @@ impl Pipeline {
             timestamp: event.timestamp.clone(),
             data: event.data.clone(),
         };
-        let (routed_ids, routed_tags) = self.route(&plugin_event, &mut event.errors);
+        let (routed_ids, routed_tags) = self.route(&plugin_event, event);
         let mut jobs = Vec::new();
         let subscriptions = self.subscriptions.current();
         for sub in subscriptions.iter() {
@@ -105,14 +117,20 @@ impl Pipeline {
                 order: None,
             };
             match self.chain(sub, &plugin_event) {
-                Ok(Some((event_type, data))) => {
+                Ok(Chained::Keep(event_type, data)) => {
                     let order = crate::subscriptions::order_slot(sub, &data);
                     jobs.push(Job {
                         order,
                         ..job(event_type, data)
                     })
                 }
-                Ok(None) => {} // filtered out
+                Ok(Chained::DroppedBy(plugin)) => {
+                    tracing::debug!(event_id = %event.id, subscription = %sub.id, plugin = %plugin, "dropped by a filter");
+                    event.plugin_decisions.dropped.push(DroppedBy {
+                        subscription: sub.id.clone(),
+                        plugin,
+                    });
+                }
                 Err(e) => {
                     let mut failed = job(event.event_type.clone(), event.data.clone());
                     tracing::warn!(event_id = %event.id, job_id = %failed.id, error = %e, "plugin failed");
@@ -126,7 +144,9 @@ impl Pipeline {
         jobs
     }
 
-    fn route(&self, event: &Event, errors: &mut Vec<String>) -> (HashSet<String>, HashSet<String>) {
+    /// The global routers' destinations; each router that named any is
+    /// recorded on `stored`, each failure in its errors.
+    fn route(&self, event: &Event, stored: &mut StoredEvent) -> (HashSet<String>, HashSet<String>) {
         let mut ids = HashSet::new();
         let mut tags = HashSet::new();
         for step in &self.config.routes {
@@ -136,25 +156,28 @@ impl Pipeline {
                 .and_then(|p| p.route(event, &step.config))
             {
                 Ok(d) => {
+                    if !d.subscriptions.is_empty() || !d.tags.is_empty() {
+                        stored.plugin_decisions.routed.push(RoutedBy {
+                            plugin: step.plugin.clone(),
+                            subscriptions: d.subscriptions.clone(),
+                            tags: d.tags.clone(),
+                        });
+                    }
                     ids.extend(d.subscriptions);
                     tags.extend(d.tags);
                 }
                 Err(e) => {
                     tracing::warn!(event_id = %event.id, error = %e, "router failed");
-                    errors.push(format!("route {}: {e}", step.plugin));
+                    stored.errors.push(format!("route {}: {e}", step.plugin));
                 }
             }
         }
         (ids, tags)
     }
 
-    /// The subscription's chain: `None` if a filter dropped the event, else
-    /// the (possibly rewritten) type and data.
-    fn chain(
-        &self,
-        sub: &Subscription,
-        event: &Event,
-    ) -> Result<Option<(String, String)>, CallError> {
+    /// The subscription's chain: the (possibly rewritten) type and data, or
+    /// the filter that dropped the event.
+    fn chain(&self, sub: &Subscription, event: &Event) -> Result<Chained, CallError> {
         // Type and data as the chain has shaped them so far; copied only
         // when a transform rewrites them.
         let mut current = std::borrow::Cow::Borrowed(event);
@@ -167,7 +190,7 @@ impl Pipeline {
                 });
             }
             if plugin.is_filter() && !plugin.keep(&current, config)? {
-                return Ok(None);
+                return Ok(Chained::DroppedBy(plugin.name().to_string()));
             }
             if plugin.is_transform() {
                 let rewrite = plugin.transform(&current, config)?;
@@ -180,6 +203,6 @@ impl Pipeline {
             }
         }
         let current = current.into_owned();
-        Ok(Some((current.event_type, current.data)))
+        Ok(Chained::Keep(current.event_type, current.data))
     }
 }

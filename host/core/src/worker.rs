@@ -134,6 +134,7 @@ impl Worker {
         if let Err((e, current)) = stored {
             let unrun = |event: StoredEvent| StoredEvent {
                 errors: Vec::new(),
+                plugin_decisions: Default::default(),
                 ..event
             };
             let back = outcomes
@@ -325,6 +326,7 @@ seed = "s"
             .to_string(),
             received_at_ms: now,
             errors: Vec::new(),
+            plugin_decisions: Default::default(),
         }
     }
 
@@ -400,6 +402,7 @@ seed = "s"
             data: json!({"location_id": location}).to_string(),
             received_at_ms: s.clock.now_ms(),
             errors: Vec::new(),
+            plugin_decisions: Default::default(),
         };
         let windowed = s
             .worker

@@ -108,6 +108,7 @@ pub fn parse_events(config: &Config, body: &[u8], received_at_ms: u64) -> Result
                 data: e.data,
                 received_at_ms,
                 errors: Vec::new(),
+                plugin_decisions: Default::default(),
             }),
             Err(e) if single => return Err((StatusCode::UNPROCESSABLE_ENTITY, e)),
             Err(e) => {

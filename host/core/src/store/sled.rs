@@ -701,6 +701,7 @@ mod tests {
             data: "{}".into(),
             received_at_ms,
             errors: Vec::new(),
+            plugin_decisions: Default::default(),
         }
     }
 

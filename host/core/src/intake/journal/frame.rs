@@ -86,6 +86,7 @@ fn decode_payload(payload: &[u8], segment: u64, into: &mut Recovered) -> Option<
                 data: fields.string()?,
                 received_at_ms: fields.u64()?,
                 errors: Vec::new(),
+                plugin_decisions: Default::default(),
             }),
             TAG_ANSWER => answers.push(Remembered {
                 key: fields.string()?,

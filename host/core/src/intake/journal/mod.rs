@@ -367,6 +367,7 @@ mod tests {
             data: r#"{"location_id":"L1","é":"✓"}"#.into(),
             received_at_ms: 42,
             errors: Vec::new(),
+            plugin_decisions: Default::default(),
         }
     }
 
