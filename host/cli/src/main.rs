@@ -116,6 +116,10 @@ enum PluginCommand {
     /// Run FILE over many events (a folder, a JSONL file, a catalog's samples) and print a
     /// table of decisions; exit 1 if an expectation fails or a call errs.
     Test(commands::plugin_test::TestOptions),
+    /// Create a plugin project (Rust, JavaScript or Python) with a passing test.
+    New(commands::plugin_new::NewOptions),
+    /// Build a project made by `plugin new` into NAME.wasm and run its test events.
+    Build(commands::plugin_new::BuildOptions),
 }
 
 /// glibc gives threads that allocate at once arenas of their own, up to 8
@@ -162,6 +166,10 @@ fn main() -> ExitCode {
         }) => commands::plugin::plugin_run(&file, &event, config.as_deref()),
         Command::Plugin(PluginCommand::Test(options)) => {
             commands::plugin_test::plugin_test(&options)
+        }
+        Command::Plugin(PluginCommand::New(options)) => commands::plugin_new::plugin_new(&options),
+        Command::Plugin(PluginCommand::Build(options)) => {
+            commands::plugin_new::plugin_build(&options)
         }
         Command::Receive {
             port,

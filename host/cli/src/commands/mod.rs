@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod plugin;
+pub mod plugin_new;
 pub mod plugin_test;
 pub mod receive;
 pub mod replay;
