@@ -18,3 +18,4 @@ mod pipeline;
 mod receivers;
 mod retention;
 mod serve;
+mod shadow;

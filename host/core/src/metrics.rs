@@ -97,6 +97,8 @@ pub struct Snapshot {
     pub endpoints_disabled: usize,
     /// (name, calls, errors, mean call seconds) per serving plugin.
     pub plugins: Vec<(String, u64, u64, f64)>,
+    /// Each plugin with a candidate in shadow, and how they compared.
+    pub shadows: Vec<(String, hookhost_plugin_runtime::ShadowReport)>,
     pub plugin_loads: u64,
     pub plugin_refusals: u64,
 }
@@ -350,6 +352,25 @@ pub fn render(snapshot: &Snapshot) -> String {
             "hookhost_plugin_errors_total{{plugin=\"{}\"}} {errors}",
             label(name)
         );
+    }
+    family(
+        &mut out,
+        "hookhost_plugin_shadow_total",
+        "counter",
+        "Calls of a candidate version in shadow, by how its answer compared with the serving one.",
+    );
+    for (name, report) in &snapshot.shadows {
+        for (outcome, n) in [
+            ("agreed", report.agreed),
+            ("disagreed", report.disagreed),
+            ("candidate_error", report.candidate_errors),
+        ] {
+            let _ = writeln!(
+                out,
+                "hookhost_plugin_shadow_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {n}",
+                label(name)
+            );
+        }
     }
     family(
         &mut out,

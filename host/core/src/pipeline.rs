@@ -3,6 +3,10 @@
 //! chain decide what it receives. Every surviving (event, subscription) pair
 //! becomes a delivery [`Job`].
 //!
+//! A plugin with a candidate version in shadow (`NAME.next.wasm`) has the
+//! candidate called on the same input after it; the candidate's answer is
+//! only compared and counted, never used.
+//!
 //! Plugin calls here are synchronous (wasmtime); callers run [`Pipeline::run`]
 //! on a blocking thread. A plugin error is recorded on the event and, for a
 //! subscription's chain, on that subscription's job; it never stops the rest.
@@ -150,11 +154,17 @@ impl Pipeline {
         let mut ids = HashSet::new();
         let mut tags = HashSet::new();
         for step in &self.config.routes {
-            match self
+            let routed = self
                 .registry
                 .get(&step.plugin)
-                .and_then(|p| p.route(event, &step.config))
-            {
+                .and_then(|p| p.route(event, &step.config));
+            if let Some(candidate) = self.registry.candidate(&step.plugin) {
+                let shadow_routed = candidate.route(event, &step.config);
+                candidate
+                    .shadow()
+                    .record(&event.id, "router", &routed, &shadow_routed);
+            }
+            match routed {
                 Ok(d) => {
                     if !d.subscriptions.is_empty() || !d.tags.is_empty() {
                         stored.plugin_decisions.routed.push(RoutedBy {
@@ -189,11 +199,28 @@ impl Pipeline {
                     role: "filter or transform",
                 });
             }
-            if plugin.is_filter() && !plugin.keep(&current, config)? {
-                return Ok(Chained::DroppedBy(plugin.name().to_string()));
+            let candidate = self.registry.candidate(plugin.name());
+            if plugin.is_filter() {
+                let kept = plugin.keep(&current, config);
+                if let Some(candidate) = &candidate {
+                    let shadow_kept = candidate.keep(&current, config);
+                    candidate
+                        .shadow()
+                        .record(&event.id, "filter", &kept, &shadow_kept);
+                }
+                if !kept? {
+                    return Ok(Chained::DroppedBy(plugin.name().to_string()));
+                }
             }
             if plugin.is_transform() {
-                let rewrite = plugin.transform(&current, config)?;
+                let rewrite = plugin.transform(&current, config);
+                if let Some(candidate) = &candidate {
+                    let shadow_rewrite = candidate.transform(&current, config);
+                    candidate
+                        .shadow()
+                        .record(&event.id, "transform", &rewrite, &shadow_rewrite);
+                }
+                let rewrite = rewrite?;
                 if let Some(t) = rewrite.event_type {
                     current.to_mut().event_type = t;
                 }

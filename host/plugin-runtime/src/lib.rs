@@ -8,7 +8,8 @@
 //!   compiled cache; the only place that configures wasmtime.
 //! - [`Plugin`]: one loaded version of a plugin and its calls
 //!   (`keep`, `transform`, `route`), each in a sandboxed instance.
-//! - [`Registry`]: the live name → version map, swapped atomically on reload.
+//! - [`Registry`]: the live name → version map, swapped atomically on reload,
+//!   and the candidates (`NAME.next.wasm`) run in shadow beside them.
 //! - [`Watcher`]: hot reload from the plugins folder.
 //! - [`PluginsConfig`]: the `[plugins]` settings (folder, pool, limits).
 
@@ -19,13 +20,17 @@ mod plugin;
 mod registry;
 mod runtime;
 mod settings;
+mod shadow;
 mod watch;
 
 pub use bindings::{Destinations, Event, Rewrite};
 pub use epoch::EPOCH_TICK;
 pub use error::{CallError, LoadError};
 pub use plugin::{Decision, Keep, LOG_TARGET, LoadInfo, Plugin, PluginInfo, RewriteOut, RouteOut};
-pub use registry::{LoadFailure, PluginStatus, Registry, Reloaded, plugin_name};
+pub use registry::{
+    CandidateStatus, LoadFailure, PluginStatus, PromoteError, Registry, Reloaded, plugin_name,
+};
 pub use runtime::{Runtime, RuntimeError};
 pub use settings::{Allocator, Isolation, PluginOverride, PluginSettings, PluginsConfig};
+pub use shadow::{Answer, CANDIDATE_SUFFIX, ShadowReport, ShadowSample, ShadowStats};
 pub use watch::{WatchError, Watcher};

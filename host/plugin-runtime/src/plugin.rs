@@ -23,6 +23,7 @@ use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::CallError;
 use super::error::error_text;
 use crate::settings::{Isolation, PluginSettings};
+use crate::shadow::ShadowStats;
 
 /// Warm instances kept per plugin; more concurrent calls than this
 /// instantiate fresh ones and drop them afterwards.
@@ -172,6 +173,8 @@ pub struct Plugin {
     loaded_at: SystemTime,
     warm: Mutex<Vec<WarmInstance>>,
     stats: Stats,
+    /// Used when this version is a candidate (`NAME.next.wasm`).
+    shadow: ShadowStats,
 }
 
 /// A snapshot of a plugin for listings.
@@ -273,6 +276,7 @@ impl Plugin {
             loaded_at: SystemTime::now(),
             warm: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            shadow: ShadowStats::default(),
         }
     }
 
@@ -290,6 +294,16 @@ impl Plugin {
     }
     pub fn is_transform(&self) -> bool {
         self.roles.transform.is_some()
+    }
+    pub fn is_router(&self) -> bool {
+        self.roles.router.is_some()
+    }
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+    /// How this version, as a candidate, compared with the serving one.
+    pub fn shadow(&self) -> &ShadowStats {
+        &self.shadow
     }
     pub fn settings(&self) -> &PluginSettings {
         &self.settings

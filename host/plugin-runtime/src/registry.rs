@@ -16,12 +16,16 @@ use sha2::{Digest, Sha256};
 use super::error::{CallError, LoadError};
 use super::plugin::{Plugin, PluginInfo};
 use super::runtime::Runtime;
+use crate::shadow::{CANDIDATE_SUFFIX, ShadowReport};
 
 type PluginMap = BTreeMap<Arc<str>, Arc<Plugin>>;
 
 pub struct Registry {
     runtime: Arc<Runtime>,
     live: ArcSwap<PluginMap>,
+    /// Candidate versions (`NAME.next.wasm`) by the name they would replace:
+    /// called beside the serving version, never acted on.
+    candidates: ArcSwap<PluginMap>,
     /// Last load failure per plugin name (cleared by a successful load).
     errors: Mutex<BTreeMap<String, LoadFailure>>,
     /// Serialises changes so two reloads cannot lose each other's update.
@@ -54,13 +58,38 @@ pub enum Reloaded {
     Absent,
 }
 
-/// One row of the plugin listing: the serving version (if any) and the last
-/// refused load (if any).
+/// One row of the plugin listing: the serving version (if any), the last
+/// refused load (if any) and the candidate in shadow (if any).
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginStatus {
     pub name: String,
     pub serving: Option<PluginInfo>,
     pub last_error: Option<LoadFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateStatus>,
+}
+
+/// A candidate version and how its answers compared so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateStatus {
+    #[serde(flatten)]
+    pub info: PluginInfo,
+    pub shadow: ShadowReport,
+}
+
+/// Why a candidate could not be promoted.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("plugin `{0}` has no candidate (drop NAME.next.wasm into the plugins folder)")]
+    NoCandidate(String),
+    #[error("cannot rename {from} to {to}: {reason}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        reason: String,
+    },
+    #[error(transparent)]
+    Load(#[from] LoadError),
 }
 
 /// A plugin's name is its file's stem; only `*.wasm` files are plugins.
@@ -77,6 +106,7 @@ impl Registry {
         Arc::new(Registry {
             runtime,
             live: ArcSwap::from_pointee(PluginMap::new()),
+            candidates: ArcSwap::from_pointee(PluginMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             change: Mutex::new(()),
             loads: AtomicU64::new(0),
@@ -103,6 +133,46 @@ impl Registry {
             .ok_or_else(|| CallError::NotPresent(name.to_string()))
     }
 
+    /// The candidate version of `name` in shadow, if one is loaded.
+    pub fn candidate(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.candidates.load().get(name).cloned()
+    }
+
+    /// Makes `name`'s candidate the serving version: its file is renamed
+    /// onto `NAME.wasm` (so a restart serves it too) and loaded; the map
+    /// swap is atomic, calls in flight finish on the old version.
+    pub fn promote(&self, name: &str) -> Result<Arc<Plugin>, PromoteError> {
+        let candidate = self
+            .candidate(name)
+            .ok_or_else(|| PromoteError::NoCandidate(name.to_string()))?;
+        let from = candidate.file().to_owned();
+        let to = from.with_file_name(format!("{name}.wasm"));
+        std::fs::rename(&from, &to).map_err(|e| PromoteError::Rename {
+            from: from.clone(),
+            to: to.clone(),
+            reason: e.to_string(),
+        })?;
+        let promoted = match self.reload(&to)? {
+            Reloaded::Loaded(plugin) => plugin,
+            // Same bytes as what served: nothing changes but the file.
+            _ => self
+                .get(name)
+                .map_err(|_| PromoteError::NoCandidate(name.to_string()))?,
+        };
+        // The candidate's file is gone: this retires it.
+        self.reload(&from)?;
+        tracing::info!(plugin = name, sha256 = %hex::encode(&promoted.sha256()[..8]), "candidate promoted");
+        Ok(promoted)
+    }
+
+    /// The map a file's plugin lives in, and its key there.
+    fn slot<'a>(&self, name: &'a str) -> (&ArcSwap<PluginMap>, &'a str) {
+        match name.strip_suffix(CANDIDATE_SUFFIX) {
+            Some(base) if !base.is_empty() => (&self.candidates, base),
+            _ => (&self.live, name),
+        }
+    }
+
     /// Versions loaded, and loads refused, since start.
     pub fn load_counts(&self) -> (u64, u64) {
         (
@@ -118,8 +188,10 @@ impl Registry {
     /// Every plugin that is serving or whose last load failed.
     pub fn status(&self) -> Vec<PluginStatus> {
         let live = self.live.load();
+        let candidates = self.candidates.load();
         let errors = self.lock_errors().clone();
         let mut names: Vec<&str> = live.keys().map(|k| &**k).collect();
+        names.extend(candidates.keys().map(|k| &**k));
         names.extend(errors.keys().map(|k| k.as_str()));
         names.sort_unstable();
         names.dedup();
@@ -129,6 +201,10 @@ impl Registry {
                 name: name.to_string(),
                 serving: live.get(name).map(|p| p.info()),
                 last_error: errors.get(name).cloned(),
+                candidate: candidates.get(name).map(|c| CandidateStatus {
+                    info: c.info(),
+                    shadow: c.shadow().report(),
+                }),
             })
             .collect()
     }
@@ -189,7 +265,8 @@ impl Registry {
             }
         };
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Ok(current) = self.get(name)
+        let (slot, key) = self.slot(name);
+        if let Some(current) = slot.load().get(key)
             && current.sha256() == &sha256
         {
             // The file is back to what is serving: an earlier refusal is moot.
@@ -198,9 +275,9 @@ impl Registry {
         }
         let plugin = self.runtime.load(name, file, &bytes, sha256)?;
         let plugin = Arc::new(plugin);
-        let mut map = PluginMap::clone(&self.live.load());
-        map.insert(name.into(), plugin.clone());
-        self.live.store(Arc::new(map));
+        let mut map = PluginMap::clone(&slot.load());
+        map.insert(key.into(), plugin.clone());
+        slot.store(Arc::new(map));
         self.lock_errors().remove(name);
         self.loads.fetch_add(1, Ordering::Relaxed);
         let load = plugin.load_info();
@@ -224,19 +301,21 @@ impl Registry {
 
     fn remove_locked(&self, name: &str) -> Reloaded {
         self.lock_errors().remove(name);
-        let current = self.live.load();
-        if !current.contains_key(name) {
+        let (slot, key) = self.slot(name);
+        let current = slot.load();
+        if !current.contains_key(key) {
             return Reloaded::Absent;
         }
         let mut map = PluginMap::clone(&current);
-        map.remove(name);
-        self.live.store(Arc::new(map));
+        map.remove(key);
+        slot.store(Arc::new(map));
         tracing::info!(plugin = name, "plugin removed");
         Reloaded::Removed
     }
 
     pub(crate) fn record_failure(&self, name: &str, err: &LoadError) {
-        let serving = self.live.load().contains_key(name);
+        let (slot, key) = self.slot(name);
+        let serving = slot.load().contains_key(key);
         self.refusals.fetch_add(1, Ordering::Relaxed);
         tracing::error!(plugin = name, error = %err, previous_version_serving = serving, "plugin refused");
         let at_unix_ms = SystemTime::now()

@@ -61,9 +61,16 @@ pub(crate) async fn readyz(State(app): State<App>) -> Response {
 
 /// `GET /metrics`: Prometheus text format. Counts only: no ids, no payloads.
 pub(crate) async fn metrics(State(app): State<App>) -> Response {
-    let plugins = app
-        .registry
-        .status()
+    let status = app.registry.status();
+    let shadows = status
+        .iter()
+        .filter_map(|s| {
+            s.candidate
+                .as_ref()
+                .map(|c| (s.name.clone(), c.shadow.clone()))
+        })
+        .collect();
+    let plugins = status
         .into_iter()
         .filter_map(|s| {
             s.serving
@@ -75,6 +82,7 @@ pub(crate) async fn metrics(State(app): State<App>) -> Response {
         queue_depth: app.deliverer.queued(),
         endpoints_disabled: app.deliverer.disabled_endpoints(),
         plugins,
+        shadows,
         plugin_loads,
         plugin_refusals,
     });

@@ -35,6 +35,23 @@ pub(crate) fn routes() -> Vec<Route> {
             "Plugins serving or refused, with load and call statistics",
             get(plugins::list_plugins),
         ),
+        Route {
+            responses: &[
+                (200, "the promoted version now serving"),
+                (404, "no candidate for that plugin"),
+                (
+                    422,
+                    "the candidate could not be loaded as the serving version",
+                ),
+                (500, "the candidate's file could not be renamed"),
+            ],
+            ..route(
+                "POST",
+                "/v1/plugins/{name}/promote",
+                "Make a plugin's candidate (NAME.next.wasm, in shadow) the serving version",
+                post(plugins::promote_plugin),
+            )
+        },
         route(
             "GET",
             "/v1/event-types",
