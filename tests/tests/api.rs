@@ -692,7 +692,9 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {
-        let concrete = path.replace("{id}", "some-id").replace("{name}", "some-name");
+        let concrete = path
+            .replace("{id}", "some-id")
+            .replace("{name}", "some-name");
         let (status, body) = request(api, method, &concrete, &[], b"");
         assert!(
             status != 404 && status != 405,
