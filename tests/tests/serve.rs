@@ -157,3 +157,45 @@ fn log_format_json_writes_one_json_object_per_line_with_fields() {
     assert_eq!(refused["plugin"], "broken");
     assert!(server.terminate(WAIT).success());
 }
+
+#[test]
+fn a_plugin_s_log_lines_below_its_log_level_are_dropped() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for name in ["quiet-router", "alarm-router"] {
+        std::fs::copy(
+            built_plugin("alarm-router"),
+            plugins.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    // Both routers warn about an alarm category without a route; the quiet
+    // one only lets errors through. It runs first, so by the time the other
+    // one's warning is read, the quiet one's would have been written.
+    let config = root.path().join("hookhost.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n[plugins]\ndir = \"plugins\"\n\
+         [plugins.settings.quiet-router]\nlog_level = \"error\"\n\
+         [[routes]]\nplugin = \"quiet-router\"\nconfig = { routes = {} }\n\
+         [[routes]]\nplugin = \"alarm-router\"\nconfig = { routes = {} }\n",
+    )
+    .unwrap();
+    let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
+    let api = server.api_addr(WAIT);
+    let alarm = hookhost_tests::bikeep_sample("alarm-wire-cut");
+    let (status, body) =
+        hookhost_tests::http::post(api, "/v1/events", alarm.to_string().as_bytes());
+    assert_eq!(status, 202, "{body}");
+    server.wait_for(&["has no route", "alarm-router"], WAIT);
+    assert!(
+        !server
+            .log
+            .iter()
+            .any(|l| l.contains("quiet-router") && l.contains("has no route")),
+        "{:#?}",
+        server.log
+    );
+    server.terminate(WAIT);
+}

@@ -31,6 +31,6 @@ pub use registry::{
     CandidateStatus, LoadFailure, PluginStatus, PromoteError, Registry, Reloaded, plugin_name,
 };
 pub use runtime::{Runtime, RuntimeError};
-pub use settings::{Allocator, Isolation, PluginOverride, PluginSettings, PluginsConfig};
+pub use settings::{Allocator, Isolation, LogLevel, PluginOverride, PluginSettings, PluginsConfig};
 pub use shadow::{Answer, CANDIDATE_SUFFIX, ShadowReport, ShadowSample, ShadowStats};
 pub use watch::{WatchError, Watcher};

@@ -22,7 +22,7 @@ use super::bindings::{
 use super::epoch::{EPOCH_TICK, EpochTicker};
 use super::error::CallError;
 use super::error::error_text;
-use crate::settings::{Isolation, PluginSettings};
+use crate::settings::{Isolation, LogLevel, PluginSettings};
 use crate::shadow::ShadowStats;
 
 /// Warm instances kept per plugin; more concurrent calls than this
@@ -63,6 +63,7 @@ impl Roles {
 pub struct CallState {
     plugin: Arc<str>,
     event_id: String,
+    log_level: LogLevel,
     pub(crate) limiter: MemoryLimiter,
 }
 
@@ -101,6 +102,16 @@ impl ResourceLimiter for MemoryLimiter {
 
 impl bindings::hookhost::plugin::log::Host for CallState {
     fn log(&mut self, level: Level, message: String) {
+        let wanted = match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        if wanted < self.log_level {
+            return;
+        }
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -465,6 +476,7 @@ impl Plugin {
         let state = CallState {
             plugin: self.name.clone(),
             event_id: event_id.to_owned(),
+            log_level: self.settings.log_level,
             limiter: MemoryLimiter {
                 limit: self.settings.memory_limit_bytes(),
                 hit: false,

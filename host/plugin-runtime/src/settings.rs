@@ -29,6 +29,8 @@ pub struct PluginsConfig {
     pub cpu_limit_ms: u64,
     pub memory_limit_mib: u64,
     pub call_timeout_ms: u64,
+    /// Plugin log lines below this level are dropped at the host.
+    pub log_level: LogLevel,
     /// Per-plugin overrides: `[plugins.settings.alarm-filter]`.
     pub settings: BTreeMap<String, PluginOverride>,
 }
@@ -46,6 +48,7 @@ impl Default for PluginsConfig {
             cpu_limit_ms: PluginSettings::default().cpu_limit_ms,
             memory_limit_mib: PluginSettings::default().memory_limit_mib,
             call_timeout_ms: PluginSettings::default().call_timeout_ms,
+            log_level: PluginSettings::default().log_level,
             settings: BTreeMap::new(),
         }
     }
@@ -59,6 +62,7 @@ impl PluginsConfig {
             cpu_limit_ms: self.cpu_limit_ms,
             memory_limit_mib: self.memory_limit_mib,
             call_timeout_ms: self.call_timeout_ms,
+            log_level: self.log_level,
         }
     }
 
@@ -77,6 +81,9 @@ impl PluginsConfig {
             }
             if let Some(v) = o.call_timeout_ms {
                 settings.call_timeout_ms = v;
+            }
+            if let Some(v) = o.log_level {
+                settings.log_level = v;
             }
         }
         settings
@@ -150,6 +157,22 @@ pub struct PluginSettings {
     pub memory_limit_mib: u64,
     /// Wall-clock bound on a call from async code, host calls and queueing included.
     pub call_timeout_ms: u64,
+    /// The least level of the plugin's own log lines that reach the log.
+    pub log_level: LogLevel,
+}
+
+/// A plugin's log lines at or above this level are written; `off` drops all.
+/// Default `warn`: a plugin's `info` lines are opt-in per plugin, so a
+/// chatty plugin cannot flood a server's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Off,
 }
 
 impl Default for PluginSettings {
@@ -159,6 +182,7 @@ impl Default for PluginSettings {
             cpu_limit_ms: 10,
             memory_limit_mib: 16,
             call_timeout_ms: 1000,
+            log_level: LogLevel::Warn,
         }
     }
 }
@@ -182,4 +206,5 @@ pub struct PluginOverride {
     pub cpu_limit_ms: Option<u64>,
     pub memory_limit_mib: Option<u64>,
     pub call_timeout_ms: Option<u64>,
+    pub log_level: Option<LogLevel>,
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use hookhost_plugin_runtime::{Plugin, PluginsConfig, Runtime, plugin_name};
+use hookhost_plugin_runtime::{LogLevel, Plugin, PluginsConfig, Runtime, plugin_name};
 use sha2::{Digest, Sha256};
 
 /// Where the CLI keeps compiled plugins between runs: a JavaScript or
@@ -30,6 +30,8 @@ pub fn load_single(file: &Path, use_cache: bool) -> Result<Plugin> {
     let sha256 = Sha256::digest(&bytes).into();
     let config = PluginsConfig {
         cache_dir: if use_cache { cli_cache_dir() } else { None },
+        // An author running a plugin by hand wants every line it logs.
+        log_level: LogLevel::Trace,
         ..PluginsConfig::default()
     };
     let runtime = Runtime::new(&config)?;
