@@ -59,3 +59,17 @@ pub fn built_plugin_named(crate_name: &str) -> PathBuf {
     std::fs::copy(built_plugin(crate_name), &path).expect("copy plugin");
     path
 }
+
+/// A JavaScript or Python plugin built by `./dev bench` (`target/plugins/NAME.wasm`).
+pub fn built_language_plugin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = target.join("plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `./dev bench`",
+        path.display()
+    );
+    path
+}

@@ -4,7 +4,8 @@
 //!   isolation mode and instance allocator (median and p10/p90 of batches);
 //! - compile time, load time from the compiled cache;
 //! - time from a file written into the watched folder to the new version
-//!   serving calls.
+//!   serving calls;
+//! - the alarm filter in Rust, JavaScript and Python (`BENCH_ONLY=languages`).
 //!
 //! Run with `./dev bench` (release build). `BENCH_QUICK=1` shortens it.
 
@@ -192,11 +193,127 @@ fn reload_latency(a: &Path, b: &Path) {
     }
 }
 
+/// The alarm filter in each plugin language: component size, compile and
+/// cache-load time, per-event cost in a reused instance, and a soak of
+/// 100,000 calls in one instance at the default limits.
+fn languages() {
+    let plugins = [
+        ("Rust (SDK)", common::built_plugin_named("alarm-filter")),
+        (
+            "JavaScript (QuickJS)",
+            common::built_language_plugin("alarm-filter-js"),
+        ),
+        (
+            "Python (componentize-py)",
+            common::built_language_plugin("alarm-filter-py"),
+        ),
+    ];
+    let event = common::alarm_1kb();
+    let config = r#"{"categories": ["security"]}"#;
+    let (batches, per_batch) = if quick() { (30, 200) } else { (300, 1000) };
+    let (fresh_batches, fresh_per_batch) = if quick() { (5, 20) } else { (30, 100) };
+    let soak_calls = if quick() { 10_000 } else { 100_000 };
+    let runs = if quick() { 2 } else { 5 };
+    println!("\n### The alarm filter per language\n");
+    println!(
+        "Per event: median (p10–p90) of {batches} batches of {per_batch} calls, reuse mode, \
+         pooling allocator, {} B of event data. Compile and cache load: median of {runs} runs. \
+         Fresh: median of {} batches of {} calls, a new instance each. \
+         Soak: {soak_calls} more calls in the same instance at the default limits.\n",
+        event.data.len(),
+        fresh_batches,
+        fresh_per_batch,
+    );
+    println!(
+        "| plugin | size | compile | from cache | per event (reuse) | per event (fresh) | soak failures |\n|---|---|---|---|---|---|---|"
+    );
+    for (label, file) in plugins {
+        let bytes = std::fs::read(&file).expect("read plugin");
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_owned();
+        let cache = tempfile::tempdir().expect("tempdir");
+        let runtime = Runtime::new(&PluginsConfig {
+            cache_dir: Some(cache.path().to_owned()),
+            ..Default::default()
+        })
+        .expect("runtime");
+        let mut compile = Vec::new();
+        let mut cached = Vec::new();
+        for _ in 0..runs {
+            for entry in std::fs::read_dir(cache.path()).expect("cache dir") {
+                std::fs::remove_file(entry.expect("entry").path()).expect("clear cache");
+            }
+            let start = Instant::now();
+            let p = runtime.load(&name, &file, &bytes, sha).expect("compile");
+            compile.push(start.elapsed().as_secs_f64() * 1e3);
+            assert!(!p.load_info().from_cache);
+            let start = Instant::now();
+            let p = runtime.load(&name, &file, &bytes, sha).expect("cache load");
+            cached.push(start.elapsed().as_secs_f64() * 1e3);
+            assert!(p.load_info().from_cache);
+        }
+        let plugin = runtime.load(&name, &file, &bytes, sha).expect("load");
+        for _ in 0..per_batch {
+            assert!(plugin.keep(&event, config).expect("call"));
+        }
+        let mut per_event: Vec<f64> = (0..batches)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..per_batch {
+                    std::hint::black_box(plugin.keep(&event, config).expect("call"));
+                }
+                start.elapsed().as_secs_f64() * 1e6 / per_batch as f64
+            })
+            .collect();
+        let failures = (0..soak_calls)
+            .filter(|_| !matches!(plugin.keep(&event, config), Ok(true)))
+            .count();
+        // A new instance per call: what `isolation = "fresh"` costs per language.
+        let fresh = Runtime::new(&PluginsConfig {
+            isolation: Isolation::Fresh,
+            cache_dir: Some(cache.path().to_owned()),
+            ..Default::default()
+        })
+        .expect("runtime")
+        .load(&name, &file, &bytes, sha)
+        .expect("load");
+        let mut per_fresh_event: Vec<f64> = (0..fresh_batches)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..fresh_per_batch {
+                    std::hint::black_box(fresh.keep(&event, config).expect("call"));
+                }
+                start.elapsed().as_secs_f64() * 1e6 / fresh_per_batch as f64
+            })
+            .collect();
+        println!(
+            "| {label} | {} KB | {:.0} ms | {:.1} ms | {:.1} µs ({:.1}–{:.1}) | {:.0} µs | {failures} of {soak_calls} |",
+            bytes.len() / 1024,
+            pct(&mut compile, 0.5),
+            pct(&mut cached, 0.5),
+            pct(&mut per_event, 0.5),
+            pct(&mut per_event, 0.1),
+            pct(&mut per_event, 0.9),
+            pct(&mut per_fresh_event, 0.5),
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
+    // BENCH_ONLY=languages runs the per-language table alone.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("languages") {
+        languages();
+        return;
+    }
     let filter = common::built_plugin_named("alarm-filter");
     let router = common::built_plugin_named("alarm-router");
     per_event(&filter);
     load_times(&filter);
     reload_latency(&filter, &router);
+    languages();
 }
