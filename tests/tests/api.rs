@@ -668,6 +668,8 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "GET /openapi.json",
         "GET /v1/plugins",
         "POST /v1/plugins/{name}/promote",
+        "PUT /v1/plugins/{name}",
+        "DELETE /v1/plugins/{name}",
         "GET /v1/event-types",
         "GET /v1/deliveries",
         "GET /v1/events/{id}",
@@ -688,7 +690,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 21, "{listed:#?}");
+    assert_eq!(listed.len(), 23, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {

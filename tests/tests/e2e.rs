@@ -19,3 +19,4 @@ mod receivers;
 mod retention;
 mod serve;
 mod shadow;
+mod upload;

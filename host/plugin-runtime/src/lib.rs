@@ -28,7 +28,8 @@ pub use epoch::EPOCH_TICK;
 pub use error::{CallError, LoadError};
 pub use plugin::{Decision, Keep, LOG_TARGET, LoadInfo, Plugin, PluginInfo, RewriteOut, RouteOut};
 pub use registry::{
-    CandidateStatus, LoadFailure, PluginStatus, PromoteError, Registry, Reloaded, plugin_name,
+    CandidateStatus, InstallError, LoadFailure, PluginStatus, PromoteError, Registry, Reloaded,
+    plugin_name,
 };
 pub use runtime::{Runtime, RuntimeError};
 pub use settings::{Allocator, Isolation, LogLevel, PluginOverride, PluginSettings, PluginsConfig};

@@ -92,6 +92,65 @@ pub enum PromoteError {
     Load(#[from] LoadError),
 }
 
+/// Why an uploaded plugin was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(
+        "`{0}` is not a plugin name: 1 to 64 ASCII letters, digits, `-` or `_`, starting with a letter or digit"
+    )]
+    BadName(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("cannot write {file}: {source}")]
+    Write {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Names an upload may take: no dots (so neither `.next` nor a path) and
+/// nothing a shell or URL would have to escape.
+fn check_upload_name(name: &str) -> Result<(), InstallError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(InstallError::BadName(name.escape_debug().to_string()))
+    }
+}
+
+/// Writes `bytes` to `file` by way of a hidden temporary file in the same
+/// folder: synced, renamed over `file`, the folder synced. A failed write
+/// leaves no temporary file behind.
+fn write_atomically(dir: &Path, file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    static UPLOADS: AtomicU64 = AtomicU64::new(0);
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("plugin");
+    let temp = dir.join(format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut out = std::fs::File::create(&temp)?;
+        out.write_all(bytes)?;
+        out.sync_all()?;
+        std::fs::rename(&temp, file)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// A plugin's name is its file's stem; only `*.wasm` files are plugins.
 pub fn plugin_name(path: &Path) -> Option<&str> {
     if path.extension()? != "wasm" {
@@ -273,8 +332,15 @@ impl Registry {
             self.lock_errors().remove(name);
             return Ok(Reloaded::Unchanged);
         }
-        let plugin = self.runtime.load(name, file, &bytes, sha256)?;
-        let plugin = Arc::new(plugin);
+        let plugin = Arc::new(self.runtime.load(name, file, &bytes, sha256)?);
+        self.publish_locked(name, plugin.clone());
+        Ok(Reloaded::Loaded(plugin))
+    }
+
+    /// Makes `plugin` the version of `name` (serving, or the candidate for a
+    /// `NAME.next` name). The caller holds `change`.
+    fn publish_locked(&self, name: &str, plugin: Arc<Plugin>) {
+        let (slot, key) = self.slot(name);
         let mut map = PluginMap::clone(&slot.load());
         map.insert(key.into(), plugin.clone());
         slot.store(Arc::new(map));
@@ -283,14 +349,75 @@ impl Registry {
         let load = plugin.load_info();
         tracing::info!(
             plugin = name,
-            file = %file.display(),
-            sha256 = %hex::encode(&sha256[..8]),
+            file = %plugin.file().display(),
+            sha256 = %hex::encode(&plugin.sha256()[..8]),
             roles = ?plugin.roles(),
             load_ms = load.compile_time.as_secs_f64() * 1e3,
             from_cache = load.from_cache,
             "plugin loaded"
         );
-        Ok(Reloaded::Loaded(plugin))
+    }
+
+    /// Installs uploaded component bytes as plugin `name` in folder `dir`
+    /// (`NAME.wasm`, or `NAME.next.wasm` as a candidate in shadow). The bytes
+    /// are compiled and checked first, so a refused upload touches neither
+    /// the folder nor what serves; then they are written to a hidden file,
+    /// synced and renamed into place (the watcher never sees half a file),
+    /// and the version is swapped in without waiting for the watcher.
+    pub fn install(
+        &self,
+        dir: &Path,
+        name: &str,
+        bytes: &[u8],
+        as_candidate: bool,
+    ) -> Result<Arc<Plugin>, InstallError> {
+        check_upload_name(name)?;
+        let stem = if as_candidate {
+            format!("{name}{CANDIDATE_SUFFIX}")
+        } else {
+            name.to_string()
+        };
+        let file = dir.join(format!("{stem}.wasm"));
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        // Compiling can take seconds (a Python plugin): not under `change`.
+        let plugin = Arc::new(self.runtime.load(&stem, &file, bytes, sha256)?);
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        write_atomically(dir, &file, bytes).map_err(|e| InstallError::Write {
+            file: file.clone(),
+            source: e,
+        })?;
+        let (slot, key) = self.slot(&stem);
+        if let Some(current) = slot.load().get(key)
+            && current.sha256() == &sha256
+        {
+            self.lock_errors().remove(&stem);
+            return Ok(current.clone());
+        }
+        self.publish_locked(&stem, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Removes plugin `name`'s file from `dir` (or its candidate's) and stops
+    /// serving it. `Ok(false)` when there was no such file.
+    pub fn uninstall(&self, dir: &Path, name: &str, candidate: bool) -> Result<bool, InstallError> {
+        check_upload_name(name)?;
+        let stem = if candidate {
+            format!("{name}{CANDIDATE_SUFFIX}")
+        } else {
+            name.to_string()
+        };
+        let file = dir.join(format!("{stem}.wasm"));
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.remove_locked(&stem);
+                return Ok(false);
+            }
+            Err(e) => return Err(InstallError::Write { file, source: e }),
+        }
+        self.remove_locked(&stem);
+        Ok(true)
     }
 
     /// Stops serving `name` (calls in flight finish on it).
@@ -333,5 +460,34 @@ impl Registry {
 
     fn lock_errors(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LoadFailure>> {
         self.errors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_names_cannot_leave_the_folder_or_pose_as_a_candidate() {
+        for good in ["alarm-filter", "a", "v1_compat", "X9"] {
+            assert!(check_upload_name(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(65);
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "alarm.next",
+            ".hidden",
+            "-flag",
+            "caf\u{e9}",
+            "a b",
+            too_long.as_str(),
+        ] {
+            assert!(
+                matches!(check_upload_name(bad), Err(InstallError::BadName(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -31,6 +31,8 @@ pub struct PluginsConfig {
     pub call_timeout_ms: u64,
     /// Plugin log lines below this level are dropped at the host.
     pub log_level: LogLevel,
+    /// Largest component `PUT /v1/plugins/{name}` takes (a Python plugin is ~18 MiB).
+    pub max_upload_mib: u64,
     /// Per-plugin overrides: `[plugins.settings.alarm-filter]`.
     pub settings: BTreeMap<String, PluginOverride>,
 }
@@ -49,12 +51,18 @@ impl Default for PluginsConfig {
             memory_limit_mib: PluginSettings::default().memory_limit_mib,
             call_timeout_ms: PluginSettings::default().call_timeout_ms,
             log_level: PluginSettings::default().log_level,
+            max_upload_mib: 64,
             settings: BTreeMap::new(),
         }
     }
 }
 
 impl PluginsConfig {
+    /// `max_upload_mib` in bytes.
+    pub fn max_upload_bytes(&self) -> usize {
+        usize::try_from(self.max_upload_mib << 20).unwrap_or(usize::MAX)
+    }
+
     /// The settings every plugin gets unless overridden.
     pub fn defaults(&self) -> PluginSettings {
         PluginSettings {
@@ -124,6 +132,9 @@ impl PluginsConfig {
         }
         if self.max_instances == 0 {
             return Err("plugins.max_instances must be at least 1".into());
+        }
+        if self.max_upload_mib == 0 || self.max_upload_mib > 1024 {
+            return Err("plugins.max_upload_mib must be between 1 and 1024".into());
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use hookhost_core::metrics::METRICS;
 use hookhost_core::model::Remembered;
 
 use crate::app::App;
+use crate::body::read_bounded;
 use crate::reply::error;
 
 pub(crate) async fn ingest(State(app): State<App>, request: Request<Body>) -> Response {
@@ -35,29 +36,16 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
         Ok(k) => k,
         Err((status, message)) => return error(status, message),
     };
-    let limit = app.config.server.max_body_bytes;
-    let patience = Duration::from_millis(app.config.server.body_timeout_ms);
-    let read = tokio::time::timeout(patience, axum::body::to_bytes(request.into_body(), limit));
-    let bytes = match read.await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) if is_over_limit(&e) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than the limit of {limit} bytes"),
-            );
-        }
-        Ok(Err(_)) => {
-            return error(StatusCode::BAD_REQUEST, "the request body broke off");
-        }
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive within {} ms (server.body_timeout_ms)",
-                    patience.as_millis()
-                ),
-            );
-        }
+    let bytes = match read_bounded(
+        request.into_body(),
+        app.config.server.max_body_bytes,
+        "server.max_body_bytes",
+        Duration::from_millis(app.config.server.body_timeout_ms),
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
     let received_at_ms = now_ms();
     // A key seen within the window gets the answer it got then; while its
@@ -108,10 +96,6 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
             format!("ingest failed: {e}"),
         ),
     }
-}
-
-fn is_over_limit(e: &axum::Error) -> bool {
-    std::error::Error::source(e).is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
 }
 
 /// 503 with `Retry-After`: nothing was acknowledged, the client may retry.

@@ -9,6 +9,7 @@
 mod api;
 mod app;
 mod auth;
+mod body;
 mod connections;
 mod ingest;
 mod openapi;

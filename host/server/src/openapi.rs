@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::auth::Access;
-use crate::route::Route;
+use crate::route::{BodyLimit, Route};
 
 /// The OpenAPI 3.1 document of `routes`.
 pub(crate) fn document(routes: &[Route]) -> Value {
@@ -51,6 +51,15 @@ pub(crate) fn document(routes: &[Route]) -> Value {
                 "required": true,
                 "content": {"application/json": {
                     "schema": {"$ref": format!("#/components/schemas/{schema}")}
+                }}
+            });
+        }
+        if r.body_limit == BodyLimit::PluginUpload {
+            operation["requestBody"] = json!({
+                "required": true,
+                "description": "a WebAssembly component, at most plugins.max_upload_mib",
+                "content": {"application/wasm": {
+                    "schema": {"type": "string", "format": "binary"}
                 }}
             });
         }

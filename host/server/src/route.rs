@@ -24,25 +24,54 @@ pub(crate) struct Route {
     pub query: &'static [(&'static str, &'static str)],
     /// The JSON body it takes: a schema of `openapi::schemas` by name.
     pub body: Option<&'static str>,
+    /// What bounds its body.
+    pub body_limit: BodyLimit,
     /// Answers besides the 401/403 of its access: (status, description).
     pub responses: &'static [(u16, &'static str)],
     pub handler: MethodRouter<App>,
 }
 
+/// How large a route's request body may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLimit {
+    /// JSON: `server.max_body_bytes`.
+    Server,
+    /// A plugin component (`application/wasm`): `plugins.max_upload_mib`.
+    PluginUpload,
+}
+
+impl BodyLimit {
+    pub(crate) fn bytes(self, app: &App) -> (usize, &'static str) {
+        match self {
+            BodyLimit::Server => (app.config.server.max_body_bytes, "server.max_body_bytes"),
+            BodyLimit::PluginUpload => (
+                app.config.plugins.max_upload_bytes(),
+                "plugins.max_upload_mib",
+            ),
+        }
+    }
+}
+
 /// Builds the router: each route behind its access check (so no handler
 /// checks a token itself), routes sharing a path merged, every body bounded
-/// by `server.max_body_bytes`.
+/// by its route's limit (a declared `Content-Length` over it gets 413 before
+/// any of the body is read).
 pub(crate) fn router(routes: Vec<Route>, app: &App) -> Router<App> {
-    let max_body = app.config.server.max_body_bytes;
     let mut by_path: BTreeMap<&'static str, MethodRouter<App>> = BTreeMap::new();
     for r in routes {
+        let limit = r.body_limit.bytes(app);
         let handler = match r.access {
             Access::Open => r.handler,
             access => r.handler.route_layer(middleware::from_fn_with_state(
                 (app.tokens.clone(), access),
                 require_token,
             )),
-        };
+        }
+        .layer(DefaultBodyLimit::max(limit.0))
+        .layer(middleware::from_fn_with_state(
+            limit,
+            refuse_declared_oversize,
+        ));
         let merged = match by_path.remove(r.path) {
             Some(existing) => existing.merge(handler),
             None => handler,
@@ -54,17 +83,12 @@ pub(crate) fn router(routes: Vec<Route>, app: &App) -> Router<App> {
         .fold(Router::new(), |router, (path, handler)| {
             router.route(path, handler)
         })
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(
-            max_body,
-            refuse_declared_oversize,
-        ))
 }
 
 /// 413 at once for a request whose `Content-Length` is over the limit,
 /// instead of waiting for a body that may never come.
 async fn refuse_declared_oversize(
-    State(max_body): State<usize>,
+    State((max_body, key)): State<(usize, &'static str)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -78,7 +102,7 @@ async fn refuse_declared_oversize(
             let mut refused = error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "Content-Length {length} is larger than the limit of {max_body} bytes (server.max_body_bytes)"
+                    "Content-Length {length} is larger than the limit of {max_body} bytes ({key})"
                 ),
             );
             // The unread body makes the connection unusable for another request.

@@ -4,7 +4,7 @@
 use axum::routing::{get, post};
 
 use crate::auth::Access;
-use crate::route::Route;
+use crate::route::{BodyLimit, Route};
 use crate::{api, ingest, ops};
 
 /// Every route of the HTTP API (see `openapi`).
@@ -16,6 +16,7 @@ pub(crate) fn all() -> Vec<Route> {
         access: Access::Open,
         query: &[],
         body: None,
+        body_limit: BodyLimit::Server,
         responses,
         handler,
     };

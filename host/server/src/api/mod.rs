@@ -13,7 +13,7 @@ use axum::routing::{delete, get, post, put};
 
 use crate::auth::Access;
 use crate::reply::ApiError;
-use crate::route::Route;
+use crate::route::{BodyLimit, Route};
 
 /// The management API's routes, documented.
 pub(crate) fn routes() -> Vec<Route> {
@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Vec<Route> {
         access: Admin,
         query: &[],
         body: None,
+        body_limit: BodyLimit::Server,
         responses: &[(200, "OK")],
         handler,
     };
@@ -50,6 +51,45 @@ pub(crate) fn routes() -> Vec<Route> {
                 "/v1/plugins/{name}/promote",
                 "Make a plugin's candidate (NAME.next.wasm, in shadow) the serving version",
                 post(plugins::promote_plugin),
+            )
+        },
+        Route {
+            query: &[(
+                "candidate",
+                "true: install as NAME.next.wasm, a candidate in shadow beside NAME",
+            )],
+            body_limit: BodyLimit::PluginUpload,
+            responses: &[
+                (
+                    200,
+                    "installed and serving (or in shadow): the version's info",
+                ),
+                (400, "bad name, empty body or bad query"),
+                (413, "larger than plugins.max_upload_mib"),
+                (
+                    422,
+                    "not a component implementing the plugin contract; nothing changed",
+                ),
+                (503, "the plugins folder cannot be written (disk full)"),
+            ],
+            ..route(
+                "PUT",
+                "/v1/plugins/{name}",
+                "Upload a plugin component (body: the .wasm bytes): checked, written into the plugins folder atomically, swapped in",
+                put(plugins::upload_plugin),
+            )
+        },
+        Route {
+            query: &[("candidate", "true: remove NAME.next.wasm, ending the trial")],
+            responses: &[
+                (204, "removed; it no longer serves"),
+                (404, "no such plugin file"),
+            ],
+            ..route(
+                "DELETE",
+                "/v1/plugins/{name}",
+                "Remove a plugin's file from the plugins folder and stop serving it",
+                delete(plugins::delete_plugin),
             )
         },
         route(

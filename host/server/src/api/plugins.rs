@@ -1,13 +1,18 @@
 //! `/v1/plugins`: what the plugin registry holds.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hookhost_plugin_runtime::PromoteError;
+use hookhost_plugin_runtime::{InstallError, PromoteError};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::blocking;
 use crate::app::App;
+use crate::body::read_bounded;
 use crate::reply::error;
 
 /// `GET /v1/plugins`: every plugin serving or refused, with its content
@@ -32,5 +37,115 @@ pub(super) async fn promote_plugin(State(app): State<App>, Path(name): Path<Stri
         Err(e @ PromoteError::Rename { .. }) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Target {
+    #[serde(default)]
+    candidate: bool,
+}
+
+/// `PUT /v1/plugins/{name}`: the body is a component; it is compiled and
+/// checked, then written into the plugins folder as `NAME.wasm` (or
+/// `NAME.next.wasm` with `?candidate=true`) by atomic rename and swapped in.
+/// A refused upload changes nothing.
+pub(super) async fn upload_plugin(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    target: Result<Query<Target>, axum::extract::rejection::QueryRejection>,
+    request: Request<Body>,
+) -> Response {
+    let Ok(Query(target)) = target else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the only query parameter is candidate=true|false",
+        );
+    };
+    let bytes = match read_bounded(
+        request.into_body(),
+        app.config.plugins.max_upload_bytes(),
+        "plugins.max_upload_mib",
+        Duration::from_millis(app.config.server.body_timeout_ms),
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    if bytes.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be the plugin's .wasm bytes (it is empty)",
+        );
+    }
+    let registry = app.registry.clone();
+    let dir = app.config.plugins.dir.clone();
+    let installing = name.clone();
+    let installed =
+        match blocking(move || registry.install(&dir, &installing, &bytes, target.candidate)).await
+        {
+            Ok(installed) => installed,
+            Err(e) => return e.into_response(),
+        };
+    match installed {
+        Ok(plugin) => {
+            tracing::info!(plugin = %name.escape_debug(), candidate = target.candidate, "plugin uploaded");
+            axum::Json(json!({
+                "installed": plugin.info(),
+                "file": plugin.file().file_name().map(|f| f.to_string_lossy()),
+                "candidate": target.candidate,
+            }))
+            .into_response()
+        }
+        Err(e) => install_error(e),
+    }
+}
+
+/// `DELETE /v1/plugins/{name}`: removes the file (or the candidate's) and
+/// stops serving it.
+pub(super) async fn delete_plugin(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    target: Result<Query<Target>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(target)) = target else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the only query parameter is candidate=true|false",
+        );
+    };
+    let registry = app.registry.clone();
+    let dir = app.config.plugins.dir.clone();
+    let removing = name.clone();
+    let removed =
+        match blocking(move || registry.uninstall(&dir, &removing, target.candidate)).await {
+            Ok(removed) => removed,
+            Err(e) => return e.into_response(),
+        };
+    match removed {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no plugin file for `{}`", name.escape_debug()),
+        ),
+        Err(e) => install_error(e),
+    }
+}
+
+fn install_error(e: InstallError) -> Response {
+    match &e {
+        InstallError::BadName(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        InstallError::Load(_) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        InstallError::Write { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            let mut answer = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            answer.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("30"),
+            );
+            answer
+        }
+        InstallError::Write { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
