@@ -19,7 +19,7 @@ use super::bindings::{
     self, Destinations, Event, Filter, FilterIndices, Level, Rewrite, Router, RouterIndices,
     Transform, TransformIndices,
 };
-use super::epoch::{EPOCH_TICK, EpochTicker};
+use super::epoch::{EPOCH_TICK, EpochTicker, Overrun};
 use super::error::CallError;
 use super::error::error_text;
 use crate::settings::{Isolation, LogLevel, PluginSettings};
@@ -65,6 +65,8 @@ pub struct CallState {
     event_id: String,
     log_level: LogLevel,
     pub(crate) limiter: MemoryLimiter,
+    /// Whether a passed deadline is the guest computing or the host busy.
+    overrun: Overrun,
 }
 
 /// Caps linear memory and remembers that the cap was hit, so the resulting
@@ -481,6 +483,7 @@ impl Plugin {
                 limit: self.settings.memory_limit_bytes(),
                 hit: false,
             },
+            overrun: Overrun::default(),
         };
         let mut store = self.runtime_store(state);
         store.set_epoch_deadline(deadline_ticks);
@@ -518,7 +521,7 @@ impl Plugin {
         let engine = self.pre.engine();
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(|mut store| store.data_mut().overrun.on_deadline());
         store
     }
 
@@ -548,6 +551,7 @@ impl Plugin {
             let state = live.store.data_mut();
             state.event_id.clear();
             state.event_id.push_str(event_id);
+            state.overrun.reset();
             live.store.set_epoch_deadline(self.epoch_ticks);
             match f(&mut live) {
                 Ok(r) => {
