@@ -69,6 +69,17 @@ pub fn built_language_plugin(name: &str) -> PathBuf {
     path
 }
 
+/// A toolchain `./dev` installed into `target/toolchain/NAME` (npm or pip packages).
+pub fn toolchain_dir(name: &str) -> PathBuf {
+    let path = target_dir().join("toolchain").join(name);
+    assert!(
+        path.is_dir(),
+        "{} is missing: run `./dev test`, which installs the pinned toolchains first",
+        path.display()
+    );
+    path
+}
+
 /// The `hookhost` binary built in the same profile as this test (or tool).
 pub fn hookhost_bin() -> PathBuf {
     // A test executable lives in target/<profile>/deps/, a tool (the soak)

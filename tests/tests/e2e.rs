@@ -19,4 +19,5 @@ mod receivers;
 mod retention;
 mod serve;
 mod shadow;
+mod ui;
 mod upload;

@@ -17,6 +17,7 @@ mod ops;
 mod reply;
 mod route;
 mod routes;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use axum::routing::{get, post};
 
 use crate::auth::Access;
 use crate::route::{BodyLimit, Route};
-use crate::{api, ingest, ops};
+use crate::{api, ingest, ops, ui};
 
 /// Every route of the HTTP API (see `openapi`).
 pub(crate) fn all() -> Vec<Route> {
@@ -65,6 +65,27 @@ pub(crate) fn all() -> Vec<Route> {
             "This document",
             &[(200, "OpenAPI 3.1")],
             get(ops::openapi_json),
+        ),
+        open(
+            "GET",
+            "/ui",
+            "The operator dashboard (its data comes from the management API, with the admin token)",
+            &[(200, "HTML")],
+            get(ui::index),
+        ),
+        open(
+            "GET",
+            "/ui/app.js",
+            "The dashboard's script",
+            &[(200, "JavaScript")],
+            get(ui::script),
+        ),
+        open(
+            "GET",
+            "/ui/app.css",
+            "The dashboard's style sheet",
+            &[(200, "CSS")],
+            get(ui::style),
         ),
     ];
     routes.extend(api::routes());

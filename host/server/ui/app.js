@@ -1,0 +1,358 @@
+// hookhost's operator dashboard: plain DOM, no framework and no build step.
+// Every value from the server is written with textContent (never as HTML),
+// so a hostile event type or endpoint answer cannot run script here.
+"use strict";
+
+const TOKEN_KEY = "hookhost.admin-token";
+const $ = (selector) => document.querySelector(selector);
+
+// --- the management API -----------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+  });
+  const text = await answer.text();
+  let parsed = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = null;
+  }
+  if (!answer.ok) {
+    const why = parsed && typeof parsed.error === "string" ? parsed.error : text || answer.statusText;
+    throw new ApiError(answer.status, `${answer.status}: ${why}`);
+  }
+  return parsed;
+}
+
+// --- small helpers ------------------------------------------------------------
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+/** A time in the browser's zone, with UTC on hover. */
+function time(ms) {
+  if (!ms) return el("span", "—");
+  const date = new Date(ms);
+  const node = el("time", date.toLocaleString());
+  node.dateTime = date.toISOString();
+  node.title = `${date.toISOString()} (UTC)`;
+  return node;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.append(cell);
+    else td.textContent = cell ?? "";
+    tr.append(td);
+  }
+  return tr;
+}
+
+function badge(status) {
+  return el("span", status, `badge status-${status}`);
+}
+
+function showError(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    signOut("Your session has no token any more: sign in again.");
+    return;
+  }
+  const box = $("#error");
+  box.textContent = error.message;
+  box.hidden = false;
+}
+
+function clearError() {
+  $("#error").hidden = true;
+}
+
+// --- signing in -----------------------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  const token = $("#token").value.trim();
+  $("#login-error").textContent = "";
+  sessionStorage.setItem(TOKEN_KEY, token);
+  try {
+    await api("GET", "/v1/subscriptions");
+  } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("#login-error").textContent =
+      error instanceof ApiError && (error.status === 401 || error.status === 403)
+        ? `That token was refused (${error.message}).`
+        : `The server did not answer as expected: ${error.message}`;
+    return;
+  }
+  $("#token").value = "";
+  enter();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopRefresh();
+  for (const view of document.querySelectorAll(".view")) view.hidden = true;
+  $("#nav").hidden = true;
+  $("#sign-out").hidden = true;
+  $("#login").hidden = false;
+  $("#login-error").textContent = message ?? "";
+  $("#token").focus();
+}
+
+function enter() {
+  $("#login").hidden = true;
+  $("#nav").hidden = false;
+  $("#sign-out").hidden = false;
+  show(location.hash.slice(1) || "deliveries");
+}
+
+// --- views ----------------------------------------------------------------------
+
+const loaders = {
+  deliveries: loadDeliveries,
+  subscriptions: loadSubscriptions,
+  plugins: loadPlugins,
+};
+
+function show(name) {
+  if (!(name in loaders)) name = "deliveries";
+  clearError();
+  stopRefresh();
+  for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== name;
+  for (const button of document.querySelectorAll("#nav button")) {
+    if (button.dataset.view === name) button.setAttribute("aria-current", "page");
+    else button.removeAttribute("aria-current");
+  }
+  history.replaceState(null, "", `#${name}`);
+  loaders[name]().catch(showError);
+}
+
+// Deliveries ------------------------------------------------------------------
+
+async function loadDeliveries() {
+  const form = $("#delivery-filter");
+  const select = form.elements.subscription;
+  const { subscriptions } = await api("GET", "/v1/subscriptions");
+  const chosen = select.value;
+  select.replaceChildren(el("option", "all"));
+  select.firstChild.value = "";
+  for (const sub of subscriptions) select.append(el("option", sub.id));
+  select.value = chosen;
+
+  const query = new URLSearchParams({ limit: "100" });
+  for (const key of ["subscription", "status", "type"]) {
+    const value = form.elements[key].value.trim();
+    if (value) query.set(key, value);
+  }
+  const { total, deliveries } = await api("GET", `/v1/deliveries?${query}`);
+  $("#delivery-count").textContent =
+    total > deliveries.length ? `Newest ${deliveries.length} of ${total}.` : `${total} in all.`;
+  const body = $("#delivery-table tbody");
+  body.replaceChildren();
+  for (const d of deliveries) {
+    const last = d.attempts.at(-1);
+    const open = el("button", "Details", "quiet");
+    open.type = "button";
+    open.setAttribute("aria-label", `Details of delivery ${d.id}`);
+    open.addEventListener("click", () => openDelivery(d.id));
+    const tr = row([
+      time(d.created_at_ms),
+      d.subscription_id,
+      d.type,
+      badge(d.status),
+      String(d.attempts.length),
+      last ? (last.status ?? last.error ?? "no answer") : "—",
+      open,
+    ]);
+    tr.dataset.delivery = d.id;
+    body.append(tr);
+  }
+  $("#delivery-empty").hidden = deliveries.length > 0;
+}
+
+let refreshTimer = null;
+
+function stopRefresh() {
+  if (refreshTimer !== null) clearTimeout(refreshTimer);
+  refreshTimer = null;
+}
+
+async function openDelivery(id) {
+  stopRefresh();
+  const d = await api("GET", `/v1/deliveries/${encodeURIComponent(id)}`);
+  const panel = $("#delivery-detail");
+  panel.hidden = false;
+  panel.dataset.delivery = d.id;
+  panel.dataset.status = d.status;
+  $("#detail-id").textContent = d.id;
+  const facts = $("#detail-facts");
+  facts.replaceChildren();
+  const fact = (name, value) => {
+    facts.append(el("dt", name));
+    const dd = el("dd");
+    dd.append(value instanceof Node ? value : document.createTextNode(value ?? "—"));
+    facts.append(dd);
+  };
+  fact("Status", badge(d.status));
+  fact("Subscription", d.subscription_id);
+  fact("Type", d.type);
+  fact("Event", d.event_id);
+  fact("Created", time(d.created_at_ms));
+  if (d.status === "pending") fact("Next attempt", time(d.next_attempt_at_ms));
+  if (d.error) fact("Error", d.error);
+  const attempts = $("#attempt-table tbody");
+  attempts.replaceChildren();
+  for (const a of d.attempts) {
+    attempts.append(
+      row([time(a.at_ms), a.status ?? "no answer", `${a.latency_ms.toFixed(1)} ms`, a.error ?? ""]),
+    );
+  }
+  $("#attempt-empty").hidden = d.attempts.length > 0;
+  $("#detail-data").textContent = JSON.stringify(d.data, null, 2);
+  // While it is on its way, keep the page current.
+  if (d.status === "pending") {
+    refreshTimer = setTimeout(() => openDelivery(id).catch(showError), 1000);
+  }
+  return d;
+}
+
+async function resend() {
+  const id = $("#delivery-detail").dataset.delivery;
+  const message = $("#detail-message");
+  message.textContent = "";
+  try {
+    await api("POST", `/v1/deliveries/${encodeURIComponent(id)}/resend`);
+    message.textContent = "Queued again.";
+    await openDelivery(id);
+    await loadDeliveries();
+  } catch (error) {
+    message.textContent = error.message;
+  }
+}
+
+// Subscriptions -----------------------------------------------------------------
+
+function health(endpoint) {
+  if (!endpoint) return "";
+  if (endpoint.disabled) return `endpoint disabled: ${endpoint.disabled.reason ?? ""}`;
+  if (endpoint.failures > 0) return `${endpoint.failures} failed in a row`;
+  if (endpoint.last_success_ms) {
+    const span = el("span", "ok, last success ");
+    span.append(time(endpoint.last_success_ms));
+    return span;
+  }
+  return "no attempts yet";
+}
+
+async function loadSubscriptions() {
+  const { subscriptions } = await api("GET", "/v1/subscriptions");
+  const body = $("#subscription-table tbody");
+  body.replaceChildren();
+  for (const sub of subscriptions) {
+    const toggle = el("button", sub.enabled ? "Disable" : "Enable", "quiet");
+    toggle.type = "button";
+    toggle.setAttribute("aria-label", `${sub.enabled ? "Disable" : "Enable"} ${sub.id}`);
+    toggle.addEventListener("click", () => setEnabled(sub.id, !sub.enabled));
+    if (sub.source === "config") {
+      toggle.disabled = true;
+      toggle.title = "Defined in the config file: change it there";
+    }
+    const plugins = (sub.plugins ?? [])
+      .map((p) => (p.config === undefined || p.config === null ? p.plugin : `${p.plugin} ${JSON.stringify(p.config)}`))
+      .join(" → ");
+    const tr = row([
+      sub.id,
+      sub.url,
+      sub.source,
+      plugins || "—",
+      health(sub.endpoint),
+      badge(sub.enabled ? "enabled" : "disabled"),
+      toggle,
+    ]);
+    tr.dataset.subscription = sub.id;
+    body.append(tr);
+  }
+  $("#subscription-empty").hidden = subscriptions.length > 0;
+}
+
+async function setEnabled(id, enabled) {
+  const message = $("#subscription-message");
+  message.textContent = "";
+  try {
+    await api("POST", `/v1/subscriptions/${encodeURIComponent(id)}/${enabled ? "enable" : "disable"}`);
+    message.textContent = `${id} ${enabled ? "enabled" : "disabled"}.`;
+    await loadSubscriptions();
+  } catch (error) {
+    message.textContent = error.message;
+  }
+}
+
+// Plugins -------------------------------------------------------------------------
+
+async function loadPlugins() {
+  const { plugins } = await api("GET", "/v1/plugins");
+  const body = $("#plugin-table tbody");
+  body.replaceChildren();
+  for (const p of plugins) {
+    const s = p.serving;
+    const version = s ? el("code", s.sha256.slice(0, 12)) : el("span", "not serving");
+    if (s) version.title = s.sha256;
+    const shadow = p.candidate
+      ? `${p.candidate.sha256.slice(0, 12)}: ${p.candidate.shadow.agreed} agreed, ${p.candidate.shadow.disagreed} disagreed, ${p.candidate.shadow.candidate_errors} errors`
+      : "—";
+    const tr = row([
+      p.name,
+      version,
+      s ? s.roles.join(", ") : "",
+      s ? s.isolation : "",
+      s ? String(s.calls) : "",
+      s ? String(s.errors) : "",
+      s ? `${s.mean_call_us.toFixed(1)} µs` : "",
+      shadow,
+      p.last_error ? p.last_error.error : "",
+    ]);
+    tr.dataset.plugin = p.name;
+    body.append(tr);
+  }
+  $("#plugin-empty").hidden = plugins.length > 0;
+}
+
+// --- wiring -------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login-form").addEventListener("submit", signIn);
+  $("#sign-out").addEventListener("click", () => signOut());
+  for (const button of document.querySelectorAll("#nav button")) {
+    button.addEventListener("click", () => show(button.dataset.view));
+  }
+  $("#delivery-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadDeliveries().catch(showError);
+  });
+  $("#resend").addEventListener("click", resend);
+  $("#detail-close").addEventListener("click", () => {
+    stopRefresh();
+    $("#delivery-detail").hidden = true;
+  });
+  if (sessionStorage.getItem(TOKEN_KEY)) enter();
+  else $("#token").focus();
+});

@@ -1,0 +1,103 @@
+//! The operator dashboard in a real browser: Debian's Chromium driven by
+//! playwright-core (`tests/ui/dashboard.mjs`) against a server in-process
+//! and a real receiver. The script clicks; this test checks what the clicks
+//! did on the server and at the receiver.
+
+use std::process::Command;
+
+use hookhost_tests::http::{Receiver, get, post};
+use hookhost_tests::{
+    InProcess, PATIENCE, bikeep_sample, built_plugin, toolchain_dir, workspace_root, write_config,
+};
+
+const TOKEN: &str = "dashboard-admin-token";
+
+#[test]
+fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "", &format!("admin_token = \"{TOKEN}\"\n"), "");
+    std::fs::copy(
+        built_plugin("alarm-filter"),
+        root.path().join("plugins/alarm-filter.wasm"),
+    )
+    .unwrap();
+    let server = InProcess::start(&config);
+    let api = server.addr;
+    let admin = format!("Authorization: Bearer {TOKEN}");
+    // Made over the API: config-file subscriptions are read-only.
+    let subscription = serde_json::json!({
+        "id": "customer",
+        "url": receiver.url("customer"),
+        "types": ["alarm"],
+        "seed": "s",
+        "intervals": {"*": "direct"},
+        "plugins": [{"plugin": "alarm-filter", "config": {"reasons": ["wire_cut"]}}],
+    });
+    let (status, answer) = hookhost_tests::http::request(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        &[&admin],
+        subscription.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{answer}");
+
+    let (status, answer) = post(
+        api,
+        "/v1/events",
+        bikeep_sample("alarm-wire-cut").to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    receiver.wait_count("customer", 1, PATIENCE);
+    let (_, listed) = get(api, "/v1/deliveries?subscription=customer", &[&admin]);
+    let delivery = listed["deliveries"][0]["id"].as_str().unwrap().to_string();
+
+    let shots = std::env::var_os("HOOKHOST_UI_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.path().join("screenshots"));
+    let out = Command::new("node")
+        .arg(workspace_root().join("tests/ui/dashboard.mjs"))
+        .env("HOOKHOST_URL", format!("http://{api}"))
+        .env("HOOKHOST_TOKEN", TOKEN)
+        .env("DELIVERY_ID", &delivery)
+        .env("SUBSCRIPTION_ID", "customer")
+        .env("PLAYWRIGHT_DIR", toolchain_dir("ui"))
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("node runs (./dev test installs Node.js)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dashboard script failed:\n{stderr}");
+
+    // The re-send went out: the receiver got the delivery twice, under the
+    // same webhook-id, and the delivery has two attempts.
+    receiver.wait_count("customer", 2, PATIENCE);
+    let (_, one) = get(api, &format!("/v1/deliveries/{delivery}"), &[&admin]);
+    assert_eq!(one["attempts"].as_array().unwrap().len(), 2, "{one}");
+    // The subscription was disabled from the page.
+    let (_, sub) = get(api, "/v1/subscriptions/customer", &[&admin]);
+    assert_eq!(sub["enabled"], false, "{sub}");
+    for page in [
+        "login",
+        "deliveries",
+        "delivery",
+        "subscriptions",
+        "plugins",
+        "deliveries-narrow-dark",
+    ] {
+        let file = shots.join(format!("{page}.png"));
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{}", file.display());
+    }
+
+    // The page itself is served with a policy that runs only its own script.
+    let (status, headers, _) =
+        hookhost_tests::http::request_with_headers(api, "GET", "/ui", &[], b"");
+    assert_eq!(status, 200);
+    let policy = headers
+        .get("content-security-policy")
+        .cloned()
+        .unwrap_or_default();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    server.stop();
+}

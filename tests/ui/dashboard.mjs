@@ -1,0 +1,118 @@
+// Drives hookhost's dashboard in the system Chromium with playwright-core.
+// Run by tests/tests/ui.rs, which starts the server and a receiver and
+// checks afterwards what the clicks did. Arguments come from the environment:
+//   HOOKHOST_URL        the server (http://127.0.0.1:PORT)
+//   HOOKHOST_TOKEN      the admin token
+//   DELIVERY_ID         a delivered delivery the receiver got
+//   SUBSCRIPTION_ID     its subscription (disabled at the end)
+//   PLAYWRIGHT_DIR      the folder whose node_modules holds playwright-core
+//   SCREENSHOTS         where to write one screenshot per page
+//   CHROMIUM            the browser (default /usr/bin/chromium)
+import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const url = env("HOOKHOST_URL");
+const token = env("HOOKHOST_TOKEN");
+const deliveryId = env("DELIVERY_ID");
+const subscriptionId = env("SUBSCRIPTION_ID");
+const shots = env("SCREENSHOTS");
+const { chromium } = createRequire(join(env("PLAYWRIGHT_DIR"), "package.json"))("playwright-core");
+
+// Generous: a busy CI machine, not a latency bound.
+const PATIENCE = 60_000;
+
+function step(text) {
+  process.stderr.write(`ui: ${text}\n`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  // Root in a container has no user namespaces for Chromium's sandbox.
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+try {
+  mkdirSync(shots, { recursive: true });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(PATIENCE);
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    // The wrong token's 403 is logged by the browser itself; it is expected.
+    const expected = /status of 403/.test(message.text());
+    if (message.type() === "error" && !expected) problems.push(`console: ${message.text()}`);
+  });
+
+  step("a wrong token is refused with a message");
+  await page.goto(`${url}/ui`);
+  await page.screenshot({ path: join(shots, "login.png") });
+  await page.getByLabel("Admin token").fill("not-the-token");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator("#login-error", { hasText: "refused" }).waitFor();
+  if (page.url().includes("not-the-token")) throw new Error("the token reached the URL");
+
+  step("sign in; the delivery the receiver got is listed");
+  await page.getByLabel("Admin token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  const listed = page.locator(`#delivery-table tr[data-delivery="${deliveryId}"]`);
+  await listed.waitFor();
+  if (!(await listed.textContent()).includes("delivered")) {
+    throw new Error(`delivery row: ${await listed.textContent()}`);
+  }
+  if (page.url().includes(token)) throw new Error("the token reached the URL");
+  await page.screenshot({ path: join(shots, "deliveries.png"), fullPage: true });
+
+  step("open its attempts: one, answered 200");
+  await listed.getByRole("button", { name: /Details/ }).click();
+  const attempts = page.locator("#attempt-table tbody tr");
+  await page.waitForFunction(
+    (id) => document.querySelector("#delivery-detail")?.dataset.delivery === id,
+    deliveryId,
+  );
+  if ((await attempts.count()) !== 1) throw new Error(`attempts: ${await attempts.count()}`);
+  if (!(await attempts.first().textContent()).includes("200")) {
+    throw new Error(`attempt: ${await attempts.first().textContent()}`);
+  }
+  await page.screenshot({ path: join(shots, "delivery.png"), fullPage: true });
+
+  step("re-send it; the second attempt appears without a reload");
+  await page.getByRole("button", { name: "Re-send" }).click();
+  await page.waitForFunction(
+    () =>
+      document.querySelectorAll("#attempt-table tbody tr").length === 2 &&
+      document.querySelector("#delivery-detail").dataset.status === "delivered",
+    null,
+    { timeout: PATIENCE },
+  );
+
+  step("disable the subscription");
+  await page.getByRole("button", { name: "Subscriptions" }).click();
+  const sub = page.locator(`#subscription-table tr[data-subscription="${subscriptionId}"]`);
+  await sub.waitFor();
+  await sub.getByRole("button", { name: `Disable ${subscriptionId}` }).click();
+  await sub.getByRole("button", { name: `Enable ${subscriptionId}` }).waitFor();
+  await page.screenshot({ path: join(shots, "subscriptions.png"), fullPage: true });
+
+  step("plugins");
+  await page.getByRole("button", { name: "Plugins" }).click();
+  await page.locator("#plugin-table tbody tr").first().waitFor();
+  await page.screenshot({ path: join(shots, "plugins.png"), fullPage: true });
+
+  step("narrow screen, dark mode");
+  await page.setViewportSize({ width: 390, height: 800 });
+  await page.emulateMedia({ colorScheme: "dark" });
+  await page.getByRole("button", { name: "Deliveries" }).click();
+  await listed.waitFor();
+  await page.screenshot({ path: join(shots, "deliveries-narrow-dark.png"), fullPage: true });
+
+  if (problems.length > 0) throw new Error(problems.join("\n"));
+  step("done");
+} finally {
+  await browser.close();
+}
