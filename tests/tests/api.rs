@@ -668,6 +668,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "GET /openapi.json",
         "GET /v1/plugins",
         "POST /v1/plugins/{name}/promote",
+        "POST /v1/plugins/{name}/try",
         "PUT /v1/plugins/{name}",
         "DELETE /v1/plugins/{name}",
         "GET /v1/event-types",
@@ -690,7 +691,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 26, "{listed:#?}");
+    assert_eq!(listed.len(), 27, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {

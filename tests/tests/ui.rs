@@ -16,7 +16,13 @@ const TOKEN: &str = "dashboard-admin-token";
 fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
-    let config = write_config(root.path(), "", &format!("admin_token = \"{TOKEN}\"\n"), "");
+    let catalog = workspace_root().join("examples/bikeep/catalog.json");
+    let config = write_config(
+        root.path(),
+        "",
+        &format!("admin_token = \"{TOKEN}\"\n"),
+        &format!("[catalog]\nfiles = [{:?}]\n", catalog.to_str().unwrap()),
+    );
     std::fs::copy(
         built_plugin("alarm-filter"),
         root.path().join("plugins/alarm-filter.wasm"),

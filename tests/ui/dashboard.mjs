@@ -99,9 +99,30 @@ try {
   await sub.getByRole("button", { name: `Enable ${subscriptionId}` }).waitFor();
   await page.screenshot({ path: join(shots, "subscriptions.png"), fullPage: true });
 
-  step("plugins");
+  step("plugins: try the alarm filter on the catalog's alarm sample");
   await page.getByRole("button", { name: "Plugins" }).click();
-  await page.locator("#plugin-table tbody tr").first().waitFor();
+  await page.locator('#plugin-table tr[data-plugin="alarm-filter"]').waitFor();
+  await page.getByLabel("Plugin", { exact: true }).selectOption("alarm-filter");
+  await page.getByLabel("Start from a sample").selectOption({ label: "bikeep: alarm" });
+  const eventText = await page.getByLabel("Event", { exact: true }).inputValue();
+  if (JSON.parse(eventText).type !== "alarm") throw new Error(`sample: ${eventText}`);
+  // Bad JSON is named next to its field, and nothing is run.
+  await page.getByLabel("Config (JSON; empty for none)").fill("{categories: ");
+  await page.getByRole("button", { name: "Run" }).click();
+  await page.locator("#try-config-error", { hasText: "Not valid JSON" }).waitFor();
+  const decide = async (config) => {
+    await page.getByLabel("Config (JSON; empty for none)").fill(config);
+    await page.getByRole("button", { name: "Run" }).click();
+    await page.waitForFunction(() => document.querySelector("#try-result").dataset.state === "done");
+    const decision = JSON.parse(await page.locator("#try-result").textContent());
+    await page.evaluate(() => delete document.querySelector("#try-result").dataset.state);
+    return decision;
+  };
+  const kept = await decide('{"categories": ["security", "technical"]}');
+  const dropped = await decide('{"categories": ["no-such-category"]}');
+  if (kept.filter?.keep !== true || dropped.filter?.keep !== false) {
+    throw new Error(`decisions: ${JSON.stringify(kept)} / ${JSON.stringify(dropped)}`);
+  }
   await page.screenshot({ path: join(shots, "plugins.png"), fullPage: true });
 
   step("narrow screen, dark mode");

@@ -102,6 +102,15 @@ pub(crate) fn schemas() -> Value {
             "oneOf": [{"$ref": "#/components/schemas/Event"},
                       {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]
         },
+        "PluginTrial": {
+            "type": "object",
+            "required": ["event"],
+            "additionalProperties": false,
+            "properties": {
+                "event": {"$ref": "#/components/schemas/Event"},
+                "config": {"description": "the plugin's config, any JSON; absent or null: none"}
+            }
+        },
         "Recover": {
             "type": "object",
             "required": ["since"],

@@ -334,6 +334,70 @@ async function loadPlugins() {
     body.append(tr);
   }
   $("#plugin-empty").hidden = plugins.length > 0;
+
+  const form = $("#try-form");
+  const chosen = form.elements.plugin.value;
+  form.elements.plugin.replaceChildren();
+  for (const p of plugins.filter((p) => p.serving)) form.elements.plugin.append(el("option", p.name));
+  if (chosen) form.elements.plugin.value = chosen;
+  await loadSamples();
+}
+
+let samples = null;
+
+async function loadSamples() {
+  if (samples !== null) return;
+  const { event_types } = await api("GET", "/v1/event-types");
+  samples = event_types.filter((t) => t.sample);
+  const select = $("#try-form").elements.sample;
+  samples.forEach((t, i) => {
+    const option = el("option", `${t.catalog}: ${t.name}`);
+    option.value = String(i);
+    select.append(option);
+  });
+}
+
+function pickSample() {
+  const form = $("#try-form");
+  const t = samples?.[Number(form.elements.sample.value)];
+  if (form.elements.sample.value === "" || !t) return;
+  form.elements.event.value = JSON.stringify({ type: t.name, data: t.sample }, null, 2);
+}
+
+/** Parses a field's JSON, showing the problem next to it. */
+function jsonField(form, name, errorId, optional) {
+  const text = form.elements[name].value.trim();
+  $(errorId).textContent = "";
+  if (optional && text === "") return { ok: true, value: null };
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch (error) {
+    $(errorId).textContent = `Not valid JSON: ${error.message}`;
+    return { ok: false };
+  }
+}
+
+async function tryPlugin(event) {
+  event.preventDefault();
+  const form = $("#try-form");
+  const result = $("#try-result");
+  const trial = jsonField(form, "event", "#try-event-error", false);
+  const config = jsonField(form, "config", "#try-config-error", true);
+  if (!trial.ok || !config.ok) return;
+  result.dataset.state = "running";
+  result.textContent = "…";
+  try {
+    const name = form.elements.plugin.value;
+    const { decision } = await api("POST", `/v1/plugins/${encodeURIComponent(name)}/try`, {
+      event: trial.value,
+      config: config.value,
+    });
+    result.textContent = JSON.stringify(decision, null, 2);
+    result.dataset.state = "done";
+  } catch (error) {
+    result.textContent = error.message;
+    result.dataset.state = "failed";
+  }
 }
 
 // --- wiring -------------------------------------------------------------------------
@@ -349,6 +413,8 @@ document.addEventListener("DOMContentLoaded", () => {
     loadDeliveries().catch(showError);
   });
   $("#resend").addEventListener("click", resend);
+  $("#try-form").addEventListener("submit", tryPlugin);
+  $("#try-form").elements.sample.addEventListener("change", pickSample);
   $("#detail-close").addEventListener("click", () => {
     stopRefresh();
     $("#delivery-detail").hidden = true;

@@ -54,6 +54,21 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            body: Some("PluginTrial"),
+            responses: &[
+                (200, "{decision}: each exported role's answer, or its error"),
+                (400, "malformed JSON"),
+                (404, "no such plugin serving"),
+                (422, "not an event"),
+            ],
+            ..route(
+                "POST",
+                "/v1/plugins/{name}/try",
+                "Run a serving plugin on an event with a config and show its decision (nothing is stored or sent)",
+                post(plugins::try_plugin),
+            )
+        },
+        Route {
             query: &[(
                 "candidate",
                 "true: install as NAME.next.wasm, a candidate in shadow beside NAME",

@@ -149,3 +149,45 @@ fn install_error(e: InstallError) -> Response {
         InstallError::Write { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Trial {
+    /// `{"type": ..., "data": {...}}`, optional `id` and `timestamp`.
+    event: serde_json::Value,
+    /// The plugin's config, any JSON; none (`null`) is `""` to the plugin.
+    #[serde(default)]
+    config: serde_json::Value,
+}
+
+/// `POST /v1/plugins/{name}/try`: what the serving version decides about an
+/// event with a config, every exported role — `hookhost plugin run` over
+/// HTTP. Nothing is stored or delivered; the call counts in the plugin's
+/// statistics like any other.
+pub(super) async fn try_plugin(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let trial: Trial = match serde_json::from_slice(&body) {
+        Ok(trial) => trial,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let event = match hookhost_core::event_json::from_json(&trial.event) {
+        Ok(event) => event,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("event: {e}")),
+    };
+    let config = if trial.config.is_null() {
+        String::new()
+    } else {
+        trial.config.to_string()
+    };
+    let plugin = match app.registry.get(&name) {
+        Ok(plugin) => plugin,
+        Err(e) => return error(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    match blocking(move || plugin.decide(&event, &config)).await {
+        Ok(decision) => axum::Json(json!({ "decision": decision })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
