@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use hookhost_tests::http::{Receiver, get, post};
+use hookhost_tests::http::{Receiver, get, post, request};
 use hookhost_tests::{
     InProcess, PATIENCE, bikeep_sample, built_plugin, toolchain_dir, workspace_root, write_config,
 };
@@ -40,7 +40,7 @@ fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription
         "intervals": {"*": "direct"},
         "plugins": [{"plugin": "alarm-filter", "config": {"reasons": ["wire_cut"]}}],
     });
-    let (status, answer) = hookhost_tests::http::request(
+    let (status, answer) = request(
         api,
         "POST",
         "/v1/subscriptions",
@@ -106,4 +106,147 @@ fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription
         .unwrap_or_default();
     assert!(policy.contains("script-src 'self'"), "{policy}");
     server.stop();
+}
+
+#[test]
+fn a_portal_link_sees_and_re_sends_its_own_deliveries_and_nothing_of_another() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let catalog = workspace_root().join("examples/bikeep/catalog.json");
+    let config = write_config(
+        root.path(),
+        "",
+        &format!("admin_token = \"{TOKEN}\"\n"),
+        &format!("[catalog]\nfiles = [{:?}]\n", catalog.to_str().unwrap()),
+    );
+    let server = InProcess::start(&config);
+    let api = server.addr;
+    let admin = format!("Authorization: Bearer {TOKEN}");
+    for id in ["customer", "other"] {
+        let subscription = serde_json::json!({
+            "id": id, "url": receiver.url(id), "types": ["alarm"], "seed": "s",
+            "intervals": {"*": "direct"},
+        });
+        let (status, answer) = request(
+            api,
+            "POST",
+            "/v1/subscriptions",
+            &[&admin],
+            subscription.to_string().as_bytes(),
+        );
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (status, answer) = post(
+        api,
+        "/v1/events",
+        bikeep_sample("alarm-wire-cut").to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    receiver.wait_count("customer", 1, PATIENCE);
+    receiver.wait_count("other", 1, PATIENCE);
+    let delivery_of = |sub: &str| {
+        let (_, listed) = get(
+            api,
+            &format!("/v1/deliveries?subscription={sub}"),
+            &[&admin],
+        );
+        listed["deliveries"][0]["id"].as_str().unwrap().to_string()
+    };
+    let (own, others) = (delivery_of("customer"), delivery_of("other"));
+
+    // Making links: admin only, an existing subscription, a sane lifetime.
+    let link = |sub: &str, body: &str, auth: &[&str]| {
+        request(
+            api,
+            "POST",
+            &format!("/v1/subscriptions/{sub}/portal"),
+            auth,
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(link("customer", "", &[]).0, 401);
+    assert_eq!(link("nobody", "", &[&admin]).0, 404);
+    assert_eq!(link("customer", r#"{"expires_in_s": 0}"#, &[&admin]).0, 422);
+    let (status, made) = link("customer", r#"{"expires_in_s": 3600}"#, &[&admin]);
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
+    let path = made["path"].as_str().unwrap().to_string();
+    assert_eq!(path, format!("/portal#{token}"));
+    let portal = format!("Authorization: Bearer {token}");
+
+    // What the link reaches: its subscription, and nothing of the other.
+    let (status, overview) = get(api, "/v1/portal", &[&portal]);
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(overview["subscription"]["id"], "customer");
+    assert!(overview["subscription"].get("seed").is_none());
+    for query in ["", "?subscription=other"] {
+        let (status, listed) = get(api, &format!("/v1/portal/deliveries{query}"), &[&portal]);
+        assert_eq!(status, 200, "{listed}");
+        assert_eq!(listed["total"], 1, "{listed}");
+        assert_eq!(listed["deliveries"][0]["id"], own.as_str());
+    }
+    assert_eq!(
+        get(api, &format!("/v1/portal/deliveries/{own}"), &[&portal]).0,
+        200
+    );
+    let (status, body) = get(api, &format!("/v1/portal/deliveries/{others}"), &[&portal]);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = request(
+        api,
+        "POST",
+        &format!("/v1/portal/deliveries/{others}/resend"),
+        &[&portal],
+        b"",
+    );
+    assert_eq!(status, 404, "{body}");
+    // The management API does not take a portal token, nor the portal the
+    // admin token; an altered token is refused.
+    assert_eq!(get(api, "/v1/deliveries", &[&portal]).0, 403);
+    assert_eq!(
+        get(api, &format!("/v1/deliveries/{others}"), &[&portal]).0,
+        403
+    );
+    assert_eq!(get(api, "/v1/portal", &[&admin]).0, 401);
+    // One character of the payload changed: the MAC no longer matches.
+    let at = "hhp_".len() + 2;
+    let swapped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    let altered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+    assert_eq!(
+        get(
+            api,
+            "/v1/portal",
+            &[&format!("Authorization: Bearer {altered}")]
+        )
+        .0,
+        401
+    );
+    let (_, types) = get(api, "/v1/portal/event-types", &[&portal]);
+    let names: Vec<&str> = types["event_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alarm"], "{types}");
+
+    let shots = std::env::var_os("HOOKHOST_UI_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.path().join("screenshots"));
+    let out = Command::new("node")
+        .arg(workspace_root().join("tests/ui/portal.mjs"))
+        .env("HOOKHOST_URL", format!("http://{api}"))
+        .env("PORTAL_PATH", &path)
+        .env("DELIVERY_ID", &own)
+        .env("OTHER_ID", &others)
+        .env("PLAYWRIGHT_DIR", toolchain_dir("ui"))
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("node runs (./dev test installs Node.js)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "portal script failed:\n{stderr}");
+    // The portal's re-send reached the customer; the other got nothing more.
+    receiver.wait_count("customer", 2, PATIENCE);
+    server.stop();
+    assert_eq!(receiver.count("other"), 1);
+    assert!(shots.join("portal.png").is_file());
 }

@@ -8,50 +8,17 @@
 //   PLAYWRIGHT_DIR      the folder whose node_modules holds playwright-core
 //   SCREENSHOTS         where to write one screenshot per page
 //   CHROMIUM            the browser (default /usr/bin/chromium)
-import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { env, shot, step, withPage, PATIENCE } from "./browser.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const url = env("HOOKHOST_URL");
 const token = env("HOOKHOST_TOKEN");
 const deliveryId = env("DELIVERY_ID");
 const subscriptionId = env("SUBSCRIPTION_ID");
-const shots = env("SCREENSHOTS");
-const { chromium } = createRequire(join(env("PLAYWRIGHT_DIR"), "package.json"))("playwright-core");
 
-// Generous: a busy CI machine, not a latency bound.
-const PATIENCE = 60_000;
-
-function step(text) {
-  process.stderr.write(`ui: ${text}\n`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  // Root in a container has no user namespaces for Chromium's sandbox.
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
-try {
-  mkdirSync(shots, { recursive: true });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(PATIENCE);
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    // The wrong token's 403 is logged by the browser itself; it is expected.
-    const expected = /status of 403/.test(message.text());
-    if (message.type() === "error" && !expected) problems.push(`console: ${message.text()}`);
-  });
-
+await withPage(async (page) => {
   step("a wrong token is refused with a message");
   await page.goto(`${url}/ui`);
-  await page.screenshot({ path: join(shots, "login.png") });
+  await page.screenshot(shot("login"));
   await page.getByLabel("Admin token").fill("not-the-token");
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#login-error", { hasText: "refused" }).waitFor();
@@ -66,7 +33,7 @@ try {
     throw new Error(`delivery row: ${await listed.textContent()}`);
   }
   if (page.url().includes(token)) throw new Error("the token reached the URL");
-  await page.screenshot({ path: join(shots, "deliveries.png"), fullPage: true });
+  await page.screenshot(shot("deliveries"));
 
   step("open its attempts: one, answered 200");
   await listed.getByRole("button", { name: /Details/ }).click();
@@ -79,7 +46,7 @@ try {
   if (!(await attempts.first().textContent()).includes("200")) {
     throw new Error(`attempt: ${await attempts.first().textContent()}`);
   }
-  await page.screenshot({ path: join(shots, "delivery.png"), fullPage: true });
+  await page.screenshot(shot("delivery"));
 
   step("re-send it; the second attempt appears without a reload");
   await page.getByRole("button", { name: "Re-send" }).click();
@@ -97,7 +64,7 @@ try {
   await sub.waitFor();
   await sub.getByRole("button", { name: `Disable ${subscriptionId}` }).click();
   await sub.getByRole("button", { name: `Enable ${subscriptionId}` }).waitFor();
-  await page.screenshot({ path: join(shots, "subscriptions.png"), fullPage: true });
+  await page.screenshot(shot("subscriptions"));
 
   step("plugins: try the alarm filter on the catalog's alarm sample");
   await page.getByRole("button", { name: "Plugins" }).click();
@@ -123,17 +90,13 @@ try {
   if (kept.filter?.keep !== true || dropped.filter?.keep !== false) {
     throw new Error(`decisions: ${JSON.stringify(kept)} / ${JSON.stringify(dropped)}`);
   }
-  await page.screenshot({ path: join(shots, "plugins.png"), fullPage: true });
+  await page.screenshot(shot("plugins"));
 
   step("narrow screen, dark mode");
   await page.setViewportSize({ width: 390, height: 800 });
   await page.emulateMedia({ colorScheme: "dark" });
   await page.getByRole("button", { name: "Deliveries" }).click();
   await listed.waitFor();
-  await page.screenshot({ path: join(shots, "deliveries-narrow-dark.png"), fullPage: true });
+  await page.screenshot(shot("deliveries-narrow-dark"));
 
-  if (problems.length > 0) throw new Error(problems.join("\n"));
-  step("done");
-} finally {
-  await browser.close();
-}
+});

@@ -31,6 +31,7 @@ pub(crate) fn document(routes: &[Route]) -> Value {
             Access::Open => json!([]),
             Access::Ingest => json!([{ "ingestToken": [] }, {}]),
             Access::Admin => json!([{ "adminToken": [] }]),
+            Access::Portal => json!([{ "portalToken": [] }]),
         };
         if r.access != Access::Open {
             responses.insert("401".into(), json!({"description": "no bearer token"}));
@@ -76,7 +77,8 @@ pub(crate) fn document(routes: &[Route]) -> Value {
         "paths": paths,
         "components": {"schemas": schemas(), "securitySchemes": {
             "adminToken": {"type": "http", "scheme": "bearer", "description": "server.admin_token"},
-            "ingestToken": {"type": "http", "scheme": "bearer", "description": "server.ingest_token (ingest is open when unset)"}
+            "ingestToken": {"type": "http", "scheme": "bearer", "description": "server.ingest_token (ingest is open when unset)"},
+            "portalToken": {"type": "http", "scheme": "bearer", "description": "a portal link's token (POST /v1/subscriptions/{id}/portal): one subscription, until it expires"}
         }}
     })
 }

@@ -116,12 +116,23 @@ async fn refuse_declared_oversize(
     }
 }
 
-/// The access check in front of a route's handler.
+/// The access check in front of a route's handler. A portal route's
+/// handler gets the token's [`PortalScope`](crate::auth::PortalScope) as a
+/// request extension: the one subscription it may show.
 async fn require_token(
     State((tokens, access)): State<(Tokens, Access)>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    if access == Access::Portal {
+        return match tokens.check_portal(request.headers(), hookhost_core::clock::now_ms() / 1000) {
+            Ok(scope) => {
+                request.extensions_mut().insert(scope);
+                next.run(request).await
+            }
+            Err(refused) => refused.into_response(),
+        };
+    }
     match tokens.check(access, request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),

@@ -75,6 +75,27 @@ pub(crate) fn all() -> Vec<Route> {
         ),
         open(
             "GET",
+            "/portal",
+            "The customer portal (its link carries a portal token in the fragment)",
+            &[(200, "HTML")],
+            get(ui::portal),
+        ),
+        open(
+            "GET",
+            "/ui/common.js",
+            "Script shared by the dashboard and the portal",
+            &[(200, "JavaScript")],
+            get(ui::common_script),
+        ),
+        open(
+            "GET",
+            "/ui/portal.js",
+            "The portal's script",
+            &[(200, "JavaScript")],
+            get(ui::portal_script),
+        ),
+        open(
+            "GET",
             "/ui/app.js",
             "The dashboard's script",
             &[(200, "JavaScript")],

@@ -1,13 +1,18 @@
-//! The operator dashboard at `/ui`: three static files embedded in the
-//! binary (no build step, no Node.js to build hookhost). The page holds no
-//! data of its own: it asks the management API with the admin token the
-//! operator types in, kept in the tab's `sessionStorage`, never in a URL.
+//! The operator dashboard at `/ui` and the customer portal at `/portal`:
+//! static files embedded in the binary (no build step, no Node.js to build
+//! hookhost). The pages hold no data of their own: the dashboard asks the
+//! management API with the admin token the operator types in, kept in the
+//! tab's `sessionStorage`, never in a URL; the portal asks the portal API
+//! with its link's token.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../ui/index.html");
+const PORTAL: &str = include_str!("../ui/portal.html");
+const COMMON: &str = include_str!("../ui/common.js");
 const SCRIPT: &str = include_str!("../ui/app.js");
+const PORTAL_SCRIPT: &str = include_str!("../ui/portal.js");
 const STYLE: &str = include_str!("../ui/app.css");
 
 /// Only this origin's own script and style run; nothing may frame the page.
@@ -37,6 +42,18 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 pub(crate) async fn index() -> Response {
     asset(INDEX, "text/html; charset=utf-8")
+}
+
+pub(crate) async fn portal() -> Response {
+    asset(PORTAL, "text/html; charset=utf-8")
+}
+
+pub(crate) async fn common_script() -> Response {
+    asset(COMMON, "text/javascript; charset=utf-8")
+}
+
+pub(crate) async fn portal_script() -> Response {
+    asset(PORTAL_SCRIPT, "text/javascript; charset=utf-8")
 }
 
 pub(crate) async fn script() -> Response {

@@ -3,74 +3,10 @@
 // so a hostile event type or endpoint answer cannot run script here.
 "use strict";
 
+// Helpers ($, el, time, row, badge, apiWith, ApiError) are in common.js.
 const TOKEN_KEY = "hookhost.admin-token";
-const $ = (selector) => document.querySelector(selector);
 
-// --- the management API -----------------------------------------------------
-
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-async function api(method, path, body) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ""}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const answer = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    cache: "no-store",
-  });
-  const text = await answer.text();
-  let parsed = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    parsed = null;
-  }
-  if (!answer.ok) {
-    const why = parsed && typeof parsed.error === "string" ? parsed.error : text || answer.statusText;
-    throw new ApiError(answer.status, `${answer.status}: ${why}`);
-  }
-  return parsed;
-}
-
-// --- small helpers ------------------------------------------------------------
-
-function el(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  if (className) node.className = className;
-  return node;
-}
-
-/** A time in the browser's zone, with UTC on hover. */
-function time(ms) {
-  if (!ms) return el("span", "—");
-  const date = new Date(ms);
-  const node = el("time", date.toLocaleString());
-  node.dateTime = date.toISOString();
-  node.title = `${date.toISOString()} (UTC)`;
-  return node;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  for (const cell of cells) {
-    const td = document.createElement("td");
-    if (cell instanceof Node) td.append(cell);
-    else td.textContent = cell ?? "";
-    tr.append(td);
-  }
-  return tr;
-}
-
-function badge(status) {
-  return el("span", status, `badge status-${status}`);
-}
+const api = apiWith(TOKEN_KEY);
 
 function showError(error) {
   if (error instanceof ApiError && error.status === 401) {
@@ -199,35 +135,7 @@ function stopRefresh() {
 async function openDelivery(id) {
   stopRefresh();
   const d = await api("GET", `/v1/deliveries/${encodeURIComponent(id)}`);
-  const panel = $("#delivery-detail");
-  panel.hidden = false;
-  panel.dataset.delivery = d.id;
-  panel.dataset.status = d.status;
-  $("#detail-id").textContent = d.id;
-  const facts = $("#detail-facts");
-  facts.replaceChildren();
-  const fact = (name, value) => {
-    facts.append(el("dt", name));
-    const dd = el("dd");
-    dd.append(value instanceof Node ? value : document.createTextNode(value ?? "—"));
-    facts.append(dd);
-  };
-  fact("Status", badge(d.status));
-  fact("Subscription", d.subscription_id);
-  fact("Type", d.type);
-  fact("Event", d.event_id);
-  fact("Created", time(d.created_at_ms));
-  if (d.status === "pending") fact("Next attempt", time(d.next_attempt_at_ms));
-  if (d.error) fact("Error", d.error);
-  const attempts = $("#attempt-table tbody");
-  attempts.replaceChildren();
-  for (const a of d.attempts) {
-    attempts.append(
-      row([time(a.at_ms), a.status ?? "no answer", `${a.latency_ms.toFixed(1)} ms`, a.error ?? ""]),
-    );
-  }
-  $("#attempt-empty").hidden = d.attempts.length > 0;
-  $("#detail-data").textContent = JSON.stringify(d.data, null, 2);
+  renderDelivery(d, { subscription: true });
   // While it is on its way, keep the page current.
   if (d.status === "pending") {
     refreshTimer = setTimeout(() => openDelivery(id).catch(showError), 1000);

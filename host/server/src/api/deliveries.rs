@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::reply::{ApiError, error};
 
 /// A delivery as the API shows it: the job, with `data` as JSON.
-fn view(job: &Job) -> Value {
+pub(super) fn view(job: &Job) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or_default();
     if let Ok(data) = serde_json::from_str::<Value>(&job.data) {
         v["data"] = data;
@@ -38,7 +38,7 @@ fn rfc3339_ms(param: &str, text: &str) -> Result<u64, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(super) struct DeliveryQuery {
     status: Option<String>,
-    subscription: Option<String>,
+    pub(super) subscription: Option<String>,
     #[serde(rename = "type")]
     event_type: Option<String>,
     /// Created at or after (RFC 3339).
@@ -58,6 +58,11 @@ pub(super) async fn list_deliveries(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("query: {}", e.body_text())),
     };
+    list(&app, q).await
+}
+
+/// Deliveries matching `q`, newest first (the admin list and a portal's).
+pub(super) async fn list(app: &App, q: DeliveryQuery) -> Response {
     let status = match q
         .status
         .as_deref()
@@ -132,7 +137,7 @@ pub(super) async fn get_delivery(State(app): State<App>, Path(id): Path<String>)
     }
 }
 
-fn resend_error(e: ResendError) -> ApiError {
+pub(super) fn resend_error(e: ResendError) -> ApiError {
     let status = match e {
         ResendError::NotFound(_) => StatusCode::NOT_FOUND,
         ResendError::NotResendable(..)

@@ -6,6 +6,7 @@ mod deliveries;
 mod event_types;
 mod events;
 mod plugins;
+mod portal;
 mod subscriptions;
 
 use axum::http::StatusCode;
@@ -17,7 +18,7 @@ use crate::route::{BodyLimit, Route};
 
 /// The management API's routes, documented.
 pub(crate) fn routes() -> Vec<Route> {
-    use Access::Admin;
+    use Access::{Admin, Portal};
     let route = |method, path, summary, handler| Route {
         method,
         path,
@@ -105,6 +106,95 @@ pub(crate) fn routes() -> Vec<Route> {
                 "/v1/plugins/{name}",
                 "Remove a plugin's file from the plugins folder and stop serving it",
                 delete(plugins::delete_plugin),
+            )
+        },
+        Route {
+            responses: &[
+                (
+                    201,
+                    "{path, token, expires_at}: the link is path on this server",
+                ),
+                (400, "malformed JSON"),
+                (404, "no such subscription"),
+                (422, "expires_in_s out of 1..=2592000"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/portal",
+                "Make a customer portal link for one subscription (body optional: {\"expires_in_s\": 86400})",
+                post(portal::create_link),
+            )
+        },
+        Route {
+            access: Portal,
+            responses: &[(
+                200,
+                "the subscription: id, url, types, enabled, endpoint health; expires_at",
+            )],
+            ..route(
+                "GET",
+                "/v1/portal",
+                "Portal: the link's subscription",
+                get(portal::overview),
+            )
+        },
+        Route {
+            access: Portal,
+            query: &[
+                (
+                    "status",
+                    "pending, delivered, dead, plugin_error, filtered or paused",
+                ),
+                ("type", "event type"),
+                ("since", "created at or after (RFC 3339)"),
+                ("until", "created before (RFC 3339)"),
+                ("limit", "1..=1000, default 100"),
+            ],
+            responses: &[
+                (200, "this subscription's deliveries, newest first"),
+                (400, "bad query parameter"),
+            ],
+            ..route(
+                "GET",
+                "/v1/portal/deliveries",
+                "Portal: the subscription's deliveries with their attempts",
+                get(portal::deliveries),
+            )
+        },
+        Route {
+            access: Portal,
+            responses: &[
+                (200, "the delivery"),
+                (404, "no such delivery of this subscription"),
+            ],
+            ..route(
+                "GET",
+                "/v1/portal/deliveries/{id}",
+                "Portal: one of the subscription's deliveries",
+                get(portal::delivery),
+            )
+        },
+        Route {
+            access: Portal,
+            responses: &[
+                (202, "queued again"),
+                (404, "no such delivery of this subscription"),
+                (409, "pending, or its plugins still fail"),
+            ],
+            ..route(
+                "POST",
+                "/v1/portal/deliveries/{id}/resend",
+                "Portal: re-send one of the subscription's deliveries",
+                post(portal::resend),
+            )
+        },
+        Route {
+            access: Portal,
+            ..route(
+                "GET",
+                "/v1/portal/event-types",
+                "Portal: the catalog types the subscription receives, with samples",
+                get(portal::event_types),
             )
         },
         route(

@@ -1,0 +1,106 @@
+// Shared by the dashboard (app.js) and the customer portal (portal.js):
+// calling the API with a bearer token from the tab's session, and building
+// DOM nodes. Values from the server are only ever set as text.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** A function calling the API with the bearer token kept under `tokenKey`. */
+function apiWith(tokenKey) {
+  return (method, path, body) => call(tokenKey, method, path, body);
+}
+
+async function call(tokenKey, method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(tokenKey) ?? ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+  });
+  const text = await answer.text();
+  let parsed = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = null;
+  }
+  if (!answer.ok) {
+    const why = parsed && typeof parsed.error === "string" ? parsed.error : text || answer.statusText;
+    throw new ApiError(answer.status, `${answer.status}: ${why}`);
+  }
+  return parsed;
+}
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+/** A time in the browser's zone, with UTC on hover. */
+function time(ms) {
+  if (!ms) return el("span", "—");
+  const date = new Date(ms);
+  const node = el("time", date.toLocaleString());
+  node.dateTime = date.toISOString();
+  node.title = `${date.toISOString()} (UTC)`;
+  return node;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.append(cell);
+    else td.textContent = cell ?? "";
+    tr.append(td);
+  }
+  return tr;
+}
+
+function badge(status) {
+  return el("span", status, `badge status-${status}`);
+}
+
+/** Fills the delivery panel (#delivery-detail): facts, attempts, data. */
+function renderDelivery(d, { subscription }) {
+  const panel = $("#delivery-detail");
+  panel.hidden = false;
+  panel.dataset.delivery = d.id;
+  panel.dataset.status = d.status;
+  $("#detail-id").textContent = d.id;
+  const facts = $("#detail-facts");
+  facts.replaceChildren();
+  const fact = (name, value) => {
+    facts.append(el("dt", name));
+    const dd = el("dd");
+    dd.append(value instanceof Node ? value : document.createTextNode(value ?? "—"));
+    facts.append(dd);
+  };
+  fact("Status", badge(d.status));
+  if (subscription) fact("Subscription", d.subscription_id);
+  fact("Type", d.type);
+  fact("Event", d.event_id);
+  fact("Created", time(d.created_at_ms));
+  if (d.status === "pending") fact("Next attempt", time(d.next_attempt_at_ms));
+  if (d.error) fact("Error", d.error);
+  const attempts = $("#attempt-table tbody");
+  attempts.replaceChildren();
+  for (const a of d.attempts) {
+    attempts.append(
+      row([time(a.at_ms), a.status ?? "no answer", `${a.latency_ms.toFixed(1)} ms`, a.error ?? ""]),
+    );
+  }
+  $("#attempt-empty").hidden = d.attempts.length > 0;
+  $("#detail-data").textContent = JSON.stringify(d.data, null, 2);
+}
