@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use hookhost_tests::http::{Receiver, get, post, request};
+use hookhost_tests::http::{Answer, Receiver, get, post, request};
 use hookhost_tests::{
     InProcess, PATIENCE, bikeep_sample, built_plugin, toolchain_dir, workspace_root, write_config,
 };
@@ -13,7 +13,7 @@ use hookhost_tests::{
 const TOKEN: &str = "dashboard-admin-token";
 
 #[test]
-fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription() {
+fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscription() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
     let catalog = workspace_root().join("examples/bikeep/catalog.json");
@@ -48,6 +48,21 @@ fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription
         subscription.to_string().as_bytes(),
     );
     assert_eq!(status, 201, "{answer}");
+    // A second endpoint refuses its first delivery (400: dead at once), then
+    // takes what the page's recover sends.
+    receiver.script("refusing", Answer::Sequence(vec![400], 200));
+    let refusing = serde_json::json!({
+        "id": "refusing", "url": receiver.url("refusing"), "types": ["alarm"], "seed": "s",
+        "intervals": {"*": "direct"},
+    });
+    let (status, answer) = request(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        &[&admin],
+        refusing.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{answer}");
 
     let (status, answer) = post(
         api,
@@ -58,6 +73,15 @@ fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription
     receiver.wait_count("customer", 1, PATIENCE);
     let (_, listed) = get(api, "/v1/deliveries?subscription=customer", &[&admin]);
     let delivery = listed["deliveries"][0]["id"].as_str().unwrap().to_string();
+    let dead = || {
+        let (_, dead) = get(
+            api,
+            "/v1/deliveries?subscription=refusing&status=dead",
+            &[&admin],
+        );
+        dead["total"].as_u64().unwrap_or(0)
+    };
+    hookhost_tests::wait_until(PATIENCE, || dead() == 1).expect("the refused delivery is dead");
 
     let shots = std::env::var_os("HOOKHOST_UI_SCREENSHOTS")
         .map(std::path::PathBuf::from)
@@ -80,6 +104,8 @@ fn dashboard_signs_in_shows_a_delivery_re_sends_it_and_disables_its_subscription
     receiver.wait_count("customer", 2, PATIENCE);
     let (_, one) = get(api, &format!("/v1/deliveries/{delivery}"), &[&admin]);
     assert_eq!(one["attempts"].as_array().unwrap().len(), 2, "{one}");
+    // The page's recover re-sent the dead delivery, which the endpoint took.
+    receiver.wait_count("refusing", 2, PATIENCE);
     // The subscription was disabled from the page.
     let (_, sub) = get(api, "/v1/subscriptions/customer", &[&admin]);
     assert_eq!(sub["enabled"], false, "{sub}");

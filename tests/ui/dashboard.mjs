@@ -35,6 +35,13 @@ await withPage(async (page) => {
   if (page.url().includes(token)) throw new Error("the token reached the URL");
   await page.screenshot(shot("deliveries"));
 
+  step("recover the refused subscription's dead delivery");
+  await page.getByText("Recover a subscription's failed deliveries").click();
+  await page.getByLabel("Subscription", { exact: true }).first().waitFor();
+  await page.locator("#recover-subscription").selectOption("refusing");
+  await page.getByRole("button", { name: "Recover" }).click();
+  await page.locator("#recover-message", { hasText: "1 re-sent" }).waitFor();
+
   step("open its attempts: one, answered 200");
   await listed.getByRole("button", { name: /Details/ }).click();
   const attempts = page.locator("#attempt-table tbody tr");

@@ -93,6 +93,13 @@ async function loadDeliveries() {
   select.firstChild.value = "";
   for (const sub of subscriptions) select.append(el("option", sub.id));
   select.value = chosen;
+  const recoverSelect = $("#recover-form").elements.subscription;
+  const recoverChosen = recoverSelect.value;
+  recoverSelect.replaceChildren();
+  for (const sub of subscriptions) recoverSelect.append(el("option", sub.id));
+  if (recoverChosen) recoverSelect.value = recoverChosen;
+  const since = $("#recover-form").elements.since;
+  if (!since.value) since.value = localInput(Date.now() - 24 * 3600 * 1000);
 
   const query = new URLSearchParams({ limit: "100" });
   for (const key of ["subscription", "status", "type"]) {
@@ -123,6 +130,38 @@ async function loadDeliveries() {
     body.append(tr);
   }
   $("#delivery-empty").hidden = deliveries.length > 0;
+}
+
+/** A time as a datetime-local input's value, in the browser's zone. */
+function localInput(ms) {
+  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60_000);
+  return d.toISOString().slice(0, 16);
+}
+
+async function recover(event) {
+  event.preventDefault();
+  const form = $("#recover-form");
+  const message = $("#recover-message");
+  message.textContent = "";
+  const id = form.elements.subscription.value;
+  const since = new Date(form.elements.since.value);
+  if (Number.isNaN(since.getTime())) {
+    message.textContent = "Give the time to recover from.";
+    return;
+  }
+  try {
+    const r = await api("POST", `/v1/subscriptions/${encodeURIComponent(id)}/recover`, {
+      since: since.toISOString(),
+    });
+    const failing = r.still_failing.map((f) => `${f.id}: ${f.error}`).join("; ");
+    message.textContent =
+      `${r.resent} re-sent, ${r.filtered.length} now filtered, ${r.still_failing.length} still failing` +
+      (failing ? ` (${failing})` : "") + ".";
+    message.dataset.resent = String(r.resent);
+    await loadDeliveries();
+  } catch (error) {
+    message.textContent = error.message;
+  }
 }
 
 let refreshTimer = null;
@@ -321,6 +360,7 @@ document.addEventListener("DOMContentLoaded", () => {
     loadDeliveries().catch(showError);
   });
   $("#resend").addEventListener("click", resend);
+  $("#recover-form").addEventListener("submit", recover);
   $("#try-form").addEventListener("submit", tryPlugin);
   $("#try-form").elements.sample.addEventListener("change", pickSample);
   $("#detail-close").addEventListener("click", () => {
