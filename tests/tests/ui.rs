@@ -73,6 +73,26 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     receiver.wait_count("customer", 1, PATIENCE);
     let (_, listed) = get(api, "/v1/deliveries?subscription=customer", &[&admin]);
     let delivery = listed["deliveries"][0]["id"].as_str().unwrap().to_string();
+    // Pages: one delivery each, the cursor leads to the other, then none.
+    let (_, first) = get(api, "/v1/deliveries?limit=1", &[&admin]);
+    assert_eq!(
+        (first["total"].as_u64(), first["total_exact"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let (_, second) = get(
+        api,
+        &format!("/v1/deliveries?limit=1&after={next}"),
+        &[&admin],
+    );
+    assert_eq!(
+        second["deliveries"].as_array().unwrap().len(),
+        1,
+        "{second}"
+    );
+    assert_ne!(second["deliveries"][0]["id"], first["deliveries"][0]["id"]);
+    assert!(second["next"].is_null(), "{second}");
+    assert_eq!(get(api, "/v1/deliveries?after=nonsense", &[&admin]).0, 400);
     let dead = || {
         let (_, dead) = get(
             api,

@@ -75,6 +75,14 @@ impl Node {
             data_dir,
             config.server.cache_mib,
         )?);
+        // Once, for a store made before deliveries were indexed for listing.
+        match store.index_for_listing() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "older deliveries indexed for listing"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot index older deliveries for listing; retried at next start")
+            }
+        }
         let subscriptions = Subscriptions::open(config.clone(), store.clone())?;
         let deliverer =
             Deliverer::new(store.clone(), &config, subscriptions.clone(), clock.clone());

@@ -72,6 +72,12 @@ function badge(status) {
   return el("span", status, `badge status-${status}`);
 }
 
+/** "12 in all", or how far a long listing was counted. */
+function countText(page, shown) {
+  if (!page.total_exact) return `Showing ${shown}; at least ${page.total} match (counting stops there).`;
+  return page.total > shown ? `Showing ${shown} of ${page.total}.` : `${page.total} in all.`;
+}
+
 /** Fills the delivery panel (#delivery-detail): facts, attempts, data. */
 function renderDelivery(d, { subscription }) {
   const panel = $("#delivery-detail");

@@ -44,9 +44,13 @@ async function loadDeliveries() {
     const value = form.elements[key].value.trim();
     if (value) query.set(key, value);
   }
-  const { total, deliveries } = await api("GET", `/v1/portal/deliveries?${query}`);
-  $("#delivery-count").textContent =
-    total > deliveries.length ? `Newest ${deliveries.length} of ${total}.` : `${total} in all.`;
+  if (pageCursor.after) query.set("after", pageCursor.after);
+  const page = await api("GET", `/v1/portal/deliveries?${query}`);
+  const { deliveries } = page;
+  $("#delivery-count").textContent = countText(page, deliveries.length);
+  pageCursor.next = page.next;
+  $("#older").hidden = !page.next;
+  $("#newest").hidden = !pageCursor.after;
   const body = $("#delivery-table tbody");
   body.replaceChildren();
   for (const d of deliveries) {
@@ -69,6 +73,9 @@ async function loadDeliveries() {
   $("#delivery-empty").hidden = deliveries.length > 0;
   $("#deliveries").hidden = false;
 }
+
+/** Where the shown page of deliveries starts, and where the next would. */
+const pageCursor = { after: null, next: null };
 
 let refreshTimer = null;
 
@@ -121,6 +128,15 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   $("#delivery-filter").addEventListener("submit", (event) => {
     event.preventDefault();
+    pageCursor.after = null;
+    loadDeliveries().catch(showError);
+  });
+  $("#older").addEventListener("click", () => {
+    pageCursor.after = pageCursor.next;
+    loadDeliveries().catch(showError);
+  });
+  $("#newest").addEventListener("click", () => {
+    pageCursor.after = null;
     loadDeliveries().catch(showError);
   });
   $("#resend").addEventListener("click", resend);

@@ -63,8 +63,43 @@ pub trait DeliveryQueue {
     /// How many jobs are still to deliver (a key scan).
     fn pending_count(&self) -> Result<usize, StoreError>;
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError>;
-    /// Every job, for listings and tests.
+    /// Every job (tests and small stores; listings use [`DeliveryQueue::list_jobs`]).
     fn jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// One page of jobs, newest created first, by an index on creation time
+    /// (per subscription too), so a page costs what it examines, not what
+    /// is stored.
+    fn list_jobs(&self, query: &JobQuery<'_>) -> Result<JobPage, StoreError>;
+    /// Puts jobs stored before the listing index existed into it; returns
+    /// how many (0 once done).
+    fn index_for_listing(&self) -> Result<usize, StoreError>;
+}
+
+/// What [`DeliveryQueue::list_jobs`] looks for.
+pub struct JobQuery<'a> {
+    pub subscription: Option<&'a str>,
+    /// Created at or after.
+    pub since_ms: Option<u64>,
+    /// Created before.
+    pub until_ms: Option<u64>,
+    /// Continue after this cursor (a previous page's `next`).
+    pub after: Option<&'a str>,
+    pub limit: usize,
+    /// Filters beyond subscription and time (status, type); `None`: all.
+    pub wanted: Option<&'a (dyn Fn(&Job) -> bool + Sync)>,
+    /// Index entries examined at most; past it the page ends early and
+    /// `total_exact` is false.
+    pub max_examined: usize,
+}
+
+/// A page of jobs and what the scan saw.
+#[derive(Debug, Default)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Where the next page starts, when there may be more.
+    pub next: Option<String>,
+    /// Matching jobs counted (all of them when `total_exact`).
+    pub total: usize,
+    pub total_exact: bool,
 }
 
 /// Aggregation windows and outage timers. Closing is one atomic write that

@@ -21,6 +21,9 @@
 //!   of events (`e`, by arrival). A job that settles again gets a new marker;
 //!   the old one is stale and dropped when retention reaches it.
 //! - `m/retention_indexed` → set once records older than the index are in it
+//! - `l/<created, 16 hex>/<job id>` and `n/<subscription>/<created, 16 hex>/<job id>`
+//!   → markers: the listing index of deliveries by creation, newest last
+//!   (subscription ids have no `/`); `m/listing_indexed` once older jobs are in it
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -31,8 +34,8 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeliveryQueue, EventStore, Expired, Expiring, IdempotencyStore, RetentionStore, Store,
-    StoreError, StoreStats, SubscriptionStore, WindowStore,
+    DeliveryQueue, EventStore, Expired, Expiring, IdempotencyStore, JobPage, JobQuery,
+    RetentionStore, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, WindowMember,
@@ -104,11 +107,42 @@ fn parse_retention_key(k: &[u8]) -> Result<(u64, &str), StoreError> {
     Ok((at, id))
 }
 
-/// Puts a settled job under retention (nothing for pending or paused ones).
+/// Puts a settled job under retention (nothing for pending or paused ones),
+/// and every job in the listing index (its keys never change: rewriting
+/// them is idempotent).
 fn index_job(batch: &mut sled::Batch, job: &Job) {
     if let Some(what) = Expiring::of(job.status) {
         batch.insert(retention_key(what, job.settled_at_ms(), &job.id), &[][..]);
     }
+    for k in listing_keys(job) {
+        batch.insert(k, &[][..]);
+    }
+}
+
+fn listing_keys(job: &Job) -> [Vec<u8>; 2] {
+    let (at, id, sub) = (job.created_at_ms, &job.id, &job.subscription_id);
+    [
+        format!("l/{at:016x}/{id}").into_bytes(),
+        format!("n/{sub}/{at:016x}/{id}").into_bytes(),
+    ]
+}
+
+/// The prefix a listing scans: all jobs, or one subscription's.
+fn listing_prefix(subscription: Option<&str>) -> Vec<u8> {
+    match subscription {
+        None => b"l/".to_vec(),
+        Some(sub) => format!("n/{sub}/").into_bytes(),
+    }
+}
+
+/// A listing key's `<16 hex>/<id>` tail after `prefix`: the cursor.
+fn listing_tail<'k>(k: &'k [u8], prefix: &[u8]) -> Result<(u64, &'k str), StoreError> {
+    let corrupt = || StoreError("corrupt listing marker".into());
+    let tail = k.get(prefix.len()..).ok_or_else(corrupt)?;
+    let at = std::str::from_utf8(tail.get(..16).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let at = u64::from_str_radix(at, 16).map_err(|_| corrupt())?;
+    let id = std::str::from_utf8(tail.get(17..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    Ok((at, id))
 }
 
 /// Adds one event's pipeline outcome to `batch`.
@@ -381,6 +415,100 @@ impl DeliveryQueue for SledStore {
         }
         Ok(out)
     }
+
+    fn list_jobs(&self, q: &JobQuery<'_>) -> Result<JobPage, StoreError> {
+        let open = self.instance()?;
+        let prefix = listing_prefix(q.subscription);
+        let bound = |ms: u64| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(format!("{ms:016x}").as_bytes());
+            k
+        };
+        let low = q.since_ms.map_or_else(|| prefix.clone(), bound);
+        let mut high = match q.until_ms {
+            Some(ms) => bound(ms),
+            None => {
+                // Just past every key under the prefix.
+                let mut k = prefix.clone();
+                *k.last_mut().expect("prefix ends in /") += 1;
+                k
+            }
+        };
+        if let Some(cursor) = q.after {
+            let mut k = prefix.clone();
+            k.extend_from_slice(cursor.as_bytes());
+            high = high.min(k);
+        }
+        let mut page = JobPage {
+            total_exact: true,
+            ..JobPage::default()
+        };
+        let mut last_shown: Option<Vec<u8>> = None;
+        let mut last_examined: Option<Vec<u8>> = None;
+        for (examined, item) in open.tree.range(low..high).keys().rev().enumerate() {
+            if examined == q.max_examined {
+                page.total_exact = false;
+                break;
+            }
+            let k = item?;
+            last_examined = Some(k.to_vec());
+            let counting_only = page.jobs.len() == q.limit;
+            if counting_only && q.wanted.is_none() {
+                page.total += 1;
+                continue;
+            }
+            let (_, id) = listing_tail(&k, &prefix)?;
+            let Some(bytes) = open.tree.get(key(b'j', id))? else {
+                continue; // removed by retention between the two reads
+            };
+            let job: Job = serde_json::from_slice(&bytes)?;
+            if q.wanted.is_some_and(|wanted| !wanted(&job)) {
+                continue;
+            }
+            page.total += 1;
+            if !counting_only {
+                page.jobs.push(job);
+                last_shown = Some(k.to_vec());
+            }
+        }
+        // A full page continues after its last job; a page cut short by
+        // the scan budget continues after the last entry it examined.
+        let resume = if page.jobs.len() == q.limit {
+            last_shown
+        } else {
+            last_examined
+        };
+        if page.total > page.jobs.len() || !page.total_exact {
+            page.next = resume
+                .map(|k| listing_tail(&k, &prefix).map(|(at, id)| format!("{at:016x}/{id}")))
+                .transpose()?;
+        }
+        Ok(page)
+    }
+
+    fn index_for_listing(&self) -> Result<usize, StoreError> {
+        let open = self.instance()?;
+        let flag = key(b'm', "listing_indexed");
+        if open.tree.contains_key(&flag)? {
+            return Ok(0);
+        }
+        let (mut n, mut batch) = (0, sled::Batch::default());
+        for item in open.tree.scan_prefix(b"j/") {
+            let (_, v) = item?;
+            let job: Job = serde_json::from_slice(&v)?;
+            for k in listing_keys(&job) {
+                batch.insert(k, &[][..]);
+            }
+            n += 1;
+            if n % 10_000 == 0 {
+                open.tree.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        batch.insert(flag, &[][..]);
+        open.tree.apply_batch(batch)?;
+        open.db.flush()?;
+        Ok(n)
+    }
 }
 
 impl WindowStore for SledStore {
@@ -423,6 +551,7 @@ impl WindowStore for SledStore {
         for job in jobs {
             batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
             batch.insert(key(b'q', &job.id), &[][..]);
+            index_job(&mut batch, job);
         }
         batch.insert(
             key(b'm', "closed_through"),
@@ -598,6 +727,9 @@ impl RetentionStore for SledStore {
                 .is_ok();
             if removed {
                 batch.remove(key(b'd', id));
+                for k in listing_keys(&job) {
+                    batch.remove(k);
+                }
                 done.removed += 1;
             }
         }
@@ -861,5 +993,139 @@ mod tests {
             1
         );
         assert_eq!(ids(store.jobs().unwrap()), ["w"]);
+    }
+
+    fn listed(store: &SledStore, q: &JobQuery<'_>) -> (Vec<String>, JobPage) {
+        let page = store.list_jobs(q).unwrap();
+        (page.jobs.iter().map(|j| j.id.clone()).collect(), page)
+    }
+
+    fn query<'a>(limit: usize) -> JobQuery<'a> {
+        JobQuery {
+            subscription: None,
+            since_ms: None,
+            until_ms: None,
+            after: None,
+            limit,
+            wanted: None,
+            max_examined: usize::MAX,
+        }
+    }
+
+    /// Jobs j0..j9 created at 10, 20, ... 100; even ones to `a`, odd ones
+    /// to `b`; every third dead, the rest delivered.
+    fn ten_jobs(store: &SledStore) {
+        let jobs: Vec<Job> = (0..10)
+            .map(|i| Job {
+                subscription_id: if i % 2 == 0 { "a" } else { "b" }.into(),
+                created_at_ms: 10 * (i + 1),
+                ..job(
+                    &format!("j{i}"),
+                    if i % 3 == 0 {
+                        JobStatus::Dead
+                    } else {
+                        JobStatus::Delivered
+                    },
+                    500,
+                )
+            })
+            .collect();
+        store.update_jobs(&jobs).unwrap();
+    }
+
+    #[test]
+    fn listings_are_newest_first_by_subscription_and_time_and_page_by_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        ten_jobs(&store);
+        let (all, page) = listed(&store, &query(3));
+        assert_eq!(all, ["j9", "j8", "j7"]);
+        assert_eq!((page.total, page.total_exact), (10, true));
+        let (rest, page) = listed(
+            &store,
+            &JobQuery {
+                after: page.next.as_deref(),
+                ..query(100)
+            },
+        );
+        assert_eq!(rest, ["j6", "j5", "j4", "j3", "j2", "j1", "j0"]);
+        assert_eq!(page.next, None);
+        let (of_a, _) = listed(
+            &store,
+            &JobQuery {
+                subscription: Some("a"),
+                since_ms: Some(30),
+                until_ms: Some(90),
+                ..query(100)
+            },
+        );
+        assert_eq!(of_a, ["j6", "j4", "j2"], "created 30 ..< 90, even");
+        let dead = |j: &Job| j.status == JobStatus::Dead;
+        let (dead_ones, page) = listed(
+            &store,
+            &JobQuery {
+                wanted: Some(&dead),
+                ..query(1)
+            },
+        );
+        assert_eq!(dead_ones, ["j9"]);
+        assert_eq!(page.total, 4, "j9 j6 j3 j0");
+    }
+
+    #[test]
+    fn a_listing_cut_short_by_its_budget_says_so_and_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        ten_jobs(&store);
+        let dead = |j: &Job| j.status == JobStatus::Dead;
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..10 {
+            let (ids, page) = listed(
+                &store,
+                &JobQuery {
+                    after: after.as_deref(),
+                    wanted: Some(&dead),
+                    max_examined: 2,
+                    ..query(10)
+                },
+            );
+            seen.extend(ids);
+            match page.next {
+                Some(next) => {
+                    assert!(!page.total_exact);
+                    after = Some(next);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["j9", "j6", "j3", "j0"]);
+    }
+
+    #[test]
+    fn retention_takes_jobs_out_of_listings_and_old_jobs_are_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        ten_jobs(&store);
+        // Delivered ones settled at 500: all of them go.
+        store.expire(Expiring::Delivered, 1000, 100).unwrap();
+        let (left, page) = listed(&store, &query(100));
+        assert_eq!(left, ["j9", "j6", "j3", "j0"]);
+        assert_eq!(page.total, 4);
+        let tree = store.instance().unwrap().tree.clone();
+        assert_eq!(
+            tree.scan_prefix(b"n/").count(),
+            4,
+            "per-subscription keys gone too"
+        );
+
+        // Written as an older version did: a job without listing keys.
+        let old = job("old", JobStatus::Delivered, 100);
+        tree.insert(key(b'j', "old"), serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        assert!(!listed(&store, &query(100)).0.contains(&"old".to_string()));
+        assert_eq!(store.index_for_listing().unwrap(), 5);
+        assert_eq!(store.index_for_listing().unwrap(), 0, "done once");
+        assert_eq!(listed(&store, &query(100)).0.last().unwrap(), "old");
     }
 }

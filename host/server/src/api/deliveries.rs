@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use hookhost_core::deliver::ResendError;
 use hookhost_core::model::{Job, JobStatus};
+use hookhost_core::store::JobQuery;
 
 use super::blocking;
 use crate::app::App;
@@ -46,7 +47,14 @@ pub(super) struct DeliveryQuery {
     /// Created before (RFC 3339).
     until: Option<String>,
     limit: Option<usize>,
+    /// Continue after this cursor: a previous answer's `next`.
+    after: Option<String>,
 }
+
+/// Index entries one listing examines at most: with a status or type
+/// filter each costs a read of the delivery; without, only a key.
+const MAX_EXAMINED_FILTERED: usize = 20_000;
+const MAX_EXAMINED_KEYS: usize = 50_000;
 
 /// `GET /v1/deliveries?status=&subscription=&type=&since=&until=&limit=`:
 /// newest first, with every attempt.
@@ -99,28 +107,56 @@ pub(super) async fn list(app: &App, q: DeliveryQuery) -> Response {
     if limit == 0 || limit > 1000 {
         return error(StatusCode::BAD_REQUEST, "`limit` must be 1..=1000");
     }
+    if let Some(cursor) = &q.after
+        && !valid_cursor(cursor)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`after` is not a cursor from `next`",
+        );
+    }
     let store = app.store.clone();
-    let jobs = match tokio::task::spawn_blocking(move || store.jobs()).await {
-        Ok(Ok(jobs)) => jobs,
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let mut matching: Vec<&Job> = jobs
-        .iter()
-        .filter(|j| status.is_none_or(|s| j.status == s))
-        .filter(|j| {
-            q.subscription
-                .as_ref()
-                .is_none_or(|s| &j.subscription_id == s)
+    let page = blocking(move || {
+        let wanted = |j: &Job| {
+            status.is_none_or(|s| j.status == s)
+                && q.event_type.as_ref().is_none_or(|t| &j.event_type == t)
+        };
+        let filtered = status.is_some() || q.event_type.is_some();
+        store.list_jobs(&JobQuery {
+            subscription: q.subscription.as_deref(),
+            since_ms: since,
+            until_ms: until,
+            after: q.after.as_deref(),
+            limit,
+            wanted: if filtered { Some(&wanted) } else { None },
+            max_examined: if filtered {
+                MAX_EXAMINED_FILTERED
+            } else {
+                MAX_EXAMINED_KEYS
+            },
         })
-        .filter(|j| q.event_type.as_ref().is_none_or(|t| &j.event_type == t))
-        .filter(|j| since.is_none_or(|t| j.created_at_ms >= t))
-        .filter(|j| until.is_none_or(|t| j.created_at_ms < t))
-        .collect();
-    matching.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(a.id.cmp(&b.id)));
-    let total = matching.len();
-    let shown: Vec<Value> = matching.into_iter().take(limit).map(view).collect();
-    axum::Json(json!({ "total": total, "deliveries": shown })).into_response()
+    })
+    .await;
+    let page = match page {
+        Ok(Ok(page)) => page,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return e.into_response(),
+    };
+    let shown: Vec<Value> = page.jobs.iter().map(view).collect();
+    axum::Json(json!({
+        "total": page.total,
+        "total_exact": page.total_exact,
+        "deliveries": shown,
+        "next": page.next,
+    }))
+    .into_response()
+}
+
+/// `<16 hex>/<id>`, as `list_jobs` makes them.
+fn valid_cursor(cursor: &str) -> bool {
+    cursor.len() > 17
+        && cursor.as_bytes()[16] == b'/'
+        && cursor[..16].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub(super) async fn get_delivery(State(app): State<App>, Path(id): Path<String>) -> Response {
@@ -232,22 +268,31 @@ pub(super) async fn recover(
         let unavailable = |e: hookhost_core::store::StoreError| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         };
-        // Dead letters have an index; plugin errors are found by a scan
-        // (recovery is rare).
-        let mut failed = store.dead_letters().map_err(unavailable)?;
-        failed.extend(
-            store
-                .jobs()
-                .map_err(unavailable)?
-                .into_iter()
-                .filter(|j| j.status == JobStatus::PluginError),
-        );
+        // The subscription's listing index from `since`, page by page.
+        let failed_status = |j: &Job| matches!(j.status, JobStatus::Dead | JobStatus::PluginError);
+        let mut failed = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .list_jobs(&JobQuery {
+                    subscription: Some(&id),
+                    since_ms: Some(since),
+                    until_ms: None,
+                    after: after.as_deref(),
+                    limit: 1000,
+                    wanted: Some(&failed_status),
+                    max_examined: MAX_EXAMINED_FILTERED,
+                })
+                .map_err(unavailable)?;
+            failed.extend(page.jobs);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
         let mut recovered = Recovered::default();
         let rechain = |sub: &str, event: &_| pipeline.rerun(sub, event);
-        for job in failed
-            .iter()
-            .filter(|j| j.subscription_id == id && j.created_at_ms >= since)
-        {
+        for job in &failed {
             match deliverer.resend(&job.id, &rechain) {
                 Ok(j) if j.status == JobStatus::Filtered => recovered.filtered.push(j.id),
                 Ok(j) => recovered.resent.push(j.id),
