@@ -27,7 +27,12 @@ fn job(i: u64, base_ms: u64) -> Job {
         id: format!("msg_{i:016x}"),
         event_id: format!("evt_{i:016x}"),
         subscription_id: format!("s{}", i % SUBSCRIPTIONS),
-        event_type: if i.is_multiple_of(10) { "alarm" } else { "report" }.into(),
+        event_type: if i.is_multiple_of(10) {
+            "alarm"
+        } else {
+            "report"
+        }
+        .into(),
         data: format!(
             r#"{{"location_id":"a1b2c3d4-e5f6-7890-abcd-{i:012x}","voltage":3.7,"temperature":21.5,"occupied":true,"slots":[1,2,3,4,5,6,7,8],"note":"{}"}}"#,
             "x".repeat(120)
