@@ -42,6 +42,16 @@ await withPage(async (page) => {
   await page.getByRole("button", { name: "Recover" }).click();
   await page.locator("#recover-message", { hasText: "1 re-sent" }).waitFor();
 
+  step("a time filter after the delivery hides it, one before shows it");
+  const hour = 3600 * 1000;
+  const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+  await page.getByLabel("Created from").fill(local(Date.now() + hour));
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.locator("#delivery-empty").waitFor();
+  await page.getByLabel("Created from").fill(local(Date.now() - hour));
+  await page.getByRole("button", { name: "Show" }).click();
+  await listed.waitFor();
+
   step("open its attempts: one, answered 200");
   await listed.getByRole("button", { name: /Details/ }).click();
   const attempts = page.locator("#attempt-table tbody tr");

@@ -106,6 +106,11 @@ async function loadDeliveries() {
     const value = form.elements[key].value.trim();
     if (value) query.set(key, value);
   }
+  // The inputs are in the browser's zone; the API takes RFC 3339.
+  for (const key of ["since", "until"]) {
+    const value = form.elements[key].value;
+    if (value) query.set(key, new Date(value).toISOString());
+  }
   if (pageCursor.after) query.set("after", pageCursor.after);
   const page = await api("GET", `/v1/deliveries?${query}`);
   const { deliveries } = page;
@@ -278,6 +283,7 @@ async function loadPlugins() {
       version,
       s ? s.roles.join(", ") : "",
       s ? s.isolation : "",
+      s ? loaded(s) : "",
       s ? String(s.calls) : "",
       s ? String(s.errors) : "",
       s ? `${s.mean_call_us.toFixed(1)} µs` : "",
@@ -295,6 +301,14 @@ async function loadPlugins() {
   for (const p of plugins.filter((p) => p.serving)) form.elements.plugin.append(el("option", p.name));
   if (chosen) form.elements.plugin.value = chosen;
   await loadSamples();
+}
+
+/** When a version was loaded, and how long compiling (or the cache) took. */
+function loaded(info) {
+  const span = el("span");
+  span.append(time(info.loaded_at_unix_ms));
+  span.append(` (${info.load_ms.toFixed(0)} ms${info.from_cache ? ", from cache" : ""})`);
+  return span;
 }
 
 let samples = null;
