@@ -443,6 +443,9 @@ impl DeliveryQueue for SledStore {
             total_exact: true,
             ..JobPage::default()
         };
+        if low >= high {
+            return Ok(page); // `since` after `until`, or a cursor before `since`
+        }
         let mut last_shown: Option<Vec<u8>> = None;
         let mut last_examined: Option<Vec<u8>> = None;
         for (examined, item) in open.tree.range(low..high).keys().rev().enumerate() {
@@ -1060,6 +1063,15 @@ mod tests {
             },
         );
         assert_eq!(of_a, ["j6", "j4", "j2"], "created 30 ..< 90, even");
+        let (none, page) = listed(
+            &store,
+            &JobQuery {
+                since_ms: Some(90),
+                until_ms: Some(30),
+                ..query(100)
+            },
+        );
+        assert!(none.is_empty() && page.next.is_none(), "since after until");
         let dead = |j: &Job| j.status == JobStatus::Dead;
         let (dead_ones, page) = listed(
             &store,
