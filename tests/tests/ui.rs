@@ -126,6 +126,10 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     assert_eq!(one["attempts"].as_array().unwrap().len(), 2, "{one}");
     // The page's recover re-sent the dead delivery, which the endpoint took.
     receiver.wait_count("refusing", 2, PATIENCE);
+    // The one made in the page exists, as the form gave it.
+    let (status, made) = get(api, "/v1/subscriptions/made-in-the-page", &[&admin]);
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["envelope"], "plain", "{made}");
     // The subscription was disabled from the page.
     let (_, sub) = get(api, "/v1/subscriptions/customer", &[&admin]);
     assert_eq!(sub["enabled"], false, "{sub}");
@@ -134,6 +138,7 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
         "deliveries",
         "delivery",
         "subscriptions",
+        "subscription-form",
         "plugins",
         "deliveries-narrow-dark",
     ] {

@@ -18,8 +18,12 @@ export function step(text) {
 // Generous: a busy CI machine, not a latency bound.
 export const PATIENCE = 60_000;
 
-/** Runs `body(page, problems)` in a fresh browser; fails on script errors. */
-export async function withPage(body) {
+/**
+ * Runs `body(page)` in a fresh browser; fails on script errors and on
+ * failed requests other than the `expected` statuses (refusals the test
+ * provokes on purpose; the browser logs each of them).
+ */
+export async function withPage(body, { expected = [401, 403] } = {}) {
   const { chromium } = createRequire(join(env("PLAYWRIGHT_DIR"), "package.json"))("playwright-core");
   mkdirSync(env("SCREENSHOTS"), { recursive: true });
   const browser = await chromium.launch({
@@ -34,9 +38,9 @@ export async function withPage(body) {
     const problems = [];
     page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
     page.on("console", (message) => {
-      // A refused token's 401/403 is logged by the browser itself; expected.
-      const expected = /status of 40[13]/.test(message.text());
-      if (message.type() === "error" && !expected) problems.push(`console: ${message.text()}`);
+      const status = /status of (\d{3})/.exec(message.text());
+      const provoked = status !== null && expected.includes(Number(status[1]));
+      if (message.type() === "error" && !provoked) problems.push(`console: ${message.text()}`);
     });
     await body(page);
     if (problems.length > 0) throw new Error(problems.join("\n"));

@@ -75,6 +75,19 @@ await withPage(async (page) => {
     { timeout: PATIENCE },
   );
 
+  step("create a subscription: a bad URL is named next to its field, then it is made");
+  await page.getByRole("button", { name: "Subscriptions" }).click();
+  await page.getByRole("button", { name: "New subscription" }).click();
+  await page.getByLabel("Id", { exact: true }).fill("made-in-the-page");
+  await page.getByLabel("Endpoint URL").fill("ftp://nowhere/x");
+  await page.getByLabel("Envelope", { exact: true }).selectOption("plain");
+  await page.getByRole("button", { name: "Create" }).click();
+  await page.locator("#sub-url-error", { hasText: "url" }).waitFor();
+  await page.screenshot(shot("subscription-form"));
+  await page.getByLabel("Endpoint URL").fill(`${url}/sink`);
+  await page.getByRole("button", { name: "Create" }).click();
+  await page.locator('#subscription-table tr[data-subscription="made-in-the-page"]').waitFor();
+
   step("disable the subscription");
   await page.getByRole("button", { name: "Subscriptions" }).click();
   const sub = page.locator(`#subscription-table tr[data-subscription="${subscriptionId}"]`);
@@ -115,5 +128,7 @@ await withPage(async (page) => {
   await page.getByRole("button", { name: "Deliveries" }).click();
   await listed.waitFor();
   await page.screenshot(shot("deliveries-narrow-dark"));
-
+}, {
+  // 403: the wrong token; 422: the bad URL in the subscription form.
+  expected: [403, 422],
 });

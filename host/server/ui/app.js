@@ -253,6 +253,56 @@ async function loadSubscriptions() {
   $("#subscription-empty").hidden = subscriptions.length > 0;
 }
 
+const SUBSCRIPTION_FIELDS = ["id", "url", "types", "tier", "envelope", "seed", "secrets", "plugins"];
+
+function clearSubscriptionErrors() {
+  for (const field of SUBSCRIPTION_FIELDS) $(`#sub-${field}-error`).textContent = "";
+  $("#sub-form-error").textContent = "";
+}
+
+/** Puts the server's message next to the field it names (`subscription.url: ...`). */
+function showSubscriptionError(message) {
+  const named = /subscription\.([a-z_]+)/.exec(message) ?? /field `([a-z_]+)`/.exec(message);
+  const field = named && SUBSCRIPTION_FIELDS.includes(named[1]) ? named[1] : null;
+  const slot = field ? $(`#sub-${field}-error`) : $("#sub-form-error");
+  slot.textContent = message;
+  (field ? $(`#sub-${field}`) : $("#sub-id")).focus();
+}
+
+async function createSubscription(event) {
+  event.preventDefault();
+  clearSubscriptionErrors();
+  const form = $("#subscription-form");
+  const value = (name) => form.elements[name].value.trim();
+  let plugins;
+  try {
+    plugins = value("plugins") ? JSON.parse(value("plugins")) : [];
+  } catch (error) {
+    $("#sub-plugins-error").textContent = `Not valid JSON: ${error.message}`;
+    return;
+  }
+  const body = {
+    id: value("id"),
+    url: value("url"),
+    types: value("types").split(",").map((t) => t.trim()).filter(Boolean),
+    tier: value("tier"),
+    envelope: value("envelope"),
+    secrets: value("secrets").split("\n").map((t) => t.trim()).filter(Boolean),
+    plugins,
+  };
+  if (value("seed")) body.seed = value("seed");
+  try {
+    await api("POST", "/v1/subscriptions", body);
+  } catch (error) {
+    showSubscriptionError(error.message);
+    return;
+  }
+  form.reset();
+  form.hidden = true;
+  $("#subscription-message").textContent = `${body.id} created.`;
+  await loadSubscriptions();
+}
+
 async function setEnabled(id, enabled) {
   const message = $("#subscription-message");
   message.textContent = "";
@@ -391,6 +441,15 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#resend").addEventListener("click", resend);
   $("#recover-form").addEventListener("submit", recover);
+  $("#new-subscription").addEventListener("click", () => {
+    clearSubscriptionErrors();
+    $("#subscription-form").hidden = false;
+    $("#sub-id").focus();
+  });
+  $("#subscription-cancel").addEventListener("click", () => {
+    $("#subscription-form").hidden = true;
+  });
+  $("#subscription-form").addEventListener("submit", createSubscription);
   $("#try-form").addEventListener("submit", tryPlugin);
   $("#try-form").elements.sample.addEventListener("change", pickSample);
   $("#detail-close").addEventListener("click", () => {
