@@ -112,6 +112,7 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
         .env("HOOKHOST_TOKEN", TOKEN)
         .env("DELIVERY_ID", &delivery)
         .env("SUBSCRIPTION_ID", "customer")
+        .env("ROUTER_WASM", built_plugin("alarm-router"))
         .env("PLAYWRIGHT_DIR", toolchain_dir("ui"))
         .env("SCREENSHOTS", &shots)
         .output()
@@ -126,6 +127,18 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     assert_eq!(one["attempts"].as_array().unwrap().len(), 2, "{one}");
     // The page's recover re-sent the dead delivery, which the endpoint took.
     receiver.wait_count("refusing", 2, PATIENCE);
+    // The router uploaded from the page is in the plugins folder and serves.
+    assert!(root.path().join("plugins/alarm-router.wasm").is_file());
+    let (_, plugins) = get(api, "/v1/plugins", &[&admin]);
+    assert!(
+        plugins["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "alarm-router" && p["serving"].is_object()),
+        "{plugins}"
+    );
+    assert!(!root.path().join("plugins/broken.wasm").exists());
     // The one made in the page exists, as the form gave it.
     let (status, made) = get(api, "/v1/subscriptions/made-in-the-page", &[&admin]);
     assert_eq!(status, 200, "{made}");

@@ -96,9 +96,23 @@ await withPage(async (page) => {
   await sub.getByRole("button", { name: `Enable ${subscriptionId}` }).waitFor();
   await page.screenshot(shot("subscriptions"));
 
-  step("plugins: try the alarm filter on the catalog's alarm sample");
+  step("plugins: upload the alarm router; a file that is no component is refused");
   await page.getByRole("button", { name: "Plugins" }).click();
   await page.locator('#plugin-table tr[data-plugin="alarm-filter"]').waitFor();
+  await page.getByLabel("Component").setInputFiles({
+    name: "broken.wasm",
+    mimeType: "application/wasm",
+    buffer: Buffer.from("not a component"),
+  });
+  await page.getByRole("button", { name: "Upload" }).click();
+  await page.locator("#upload-message", { hasText: "422" }).waitFor();
+  await page.getByLabel("Component").setInputFiles(env("ROUTER_WASM"));
+  await page.getByLabel("Name (default: the file's)").fill("alarm-router");
+  await page.getByRole("button", { name: "Upload" }).click();
+  await page.locator("#upload-message", { hasText: "serving" }).waitFor();
+  await page.locator('#plugin-table tr[data-plugin="alarm-router"]').waitFor();
+
+  step("plugins: try the alarm filter on the catalog's alarm sample");
   await page.getByLabel("Plugin", { exact: true }).selectOption("alarm-filter");
   await page.getByLabel("Start from a sample").selectOption({ label: "bikeep: alarm" });
   const eventText = await page.getByLabel("Event", { exact: true }).inputValue();
@@ -129,6 +143,6 @@ await withPage(async (page) => {
   await listed.waitFor();
   await page.screenshot(shot("deliveries-narrow-dark"));
 }, {
-  // 403: the wrong token; 422: the bad URL in the subscription form.
+  // 403: the wrong token; 422: the bad URL, the broken plugin file.
   expected: [403, 422],
 });

@@ -361,6 +361,37 @@ function loaded(info) {
   return span;
 }
 
+/** PUT /v1/plugins/{name}: the file's bytes, checked and swapped in by the server. */
+async function uploadPlugin(event) {
+  event.preventDefault();
+  const form = $("#upload-form");
+  const message = $("#upload-message");
+  const file = form.elements.file.files[0];
+  if (!file) return;
+  const name = form.elements.name.value.trim() || file.name.replace(/(\.next)?\.wasm$/, "");
+  const candidate = form.elements.candidate.checked;
+  message.textContent = `Uploading ${name}…`;
+  const answer = await fetch(
+    `/v1/plugins/${encodeURIComponent(name)}${candidate ? "?candidate=true" : ""}`,
+    {
+      method: "PUT",
+      headers: {
+        Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) ?? ""}`,
+        "Content-Type": "application/wasm",
+      },
+      body: file,
+    },
+  );
+  const body = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    message.textContent = `${answer.status}: ${body.error ?? answer.statusText}`;
+    return;
+  }
+  message.textContent = `${body.file} is ${candidate ? "in shadow" : "serving"} (${body.installed.sha256.slice(0, 12)}).`;
+  form.reset();
+  await loadPlugins();
+}
+
 let samples = null;
 
 async function loadSamples() {
@@ -451,6 +482,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#subscription-form").addEventListener("submit", createSubscription);
   $("#try-form").addEventListener("submit", tryPlugin);
+  $("#upload-form").addEventListener("submit", (event) => uploadPlugin(event).catch(showError));
   $("#try-form").elements.sample.addEventListener("change", pickSample);
   $("#detail-close").addEventListener("click", () => {
     stopRefresh();
