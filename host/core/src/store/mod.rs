@@ -67,7 +67,9 @@ pub trait DeliveryQueue {
     fn jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// One page of jobs, newest created first, by an index on creation time
     /// (per subscription too), so a page costs what it examines, not what
-    /// is stored.
+    /// is stored. Jobs enter the index where they are made
+    /// ([`EventStore::complete_pipeline`], [`WindowStore::close_windows`]);
+    /// state updates leave it alone.
     fn list_jobs(&self, query: &JobQuery<'_>) -> Result<JobPage, StoreError>;
     /// Puts jobs stored before the listing index existed into it; returns
     /// how many (0 once done).

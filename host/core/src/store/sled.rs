@@ -107,16 +107,26 @@ fn parse_retention_key(k: &[u8]) -> Result<(u64, &str), StoreError> {
     Ok((at, id))
 }
 
-/// Puts a settled job under retention (nothing for pending or paused ones),
-/// and every job in the listing index (its keys never change: rewriting
-/// them is idempotent).
+/// Puts a settled job under retention (nothing for pending or paused ones).
 fn index_job(batch: &mut sled::Batch, job: &Job) {
     if let Some(what) = Expiring::of(job.status) {
         batch.insert(retention_key(what, job.settled_at_ms(), &job.id), &[][..]);
     }
+}
+
+/// Writes a new job with its queue marker and index entries: the listing
+/// keys go in here, where jobs are made, and never again (a job's creation
+/// time and subscription do not change), so state updates stay one write.
+fn add_new_job(batch: &mut sled::Batch, job: &Job) -> Result<(), StoreError> {
+    batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+    if job.status == JobStatus::Pending {
+        batch.insert(key(b'q', &job.id), &[][..]);
+    }
+    index_job(batch, job);
     for k in listing_keys(job) {
         batch.insert(k, &[][..]);
     }
+    Ok(())
 }
 
 fn listing_keys(job: &Job) -> [Vec<u8>; 2] {
@@ -154,11 +164,7 @@ fn add_processed(batch: &mut sled::Batch, out: &Processed) -> Result<(), StoreEr
         &[][..],
     );
     for job in &out.jobs {
-        batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
-        if job.status == JobStatus::Pending {
-            batch.insert(key(b'q', &job.id), &[][..]);
-        }
-        index_job(batch, job);
+        add_new_job(batch, job)?;
     }
     for m in &out.window_members {
         batch.insert(window_key(m), encode_member(m)?);
@@ -552,9 +558,7 @@ impl WindowStore for SledStore {
             batch.remove(window_key(m));
         }
         for job in jobs {
-            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
-            batch.insert(key(b'q', &job.id), &[][..]);
-            index_job(&mut batch, job);
+            add_new_job(&mut batch, job)?;
         }
         batch.insert(
             key(b'm', "closed_through"),
@@ -1033,7 +1037,14 @@ mod tests {
                 )
             })
             .collect();
-        store.update_jobs(&jobs).unwrap();
+        let made: Vec<Processed> = jobs
+            .into_iter()
+            .map(|j| Processed {
+                jobs: vec![j.clone()],
+                ..Processed::new(event(&j.event_id, j.created_at_ms))
+            })
+            .collect();
+        store.complete_pipeline(&made).unwrap();
     }
 
     #[test]
