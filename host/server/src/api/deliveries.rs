@@ -173,7 +173,7 @@ pub(super) async fn get_delivery(State(app): State<App>, Path(id): Path<String>)
     }
 }
 
-pub(super) fn resend_error(e: ResendError) -> ApiError {
+fn resend_error(e: ResendError) -> ApiError {
     let status = match e {
         ResendError::NotFound(_) => StatusCode::NOT_FOUND,
         ResendError::NotResendable(..)
@@ -188,6 +188,11 @@ pub(super) fn resend_error(e: ResendError) -> ApiError {
 /// round of attempts, under the same `webhook-id`; a `plugin_error` one is
 /// first run through the subscription's current plugins.
 pub(super) async fn resend_delivery(State(app): State<App>, Path(id): Path<String>) -> Response {
+    resend(&app, id).await
+}
+
+/// Re-sends delivery `id` (the admin route's and the portal's work).
+pub(super) async fn resend(app: &App, id: String) -> Response {
     let (deliverer, pipeline) = (app.deliverer.clone(), app.pipeline.clone());
     let resent =
         match blocking(move || deliverer.resend(&id, &|sub, event| pipeline.rerun(sub, event)))

@@ -8,10 +8,11 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::blocking;
-use super::deliveries::{DeliveryQuery, list, resend_error, view};
+use super::deliveries::{self, DeliveryQuery, list, view};
+use super::event_types;
 use crate::app::App;
 use crate::auth::PortalScope;
 use crate::reply::error;
@@ -76,17 +77,28 @@ fn rfc3339(unix_s: u64) -> String {
     hookhost_core::clock::rfc3339_seconds(unix_s.saturating_mul(1000))
 }
 
+/// The subscription a link is for; 404 once it was deleted.
+fn linked_subscription(
+    app: &App,
+    scope: &PortalScope,
+) -> Result<std::sync::Arc<hookhost_core::model::Subscription>, Response> {
+    app.subscriptions.get(&scope.subscription).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "this link's subscription no longer exists",
+        )
+    })
+}
+
 /// `GET /v1/portal`: the subscription the link is for — its endpoint, the
 /// types it receives, whether it is enabled and its endpoint's health.
 pub(super) async fn overview(
     State(app): State<App>,
     Extension(scope): Extension<PortalScope>,
 ) -> Response {
-    let Some(sub) = app.subscriptions.get(&scope.subscription) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "this link's subscription no longer exists",
-        );
+    let sub = match linked_subscription(&app, &scope) {
+        Ok(sub) => sub,
+        Err(gone) => return gone,
     };
     axum::Json(json!({
         "subscription": {
@@ -159,18 +171,7 @@ pub(super) async fn resend(
     if let Err(answer) = own_delivery(&app, &scope, &id).await {
         return answer;
     }
-    let (deliverer, pipeline) = (app.deliverer.clone(), app.pipeline.clone());
-    let resent =
-        match blocking(move || deliverer.resend(&id, &|sub, event| pipeline.rerun(sub, event)))
-            .await
-        {
-            Ok(resent) => resent,
-            Err(e) => return e.into_response(),
-        };
-    match resent {
-        Ok(job) => (StatusCode::ACCEPTED, axum::Json(view(&job))).into_response(),
-        Err(e) => resend_error(e).into_response(),
-    }
+    deliveries::resend(&app, id).await
 }
 
 /// `GET /v1/portal/event-types`: the catalog types this subscription
@@ -179,22 +180,10 @@ pub(super) async fn event_types(
     State(app): State<App>,
     Extension(scope): Extension<PortalScope>,
 ) -> Response {
-    let Some(sub) = app.subscriptions.get(&scope.subscription) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "this link's subscription no longer exists",
-        );
+    let sub = match linked_subscription(&app, &scope) {
+        Ok(sub) => sub,
+        Err(gone) => return gone,
     };
-    let types: Vec<Value> = app
-        .config
-        .catalogs
-        .types()
-        .filter(|(_, t)| sub.wants(&t.name))
-        .map(|(catalog, t)| {
-            let mut entry = serde_json::to_value(t).unwrap_or_default();
-            entry["catalog"] = json!(catalog);
-            entry
-        })
-        .collect();
+    let types = event_types::entries(&app, |name| sub.wants(name));
     axum::Json(json!({ "event_types": types })).into_response()
 }
