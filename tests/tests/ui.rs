@@ -3,6 +3,9 @@
 //! and a real receiver. The script clicks; this test checks what the clicks
 //! did on the server and at the receiver.
 
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hookhost_tests::http::{Answer, Receiver, get, post, request};
@@ -12,34 +15,20 @@ use hookhost_tests::{
 
 const TOKEN: &str = "dashboard-admin-token";
 
-#[test]
-fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscription() {
-    let receiver = Receiver::start();
-    let root = tempfile::tempdir().unwrap();
+/// A config with the admin token and the bikeep catalog, in `root`.
+fn config_with_catalog(root: &Path) -> String {
     let catalog = workspace_root().join("examples/bikeep/catalog.json");
-    let config = write_config(
-        root.path(),
+    write_config(
+        root,
         "",
         &format!("admin_token = \"{TOKEN}\"\n"),
         &format!("[catalog]\nfiles = [{:?}]\n", catalog.to_str().unwrap()),
-    );
-    std::fs::copy(
-        built_plugin("alarm-filter"),
-        root.path().join("plugins/alarm-filter.wasm"),
     )
-    .unwrap();
-    let server = InProcess::start(&config);
-    let api = server.addr;
+}
+
+/// Creates a subscription over the API (config-file ones are read-only).
+fn create_subscription(api: SocketAddr, subscription: serde_json::Value) {
     let admin = format!("Authorization: Bearer {TOKEN}");
-    // Made over the API: config-file subscriptions are read-only.
-    let subscription = serde_json::json!({
-        "id": "customer",
-        "url": receiver.url("customer"),
-        "types": ["alarm"],
-        "seed": "s",
-        "intervals": {"*": "direct"},
-        "plugins": [{"plugin": "alarm-filter", "config": {"reasons": ["wire_cut"]}}],
-    });
     let (status, answer) = request(
         api,
         "POST",
@@ -48,21 +37,64 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
         subscription.to_string().as_bytes(),
     );
     assert_eq!(status, 201, "{answer}");
+}
+
+/// Runs `tests/ui/<script>` in Node against the server at `api`, with the
+/// browser toolchain and `env`; fails with its log unless it succeeds.
+fn run_browser_script(script: &str, api: SocketAddr, shots: &Path, env: &[(&str, &OsStr)]) {
+    let out = Command::new("node")
+        .arg(workspace_root().join("tests/ui").join(script))
+        .env("HOOKHOST_URL", format!("http://{api}"))
+        .env("PLAYWRIGHT_DIR", toolchain_dir("ui"))
+        .env("SCREENSHOTS", shots)
+        .envs(env.iter().copied())
+        .output()
+        .expect("node runs (./dev test installs Node.js)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stderr}");
+}
+
+/// Where screenshots go: `HOOKHOST_UI_SCREENSHOTS`, else a temporary folder.
+fn screenshots(root: &Path) -> PathBuf {
+    std::env::var_os("HOOKHOST_UI_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("screenshots"))
+}
+
+#[test]
+fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscription() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = config_with_catalog(root.path());
+    std::fs::copy(
+        built_plugin("alarm-filter"),
+        root.path().join("plugins/alarm-filter.wasm"),
+    )
+    .unwrap();
+    let server = InProcess::start(&config);
+    let api = server.addr;
+    let admin = format!("Authorization: Bearer {TOKEN}");
+    create_subscription(
+        api,
+        serde_json::json!({
+            "id": "customer",
+            "url": receiver.url("customer"),
+            "types": ["alarm"],
+            "seed": "s",
+            "intervals": {"*": "direct"},
+            "plugins": [{"plugin": "alarm-filter", "config": {"reasons": ["wire_cut"]}}],
+        }),
+    );
     // A second endpoint refuses its first delivery (400: dead at once), then
     // takes what the page's recover sends.
     receiver.script("refusing", Answer::Sequence(vec![400], 200));
-    let refusing = serde_json::json!({
-        "id": "refusing", "url": receiver.url("refusing"), "types": ["alarm"], "seed": "s",
-        "intervals": {"*": "direct"},
-    });
-    let (status, answer) = request(
+    create_subscription(
         api,
-        "POST",
-        "/v1/subscriptions",
-        &[&admin],
-        refusing.to_string().as_bytes(),
+        serde_json::json!({
+            "id": "refusing", "url": receiver.url("refusing"), "types": ["alarm"], "seed": "s",
+            "intervals": {"*": "direct"},
+        }),
     );
-    assert_eq!(status, 201, "{answer}");
 
     let (status, answer) = post(
         api,
@@ -103,22 +135,19 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     };
     hookhost_tests::wait_until(PATIENCE, || dead() == 1).expect("the refused delivery is dead");
 
-    let shots = std::env::var_os("HOOKHOST_UI_SCREENSHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.path().join("screenshots"));
-    let out = Command::new("node")
-        .arg(workspace_root().join("tests/ui/dashboard.mjs"))
-        .env("HOOKHOST_URL", format!("http://{api}"))
-        .env("HOOKHOST_TOKEN", TOKEN)
-        .env("DELIVERY_ID", &delivery)
-        .env("SUBSCRIPTION_ID", "customer")
-        .env("ROUTER_WASM", built_plugin("alarm-router"))
-        .env("PLAYWRIGHT_DIR", toolchain_dir("ui"))
-        .env("SCREENSHOTS", &shots)
-        .output()
-        .expect("node runs (./dev test installs Node.js)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "dashboard script failed:\n{stderr}");
+    let shots = screenshots(root.path());
+    let router = built_plugin("alarm-router");
+    run_browser_script(
+        "dashboard.mjs",
+        api,
+        &shots,
+        &[
+            ("HOOKHOST_TOKEN", TOKEN.as_ref()),
+            ("DELIVERY_ID", delivery.as_ref()),
+            ("SUBSCRIPTION_ID", "customer".as_ref()),
+            ("ROUTER_WASM", router.as_os_str()),
+        ],
+    );
 
     // The re-send went out: the receiver got the delivery twice, under the
     // same webhook-id, and the delivery has two attempts.
@@ -176,29 +205,18 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
 fn a_portal_link_sees_and_re_sends_its_own_deliveries_and_nothing_of_another() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
-    let catalog = workspace_root().join("examples/bikeep/catalog.json");
-    let config = write_config(
-        root.path(),
-        "",
-        &format!("admin_token = \"{TOKEN}\"\n"),
-        &format!("[catalog]\nfiles = [{:?}]\n", catalog.to_str().unwrap()),
-    );
+    let config = config_with_catalog(root.path());
     let server = InProcess::start(&config);
     let api = server.addr;
     let admin = format!("Authorization: Bearer {TOKEN}");
     for id in ["customer", "other"] {
-        let subscription = serde_json::json!({
-            "id": id, "url": receiver.url(id), "types": ["alarm"], "seed": "s",
-            "intervals": {"*": "direct"},
-        });
-        let (status, answer) = request(
+        create_subscription(
             api,
-            "POST",
-            "/v1/subscriptions",
-            &[&admin],
-            subscription.to_string().as_bytes(),
+            serde_json::json!({
+                "id": id, "url": receiver.url(id), "types": ["alarm"], "seed": "s",
+                "intervals": {"*": "direct"},
+            }),
         );
-        assert_eq!(status, 201, "{answer}");
     }
     let (status, answer) = post(
         api,
@@ -293,21 +311,17 @@ fn a_portal_link_sees_and_re_sends_its_own_deliveries_and_nothing_of_another() {
         .collect();
     assert_eq!(names, ["alarm"], "{types}");
 
-    let shots = std::env::var_os("HOOKHOST_UI_SCREENSHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.path().join("screenshots"));
-    let out = Command::new("node")
-        .arg(workspace_root().join("tests/ui/portal.mjs"))
-        .env("HOOKHOST_URL", format!("http://{api}"))
-        .env("PORTAL_PATH", &path)
-        .env("DELIVERY_ID", &own)
-        .env("OTHER_ID", &others)
-        .env("PLAYWRIGHT_DIR", toolchain_dir("ui"))
-        .env("SCREENSHOTS", &shots)
-        .output()
-        .expect("node runs (./dev test installs Node.js)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "portal script failed:\n{stderr}");
+    let shots = screenshots(root.path());
+    run_browser_script(
+        "portal.mjs",
+        api,
+        &shots,
+        &[
+            ("PORTAL_PATH", path.as_ref()),
+            ("DELIVERY_ID", own.as_ref()),
+            ("OTHER_ID", others.as_ref()),
+        ],
+    );
     // The portal's re-send reached the customer; the other got nothing more.
     receiver.wait_count("customer", 2, PATIENCE);
     server.stop();

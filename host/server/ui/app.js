@@ -45,7 +45,7 @@ async function signIn(event) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
-  stopRefresh();
+  deliveries?.stop();
   for (const view of document.querySelectorAll(".view")) view.hidden = true;
   $("#nav").hidden = true;
   $("#sign-out").hidden = true;
@@ -72,7 +72,7 @@ const loaders = {
 function show(name) {
   if (!(name in loaders)) name = "deliveries";
   clearError();
-  stopRefresh();
+  deliveries?.stop();
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== name;
   for (const button of document.querySelectorAll("#nav button")) {
     if (button.dataset.view === name) button.setAttribute("aria-current", "page");
@@ -101,7 +101,13 @@ async function loadDeliveries() {
   const since = $("#recover-form").elements.since;
   if (!since.value) since.value = localInput(Date.now() - 24 * 3600 * 1000);
 
-  const query = new URLSearchParams({ limit: "100" });
+  await deliveries.load();
+}
+
+/** The Deliveries page's filters as a query. */
+function deliveryFilters() {
+  const form = $("#delivery-filter");
+  const query = new URLSearchParams();
   for (const key of ["subscription", "status", "type"]) {
     const value = form.elements[key].value.trim();
     if (value) query.set(key, value);
@@ -111,34 +117,7 @@ async function loadDeliveries() {
     const value = form.elements[key].value;
     if (value) query.set(key, new Date(value).toISOString());
   }
-  if (pageCursor.after) query.set("after", pageCursor.after);
-  const page = await api("GET", `/v1/deliveries?${query}`);
-  const { deliveries } = page;
-  $("#delivery-count").textContent = countText(page, deliveries.length);
-  pageCursor.next = page.next;
-  $("#older").hidden = !page.next;
-  $("#newest").hidden = !pageCursor.after;
-  const body = $("#delivery-table tbody");
-  body.replaceChildren();
-  for (const d of deliveries) {
-    const last = d.attempts.at(-1);
-    const open = el("button", "Details", "quiet");
-    open.type = "button";
-    open.setAttribute("aria-label", `Details of delivery ${d.id}`);
-    open.addEventListener("click", () => openDelivery(d.id));
-    const tr = row([
-      time(d.created_at_ms),
-      d.subscription_id,
-      d.type,
-      badge(d.status),
-      String(d.attempts.length),
-      last ? (last.status ?? last.error ?? "no answer") : "—",
-      open,
-    ]);
-    tr.dataset.delivery = d.id;
-    body.append(tr);
-  }
-  $("#delivery-empty").hidden = deliveries.length > 0;
+  return query;
 }
 
 /** A time as a datetime-local input's value, in the browser's zone. */
@@ -173,40 +152,8 @@ async function recover(event) {
   }
 }
 
-/** Where the shown page of deliveries starts, and where the next would. */
-const pageCursor = { after: null, next: null };
-
-let refreshTimer = null;
-
-function stopRefresh() {
-  if (refreshTimer !== null) clearTimeout(refreshTimer);
-  refreshTimer = null;
-}
-
-async function openDelivery(id) {
-  stopRefresh();
-  const d = await api("GET", `/v1/deliveries/${encodeURIComponent(id)}`);
-  renderDelivery(d, { subscription: true });
-  // While it is on its way, keep the page current.
-  if (d.status === "pending") {
-    refreshTimer = setTimeout(() => openDelivery(id).catch(showError), 1000);
-  }
-  return d;
-}
-
-async function resend() {
-  const id = $("#delivery-detail").dataset.delivery;
-  const message = $("#detail-message");
-  message.textContent = "";
-  try {
-    await api("POST", `/v1/deliveries/${encodeURIComponent(id)}/resend`);
-    message.textContent = "Queued again.";
-    await openDelivery(id);
-    await loadDeliveries();
-  } catch (error) {
-    message.textContent = error.message;
-  }
-}
+/** The list, detail and paging (common.js); made once the page is loaded. */
+let deliveries = null;
 
 // Subscriptions -----------------------------------------------------------------
 
@@ -457,20 +404,14 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll("#nav button")) {
     button.addEventListener("click", () => show(button.dataset.view));
   }
-  $("#delivery-filter").addEventListener("submit", (event) => {
-    event.preventDefault();
-    pageCursor.after = null;
-    loadDeliveries().catch(showError);
+  deliveries = deliveryList({
+    api,
+    base: "/v1/deliveries",
+    withSubscription: true,
+    filters: deliveryFilters,
+    refresh: loadDeliveries,
+    showError,
   });
-  $("#older").addEventListener("click", () => {
-    pageCursor.after = pageCursor.next;
-    loadDeliveries().catch(showError);
-  });
-  $("#newest").addEventListener("click", () => {
-    pageCursor.after = null;
-    loadDeliveries().catch(showError);
-  });
-  $("#resend").addEventListener("click", resend);
   $("#recover-form").addEventListener("submit", recover);
   $("#new-subscription").addEventListener("click", () => {
     clearSubscriptionErrors();
@@ -484,10 +425,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#try-form").addEventListener("submit", tryPlugin);
   $("#upload-form").addEventListener("submit", (event) => uploadPlugin(event).catch(showError));
   $("#try-form").elements.sample.addEventListener("change", pickSample);
-  $("#detail-close").addEventListener("click", () => {
-    stopRefresh();
-    $("#delivery-detail").hidden = true;
-  });
   if (sessionStorage.getItem(TOKEN_KEY)) enter();
   else $("#token").focus();
 });

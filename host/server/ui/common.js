@@ -110,3 +110,91 @@ function renderDelivery(d, { subscription }) {
   $("#attempt-empty").hidden = d.attempts.length > 0;
   $("#detail-data").textContent = JSON.stringify(d.data, null, 2);
 }
+
+/**
+ * The deliveries list with its detail panel, re-send and paging, as both
+ * pages show it. `base` is the API path (`/v1/deliveries` or the portal's);
+ * `filters()` gives the page's query; `refresh()` reloads the list the way
+ * the page does (it may update more than the list).
+ */
+function deliveryList({ api, base, withSubscription, filters, refresh, showError }) {
+  const cursor = { after: null, next: null };
+  let timer = null;
+
+  function stop() {
+    clearTimeout(timer);
+    timer = null;
+  }
+
+  async function open(id) {
+    stop();
+    const d = await api("GET", `${base}/${encodeURIComponent(id)}`);
+    renderDelivery(d, { subscription: withSubscription });
+    // While it is on its way, keep the page current.
+    if (d.status === "pending") timer = setTimeout(() => open(id).catch(showError), 1000);
+  }
+
+  async function load() {
+    const query = filters();
+    query.set("limit", "100");
+    if (cursor.after) query.set("after", cursor.after);
+    const page = await api("GET", `${base}?${query}`);
+    const { deliveries } = page;
+    $("#delivery-count").textContent = countText(page, deliveries.length);
+    cursor.next = page.next;
+    $("#older").hidden = !page.next;
+    $("#newest").hidden = !cursor.after;
+    const body = $("#delivery-table tbody");
+    body.replaceChildren();
+    for (const d of deliveries) {
+      const last = d.attempts.at(-1);
+      const details = el("button", "Details", "quiet");
+      details.type = "button";
+      details.setAttribute("aria-label", `Details of delivery ${d.id}`);
+      details.addEventListener("click", () => open(d.id).catch(showError));
+      const tr = row([
+        time(d.created_at_ms),
+        ...(withSubscription ? [d.subscription_id] : []),
+        d.type,
+        badge(d.status),
+        String(d.attempts.length),
+        last ? (last.status ?? last.error ?? "no answer") : "—",
+        details,
+      ]);
+      tr.dataset.delivery = d.id;
+      body.append(tr);
+    }
+    $("#delivery-empty").hidden = deliveries.length > 0;
+  }
+
+  async function resend() {
+    const id = $("#delivery-detail").dataset.delivery;
+    const message = $("#detail-message");
+    message.textContent = "";
+    try {
+      await api("POST", `${base}/${encodeURIComponent(id)}/resend`);
+      message.textContent = "Queued again.";
+      await open(id);
+      await refresh();
+    } catch (error) {
+      message.textContent = error.message;
+    }
+  }
+
+  const reloadFrom = (after) => {
+    cursor.after = after;
+    refresh().catch(showError);
+  };
+  $("#delivery-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    reloadFrom(null);
+  });
+  $("#older").addEventListener("click", () => reloadFrom(cursor.next));
+  $("#newest").addEventListener("click", () => reloadFrom(null));
+  $("#resend").addEventListener("click", resend);
+  $("#detail-close").addEventListener("click", () => {
+    stop();
+    $("#delivery-detail").hidden = true;
+  });
+  return { load, stop };
+}

@@ -1,7 +1,7 @@
 // The customer portal: one subscription, reached with a link whose token is
 // in the URL's fragment. The token moves into the tab's session and the
 // fragment is removed, so it does not linger in the address bar or history.
-// Helpers ($, el, time, row, badge, apiWith, renderDelivery) are in common.js.
+// Helpers ($, el, time, row, badge, apiWith, deliveryList) are in common.js.
 "use strict";
 
 const TOKEN_KEY = "hookhost.portal-token";
@@ -37,69 +37,23 @@ async function loadOverview() {
   $("#overview").hidden = false;
 }
 
-async function loadDeliveries() {
+/** The portal's filters as a query. */
+function deliveryFilters() {
   const form = $("#delivery-filter");
-  const query = new URLSearchParams({ limit: "100" });
+  const query = new URLSearchParams();
   for (const key of ["status", "type"]) {
     const value = form.elements[key].value.trim();
     if (value) query.set(key, value);
   }
-  if (pageCursor.after) query.set("after", pageCursor.after);
-  const page = await api("GET", `/v1/portal/deliveries?${query}`);
-  const { deliveries } = page;
-  $("#delivery-count").textContent = countText(page, deliveries.length);
-  pageCursor.next = page.next;
-  $("#older").hidden = !page.next;
-  $("#newest").hidden = !pageCursor.after;
-  const body = $("#delivery-table tbody");
-  body.replaceChildren();
-  for (const d of deliveries) {
-    const last = d.attempts.at(-1);
-    const open = el("button", "Details", "quiet");
-    open.type = "button";
-    open.setAttribute("aria-label", `Details of delivery ${d.id}`);
-    open.addEventListener("click", () => openDelivery(d.id).catch(showError));
-    const tr = row([
-      time(d.created_at_ms),
-      d.type,
-      badge(d.status),
-      String(d.attempts.length),
-      last ? (last.status ?? last.error ?? "no answer") : "—",
-      open,
-    ]);
-    tr.dataset.delivery = d.id;
-    body.append(tr);
-  }
-  $("#delivery-empty").hidden = deliveries.length > 0;
+  return query;
+}
+
+/** The list, detail and paging (common.js); made once the page is loaded. */
+let deliveries = null;
+
+async function loadDeliveries() {
+  await deliveries.load();
   $("#deliveries").hidden = false;
-}
-
-/** Where the shown page of deliveries starts, and where the next would. */
-const pageCursor = { after: null, next: null };
-
-let refreshTimer = null;
-
-async function openDelivery(id) {
-  clearTimeout(refreshTimer);
-  const d = await api("GET", `/v1/portal/deliveries/${encodeURIComponent(id)}`);
-  renderDelivery(d, { subscription: false });
-  if (d.status === "pending") {
-    refreshTimer = setTimeout(() => openDelivery(id).catch(showError), 1000);
-  }
-}
-
-async function resend() {
-  const id = $("#delivery-detail").dataset.delivery;
-  const message = $("#detail-message");
-  message.textContent = "";
-  try {
-    await api("POST", `/v1/portal/deliveries/${encodeURIComponent(id)}/resend`);
-    message.textContent = "Queued again.";
-    await openDelivery(id);
-    await loadDeliveries();
-  } catch (error) {
-    message.textContent = error.message;
-  }
 }
 
 async function loadTypes() {
@@ -126,23 +80,13 @@ document.addEventListener("DOMContentLoaded", () => {
     showError(new Error("Open this page with the link your provider gave you."));
     return;
   }
-  $("#delivery-filter").addEventListener("submit", (event) => {
-    event.preventDefault();
-    pageCursor.after = null;
-    loadDeliveries().catch(showError);
-  });
-  $("#older").addEventListener("click", () => {
-    pageCursor.after = pageCursor.next;
-    loadDeliveries().catch(showError);
-  });
-  $("#newest").addEventListener("click", () => {
-    pageCursor.after = null;
-    loadDeliveries().catch(showError);
-  });
-  $("#resend").addEventListener("click", resend);
-  $("#detail-close").addEventListener("click", () => {
-    clearTimeout(refreshTimer);
-    $("#delivery-detail").hidden = true;
+  deliveries = deliveryList({
+    api,
+    base: "/v1/portal/deliveries",
+    withSubscription: false,
+    filters: deliveryFilters,
+    refresh: loadDeliveries,
+    showError,
   });
   loadOverview()
     .then(() => Promise.all([loadDeliveries(), loadTypes()]))
