@@ -77,17 +77,12 @@ fn rfc3339(unix_s: u64) -> String {
     hookhost_core::clock::rfc3339_seconds(unix_s.saturating_mul(1000))
 }
 
-/// The subscription a link is for; 404 once it was deleted.
-fn linked_subscription(
-    app: &App,
-    scope: &PortalScope,
-) -> Result<std::sync::Arc<hookhost_core::model::Subscription>, Response> {
-    app.subscriptions.get(&scope.subscription).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            "this link's subscription no longer exists",
-        )
-    })
+/// The answer once a link's subscription was deleted.
+fn subscription_gone() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "this link's subscription no longer exists",
+    )
 }
 
 /// `GET /v1/portal`: the subscription the link is for — its endpoint, the
@@ -96,9 +91,8 @@ pub(super) async fn overview(
     State(app): State<App>,
     Extension(scope): Extension<PortalScope>,
 ) -> Response {
-    let sub = match linked_subscription(&app, &scope) {
-        Ok(sub) => sub,
-        Err(gone) => return gone,
+    let Some(sub) = app.subscriptions.get(&scope.subscription) else {
+        return subscription_gone();
     };
     axum::Json(json!({
         "subscription": {
@@ -180,9 +174,8 @@ pub(super) async fn event_types(
     State(app): State<App>,
     Extension(scope): Extension<PortalScope>,
 ) -> Response {
-    let sub = match linked_subscription(&app, &scope) {
-        Ok(sub) => sub,
-        Err(gone) => return gone,
+    let Some(sub) = app.subscriptions.get(&scope.subscription) else {
+        return subscription_gone();
     };
     let types = event_types::entries(&app, |name| sub.wants(name));
     axum::Json(json!({ "event_types": types })).into_response()
