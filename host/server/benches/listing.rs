@@ -8,9 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use hookhost_core::model::{Attempt, Job, JobStatus};
+use hookhost_core::model::{Attempt, Job, JobStatus, Processed, StoredEvent};
 use hookhost_core::store::sled::SledStore;
-use hookhost_core::store::{DeliveryQueue, Store};
+use hookhost_core::store::{DeliveryQueue, EventStore, Store};
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "listing-bench-token";
@@ -88,15 +88,28 @@ async fn main() {
         // A store this version made: indexed from its first start, nothing
         // older to index later (see the one-off figure below).
         store.index_for_listing().unwrap();
+        // As the pipeline stores them: each delivery with its event.
         let mut batch = Vec::with_capacity(10_000);
         for i in 0..n {
-            batch.push(job(i, base_ms));
+            let job = job(i, base_ms);
+            batch.push(Processed {
+                jobs: vec![job],
+                ..Processed::new(StoredEvent {
+                    id: format!("evt_{i:016x}"),
+                    event_type: "report".into(),
+                    timestamp: "2026-01-01T00:00:00Z".into(),
+                    data: "{}".into(),
+                    received_at_ms: base_ms + i * 10,
+                    errors: Vec::new(),
+                    plugin_decisions: Default::default(),
+                })
+            });
             if batch.len() == 10_000 {
-                store.update_jobs(&batch).unwrap();
+                store.complete_pipeline(&batch).unwrap();
                 batch.clear();
             }
         }
-        store.update_jobs(&batch).unwrap();
+        store.complete_pipeline(&batch).unwrap();
         store.flush().unwrap();
     }
     let fill = started.elapsed();
