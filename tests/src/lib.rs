@@ -6,6 +6,7 @@
 //! running these tests.
 
 pub mod http;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,7 +19,9 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 /// Writes `root/hookhost.toml` as every test starts from: loopback endpoints
 /// allowed, an ephemeral port, data in `root/db`, plugins in `root/plugins`
 /// (made here); then the extra `[delivery]` and `[server]` keys (lines
-/// ending in a newline) and `body` (subscriptions, aggregation, ...).
+/// ending in a newline) and `body` (subscriptions, aggregation, ...); with
+/// `HOOKHOST_TEST_STORE=postgres`, a `[store]` on the test PostgreSQL (unless
+/// `body` has its own).
 /// Returns the file's path.
 pub fn write_config(root: &Path, delivery: &str, server: &str, body: &str) -> String {
     std::fs::create_dir_all(root.join("plugins")).expect("plugins folder");
@@ -28,8 +31,20 @@ pub fn write_config(root: &Path, delivery: &str, server: &str, body: &str) -> St
          [server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"db\"\n{server}\
          [plugins]\ndir = \"plugins\"\n{body}"
     );
+    let text = if postgres::selected() && !body.contains("[store]") {
+        format!("{text}\n{}", postgres::store_section(root))
+    } else {
+        text
+    };
     std::fs::write(&file, text).expect("write config");
     file.to_str().expect("utf-8 path").to_string()
+}
+
+/// The store a config file names (sled files or a PostgreSQL schema), for
+/// a test to look at once the server using it has stopped.
+pub fn open_store(config: &str) -> std::sync::Arc<dyn hookhost_core::store::Store> {
+    let config = hookhost_core::config::Config::load(Path::new(config)).expect("config");
+    hookhost_core::node::open_store(&config).expect("open the store")
 }
 
 pub fn workspace_root() -> PathBuf {

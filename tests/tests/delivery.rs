@@ -6,8 +6,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use hookhost_core::model::JobStatus;
-use hookhost_core::store::sled::SledStore;
-use hookhost_core::store::{DeliveryQueue, Store};
 use hookhost_tests::http::{Answer, Receiver, post, request};
 use hookhost_tests::{Running, bikeep_sample, output_within, run_verifier, save_deliveries};
 use serde_json::{Value, json};
@@ -126,7 +124,7 @@ fn attempt_counts_follow_the_retry_policy() {
             .all(|r| r.headers["webhook-id"] == flaky[0].headers["webhook-id"])
     );
 
-    let store = SledStore::open(&root.path().join("db")).unwrap();
+    let store = hookhost_tests::open_store(&config);
     let job = |sub: &str| {
         store
             .job(&hookhost_core::pipeline::job_id(&event_id, sub))
@@ -175,7 +173,6 @@ fn attempt_counts_follow_the_retry_policy() {
     // A dead letter re-sent once the endpoint is back is delivered, with the same id.
     receiver.script("down", Answer::Status(200));
     let config = hookhost_core::config::Config::load(Path::new(&config)).unwrap();
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let config = std::sync::Arc::new(config);
@@ -386,7 +383,7 @@ fn bad_input_gets_a_clear_4xx_and_nothing_half_written() {
         1,
         "only the accepted event was delivered"
     );
-    let store = SledStore::open(&root.path().join("db")).unwrap();
+    let store = hookhost_tests::open_store(&config);
     let jobs = store.jobs().unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].event_id, "evt_good");
@@ -571,7 +568,7 @@ fn scheduled_retries_survive_a_restart() {
     std::thread::sleep(Duration::from_millis(200));
     stop(server);
     let due = {
-        let store = SledStore::open(&root.path().join("db")).unwrap();
+        let store = hookhost_tests::open_store(&config);
         let job = store.job(&job_id).unwrap().unwrap();
         assert_eq!((job.status, job.attempts.len()), (JobStatus::Pending, 1));
         assert!(store.pending_jobs().unwrap().iter().any(|j| j.id == job_id));
@@ -593,7 +590,7 @@ fn scheduled_retries_survive_a_restart() {
     );
     std::thread::sleep(Duration::from_millis(200));
     stop(server);
-    let store = SledStore::open(&root.path().join("db")).unwrap();
+    let store = hookhost_tests::open_store(&config);
     let job = store.job(&job_id).unwrap().unwrap();
     assert_eq!((job.status, job.attempts.len()), (JobStatus::Delivered, 2));
 }

@@ -19,5 +19,6 @@ mod receivers;
 mod retention;
 mod serve;
 mod shadow;
+mod store;
 mod ui;
 mod upload;

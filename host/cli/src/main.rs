@@ -38,6 +38,13 @@ enum Command {
         #[arg(long)]
         plugins: Option<PathBuf>,
     },
+    /// Make or upgrade the PostgreSQL schema the config's `[store]` names
+    /// (`serve` does it too, at start), then exit.
+    Migrate {
+        /// TOML configuration file with `[store] backend = "postgres"`.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check and run plugins without a server.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -146,7 +153,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One-off plugin commands show the plugin's own log lines, not the host's.
     let default_filter = match cli.command {
-        Command::Serve { .. } => "info".to_string(),
+        Command::Serve { .. } | Command::Migrate { .. } => "info".to_string(),
         Command::Plugin(_) => format!("warn,{LOG_TARGET}=trace"),
         Command::Receive { .. }
         | Command::Verify { .. }
@@ -158,6 +165,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format, filter);
     let result = match cli.command {
         Command::Serve { config, plugins } => commands::serve::serve(config.as_deref(), plugins),
+        Command::Migrate { config } => commands::migrate::migrate(&config),
         Command::Plugin(PluginCommand::Check { file }) => commands::plugin::plugin_check(&file),
         Command::Plugin(PluginCommand::Run {
             file,

@@ -32,6 +32,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub delivery: DeliveryConfig,
     pub retention: RetentionConfig,
+    pub store: StoreConfig,
     /// The catalogs `catalog.files` name, loaded by [`Config::load`].
     #[serde(skip)]
     pub catalogs: Catalogs,
@@ -151,6 +152,69 @@ pub struct CatalogConfig {
     pub files: Vec<PathBuf>,
     /// Refuse (422) events whose type is in no catalog, or only announced.
     pub strict: bool,
+}
+
+/// `[store]`: where deliveries, windows and subscriptions are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// PostgreSQL connection string (a `postgres://` URL or `key=value`
+    /// words), or `env:NAME`. Never logged: it may hold a password.
+    pub url: Option<String>,
+    /// Connections to PostgreSQL this node keeps open.
+    pub pool_size: usize,
+    /// The PostgreSQL schema hookhost's tables live in (made if missing).
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The embedded sled files in `server.data_dir`.
+    Sled,
+    /// A PostgreSQL database (`store.url`).
+    Postgres,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sled,
+            url: None,
+            pool_size: 8,
+            schema: "hookhost".into(),
+        }
+    }
+}
+
+impl StoreConfig {
+    fn validate(&mut self) -> Result<(), String> {
+        if let Some(url) = &mut self.url {
+            from_env(url, "store.url")?;
+        }
+        if self.backend == StoreBackend::Postgres && self.url.is_none() {
+            return Err("store.url is required with store.backend = \"postgres\"".into());
+        }
+        if !(1..=256).contains(&self.pool_size) {
+            return Err("store.pool_size must be 1 to 256".into());
+        }
+        let name_ok = self.schema.len() <= 63
+            && self
+                .schema
+                .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !name_ok {
+            return Err(format!(
+                "store.schema {:?}: use 1 to 63 of a-z, 0-9 and _, not starting with a digit",
+                self.schema
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[server]`: where hookhost listens and keeps its data.
@@ -619,6 +683,7 @@ impl Config {
         config.plugins.validate()?;
         config.aggregation.validate()?;
         config.retention.validate()?;
+        config.store.validate()?;
         let targets = config.delivery.target_policy()?;
         let mut ids = std::collections::HashSet::new();
         for (i, sub) in config.subscriptions.iter().enumerate() {

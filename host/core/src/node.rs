@@ -17,10 +17,12 @@ use tokio::sync::mpsc;
 use crate::aggregate::Aggregator;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::deliver::Deliverer;
 use crate::intake::{IntakeError, JournalIntake};
 use crate::pipeline::Pipeline;
 use crate::retention::Retention;
+use crate::store::postgres::{PgSettings, PgStore};
 use crate::store::sled::SledStore;
 use crate::store::{Store, StoreError};
 use crate::subscriptions::Subscriptions;
@@ -54,6 +56,27 @@ pub struct Node {
     resumed_events: usize,
 }
 
+/// The store `[store]` names for a node: sled files in `server.data_dir`
+/// (locked by sled), or a PostgreSQL schema (migrated on open, claimed by
+/// this node).
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
+    Ok(match config.store.backend {
+        StoreBackend::Sled => Arc::new(SledStore::open_with_cache(
+            &config.server.data_dir,
+            config.server.cache_mib,
+        )?),
+        StoreBackend::Postgres => {
+            let store = PgStore::open(&PgSettings {
+                url: config.store.url.clone().unwrap_or_default(),
+                schema: config.store.schema.clone(),
+                pool_size: config.store.pool_size,
+            })?;
+            store.claim_schema()?;
+            Arc::new(store)
+        }
+    })
+}
+
 impl Node {
     /// Opens the node's data folder (`server.data_dir`) on the system clock.
     pub fn open(config: Arc<Config>, registry: Arc<Registry>) -> Result<Node, NodeError> {
@@ -71,10 +94,7 @@ impl Node {
             path: data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
-            data_dir,
-            config.server.cache_mib,
-        )?);
+        let store = open_store(&config)?;
         // Once, for a store made before deliveries were indexed for listing.
         match store.index_for_listing() {
             Ok(0) => {}

@@ -55,6 +55,10 @@ pub struct BenchOptions {
     /// 'ordering = { key = "/n" }'.
     #[arg(long = "subscription", default_value = "")]
     pub subscription_extra: String,
+    /// Put the server's store on this PostgreSQL (a connection string);
+    /// each run gets a fresh schema (one schema for all with `--data`).
+    #[arg(long)]
+    pub postgres: Option<String>,
 }
 
 /// How long the deliveries may take after the last POST before the run is
@@ -372,7 +376,7 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         None => "closed loop".into(),
     };
     println!(
-        "hookhost bench: {} events, {} clients, {} per request, {shape}, ~{} B of padding per event, {} run(s){}\n",
+        "hookhost bench: {} events, {} clients, {} per request, {shape}, ~{} B of padding per event, {} run(s){}{}\n",
         options.events,
         options.clients,
         options.batch,
@@ -381,7 +385,12 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         options
             .data
             .as_ref()
-            .map_or(String::new(), |d| format!(", data kept in {}", d.display()))
+            .map_or(String::new(), |d| format!(", data kept in {}", d.display())),
+        if options.postgres.is_some() {
+            ", store on PostgreSQL"
+        } else {
+            ""
+        }
     );
     println!(
         "| run | deliveries/s | ingest events/s | ingest answer p50 / p99 | ingest → delivery p50 / p99 | delivered at last POST | delivered | RSS at end | CPU per delivery |"
@@ -394,7 +403,18 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         let data = options.data.clone().unwrap_or_else(|| run_dir.join("db"));
         let sink = Arc::new(Sink::default());
         let receiver = start_receiver(sink.clone())?;
-        let server = Server::start(&run_dir, &data, receiver, &options.subscription_extra)?;
+        let mut extra = options.subscription_extra.clone();
+        if let Some(url) = &options.postgres {
+            let schema = match options.data {
+                Some(_) => "hookhost_bench".to_string(),
+                None => format!("hookhost_bench_{}_{run}", std::process::id()),
+            };
+            extra.push_str(&format!(
+                "\n[store]\nbackend = \"postgres\"\nurl = {}\nschema = \"{schema}\"\n",
+                toml_string(url)
+            ));
+        }
+        let server = Server::start(&run_dir, &data, receiver, &extra)?;
         let pid = server.pid();
         let cpu_before = cpu_ms(pid);
         let mut result = runtime.block_on(load(&options, server.api, &sink));
@@ -429,6 +449,11 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
 }
 
 /// A scratch folder under the system's temporary folder.

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod migrate;
 pub mod plugin;
 pub mod plugin_new;
 pub mod plugin_test;

@@ -9,6 +9,7 @@
 //! means a re-sent delivery (at-least-once), never a lost event. What must
 //! be atomic is said per method below.
 
+pub mod postgres;
 pub mod sled;
 
 use crate::model::{

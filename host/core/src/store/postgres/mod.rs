@@ -1,0 +1,1026 @@
+//! The PostgreSQL store: every storage seam on tables of one schema
+//! (`[store] backend = "postgres"`).
+//!
+//! The seams are synchronous (sled's calls return at once); here each call
+//! borrows one pooled connection and waits for PostgreSQL on the calling
+//! thread, while the connections themselves are driven by a small tokio
+//! runtime of the store's own. So a call works from any thread, a blocking
+//! one or a tokio worker, and never needs the caller's runtime.
+//!
+//! Every write is one transaction, committed (and so durable, with
+//! PostgreSQL's default `synchronous_commit`) before the call returns:
+//! [`Store::flush`] has nothing left to do. Batches are sent as one
+//! statement per table (`unnest` of arrays), not one per row.
+//!
+//! The schema is made and migrated here ([`migrate`]): numbered SQL files
+//! in `migrations/`, applied in order under an advisory lock, each in its
+//! own transaction, the versions applied kept in `schema_migrations`.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use super::{
+    DeliveryQueue, EventStore, Expired, Expiring, IdempotencyStore, JobPage, JobQuery,
+    RetentionStore, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
+};
+use crate::model::{
+    EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
+    WindowMember,
+};
+
+/// The schema versions this build knows, in order.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "initial tables",
+    include_str!("migrations/0001_initial.sql"),
+)];
+
+/// Rows read per round trip where a scan filters in Rust.
+const CHUNK: i64 = 1000;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The database's own message (e.g. "relation ... does not exist")
+        // is in the source; `Display` alone says only "db error".
+        match e.as_db_error() {
+            Some(db) => StoreError(format!("database: {}: {}", db.code().code(), db.message())),
+            None => match std::error::Error::source(&e) {
+                Some(cause) => StoreError(format!("database: {e}: {cause}")),
+                None => StoreError(format!("database: {e}")),
+            },
+        }
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// A `postgres://` URL or `key=value` words (secret: not logged).
+    pub url: String,
+    pub schema: String,
+    pub pool_size: usize,
+}
+
+pub struct PgStore {
+    config: tokio_postgres::Config,
+    schema: String,
+    /// Drives the connections; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+    applied_at_open: Vec<i32>,
+    /// Whether this store is a node's (see [`PgStore::claim_schema`]).
+    claimed: std::sync::atomic::AtomicBool,
+    /// The connection holding the schema's node lock.
+    owner: Mutex<Option<Client>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio refuses inside another
+        // runtime: the store may well be dropped on one.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unms(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn status_name(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Pending => "pending",
+        JobStatus::Delivered => "delivered",
+        JobStatus::Dead => "dead",
+        JobStatus::PluginError => "plugin_error",
+        JobStatus::Filtered => "filtered",
+        JobStatus::Paused => "paused",
+    }
+}
+
+/// Keeps the last of items with the same key, in first-seen order: one
+/// statement may not touch a row twice, and in a batch the later state wins.
+fn last_wins<'a, T>(
+    items: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&T) -> &str,
+) -> Vec<&'a T> {
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<&T> = Vec::new();
+    for item in items {
+        match at.get(key(item)) {
+            Some(&i) => out[i] = item,
+            None => {
+                at.insert(key(item), out.len());
+                out.push(item);
+            }
+        }
+    }
+    out
+}
+
+/// A page cursor: `<created, 16 hex>/<job id>`, as the sled store writes it.
+fn parse_cursor(cursor: &str) -> Result<(i64, &str), StoreError> {
+    let bad = || StoreError(format!("invalid cursor {cursor:?}"));
+    let (at, id) = cursor.split_once('/').ok_or_else(bad)?;
+    let at = u64::from_str_radix(at, 16).map_err(|_| bad())?;
+    Ok((ms(at), id))
+}
+
+fn cursor(at: i64, id: &str) -> String {
+    format!("{:016x}/{id}", unms(at))
+}
+
+const UPSERT_JOBS: &str = "INSERT INTO jobs \
+     (id, subscription_id, created_at_ms, status, expiring, settled_at_ms, body) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                          $6::bigint[], $7::text[]) \
+     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
+     expiring = EXCLUDED.expiring, settled_at_ms = EXCLUDED.settled_at_ms, body = EXCLUDED.body";
+
+/// Jobs as the columns of [`UPSERT_JOBS`].
+#[derive(Default)]
+struct JobRows {
+    id: Vec<String>,
+    subscription: Vec<String>,
+    created: Vec<i64>,
+    status: Vec<&'static str>,
+    expiring: Vec<Option<&'static str>>,
+    settled: Vec<Option<i64>>,
+    body: Vec<String>,
+}
+
+impl JobRows {
+    fn of<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Result<JobRows, StoreError> {
+        let mut rows = JobRows::default();
+        for job in last_wins(jobs, |j| &j.id) {
+            let expiring = Expiring::of(job.status);
+            rows.id.push(job.id.clone());
+            rows.subscription.push(job.subscription_id.clone());
+            rows.created.push(ms(job.created_at_ms));
+            rows.status.push(status_name(job.status));
+            rows.expiring.push(expiring.map(Expiring::name));
+            rows.settled.push(expiring.map(|_| ms(job.settled_at_ms())));
+            rows.body.push(serde_json::to_string(job)?);
+        }
+        Ok(rows)
+    }
+
+    async fn upsert(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        if !self.id.is_empty() {
+            tx.execute(
+                UPSERT_JOBS,
+                &[
+                    &self.id,
+                    &self.subscription,
+                    &self.created,
+                    &self.status,
+                    &self.expiring,
+                    &self.settled,
+                    &self.body,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the migrations this build knows that the schema lacks; refuses a
+/// schema newer than this build. Returns the versions applied. Safe to run
+/// from several nodes at once (an advisory lock orders them).
+async fn migrate(client: &mut Client, schema: &str) -> Result<Vec<i32>, StoreError> {
+    // One lock per schema name, held for the whole migration.
+    let lock_key = i64::from_be_bytes(sha2_prefix(format!("hookhost migrate {schema}").as_bytes()));
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&lock_key])
+        .await?;
+    let result = migrate_locked(client, schema).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&lock_key])
+        .await;
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+fn sha2_prefix(bytes: &[u8]) -> [u8; 8] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    let mut out = [0; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+async fn migrate_locked(client: &mut Client, schema: &str) -> Result<Vec<i32>, StoreError> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}; \
+             CREATE TABLE IF NOT EXISTS schema_migrations ( \
+                 version integer PRIMARY KEY, name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await?;
+    let have: Vec<i32> = client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let newest_known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if let Some(&newest) = have.last()
+        && newest > newest_known
+    {
+        return Err(StoreError(format!(
+            "schema {schema} is at version {newest}, newer than this hookhost knows \
+             ({newest_known}): upgrade hookhost"
+        )));
+    }
+    let mut applied = Vec::new();
+    for &(version, name, sql) in MIGRATIONS {
+        if have.contains(&version) {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await.map_err(|e| {
+            let e = StoreError::from(e);
+            StoreError(format!("migration {version} ({name}): {}", e.0))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await?;
+        tx.commit().await?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+impl PgStore {
+    /// Connects, makes or migrates the schema, and keeps up to
+    /// `settings.pool_size` connections (opened as they are needed).
+    pub fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(&settings.url)
+            .map_err(|e| StoreError(format!("store.url: {e}")))?;
+        config.application_name("hookhost");
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("hookhost-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("cannot start the database runtime: {e}")))?;
+        let mut store = PgStore {
+            config,
+            schema: settings.schema.clone(),
+            runtime: Some(runtime),
+            pool: (0..settings.pool_size.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            applied_at_open: Vec::new(),
+            claimed: std::sync::atomic::AtomicBool::new(false),
+            owner: Mutex::new(None),
+        };
+        let applied = store.run(async |c| migrate(c, &settings.schema).await)?;
+        if !applied.is_empty() {
+            tracing::info!(schema = %settings.schema, versions = ?applied, "database schema migrated");
+        }
+        store.applied_at_open = applied;
+        Ok(store)
+    }
+
+    /// Makes this store a running node's: until cluster mode shares work
+    /// safely, one node per schema (a second one would deliver the same
+    /// jobs and close the same windows). The claim is a session advisory
+    /// lock on a connection of its own; if that connection is lost (the
+    /// database restarted), the next health check takes it again, or fails
+    /// naming the reason. `hookhost migrate` and tools do not claim.
+    pub fn claim_schema(&self) -> Result<(), StoreError> {
+        self.hold_schema()?;
+        self.claimed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn hold_schema(&self) -> Result<(), StoreError> {
+        let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        if owner.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        *owner = None;
+        let client = self.connect()?;
+        let key = i64::from_be_bytes(sha2_prefix(
+            format!("hookhost node {}", self.schema).as_bytes(),
+        ));
+        let row = futures_executor::block_on(
+            client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
+        )?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError(format!(
+                "schema {} is in use by another hookhost node; one node per schema \
+                 (several nodes sharing one database is cluster mode, not built yet)",
+                self.schema
+            )));
+        }
+        *owner = Some(client);
+        Ok(())
+    }
+
+    /// The migrations [`PgStore::open`] applied (none if the schema was current).
+    pub fn applied_at_open(&self) -> &[i32] {
+        &self.applied_at_open
+    }
+
+    /// The newest migration the schema has.
+    pub fn schema_version(&self) -> Result<i32, StoreError> {
+        let row = self.run(async |c| {
+            Ok(c.query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?)
+        })?;
+        Ok(row.get(0))
+    }
+
+    /// Opens a connection on the store's runtime, in the store's schema.
+    fn connect(&self) -> Result<Client, StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError("the store is closed".into()))?;
+        let config = self.config.clone();
+        let schema = self.schema.clone();
+        let task = runtime.spawn(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %StoreError::from(e), "database connection ended");
+                }
+            });
+            // The schema may not exist yet (before the first migration):
+            // search_path names it anyway.
+            client
+                .batch_execute(&format!("SET search_path TO {schema}"))
+                .await?;
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        futures_executor::block_on(task)
+            .map_err(|e| StoreError(format!("database connect task: {e}")))?
+            .map_err(StoreError::from)
+    }
+
+    /// A free pooled connection slot, or the next one to wait for.
+    fn checkout(&self) -> MutexGuard<'_, Option<Client>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.pool.len();
+        for i in 0..n {
+            if let Ok(slot) = self.pool[(start + i) % n].try_lock() {
+                return slot;
+            }
+        }
+        self.pool[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on a pooled connection (connecting first if need be) and
+    /// waits for it on this thread. A connection that broke is dropped, so
+    /// the next call connects again: recovery from a lost database is the
+    /// next call that finds it back.
+    fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.checkout();
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = None;
+            *slot = Some(self.connect()?);
+        }
+        let Some(client) = slot.as_mut() else {
+            return Err(StoreError("no database connection".into()));
+        };
+        let out = futures_executor::block_on(f(client));
+        if out.is_err() && client.is_closed() {
+            *slot = None;
+        }
+        out
+    }
+
+    fn bodies<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.run(async |c| Ok(c.query(sql, params).await?))?;
+        rows.iter()
+            .map(|row| Ok(serde_json::from_str(row.get::<_, &str>(0))?))
+            .collect()
+    }
+
+    fn body<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.bodies(sql, params)?.into_iter().next())
+    }
+
+    fn count(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<usize, StoreError> {
+        let row = self.run(async |c| Ok(c.query_one(sql, params).await?))?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+}
+
+/// Writes one pipeline batch's rows in `tx`.
+async fn write_processed(
+    tx: &tokio_postgres::Transaction<'_>,
+    processed: &[Processed],
+) -> Result<(), StoreError> {
+    let events = last_wins(processed.iter().map(|p| &p.event), |e| &e.id);
+    if !events.is_empty() {
+        let mut ids = Vec::with_capacity(events.len());
+        let mut received = Vec::with_capacity(events.len());
+        let mut bodies = Vec::with_capacity(events.len());
+        for event in events {
+            ids.push(event.id.as_str());
+            received.push(ms(event.received_at_ms));
+            bodies.push(serde_json::to_string(event)?);
+        }
+        tx.execute(
+            "INSERT INTO events (id, received_at_ms, body) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+             ON CONFLICT (id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms, \
+             body = EXCLUDED.body",
+            &[&ids, &received, &bodies],
+        )
+        .await?;
+    }
+    JobRows::of(processed.iter().flat_map(|p| &p.jobs))?
+        .upsert(tx)
+        .await?;
+    let members: Vec<&WindowMember> = processed.iter().flat_map(|p| &p.window_members).collect();
+    if !members.is_empty() {
+        let mut by_key: HashMap<(i64, String, &str), String> = HashMap::new();
+        for m in members {
+            by_key.insert(
+                (ms(m.window_end_ms), m.group_hash(), &m.event_id),
+                serde_json::to_string(m)?,
+            );
+        }
+        let (mut ends, mut groups, mut ids, mut bodies) = (vec![], vec![], vec![], vec![]);
+        for ((end, group, id), body) in by_key {
+            ends.push(end);
+            groups.push(group);
+            ids.push(id);
+            bodies.push(body);
+        }
+        tx.execute(
+            "INSERT INTO window_members (window_end_ms, group_hash, event_id, body) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+             ON CONFLICT (window_end_ms, group_hash, event_id) DO UPDATE SET body = EXCLUDED.body",
+            &[&ends, &groups, &ids, &bodies],
+        )
+        .await?;
+    }
+    let outages = last_wins(
+        processed
+            .iter()
+            .filter_map(|p| p.outage.as_ref().map(|(s, _)| s)),
+        |s| &s.location,
+    );
+    if !outages.is_empty() {
+        let (mut locations, mut timers, mut bodies) = (vec![], vec![], vec![]);
+        for state in outages {
+            locations.push(state.location.as_str());
+            timers.push(state.deadline_ms.filter(|_| !state.confirmed).map(ms));
+            bodies.push(serde_json::to_string(state)?);
+        }
+        tx.execute(
+            "INSERT INTO outages (location, timer_ms, body) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+             ON CONFLICT (location) DO UPDATE SET timer_ms = EXCLUDED.timer_ms, \
+             body = EXCLUDED.body",
+            &[&locations, &timers, &bodies],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl EventStore for PgStore {
+    fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
+        if processed.is_empty() {
+            return Ok(());
+        }
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            write_processed(&tx, processed).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.body("SELECT body FROM events WHERE id = $1", &[&id])
+    }
+
+    fn has_event(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.count("SELECT count(*) FROM events WHERE id = $1", &[&id])? > 0)
+    }
+}
+
+impl DeliveryQueue for PgStore {
+    fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let rows = JobRows::of(jobs)?;
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            rows.upsert(&tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        self.body("SELECT body FROM jobs WHERE id = $1", &[&id])
+    }
+
+    fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.bodies(
+            "SELECT body FROM jobs WHERE status = 'pending' ORDER BY id",
+            &[],
+        )
+    }
+
+    fn pending_jobs_except(
+        &self,
+        max: usize,
+        skip: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&Job) -> bool,
+    ) -> Result<(Vec<Job>, bool), StoreError> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let rows = self.run(async |c| {
+                Ok(c.query(
+                    "SELECT id, body FROM jobs WHERE status = 'pending' AND id > $1 \
+                     ORDER BY id LIMIT $2",
+                    &[&after, &CHUNK],
+                )
+                .await?)
+            })?;
+            for row in &rows {
+                let id: &str = row.get(0);
+                if skip(id) {
+                    continue;
+                }
+                if out.len() == max {
+                    return Ok((out, true));
+                }
+                let job: Job = serde_json::from_str(row.get(1))?;
+                if wanted(&job) {
+                    out.push(job);
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == CHUNK => after = last.get::<_, String>(0),
+                _ => return Ok((out, false)),
+            }
+        }
+    }
+
+    fn pending_count(&self) -> Result<usize, StoreError> {
+        self.count("SELECT count(*) FROM jobs WHERE status = 'pending'", &[])
+    }
+
+    fn dead_letters(&self) -> Result<Vec<Job>, StoreError> {
+        self.bodies(
+            "SELECT body FROM jobs WHERE status = 'dead' ORDER BY id",
+            &[],
+        )
+    }
+
+    fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.bodies("SELECT body FROM jobs ORDER BY id", &[])
+    }
+
+    fn list_jobs(&self, q: &JobQuery<'_>) -> Result<JobPage, StoreError> {
+        let mut page = JobPage {
+            total_exact: true,
+            ..JobPage::default()
+        };
+        let since = q.since_ms.map_or(0, ms);
+        let until = q.until_ms.map_or(i64::MAX, ms);
+        // Newest first: (created, id) below the cursor. No cursor: below
+        // every id at `until` (the empty id sorts first).
+        let (mut at, mut below) = match q.after {
+            Some(c) => {
+                let (at, id) = parse_cursor(c)?;
+                (at, id.to_string())
+            }
+            None => (i64::MAX, String::new()),
+        };
+        let mut examined = 0usize;
+        let (mut last_shown, mut last_examined) = (None, None);
+        'scan: loop {
+            if page.jobs.len() == q.limit && q.wanted.is_none() {
+                // The page is full: only count the rest, within the budget.
+                let left = ms(q.max_examined.saturating_sub(examined) as u64);
+                let n = self.count(
+                    "SELECT count(*) FROM (SELECT 1 FROM jobs \
+                     WHERE ($1::text IS NULL OR subscription_id = $1) \
+                     AND created_at_ms >= $2 AND created_at_ms < $3 \
+                     AND (created_at_ms < $4 OR (created_at_ms = $4 AND id < $5)) \
+                     LIMIT $6) t",
+                    &[
+                        &q.subscription,
+                        &since,
+                        &until,
+                        &at,
+                        &below,
+                        &left.saturating_add(1),
+                    ],
+                )?;
+                if n as i64 > left {
+                    page.total += left as usize;
+                    page.total_exact = false;
+                } else {
+                    page.total += n;
+                }
+                break;
+            }
+            let chunk =
+                CHUNK.min(ms(q.max_examined.saturating_sub(examined) as u64).saturating_add(1));
+            let rows = self.run(async |c| {
+                Ok(c.query(
+                    "SELECT created_at_ms, id, body FROM jobs \
+                     WHERE ($1::text IS NULL OR subscription_id = $1) \
+                     AND created_at_ms >= $2 AND created_at_ms < $3 \
+                     AND (created_at_ms < $4 OR (created_at_ms = $4 AND id < $5)) \
+                     ORDER BY created_at_ms DESC, id DESC LIMIT $6",
+                    &[&q.subscription, &since, &until, &at, &below, &chunk],
+                )
+                .await?)
+            })?;
+            for row in &rows {
+                if examined == q.max_examined {
+                    page.total_exact = false;
+                    break 'scan;
+                }
+                examined += 1;
+                let (row_at, id): (i64, &str) = (row.get(0), row.get(1));
+                at = row_at;
+                below = id.to_string();
+                last_examined = Some(cursor(row_at, id));
+                let counting_only = page.jobs.len() == q.limit;
+                if counting_only && q.wanted.is_none() {
+                    page.total += 1;
+                    continue;
+                }
+                let job: Job = serde_json::from_str(row.get(2))?;
+                if q.wanted.is_some_and(|wanted| !wanted(&job)) {
+                    continue;
+                }
+                page.total += 1;
+                if !counting_only {
+                    page.jobs.push(job);
+                    last_shown = Some(cursor(row_at, id));
+                }
+            }
+            if (rows.len() as i64) < chunk {
+                break;
+            }
+        }
+        let resume = if page.jobs.len() == q.limit {
+            last_shown
+        } else {
+            last_examined
+        };
+        if page.total > page.jobs.len() || !page.total_exact {
+            page.next = resume;
+        }
+        Ok(page)
+    }
+
+    /// The SQL indexes cover every row from the start.
+    fn index_for_listing(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+impl WindowStore for PgStore {
+    fn due_window_members(
+        &self,
+        up_to_ms: u64,
+        max_members: usize,
+    ) -> Result<Vec<WindowMember>, StoreError> {
+        let limit = ms(max_members as u64);
+        let rows = self.run(async |c| {
+            Ok(c.query(
+                "SELECT window_end_ms, group_hash, event_id, body FROM window_members \
+                 WHERE window_end_ms <= $1 \
+                 ORDER BY window_end_ms, group_hash, event_id LIMIT $2",
+                &[&ms(up_to_ms), &limit],
+            )
+            .await?)
+        })?;
+        let mut out: Vec<WindowMember> = rows
+            .iter()
+            .map(|row| serde_json::from_str(row.get(3)))
+            .collect::<Result<_, _>>()?;
+        // Whole groups: the rest of the group the limit cut into.
+        if let Some(last) = rows.last()
+            && rows.len() as i64 == limit
+        {
+            let (end, group, id): (i64, &str, &str) = (last.get(0), last.get(1), last.get(2));
+            let rest = self.bodies::<WindowMember>(
+                "SELECT body FROM window_members \
+                 WHERE window_end_ms = $1 AND group_hash = $2 AND event_id > $3 ORDER BY event_id",
+                &[&end, &group, &id],
+            )?;
+            out.extend(rest);
+        }
+        Ok(out)
+    }
+
+    fn close_windows(
+        &self,
+        members: &[WindowMember],
+        jobs: &[Job],
+        closed_through_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (mut ends, mut groups, mut ids) = (vec![], vec![], vec![]);
+        for m in members {
+            ends.push(ms(m.window_end_ms));
+            groups.push(m.group_hash());
+            ids.push(m.event_id.as_str());
+        }
+        let rows = JobRows::of(jobs)?;
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            if !ids.is_empty() {
+                tx.execute(
+                    "DELETE FROM window_members w \
+                     USING unnest($1::bigint[], $2::text[], $3::text[]) AS d(e, g, id) \
+                     WHERE w.window_end_ms = d.e AND w.group_hash = d.g AND w.event_id = d.id",
+                    &[&ends, &groups, &ids],
+                )
+                .await?;
+            }
+            rows.upsert(&tx).await?;
+            tx.execute(
+                "INSERT INTO markers (name, value) VALUES ('closed_through', $1) \
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                &[&ms(closed_through_ms)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn window_member_count(&self) -> Result<usize, StoreError> {
+        self.count("SELECT count(*) FROM window_members", &[])
+    }
+
+    fn closed_through(&self) -> Result<u64, StoreError> {
+        let rows = self.run(async |c| {
+            Ok(c.query(
+                "SELECT value FROM markers WHERE name = 'closed_through'",
+                &[],
+            )
+            .await?)
+        })?;
+        Ok(rows.first().map_or(0, |r| unms(r.get(0))))
+    }
+
+    fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError> {
+        self.body("SELECT body FROM outages WHERE location = $1", &[&location])
+    }
+
+    fn due_outages(&self, up_to_ms: u64) -> Result<Vec<OutageState>, StoreError> {
+        self.bodies(
+            "SELECT body FROM outages WHERE timer_ms <= $1 ORDER BY timer_ms, location",
+            &[&ms(up_to_ms)],
+        )
+    }
+}
+
+impl SubscriptionStore for PgStore {
+    fn stored_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        self.bodies("SELECT body FROM subscriptions ORDER BY id", &[])
+    }
+
+    fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let body = serde_json::to_string(sub)?;
+        self.run(async |c| {
+            c.execute(
+                "INSERT INTO subscriptions (id, body) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
+                &[&sub.id, &body],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn delete_subscription(&self, id: &str) -> Result<(), StoreError> {
+        self.run(async |c| {
+            c.execute("DELETE FROM subscriptions WHERE id = $1", &[&id])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn endpoint_health(&self) -> Result<Vec<(String, EndpointHealth)>, StoreError> {
+        let rows = self.run(async |c| {
+            Ok(c.query(
+                "SELECT subscription_id, body FROM endpoint_health ORDER BY subscription_id",
+                &[],
+            )
+            .await?)
+        })?;
+        rows.iter()
+            .map(|row| Ok((row.get::<_, String>(0), serde_json::from_str(row.get(1))?)))
+            .collect()
+    }
+
+    fn put_endpoint_health(&self, id: &str, health: &EndpointHealth) -> Result<(), StoreError> {
+        let body = serde_json::to_string(health)?;
+        self.run(async |c| {
+            c.execute(
+                "INSERT INTO endpoint_health (subscription_id, body) VALUES ($1, $2) \
+                 ON CONFLICT (subscription_id) DO UPDATE SET body = EXCLUDED.body",
+                &[&id, &body],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn paused_jobs(&self, subscription_id: &str) -> Result<Vec<Job>, StoreError> {
+        self.bodies(
+            "SELECT body FROM jobs WHERE status = 'paused' AND subscription_id = $1 ORDER BY id",
+            &[&subscription_id],
+        )
+    }
+}
+
+impl IdempotencyStore for PgStore {
+    fn remember(&self, answer: &Remembered) -> Result<(), StoreError> {
+        let body = serde_json::to_string(answer)?;
+        self.run(async |c| {
+            c.execute(
+                "INSERT INTO idempotency (key, at_ms, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET at_ms = EXCLUDED.at_ms, body = EXCLUDED.body",
+                &[&answer.key, &ms(answer.at_ms), &body],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn remembered(&self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        self.body("SELECT body FROM idempotency WHERE key = $1", &[&key])
+    }
+
+    fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let n = self.run(async |c| {
+            Ok(c.execute(
+                "DELETE FROM idempotency WHERE at_ms < $1",
+                &[&ms(before_ms)],
+            )
+            .await?)
+        })?;
+        Ok(n as usize)
+    }
+}
+
+impl RetentionStore for PgStore {
+    fn expire(&self, what: Expiring, before_ms: u64, max: usize) -> Result<Expired, StoreError> {
+        let limit = ms(max as u64);
+        let before = ms(before_ms);
+        let removed = self.run(async |c| {
+            Ok(match what {
+                Expiring::Events => {
+                    c.execute(
+                        "DELETE FROM events WHERE received_at_ms < $1 AND id IN ( \
+                         SELECT id FROM events WHERE received_at_ms < $1 \
+                         ORDER BY received_at_ms LIMIT $2)",
+                        &[&before, &limit],
+                    )
+                    .await?
+                }
+                // The conditions stand outside the subquery too: a job
+                // re-sent between the two is checked again and stays.
+                Expiring::Delivered | Expiring::DeadLetters => {
+                    c.execute(
+                        "DELETE FROM jobs WHERE expiring = $1 AND settled_at_ms < $2 AND id IN ( \
+                         SELECT id FROM jobs WHERE expiring = $1 AND settled_at_ms < $2 \
+                         ORDER BY settled_at_ms LIMIT $3)",
+                        &[&what.name(), &before, &limit],
+                    )
+                    .await?
+                }
+            })
+        })? as usize;
+        Ok(Expired {
+            removed,
+            more: removed == max,
+        })
+    }
+
+    /// Rows are indexed by time as they are written.
+    fn index_for_retention(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let row = self.run(async |c| {
+            Ok(c.query_one(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), \
+                 (SELECT count(*) FROM jobs WHERE status = 'pending'), \
+                 (SELECT count(*) FROM jobs WHERE status = 'dead'), \
+                 (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE n.nspname = current_schema() AND c.relkind = 'r')",
+                &[],
+            )
+            .await?)
+        })?;
+        let n = |i: usize| unms(row.get::<_, i64>(i));
+        Ok(StoreStats {
+            events: n(0),
+            deliveries: n(1),
+            pending: n(2),
+            dead_letters: n(3),
+            bytes: n(4),
+        })
+    }
+}
+
+impl Store for PgStore {
+    /// Every write committed before it returned.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One round trip: a lost database is an error here.
+    fn health(&self) -> Result<(), StoreError> {
+        if self.claimed.load(Ordering::Relaxed) {
+            self.hold_schema()?;
+        }
+        self.run(async |c| {
+            c.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    }
+
+    /// Reconnects (the pool drops broken connections as it finds them).
+    fn recover(&self) -> Result<(), StoreError> {
+        self.health()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_entries_win_and_keep_their_first_place() {
+        let items = [("a", 1), ("b", 2), ("a", 3)];
+        let kept = last_wins(&items, |i| i.0);
+        assert_eq!(kept, [&("a", 3), &("b", 2)]);
+    }
+
+    #[test]
+    fn cursors_read_back_what_they_write() {
+        let c = cursor(0x1234, "job-1/x");
+        assert_eq!(c, "0000000000001234/job-1/x");
+        assert_eq!(parse_cursor(&c).unwrap(), (0x1234, "job-1/x"));
+        assert!(parse_cursor("nonsense").is_err());
+    }
+}

@@ -1,0 +1,702 @@
+//! The storage seams' contract, checked the same way on both backends: the
+//! embedded sled store and PostgreSQL (a real server this test process
+//! starts, one schema per scenario). What one backend does the other must
+//! do, down to paging cursors and whole window groups.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hookhost_core::model::{
+    Attempt, EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent,
+    Subscription, WindowMember,
+};
+use hookhost_core::store::postgres::{PgSettings, PgStore};
+use hookhost_core::store::sled::SledStore;
+use hookhost_core::store::{Expired, Expiring, JobPage, JobQuery, Store};
+
+/// Runs `scenario` on a fresh sled store and on a fresh PostgreSQL schema.
+fn on_both_backends(scenario: fn(&dyn Store)) {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(&dir.path().join("db")).unwrap();
+    scenario(&sled);
+    drop(sled);
+    let pg = postgres_store(dir.path());
+    scenario(pg.as_ref());
+}
+
+fn postgres_store(root: &Path) -> Arc<dyn Store> {
+    let server = hookhost_tests::postgres::shared();
+    Arc::new(
+        PgStore::open(&PgSettings {
+            url: server.url(),
+            schema: hookhost_tests::postgres::schema_for(root),
+            pool_size: 2,
+        })
+        .unwrap(),
+    )
+}
+
+fn event(id: &str, received_at_ms: u64) -> StoredEvent {
+    StoredEvent {
+        id: id.into(),
+        event_type: "report".into(),
+        timestamp: "2026-01-01T00:00:00Z".into(),
+        data: "{}".into(),
+        received_at_ms,
+        errors: Vec::new(),
+        plugin_decisions: Default::default(),
+    }
+}
+
+fn job(id: &str, status: JobStatus, attempt_at_ms: u64) -> Job {
+    Job {
+        id: id.into(),
+        event_id: format!("ev-{id}"),
+        subscription_id: "s".into(),
+        event_type: "report".into(),
+        data: "{}".into(),
+        status,
+        attempts: vec![Attempt {
+            at_ms: attempt_at_ms,
+            status: Some(200),
+            latency_ms: 1.0,
+            error: None,
+        }],
+        attempts_in_round: 1,
+        next_attempt_at_ms: 0,
+        created_at_ms: 1,
+        error: None,
+        merged_events: Vec::new(),
+        order: None,
+    }
+}
+
+fn made(jobs: Vec<Job>) -> Vec<Processed> {
+    jobs.into_iter()
+        .map(|j| Processed {
+            jobs: vec![j.clone()],
+            ..Processed::new(event(&j.event_id, j.created_at_ms))
+        })
+        .collect()
+}
+
+fn ids(jobs: &[Job]) -> Vec<String> {
+    let mut ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn events_and_jobs_move_between_pending_dead_and_done_alike() {
+    on_both_backends(|store| {
+        store
+            .complete_pipeline(&made(vec![
+                job("a", JobStatus::Pending, 1),
+                job("b", JobStatus::Pending, 1),
+                job("c", JobStatus::Pending, 1),
+                Job {
+                    subscription_id: "off".into(),
+                    ..job("p", JobStatus::Paused, 1)
+                },
+            ]))
+            .unwrap();
+        // Jobs are made pending; attempts make them dead.
+        store.update_jobs(&[job("c", JobStatus::Dead, 1)]).unwrap();
+        assert!(store.has_event("ev-a").unwrap());
+        assert!(!store.has_event("ev-zz").unwrap());
+        assert_eq!(store.event("ev-b").unwrap().unwrap().id, "ev-b");
+        assert_eq!(store.pending_count().unwrap(), 2);
+        assert_eq!(ids(&store.dead_letters().unwrap()), ["c"]);
+        assert_eq!(ids(&store.paused_jobs("off").unwrap()), ["p"]);
+        assert!(store.paused_jobs("s").unwrap().is_empty());
+
+        // In one batch the later state of a job wins.
+        store
+            .update_jobs(&[
+                job("a", JobStatus::Dead, 2),
+                job("a", JobStatus::Delivered, 3),
+                job("c", JobStatus::Pending, 4),
+            ])
+            .unwrap();
+        let a = store.job("a").unwrap().unwrap();
+        assert_eq!((a.status, a.attempts[0].at_ms), (JobStatus::Delivered, 3));
+        assert_eq!(ids(&store.pending_jobs().unwrap()), ["b", "c"]);
+        assert!(store.dead_letters().unwrap().is_empty());
+
+        // Skipped ids do not count against `max`; past it, "more".
+        let (some, more) = store
+            .pending_jobs_except(1, &|id| id == "b", &|_| true)
+            .unwrap();
+        assert_eq!((ids(&some), more), (vec!["c".to_string()], false));
+        let (some, more) = store.pending_jobs_except(1, &|_| false, &|_| true).unwrap();
+        assert_eq!((some.len(), more), (1, true));
+        let (none, _) = store
+            .pending_jobs_except(10, &|_| false, &|j| j.id == "zz")
+            .unwrap();
+        assert!(none.is_empty());
+        assert_eq!(store.jobs().unwrap().len(), 4);
+        store.flush().unwrap();
+        store.health().unwrap();
+    });
+}
+
+fn listed(store: &dyn Store, q: &JobQuery<'_>) -> (Vec<String>, JobPage) {
+    let page = store.list_jobs(q).unwrap();
+    (page.jobs.iter().map(|j| j.id.clone()).collect(), page)
+}
+
+fn query<'a>(limit: usize) -> JobQuery<'a> {
+    JobQuery {
+        subscription: None,
+        since_ms: None,
+        until_ms: None,
+        after: None,
+        limit,
+        wanted: None,
+        max_examined: usize::MAX,
+    }
+}
+
+/// Jobs j0..j9 created at 10, 20, ... 100; even ones to `a`, odd ones to
+/// `b`; every third dead, the rest delivered.
+fn ten_jobs(store: &dyn Store) {
+    let jobs: Vec<Job> = (0..10)
+        .map(|i| Job {
+            subscription_id: if i % 2 == 0 { "a" } else { "b" }.into(),
+            created_at_ms: 10 * (i + 1),
+            ..job(
+                &format!("j{i}"),
+                if i % 3 == 0 {
+                    JobStatus::Dead
+                } else {
+                    JobStatus::Delivered
+                },
+                500,
+            )
+        })
+        .collect();
+    store.complete_pipeline(&made(jobs)).unwrap();
+}
+
+#[test]
+fn listings_page_newest_first_by_subscription_time_and_filter_alike() {
+    on_both_backends(|store| {
+        ten_jobs(store);
+        let (all, page) = listed(store, &query(3));
+        assert_eq!(all, ["j9", "j8", "j7"]);
+        assert_eq!((page.total, page.total_exact), (10, true));
+        let (rest, page) = listed(
+            store,
+            &JobQuery {
+                after: page.next.as_deref(),
+                ..query(100)
+            },
+        );
+        assert_eq!(rest, ["j6", "j5", "j4", "j3", "j2", "j1", "j0"]);
+        assert_eq!(page.next, None);
+        let (of_a, _) = listed(
+            store,
+            &JobQuery {
+                subscription: Some("a"),
+                since_ms: Some(30),
+                until_ms: Some(90),
+                ..query(100)
+            },
+        );
+        assert_eq!(of_a, ["j6", "j4", "j2"], "created 30 ..< 90, even");
+        let (none, page) = listed(
+            store,
+            &JobQuery {
+                since_ms: Some(90),
+                until_ms: Some(30),
+                ..query(100)
+            },
+        );
+        assert!(none.is_empty() && page.next.is_none(), "since after until");
+        let dead = |j: &Job| j.status == JobStatus::Dead;
+        let (dead_ones, page) = listed(
+            store,
+            &JobQuery {
+                wanted: Some(&dead),
+                ..query(1)
+            },
+        );
+        assert_eq!(dead_ones, ["j9"]);
+        assert_eq!(page.total, 4, "j9 j6 j3 j0");
+
+        // A full page counts the rest within the budget, and says so.
+        let (first, page) = listed(
+            store,
+            &JobQuery {
+                max_examined: 5,
+                ..query(2)
+            },
+        );
+        assert_eq!(first, ["j9", "j8"]);
+        assert_eq!((page.total, page.total_exact), (5, false));
+        assert!(page.next.is_some());
+
+        // A filtered scan cut short by its budget resumes where it stopped.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..10 {
+            let (ids, page) = listed(
+                store,
+                &JobQuery {
+                    after: after.as_deref(),
+                    wanted: Some(&dead),
+                    max_examined: 2,
+                    ..query(10)
+                },
+            );
+            seen.extend(ids);
+            match page.next {
+                Some(next) => {
+                    assert!(!page.total_exact);
+                    after = Some(next);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["j9", "j6", "j3", "j0"]);
+    });
+}
+
+fn member(end: u64, location: &str, event_id: &str) -> WindowMember {
+    WindowMember {
+        window_end_ms: end,
+        subscription_id: "s".into(),
+        window_type: "alarm".into(),
+        group: location.into(),
+        event_id: event_id.into(),
+        timestamp: "2026-01-01T00:00:00Z".into(),
+        received_at_ms: 1,
+        event_type: "alarm".into(),
+        data: r#"{"location_id": "x", "n": [1, 2]}"#.into(),
+    }
+}
+
+#[test]
+fn windows_close_in_whole_groups_and_outage_timers_fall_due_alike() {
+    on_both_backends(|store| {
+        let members = [
+            member(100, "L1", "e1"),
+            member(100, "L1", "e2"),
+            member(100, "L1", "e3"),
+            member(100, "L2", "e4"),
+            member(200, "L1", "e5"),
+            member(300, "L1", "e6"),
+        ];
+        let batch: Vec<Processed> = members
+            .iter()
+            .map(|m| Processed {
+                window_members: vec![m.clone()],
+                ..Processed::new(event(&m.event_id, 1))
+            })
+            .collect();
+        store.complete_pipeline(&batch).unwrap();
+        assert_eq!(store.window_member_count().unwrap(), 6);
+        assert_eq!(store.closed_through().unwrap(), 0);
+
+        // Two asked for: groups up to and with the one the second falls in,
+        // whole.
+        let due = store.due_window_members(250, 2).unwrap();
+        let due_ids: Vec<&str> = due.iter().map(|m| m.event_id.as_str()).collect();
+        let l1_first = members[0].group_hash() < members[3].group_hash();
+        if l1_first {
+            assert_eq!(due_ids, ["e1", "e2", "e3"]);
+        } else {
+            assert_eq!(due_ids, ["e4", "e1", "e2", "e3"]);
+        }
+        assert_eq!(
+            due[0],
+            *members.iter().find(|m| m.event_id == due_ids[0]).unwrap()
+        );
+        let all_due = store.due_window_members(250, 100).unwrap();
+        assert_eq!(all_due.len(), 5, "not the window ending at 300");
+
+        let merged = Job {
+            merged_events: vec![
+                "e1".into(),
+                "e2".into(),
+                "e3".into(),
+                "e4".into(),
+                "e5".into(),
+            ],
+            ..job("merged", JobStatus::Pending, 1)
+        };
+        store.close_windows(&all_due, &[merged], 250).unwrap();
+        assert_eq!(store.window_member_count().unwrap(), 1);
+        assert_eq!(store.closed_through().unwrap(), 250);
+        assert_eq!(store.job("merged").unwrap().unwrap().merged_events.len(), 5);
+        assert!(store.due_window_members(250, 100).unwrap().is_empty());
+
+        // Outage timers: due once their deadline passed, gone once confirmed.
+        let offline = |location: &str, deadline: u64, confirmed: bool| OutageState {
+            location: location.into(),
+            offline: true,
+            last_timestamp: "2026-01-01T00:00:00Z".into(),
+            since_ms: 1,
+            deadline_ms: Some(deadline),
+            confirmed,
+            data: "{}".into(),
+        };
+        let outages = |states: Vec<(OutageState, Option<u64>)>| -> Vec<Processed> {
+            states
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let event = event(&format!("o{i}-{}", s.0.location), 1);
+                    Processed {
+                        outage: Some(s),
+                        ..Processed::new(event)
+                    }
+                })
+                .collect()
+        };
+        store
+            .complete_pipeline(&outages(vec![
+                (offline("A", 500, false), None),
+                (offline("B", 900, false), None),
+            ]))
+            .unwrap();
+        let due: Vec<String> = store
+            .due_outages(600)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.location)
+            .collect();
+        assert_eq!(due, ["A"]);
+        store
+            .complete_pipeline(&outages(vec![(offline("A", 500, true), Some(500))]))
+            .unwrap();
+        assert!(store.due_outages(600).unwrap().is_empty());
+        assert!(store.outage("A").unwrap().unwrap().confirmed);
+        assert_eq!(store.due_outages(1000).unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn subscriptions_health_and_idempotency_answers_are_kept_alike() {
+    on_both_backends(|store| {
+        let sub: Subscription = serde_json::from_value(serde_json::json!({
+            "id": "api-1", "url": "http://127.0.0.1:9/", "types": ["*"]
+        }))
+        .unwrap();
+        store.put_subscription(&sub).unwrap();
+        store
+            .put_subscription(&Subscription {
+                url: "http://127.0.0.1:10/".into(),
+                ..sub.clone()
+            })
+            .unwrap();
+        let stored = store.stored_subscriptions().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].url, "http://127.0.0.1:10/");
+        store.delete_subscription("api-1").unwrap();
+        assert!(store.stored_subscriptions().unwrap().is_empty());
+
+        let health = EndpointHealth {
+            failures: 3,
+            failing_since_ms: Some(7),
+            ..EndpointHealth::default()
+        };
+        store.put_endpoint_health("api-1", &health).unwrap();
+        assert_eq!(
+            store.endpoint_health().unwrap(),
+            [("api-1".to_string(), health)]
+        );
+
+        for (key, at) in [("k-old", 10), ("k-new", 30)] {
+            store
+                .remember(&Remembered {
+                    key: key.into(),
+                    status: 202,
+                    body: "{\"ids\":[]}".into(),
+                    at_ms: at,
+                })
+                .unwrap();
+        }
+        assert_eq!(store.remembered("k-old").unwrap().unwrap().at_ms, 10);
+        assert_eq!(store.forget_answers(20).unwrap(), 1);
+        assert!(store.remembered("k-old").unwrap().is_none());
+        assert!(store.remembered("k-new").unwrap().is_some());
+    });
+}
+
+#[test]
+fn retention_removes_oldest_first_in_batches_and_stats_count_alike() {
+    on_both_backends(|store| {
+        store
+            .complete_pipeline(&made(vec![
+                job("old-ok", JobStatus::Delivered, 100),
+                job("old-ok2", JobStatus::Delivered, 200),
+                job("new-ok", JobStatus::Delivered, 900),
+                job("old-dead", JobStatus::Pending, 100),
+                job("waiting", JobStatus::Pending, 100),
+            ]))
+            .unwrap();
+        store
+            .update_jobs(&[job("old-dead", JobStatus::Dead, 100)])
+            .unwrap();
+        // Bytes on disk: sled may not have written its file before a flush.
+        store.flush().unwrap();
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            (
+                stats.events,
+                stats.deliveries,
+                stats.pending,
+                stats.dead_letters
+            ),
+            (5, 5, 1, 1)
+        );
+        assert!(stats.bytes > 0, "{stats:?}");
+
+        let first = store.expire(Expiring::Delivered, 500, 1).unwrap();
+        assert_eq!(
+            first,
+            Expired {
+                removed: 1,
+                more: true
+            }
+        );
+        assert!(store.job("old-ok").unwrap().is_none(), "oldest first");
+        let second = store.expire(Expiring::Delivered, 500, 10).unwrap();
+        assert_eq!(
+            second,
+            Expired {
+                removed: 1,
+                more: false
+            }
+        );
+        assert_eq!(
+            ids(&store.jobs().unwrap()),
+            ["new-ok", "old-dead", "waiting"]
+        );
+        // A dead letter re-sent before its period ends stays.
+        store
+            .update_jobs(&[job("old-dead", JobStatus::Pending, 100)])
+            .unwrap();
+        assert_eq!(
+            store
+                .expire(Expiring::DeadLetters, 500, 10)
+                .unwrap()
+                .removed,
+            0
+        );
+        // Events by arrival (created_at_ms 1 here).
+        assert_eq!(store.expire(Expiring::Events, 2, 100).unwrap().removed, 5);
+        assert!(!store.has_event("ev-waiting").unwrap());
+        // Listings lose what retention removed.
+        let page = store.list_jobs(&query(10)).unwrap();
+        assert_eq!(ids(&page.jobs), ["new-ok", "old-dead", "waiting"]);
+    });
+}
+
+/// The real binary on `[store] backend = "postgres"`: an event it took is
+/// delivered, its delivery is a row in the test's schema (not a sled file),
+/// and a restarted server finds it there.
+#[test]
+fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
+    use hookhost_tests::http::{Receiver, post};
+    use hookhost_tests::{PATIENCE, Running};
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[[subscriptions]]\nid = \"sink\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n{}",
+        receiver.url("sink"),
+        hookhost_tests::postgres::store_section(root.path())
+    );
+    let config =
+        hookhost_tests::write_config(root.path(), "", "admin_token = \"adm1n-t0ken\"\n", &body);
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(PATIENCE);
+    let (status, answer) = post(
+        api,
+        "/v1/events",
+        br#"{"type": "report", "data": {"n": 1}}"#,
+    );
+    assert_eq!(status, 202, "{answer}");
+    receiver.wait_count("sink", 1, PATIENCE);
+    let event_id = answer["ids"][0].as_str().unwrap().to_string();
+    let job_id = hookhost_core::pipeline::job_id(&event_id, "sink");
+
+    let pg = hookhost_tests::postgres::shared();
+    let schema = hookhost_tests::postgres::schema_for(root.path());
+    let delivered = || {
+        pg.psql(&format!(
+            "SELECT status FROM {schema}.jobs WHERE id = '{job_id}'"
+        ))
+    };
+    assert!(
+        hookhost_tests::wait_until(PATIENCE, || delivered() == "delivered").is_some(),
+        "job row: {:?}",
+        delivered()
+    );
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT max(version) FROM {schema}.schema_migrations"
+        )),
+        "1"
+    );
+    // sled made no files: the data folder holds only the ingest journal.
+    let in_data: Vec<String> = std::fs::read_dir(root.path().join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(in_data, ["journal"]);
+    assert_eq!(server.terminate(PATIENCE).code(), Some(0));
+
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(PATIENCE);
+    let (status, job) = hookhost_tests::http::get(
+        api,
+        &format!("/v1/deliveries/{job_id}"),
+        &["Authorization: Bearer adm1n-t0ken"],
+    );
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("delivered")),
+        "{job}"
+    );
+}
+
+/// `hookhost migrate` makes the schema once, says so, does nothing the
+/// second time, and refuses a schema newer than it knows.
+#[test]
+fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
+    use hookhost_tests::{PATIENCE, hookhost_bin, output_within};
+    let root = tempfile::tempdir().unwrap();
+    let body = hookhost_tests::postgres::store_section(root.path());
+    let config = hookhost_tests::write_config(root.path(), "", "", &body);
+    let schema = hookhost_tests::postgres::schema_for(root.path());
+    let migrate = || {
+        output_within(
+            std::process::Command::new(hookhost_bin()).args(["migrate", "--config", &config]),
+            PATIENCE,
+        )
+    };
+    let first = migrate();
+    let said = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        said.trim(),
+        format!("schema {schema} migrated to version 1 (applied [1])")
+    );
+    let again = migrate();
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        format!("schema {schema} is at version 1: nothing to do")
+    );
+
+    hookhost_tests::postgres::shared().psql(&format!(
+        "INSERT INTO {schema}.schema_migrations (version, name) VALUES (99, 'from the future')"
+    ));
+    let refused = migrate();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("is at version 99, newer than this hookhost knows (1)"),
+        "{err}"
+    );
+}
+
+/// PostgreSQL stopped under load and started again: while it is gone ingest
+/// answers 503 (or a 202 for what the node's journal made durable), and
+/// every event ever answered 202 is delivered once it is back, without a
+/// restart of hookhost.
+#[test]
+fn a_lost_database_gives_503_and_nothing_acknowledged_is_lost() {
+    use hookhost_tests::http::{Receiver, post};
+    use hookhost_tests::{PATIENCE, Running, wait_until};
+    let pg = hookhost_tests::postgres::TestPostgres::private();
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[[subscriptions]]\nid = \"sink\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n{}",
+        receiver.url("sink"),
+        pg.store_section(root.path())
+    );
+    let config = hookhost_tests::write_config(root.path(), "", "checkpoint_ms = 100\n", &body);
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(PATIENCE);
+    let mut acknowledged = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    let mut n = 0;
+    let mut send = |acknowledged: &mut std::collections::BTreeSet<u64>| {
+        n += 1;
+        let event = format!(r#"{{"type": "report", "data": {{"n": {n}}}}}"#);
+        let (status, answer) = post(api, "/v1/events", event.as_bytes());
+        match status {
+            202 => {
+                acknowledged.insert(n);
+            }
+            503 => {}
+            other => panic!("ingest answered {other}: {answer}"),
+        }
+        status
+    };
+    for _ in 0..20 {
+        assert_eq!(send(&mut acknowledged), 202);
+    }
+    pg.stop();
+    let gone = wait_until(PATIENCE, || {
+        if send(&mut acknowledged) == 503 {
+            refused += 1;
+        }
+        refused >= 3
+    });
+    assert!(
+        gone.is_some(),
+        "ingest never answered 503 with the database gone"
+    );
+    server.wait_for(&["the store cannot write"], PATIENCE);
+    pg.launch();
+    let back = wait_until(PATIENCE, || send(&mut acknowledged) == 202);
+    assert!(
+        back.is_some(),
+        "ingest did not recover once the database was back"
+    );
+    for _ in 0..20 {
+        assert_eq!(send(&mut acknowledged), 202);
+    }
+    let delivered = || -> std::collections::BTreeSet<u64> {
+        receiver
+            .bodies("sink")
+            .iter()
+            .filter_map(|b| b["n"].as_u64())
+            .collect()
+    };
+    let all_there = wait_until(PATIENCE, || acknowledged.is_subset(&delivered()));
+    assert!(
+        all_there.is_some(),
+        "acknowledged but not delivered: {:?}",
+        acknowledged.difference(&delivered()).collect::<Vec<_>>()
+    );
+    server.wait_for(&["the store writes again"], PATIENCE);
+    assert_eq!(server.terminate(PATIENCE).code(), Some(0));
+}
+
+/// Until cluster mode, a second node on the same schema refuses to start,
+/// saying why, instead of delivering the first one's jobs again; `migrate`
+/// still runs beside the node.
+#[test]
+fn a_second_node_on_the_same_schema_refuses_to_start() {
+    use hookhost_tests::{PATIENCE, Running};
+    let root = tempfile::tempdir().unwrap();
+    let body = hookhost_tests::postgres::store_section(root.path());
+    let config = hookhost_tests::write_config(root.path(), "", "", &body);
+    let mut first = Running::start(&["serve", "--config", &config]);
+    first.api_addr(PATIENCE);
+    let mut second = Running::start(&["serve", "--config", &config]);
+    second.wait_for(&["is in use by another hookhost node"], PATIENCE);
+    // A migration does not claim the schema: it runs beside the node.
+    let migrate = hookhost_tests::output_within(
+        std::process::Command::new(hookhost_tests::hookhost_bin())
+            .args(["migrate", "--config", &config]),
+        PATIENCE,
+    );
+    assert!(migrate.status.success(), "{migrate:?}");
+    assert_eq!(first.terminate(PATIENCE).code(), Some(0));
+}
