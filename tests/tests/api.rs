@@ -681,6 +681,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "POST /v1/subscriptions",
         "GET /v1/subscriptions/{id}",
         "PUT /v1/subscriptions/{id}",
+        "PATCH /v1/subscriptions/{id}",
         "DELETE /v1/subscriptions/{id}",
         "POST /v1/subscriptions/{id}/enable",
         "POST /v1/subscriptions/{id}/disable",
@@ -691,7 +692,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 36, "{listed:#?}");
+    assert_eq!(listed.len(), 37, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {
@@ -718,4 +719,97 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
     let (status, _) = request(api, "GET", "/v1/not-a-route", &[], b"");
     assert_eq!(status, 404);
     server.stop();
+}
+
+/// `PATCH /v1/subscriptions/{id}` changes the fields it names and keeps the
+/// rest — the signing secret, which the API never shows, included: after a
+/// new URL, deliveries go there, still signed. Errors name the field; the
+/// id cannot change; config-file subscriptions stay read-only.
+#[test]
+fn a_subscription_is_changed_by_a_merge_patch_and_keeps_its_secret() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &receiver.url("sink"));
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let made = json!({
+        "id": "patched", "url": receiver.url("before"), "types": ["*"], "envelope": "plain",
+        "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+    });
+    let (status, _) = request(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        &[ADMIN],
+        made.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201);
+    let patch = |body: &Value| {
+        request(
+            api,
+            "PATCH",
+            "/v1/subscriptions/patched",
+            &[ADMIN],
+            body.to_string().as_bytes(),
+        )
+    };
+
+    let (status, answer) = patch(&json!({"url": "ftp://nowhere/x"}));
+    assert_eq!(status, 422, "{answer}");
+    assert!(error_text(&answer).contains("url"), "{answer}");
+    let (status, answer) = patch(&json!({"id": "renamed"}));
+    assert_eq!(status, 422, "{answer}");
+    assert!(error_text(&answer).contains("id cannot change"), "{answer}");
+    let (status, answer) = request(
+        api,
+        "PATCH",
+        "/v1/subscriptions/patched",
+        &[ADMIN],
+        b"{oops",
+    );
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = request(
+        api,
+        "PATCH",
+        "/v1/subscriptions/sink",
+        &[ADMIN],
+        br#"{"tags": ["x"]}"#,
+    );
+    assert_eq!(
+        status, 409,
+        "config-file subscriptions are read-only: {answer}"
+    );
+    let (status, answer) = request(api, "PATCH", "/v1/subscriptions/patched", &[], b"{}");
+    assert_eq!(status, 401, "{answer}");
+
+    let (status, answer) = patch(&json!({"url": receiver.url("after"), "tags": ["moved"]}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["url"], receiver.url("after"));
+    assert_eq!(answer["tags"], json!(["moved"]));
+    assert_eq!(answer["secrets_count"], 1, "the secret was kept: {answer}");
+    assert_eq!(answer["envelope"], "plain");
+
+    let (status, _) = request(
+        api,
+        "POST",
+        "/v1/events",
+        &[INGEST],
+        br#"{"type": "payment_received", "data": {"amount": 5}}"#,
+    );
+    assert_eq!(status, 202);
+    receiver.wait_count("after", 1, WAIT);
+    assert_eq!(receiver.count("before"), 0);
+    let got = receiver
+        .received()
+        .into_iter()
+        .find(|r| r.path == "after")
+        .unwrap();
+    assert!(
+        got.headers
+            .get("webhook-signature")
+            .is_some_and(|s| s.starts_with("v1,")),
+        "still signed with the kept secret: {:?}",
+        got.headers
+    );
+    assert_eq!(server.terminate(WAIT).code(), Some(0));
 }

@@ -88,6 +88,20 @@ await withPage(async (page) => {
   await page.getByRole("button", { name: "Create" }).click();
   await page.locator('#subscription-table tr[data-subscription="made-in-the-page"]').waitFor();
 
+  step("edit it: the form comes filled, the new endpoint is saved and listed");
+  await page.getByRole("button", { name: "Edit made-in-the-page" }).click();
+  await page.locator("#subscription-form-title", { hasText: "Edit subscription made-in-the-page" }).waitFor();
+  const urlField = page.getByLabel("Endpoint URL");
+  if ((await urlField.inputValue()) !== `${url}/sink`) throw new Error("the edit form is not filled");
+  await urlField.fill("not a url");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#sub-url-error", { hasText: "url" }).waitFor();
+  await urlField.fill(`${url}/edited`);
+  await page.getByRole("button", { name: "Save" }).click();
+  await page
+    .locator('#subscription-table tr[data-subscription="made-in-the-page"]', { hasText: `${url}/edited` })
+    .waitFor();
+
   step("disable the subscription");
   await page.getByRole("button", { name: "Subscriptions" }).click();
   const sub = page.locator(`#subscription-table tr[data-subscription="${subscriptionId}"]`);

@@ -12,6 +12,28 @@ use crate::config::Config;
 use crate::model::Subscription;
 use crate::store::{Store, StoreError};
 
+/// RFC 7386 JSON merge patch: objects merge key by key, `null` removes a
+/// key, anything else replaces.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(changes) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(fields) = target {
+        for (key, value) in changes {
+            if value.is_null() {
+                fields.remove(key);
+            } else {
+                merge_patch(fields.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
 /// One snapshot of every subscription, in order (config file first).
 #[derive(Default)]
 pub struct SubscriptionSet {
@@ -167,6 +189,49 @@ impl Subscriptions {
             }
         });
         tracing::info!(subscription = %id, "subscription replaced");
+        Ok(sub)
+    }
+
+    /// Changes the fields `patch` names (a JSON merge patch, RFC 7386: a
+    /// field given replaces the stored one, `null` removes it, the rest is
+    /// kept — seed and secrets too, which the API never shows). Checked as
+    /// a new subscription is; read, check and write under the change lock.
+    pub fn patch(
+        &self,
+        id: &str,
+        patch: &serde_json::Value,
+    ) -> Result<Arc<Subscription>, SubscriptionError> {
+        if !patch.is_object() {
+            return Err(SubscriptionError::Invalid(
+                "subscription: a patch is a JSON object of the fields to change".into(),
+            ));
+        }
+        if let Some(new_id) = patch.get("id")
+            && new_id.as_str() != Some(id)
+        {
+            return Err(SubscriptionError::Invalid(format!(
+                "subscription.id cannot change (it is {id:?} in the path)"
+            )));
+        }
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.changeable(id)?;
+        let mut merged = serde_json::to_value(&*current)
+            .map_err(|e| SubscriptionError::Invalid(format!("subscription: {e}")))?;
+        merge_patch(&mut merged, patch);
+        let mut sub: Subscription = serde_json::from_value(merged)
+            .map_err(|e| SubscriptionError::Invalid(format!("subscription: {e}")))?;
+        self.config
+            .check_subscription(&sub)
+            .map_err(SubscriptionError::Invalid)?;
+        sub.from_config = false;
+        self.store()?.put_subscription(&sub)?;
+        let sub = Arc::new(sub);
+        self.publish(|list| {
+            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
+                *slot = sub.clone();
+            }
+        });
+        tracing::info!(subscription = %id, "subscription changed");
         Ok(sub)
     }
 

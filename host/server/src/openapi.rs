@@ -97,7 +97,7 @@ pub(crate) fn schemas() -> Value {
             "data": {"type": "object"}
         }
     });
-    json!({
+    let mut all = json!({
         "Event": event,
         "Events": {
             "description": "one event or an array of them (all or none stored)",
@@ -181,7 +181,17 @@ pub(crate) fn schemas() -> Value {
                 }
             }
         }
-    })
+    });
+    let fields = all["Subscription"]["properties"].clone();
+    all["SubscriptionPatch"] = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "a JSON merge patch (RFC 7386) of a Subscription: a field given replaces \
+                        the stored one, null removes it, fields not named (seed and secrets \
+                        too) are kept; id only unchanged",
+        "properties": fields
+    });
+    all
 }
 
 #[cfg(test)]

@@ -182,6 +182,16 @@ async function loadSubscriptions() {
       toggle.disabled = true;
       toggle.title = "Defined in the config file: change it there";
     }
+    const edit = el("button", "Edit", "quiet");
+    edit.type = "button";
+    edit.setAttribute("aria-label", `Edit ${sub.id}`);
+    edit.addEventListener("click", () => openSubscriptionForm(sub));
+    if (sub.source === "config") {
+      edit.disabled = true;
+      edit.title = "Defined in the config file: change it there";
+    }
+    const actions = el("span", null, "row-actions");
+    actions.append(toggle, edit);
     const plugins = (sub.plugins ?? [])
       .map((p) => (p.config === undefined || p.config === null ? p.plugin : `${p.plugin} ${JSON.stringify(p.config)}`))
       .join(" → ");
@@ -192,7 +202,7 @@ async function loadSubscriptions() {
       plugins || "—",
       health(sub.endpoint),
       badge(sub.enabled ? "enabled" : "disabled"),
-      toggle,
+      actions,
     ]);
     tr.dataset.subscription = sub.id;
     body.append(tr);
@@ -216,10 +226,36 @@ function showSubscriptionError(message) {
   (field ? $(`#sub-${field}`) : $("#sub-id")).focus();
 }
 
+/**
+ * Opens the subscription form: empty to create one, or filled with `sub`
+ * to change it (its id fixed; seed and secrets, never shown, kept unless typed).
+ */
+function openSubscriptionForm(sub) {
+  const form = $("#subscription-form");
+  clearSubscriptionErrors();
+  form.reset();
+  form.dataset.editing = sub ? sub.id : "";
+  $("#subscription-form-title").textContent = sub ? `Edit subscription ${sub.id}` : "New subscription";
+  $("#subscription-submit").textContent = sub ? "Save" : "Create";
+  $("#sub-keep-hint").hidden = !sub;
+  form.elements.id.readOnly = Boolean(sub);
+  if (sub) {
+    form.elements.id.value = sub.id;
+    form.elements.url.value = sub.url;
+    form.elements.types.value = (sub.types ?? []).join(", ");
+    form.elements.tier.value = sub.tier;
+    form.elements.envelope.value = sub.envelope;
+    form.elements.plugins.value = JSON.stringify(sub.plugins ?? []);
+  }
+  form.hidden = false;
+  (sub ? form.elements.url : form.elements.id).focus();
+}
+
 async function createSubscription(event) {
   event.preventDefault();
   clearSubscriptionErrors();
   const form = $("#subscription-form");
+  const editing = form.dataset.editing;
   const value = (name) => form.elements[name].value.trim();
   let plugins;
   try {
@@ -239,14 +275,21 @@ async function createSubscription(event) {
   };
   if (value("seed")) body.seed = value("seed");
   try {
-    await api("POST", "/v1/subscriptions", body);
+    if (editing) {
+      // A merge patch: seed and secrets stay unless new ones were typed.
+      if (body.secrets.length === 0) delete body.secrets;
+      delete body.id;
+      await api("PATCH", `/v1/subscriptions/${encodeURIComponent(editing)}`, body);
+    } else {
+      await api("POST", "/v1/subscriptions", body);
+    }
   } catch (error) {
     showSubscriptionError(error.message);
     return;
   }
   form.reset();
   form.hidden = true;
-  $("#subscription-message").textContent = `${body.id} created.`;
+  $("#subscription-message").textContent = `${editing || body.id} ${editing ? "saved" : "created"}.`;
   await loadSubscriptions();
 }
 
@@ -413,11 +456,7 @@ document.addEventListener("DOMContentLoaded", () => {
     showError,
   });
   $("#recover-form").addEventListener("submit", recover);
-  $("#new-subscription").addEventListener("click", () => {
-    clearSubscriptionErrors();
-    $("#subscription-form").hidden = false;
-    $("#sub-id").focus();
-  });
+  $("#new-subscription").addEventListener("click", () => openSubscriptionForm(null));
   $("#subscription-cancel").addEventListener("click", () => {
     $("#subscription-form").hidden = true;
   });

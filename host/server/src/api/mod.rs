@@ -10,7 +10,7 @@ mod portal;
 mod subscriptions;
 
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 
 use crate::auth::Access;
 use crate::reply::ApiError;
@@ -323,6 +323,22 @@ pub(crate) fn routes() -> Vec<Route> {
                 "/v1/subscriptions/{id}",
                 "Replace a subscription made over the API",
                 put(subscriptions::replace_subscription),
+            )
+        },
+        Route {
+            body: Some("SubscriptionPatch"),
+            responses: &[
+                (200, "changed"),
+                (400, "not JSON"),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+                (422, "invalid, named by field"),
+            ],
+            ..route(
+                "PATCH",
+                "/v1/subscriptions/{id}",
+                "Change some fields of a subscription made over the API (JSON merge patch; seed and secrets kept unless named)",
+                patch(subscriptions::patch_subscription),
             )
         },
         Route {

@@ -128,6 +128,25 @@ pub(super) async fn replace_subscription(
     .await
 }
 
+/// `PATCH /v1/subscriptions/{id}`: a JSON merge patch; fields not named
+/// (the seed and secrets included) stay as they are.
+pub(super) async fn patch_subscription(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("subscription: {e}")),
+    };
+    change(
+        &app,
+        move |subs| subs.patch(&id, &patch).map(Some),
+        StatusCode::OK,
+    )
+    .await
+}
+
 pub(super) async fn delete_subscription(
     State(app): State<App>,
     Path(id): Path<String>,
