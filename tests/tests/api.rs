@@ -686,13 +686,14 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "POST /v1/subscriptions/{id}/enable",
         "POST /v1/subscriptions/{id}/disable",
         "POST /v1/subscriptions/{id}/recover",
+        "POST /v1/subscriptions/{id}/test",
     ] {
         assert!(
             listed.contains(expected),
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 37, "{listed:#?}");
+    assert_eq!(listed.len(), 38, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {
@@ -811,5 +812,135 @@ fn a_subscription_is_changed_by_a_merge_patch_and_keeps_its_secret() {
         "still signed with the kept secret: {:?}",
         got.headers
     );
+    assert_eq!(server.terminate(WAIT).code(), Some(0));
+}
+
+/// `POST /v1/subscriptions/{id}/test`: a catalog sample (or given data) to
+/// one subscription only, through its plugins, delivered at once; the
+/// ingest rules hold (types it receives, tiers), and a filter that drops
+/// the event is reported, not hidden.
+#[test]
+fn a_test_event_reaches_one_subscription_through_its_plugins() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let catalog = hookhost_tests::workspace_root().join("examples/bikeep/catalog.json");
+    let subscription = |id: &str, types: &str, extra: &str| {
+        format!(
+            "[[subscriptions]]\nid = \"{id}\"\nurl = \"{}\"\ntypes = {types}\n\
+             envelope = \"plain\"\n{extra}\n",
+            receiver.url(id)
+        )
+    };
+    let alarm_and_report = r#"["alarm", "report"]"#;
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n-t0ken\"\ningest_token = \"1ngest-t0ken\"\n",
+        &format!(
+            "[catalog]\nfiles = [{:?}]\n{}{}{}",
+            catalog.to_str().unwrap(),
+            subscription(
+                "target",
+                alarm_and_report,
+                "tier = \"partner\"\nintervals = { alarm = \"1h\" }"
+            ),
+            subscription("bystander", alarm_and_report, "tier = \"partner\""),
+            subscription(
+                "filtered",
+                r#"["*"]"#,
+                "[[subscriptions.plugins]]\nplugin = \"alarm-filter\"\nconfig = { reasons = [\"wire_cut\"] }"
+            ),
+        ),
+    );
+    std::fs::copy(
+        built_plugin("alarm-filter"),
+        root.path().join("plugins/alarm-filter.wasm"),
+    )
+    .unwrap();
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let test = |sub: &str, body: &Value| {
+        request(
+            api,
+            "POST",
+            &format!("/v1/subscriptions/{sub}/test"),
+            &[ADMIN],
+            body.to_string().as_bytes(),
+        )
+    };
+
+    // The catalog's alarm sample, at once although alarms wait an hour
+    // in windows for this subscription; nobody else gets it.
+    let (status, sent) = test("target", &json!({"type": "alarm"}));
+    assert_eq!(status, 202, "{sent}");
+    assert!(
+        sent["event_id"].as_str().unwrap().starts_with("test_"),
+        "{sent}"
+    );
+    receiver.wait_count("target", 1, WAIT);
+    let body = &receiver.bodies("target")[0];
+    assert_eq!(body["type"], "alarm");
+    assert!(
+        body["location_id"].is_string(),
+        "the catalog sample: {body}"
+    );
+    let delivery = sent["delivery"].as_str().unwrap();
+    let delivered = || {
+        let (_, d) = request(
+            api,
+            "GET",
+            &format!("/v1/deliveries/{delivery}"),
+            &[ADMIN],
+            b"",
+        );
+        d["status"] == "delivered"
+    };
+    assert!(wait_until(WAIT, delivered).is_some());
+
+    // Data given instead of the sample.
+    let (status, sent) = test("target", &json!({"type": "report", "data": {"n": 7}}));
+    assert_eq!(status, 202, "{sent}");
+    receiver.wait_count("target", 2, WAIT);
+    assert_eq!(receiver.bodies("target")[1]["n"], 7);
+
+    // The subscription's filter runs: a dropped event is said to be dropped.
+    let low_voltage = json!({"type": "alarm", "data": {"alarm_reason": "low_voltage"}});
+    let (status, answer) = test("filtered", &low_voltage);
+    assert_eq!(
+        (status, answer["sent"].as_bool()),
+        (200, Some(false)),
+        "{answer}"
+    );
+    let wire_cut = json!({"type": "alarm", "data": {"alarm_reason": "wire_cut"}});
+    let (status, answer) = test("filtered", &wire_cut);
+    assert_eq!(status, 202, "{answer}");
+    receiver.wait_count("filtered", 1, WAIT);
+
+    // The rules of ingest hold, each refusal named.
+    for (sub, body, expected, says) in [
+        ("nobody", json!({"type": "alarm"}), 404, "no subscription"),
+        ("target", json!({"type": "status"}), 422, "does not receive"),
+        // `filtered` is public (all types by a wildcard); `report` is a partner type.
+        ("filtered", json!({"type": "report"}), 422, "partner type"),
+        (
+            "target",
+            json!({"type": "alarm", "data": [1]}),
+            422,
+            "JSON object",
+        ),
+        ("target", json!({"kind": "alarm"}), 400, "unknown field"),
+    ] {
+        let (status, answer) = test(sub, &body);
+        assert_eq!(status, expected, "{sub} {body}: {answer}");
+        assert!(error_text(&answer).contains(says), "{sub} {body}: {answer}");
+    }
+    let (status, _) = request(api, "POST", "/v1/subscriptions/target/test", &[], b"{}");
+    assert_eq!(status, 401);
+
+    // Only what was sent on purpose arrived, each where it was sent.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(receiver.count("bystander"), 0);
+    assert_eq!(receiver.count("target"), 2);
+    assert_eq!(receiver.count("filtered"), 1);
     assert_eq!(server.terminate(WAIT).code(), Some(0));
 }

@@ -154,8 +154,36 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     receiver.wait_count("customer", 2, PATIENCE);
     let (_, one) = get(api, &format!("/v1/deliveries/{delivery}"), &[&admin]);
     assert_eq!(one["attempts"].as_array().unwrap().len(), 2, "{one}");
-    // The page's recover re-sent the dead delivery, which the endpoint took.
-    receiver.wait_count("refusing", 2, PATIENCE);
+    // The page's recover re-sent the dead delivery, which the endpoint took;
+    // then the page's test event went there too, and only there.
+    receiver.wait_count("refusing", 3, PATIENCE);
+    let (_, tests) = get(api, "/v1/deliveries?subscription=refusing", &[&admin]);
+    let test_deliveries: Vec<&serde_json::Value> = tests["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            d["event_id"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("test_"))
+        })
+        .collect();
+    assert_eq!(test_deliveries.len(), 1, "{tests}");
+    assert_eq!(test_deliveries[0]["status"], "delivered", "{tests}");
+    assert_eq!(test_deliveries[0]["type"], "alarm");
+    let (_, all) = get(api, "/v1/deliveries", &[&admin]);
+    assert_eq!(
+        all["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["event_id"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("test_")))
+            .count(),
+        1,
+        "the test event went to one subscription only: {all}"
+    );
     // The router uploaded from the page is in the plugins folder and serves.
     assert!(root.path().join("plugins/alarm-router.wasm").is_file());
     let (_, plugins) = get(api, "/v1/plugins", &[&admin]);
@@ -182,6 +210,7 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
         "subscriptions",
         "subscription-form",
         "plugins",
+        "event-types",
         "deliveries-narrow-dark",
     ] {
         let file = shots.join(format!("{page}.png"));

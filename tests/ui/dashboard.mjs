@@ -102,6 +102,21 @@ await withPage(async (page) => {
     .locator('#subscription-table tr[data-subscription="made-in-the-page"]', { hasText: `${url}/edited` })
     .waitFor();
 
+  step("event types: the catalog is listed; a test event goes to one subscription and is delivered");
+  await page.getByRole("button", { name: "Event types" }).click();
+  await page.locator('#event-type-table tr[data-type="alarm"]').waitFor();
+  const testForm = page.locator("#test-form");
+  await testForm.getByLabel("Subscription").selectOption("refusing");
+  await testForm.getByLabel("Event type").selectOption("alarm");
+  const sample = await testForm.getByLabel("Data (JSON; starts as the type's catalog sample)").inputValue();
+  if (!JSON.parse(sample).location_id) throw new Error(`not the alarm sample: ${sample}`);
+  await testForm.getByRole("button", { name: "Send test event" }).click();
+  const sent = page.locator("#test-message", { hasText: "Sent to refusing as delivery" });
+  await sent.waitFor();
+  await page.screenshot(shot("event-types"));
+  await sent.getByRole("link").click();
+  await page.locator("#delivery-detail", { hasText: "delivered" }).waitFor({ timeout: PATIENCE });
+
   step("disable the subscription");
   await page.getByRole("button", { name: "Subscriptions" }).click();
   const sub = page.locator(`#subscription-table tr[data-subscription="${subscriptionId}"]`);

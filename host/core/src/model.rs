@@ -532,6 +532,17 @@ impl Job {
     }
 }
 
+/// The id of the delivery of `event_id` to `subscription_id`: derived, so a
+/// pipeline re-run after a crash writes the same jobs instead of duplicates.
+pub fn job_id(event_id: &str, subscription_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(event_id.as_bytes());
+    h.update([0]);
+    h.update(subscription_id.as_bytes());
+    format!("msg_{}", &hex::encode(h.finalize())[..32])
+}
+
 /// An event, as a subscription's plugins left it, waiting in a window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowMember {

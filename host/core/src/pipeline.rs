@@ -14,8 +14,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use crate::config::Config;
 use crate::model::{DroppedBy, Job, JobStatus, RoutedBy, StoredEvent};
 use crate::model::{PluginStep, Subscription};
@@ -36,15 +34,7 @@ pub struct Pipeline {
     subscriptions: Arc<Subscriptions>,
 }
 
-/// The id of the delivery of `event_id` to `subscription_id`: derived, so a
-/// pipeline re-run after a crash writes the same jobs instead of duplicates.
-pub fn job_id(event_id: &str, subscription_id: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(event_id.as_bytes());
-    h.update([0]);
-    h.update(subscription_id.as_bytes());
-    format!("msg_{}", &hex::encode(h.finalize())[..32])
-}
+pub use crate::model::job_id;
 
 impl Pipeline {
     pub fn new(

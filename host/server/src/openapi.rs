@@ -113,6 +113,15 @@ pub(crate) fn schemas() -> Value {
                 "config": {"description": "the plugin's config, any JSON; absent or null: none"}
             }
         },
+        "TestEvent": {
+            "type": "object",
+            "required": ["type"],
+            "additionalProperties": false,
+            "properties": {
+                "type": {"type": "string"},
+                "data": {"type": "object", "description": "absent: the catalog's sample for the type"}
+            }
+        },
         "Recover": {
             "type": "object",
             "required": ["since"],

@@ -67,6 +67,7 @@ const loaders = {
   deliveries: loadDeliveries,
   subscriptions: loadSubscriptions,
   plugins: loadPlugins,
+  "event-types": loadEventTypes,
 };
 
 function show(name) {
@@ -439,6 +440,85 @@ async function tryPlugin(event) {
   }
 }
 
+// Event types ---------------------------------------------------------------------
+
+let eventTypes = [];
+
+async function loadEventTypes() {
+  const [{ event_types }, { subscriptions }] = await Promise.all([
+    api("GET", "/v1/event-types"),
+    api("GET", "/v1/subscriptions"),
+  ]);
+  eventTypes = event_types;
+  const body = $("#event-type-table tbody");
+  body.replaceChildren();
+  for (const t of event_types) {
+    let sample = "—";
+    if (t.sample) {
+      sample = el("details");
+      sample.append(el("summary", "sample"), el("pre", JSON.stringify(t.sample, null, 2)));
+    }
+    const tr = row([
+      t.name + (t.upcoming ? " (upcoming)" : ""),
+      t.catalog,
+      t.tier,
+      t.delivery ?? "direct",
+      t.description,
+      sample,
+    ]);
+    tr.dataset.type = t.name;
+    body.append(tr);
+  }
+  $("#event-type-empty").hidden = event_types.length > 0;
+  const form = $("#test-form");
+  const chosen = { subscription: form.elements.subscription.value, type: form.elements.type.value };
+  form.elements.subscription.replaceChildren(
+    ...subscriptions.filter((s) => s.enabled).map((s) => el("option", s.id)),
+  );
+  form.elements.type.replaceChildren(...event_types.filter((t) => !t.upcoming).map((t) => el("option", t.name)));
+  if (chosen.subscription) form.elements.subscription.value = chosen.subscription;
+  if (chosen.type) form.elements.type.value = chosen.type;
+  else fillTestSample();
+}
+
+function fillTestSample() {
+  const form = $("#test-form");
+  const t = eventTypes.find((t) => t.name === form.elements.type.value);
+  form.elements.data.value = t?.sample ? JSON.stringify(t.sample, null, 2) : "{}";
+  $("#test-data-error").textContent = "";
+}
+
+async function sendTestEvent(event) {
+  event.preventDefault();
+  const form = $("#test-form");
+  const message = $("#test-message");
+  message.textContent = "";
+  const data = jsonField(form, "data", "#test-data-error", false);
+  if (!data.ok) return;
+  const id = form.elements.subscription.value;
+  try {
+    const answer = await api("POST", `/v1/subscriptions/${encodeURIComponent(id)}/test`, {
+      type: form.elements.type.value,
+      data: data.value,
+    });
+    if (!answer.sent) {
+      message.textContent = `Not sent: ${answer.reason}.`;
+      return;
+    }
+    message.replaceChildren(`Sent to ${id} as delivery `);
+    const link = el("a", answer.delivery);
+    link.href = "#deliveries";
+    link.addEventListener("click", (e) => {
+      e.preventDefault();
+      show("deliveries");
+      deliveries.open(answer.delivery).catch(showError);
+    });
+    message.append(link, ".");
+  } catch (error) {
+    message.textContent = error.message;
+  }
+}
+
 // --- wiring -------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -464,6 +544,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#try-form").addEventListener("submit", tryPlugin);
   $("#upload-form").addEventListener("submit", (event) => uploadPlugin(event).catch(showError));
   $("#try-form").elements.sample.addEventListener("change", pickSample);
+  $("#test-form").addEventListener("submit", sendTestEvent);
+  $("#test-form").elements.type.addEventListener("change", fillTestSample);
   if (sessionStorage.getItem(TOKEN_KEY)) enter();
   else $("#token").focus();
 });

@@ -196,5 +196,5 @@ function deliveryList({ api, base, withSubscription, filters, refresh, showError
     stop();
     $("#delivery-detail").hidden = true;
   });
-  return { load, stop };
+  return { load, stop, open };
 }

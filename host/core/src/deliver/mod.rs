@@ -28,6 +28,9 @@ mod order;
 mod rate;
 mod retry;
 mod state_writer;
+mod test_event;
+
+pub use test_event::{TEST_EVENT_PREFIX, TestEventError};
 
 use client::HttpsClient;
 use retry::{Outcome, backoff_ms};

@@ -267,6 +267,29 @@ pub(crate) fn routes() -> Vec<Route> {
             get(deliveries::dead_letters),
         ),
         Route {
+            body: Some("TestEvent"),
+            responses: &[
+                (202, "sent: {sent, delivery, event_id, type}"),
+                (
+                    200,
+                    "dropped by the subscription's plugins: {sent: false, reason}",
+                ),
+                (400, "bad body"),
+                (404, "no such subscription"),
+                (409, "subscription disabled"),
+                (
+                    422,
+                    "type not received, partner type to a public subscription, no sample",
+                ),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/test",
+                "Send a test event (a catalog sample or given data) to this subscription only, at once",
+                post(subscriptions::send_test_event),
+            )
+        },
+        Route {
             body: Some("Recover"),
             responses: &[
                 (202, "re-sent"),

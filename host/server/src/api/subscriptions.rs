@@ -8,11 +8,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use hookhost_core::deliver::TestEventError;
 use hookhost_core::model::Subscription;
 use hookhost_core::subscriptions::{SubscriptionError, Subscriptions};
 
 use crate::app::App;
 use crate::reply::{ApiError, error};
+
+use super::blocking;
 
 /// A subscription as the API shows it: secrets are never shown, only
 /// whether a seed is set and how many signing secrets there are; with its
@@ -185,4 +188,73 @@ pub(super) async fn switch_subscription<const ON: bool>(
         StatusCode::OK,
     )
     .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestEventBody {
+    #[serde(rename = "type")]
+    event_type: String,
+    /// Absent: the catalog's sample for the type.
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// `POST /v1/subscriptions/{id}/test`: sends a test event of a type (with
+/// the catalog's sample, or the data given) to this subscription only,
+/// through its plugins, at once (no window). 202 with the delivery; 200 with
+/// `"sent": false` when its plugins drop the event.
+pub(super) async fn send_test_event(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let test: TestEventBody = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("test event: {e}")),
+    };
+    let (deliverer, pipeline, config) = (
+        app.deliverer.clone(),
+        app.pipeline.clone(),
+        app.config.clone(),
+    );
+    let sent = blocking(move || {
+        deliverer.send_test(
+            &config.catalogs,
+            &id,
+            &test.event_type,
+            test.data.as_ref(),
+            &|sub, event| pipeline.rerun(sub, event),
+        )
+    })
+    .await;
+    match sent {
+        Err(e) => e.into_response(),
+        Ok(Ok(Some(job))) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({
+                "sent": true,
+                "delivery": job.id,
+                "event_id": job.event_id,
+                "type": job.event_type,
+            })),
+        )
+            .into_response(),
+        Ok(Ok(None)) => axum::Json(json!({
+            "sent": false,
+            "reason": "the subscription's plugins dropped the event",
+        }))
+        .into_response(),
+        Ok(Err(e)) => {
+            let status = match e {
+                TestEventError::NoSubscription(_) => StatusCode::NOT_FOUND,
+                TestEventError::Disabled(_) => StatusCode::CONFLICT,
+                TestEventError::Invalid(_) | TestEventError::PluginFailed(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                TestEventError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, e.to_string())
+        }
+    }
 }
