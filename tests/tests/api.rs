@@ -687,13 +687,14 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "POST /v1/subscriptions/{id}/disable",
         "POST /v1/subscriptions/{id}/recover",
         "POST /v1/subscriptions/{id}/test",
+        "GET /v1/stats/history",
     ] {
         assert!(
             listed.contains(expected),
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 38, "{listed:#?}");
+    assert_eq!(listed.len(), 41, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {

@@ -203,7 +203,18 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     // The subscription was disabled from the page.
     let (_, sub) = get(api, "/v1/subscriptions/customer", &[&admin]);
     assert_eq!(sub["enabled"], false, "{sub}");
+    // The overview's numbers: events came in since the server started.
+    let (status, history) = get(api, "/v1/stats/history", &[&admin]);
+    assert_eq!(status, 200, "{history}");
+    let points = history["points"].as_array().unwrap();
+    assert!(
+        points
+            .iter()
+            .any(|p| p["events_in_per_s"].as_f64().unwrap_or(0.0) > 0.0),
+        "{history}"
+    );
     for page in [
+        "overview",
         "login",
         "deliveries",
         "delivery",

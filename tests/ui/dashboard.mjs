@@ -165,6 +165,14 @@ await withPage(async (page) => {
   }
   await page.screenshot(shot("plugins"));
 
+  step("overview: the last hour's charts are drawn");
+  await page.getByRole("button", { name: "Overview" }).click();
+  await page.locator("#chart-flow canvas").waitFor();
+  await page.locator("#chart-queue canvas").waitFor();
+  const points = Number(await page.locator("#overview").getAttribute("data-points"));
+  if (!(points >= 1)) throw new Error(`overview points: ${points}`);
+  await page.screenshot(shot("overview"));
+
   step("narrow screen, dark mode");
   await page.setViewportSize({ width: 390, height: 800 });
   await page.emulateMedia({ colorScheme: "dark" });

@@ -76,6 +76,14 @@ impl Metrics {
         }
     }
 
+    /// Attempt latencies observed so far: (sum in µs, count).
+    pub fn attempt_latency_totals(&self) -> (u64, u64) {
+        (
+            self.latency_sum_us.load(Relaxed),
+            self.latency_count.load(Relaxed),
+        )
+    }
+
     pub fn observe_attempt_latency(&self, seconds: f64) {
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
             if seconds <= *bound {

@@ -27,4 +27,6 @@ pub(crate) struct App {
     /// `Idempotency-Key`s whose first request is still running.
     pub(crate) keys_in_progress: KeysInProgress,
     pub(crate) openapi: Arc<Value>,
+    /// The last hour of counters, for the overview charts.
+    pub(crate) history: Arc<crate::history::History>,
 }

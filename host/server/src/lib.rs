@@ -11,6 +11,7 @@ mod app;
 mod auth;
 mod body;
 mod connections;
+mod history;
 mod ingest;
 mod openapi;
 mod ops;
@@ -76,6 +77,17 @@ pub async fn run(
         subscriptions: node.subscriptions.clone(),
         keys_in_progress: Default::default(),
         openapi: Arc::new(openapi::document(&routes)),
+        history: Default::default(),
+    };
+    let sampler = {
+        let (history, deliverer) = (app.history.clone(), app.deliverer.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(history::EVERY);
+            loop {
+                every.tick().await;
+                history.record(history::Sample::now(&deliverer));
+            }
+        })
     };
     let router = route::router(routes, &app).with_state(app);
     let limits = connections::Limits {
@@ -87,6 +99,7 @@ pub async fn run(
     };
     tracing::info!(listen = %local, max_connections = limits.max_connections, "HTTP API listening");
     connections::serve(listener, router, limits, shutdown).await;
+    sampler.abort();
     node.shutdown().await?;
     Ok(())
 }

@@ -103,6 +103,20 @@ pub(crate) fn all() -> Vec<Route> {
         ),
         open(
             "GET",
+            "/ui/vendor/uplot.js",
+            "uPlot 1.6.32 (MIT), the overview's charts",
+            &[(200, "JavaScript")],
+            get(ui::uplot),
+        ),
+        open(
+            "GET",
+            "/ui/vendor/uplot.css",
+            "uPlot's style sheet",
+            &[(200, "CSS")],
+            get(ui::uplot_style),
+        ),
+        open(
+            "GET",
             "/ui/app.css",
             "The dashboard's style sheet",
             &[(200, "CSS")],

@@ -14,6 +14,10 @@ const COMMON: &str = include_str!("../ui/common.js");
 const SCRIPT: &str = include_str!("../ui/app.js");
 const PORTAL_SCRIPT: &str = include_str!("../ui/portal.js");
 const STYLE: &str = include_str!("../ui/app.css");
+/// uPlot 1.6.32 (MIT, `ui/vendor/uPlot.LICENSE`), as npm ships it: the
+/// overview's charts.
+const UPLOT: &str = include_str!("../ui/vendor/uPlot.iife.min.js");
+const UPLOT_STYLE: &str = include_str!("../ui/vendor/uPlot.min.css");
 
 /// Only this origin's own script and style run; nothing may frame the page.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -62,4 +66,12 @@ pub(crate) async fn script() -> Response {
 
 pub(crate) async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
+}
+
+pub(crate) async fn uplot() -> Response {
+    asset(UPLOT, "text/javascript; charset=utf-8")
+}
+
+pub(crate) async fn uplot_style() -> Response {
+    asset(UPLOT_STYLE, "text/css; charset=utf-8")
 }

@@ -64,6 +64,7 @@ function enter() {
 // --- views ----------------------------------------------------------------------
 
 const loaders = {
+  overview: loadOverview,
   deliveries: loadDeliveries,
   subscriptions: loadSubscriptions,
   plugins: loadPlugins,
@@ -74,6 +75,7 @@ function show(name) {
   if (!(name in loaders)) name = "deliveries";
   clearError();
   deliveries?.stop();
+  clearTimeout(overviewTimer);
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== name;
   for (const button of document.querySelectorAll("#nav button")) {
     if (button.dataset.view === name) button.setAttribute("aria-current", "page");
@@ -81,6 +83,71 @@ function show(name) {
   }
   history.replaceState(null, "", `#${name}`);
   loaders[name]().catch(showError);
+}
+
+// Overview --------------------------------------------------------------------
+
+let overviewTimer = null;
+const charts = {};
+
+/** One uPlot chart in `#id`, drawn in the page's text colour (light or dark). */
+function chart(id, series, data) {
+  const box = $(`#${id}`);
+  const width = Math.max(280, box.clientWidth - 16);
+  if (charts[id] && charts[id].width === width) {
+    charts[id].setData(data);
+    return;
+  }
+  charts[id]?.destroy();
+  const ink = getComputedStyle(document.body).color;
+  const grid = { stroke: "rgba(128,128,128,0.25)" };
+  charts[id] = new uPlot(
+    {
+      width,
+      height: 200,
+      series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: false }))],
+      axes: [
+        { stroke: ink, grid },
+        { stroke: ink, grid },
+      ],
+      scales: {
+        // Always the last hour, so a young server's few points sit at the right.
+        x: { time: true, range: () => [Date.now() / 1000 - 3600, Date.now() / 1000] },
+        y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
+      },
+    },
+    data,
+    box,
+  );
+}
+
+async function loadOverview() {
+  clearTimeout(overviewTimer);
+  const { points } = await api("GET", "/v1/stats/history");
+  $("#overview-empty").hidden = points.length > 0;
+  const at = points.map((p) => p.at_ms / 1000);
+  const col = (key) => points.map((p) => p[key]);
+  chart(
+    "chart-flow",
+    [
+      ["events in/s", "#2f6fdb"],
+      ["delivered/s", "#1f9d55"],
+      ["failed attempts/s", "#d97706"],
+      ["dead/s", "#c0392b"],
+    ],
+    [at, col("events_in_per_s"), col("delivered_per_s"), col("failed_attempts_per_s"), col("dead_per_s")],
+  );
+  chart("chart-latency", [["mean attempt ms", "#7c3aed"]], [at, col("mean_attempt_ms")]);
+  chart(
+    "chart-queue",
+    [
+      ["queued", "#2f6fdb"],
+      ["in windows", "#0e9f9f"],
+    ],
+    [at, col("queue_depth"), col("window_events")],
+  );
+  $("#overview").dataset.points = String(points.length);
+  overviewTimer = setTimeout(() => loadOverview().catch(showError), 10_000);
 }
 
 // Deliveries ------------------------------------------------------------------

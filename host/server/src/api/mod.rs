@@ -7,6 +7,7 @@ mod event_types;
 mod events;
 mod plugins;
 mod portal;
+mod stats;
 mod subscriptions;
 
 use axum::http::StatusCode;
@@ -31,6 +32,12 @@ pub(crate) fn routes() -> Vec<Route> {
         handler,
     };
     vec![
+        route(
+            "GET",
+            "/v1/stats/history",
+            "The last hour, a point per 10 s: events in, deliveries, failed attempts and dead letters per second, mean attempt latency, queue depth, events in windows",
+            get(stats::history),
+        ),
         route(
             "GET",
             "/v1/plugins",
