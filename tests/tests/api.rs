@@ -688,13 +688,15 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "POST /v1/subscriptions/{id}/recover",
         "POST /v1/subscriptions/{id}/test",
         "GET /v1/stats/history",
+        "POST /v1/subscriptions/{id}/rotate-secret",
+        "POST /v1/portal/rotate-secret",
     ] {
         assert!(
             listed.contains(expected),
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 41, "{listed:#?}");
+    assert_eq!(listed.len(), 43, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {
@@ -944,4 +946,108 @@ fn a_test_event_reaches_one_subscription_through_its_plugins() {
     assert_eq!(receiver.count("target"), 2);
     assert_eq!(receiver.count("filtered"), 1);
     assert_eq!(server.terminate(WAIT).code(), Some(0));
+}
+
+/// Rotating a signing secret (from a portal link or the admin API): the new
+/// `whsec_` secret is answered once and signs from then on; the old one
+/// signs beside it for 24 hours (on the server's clock, moved here), then
+/// no more. The API never shows either secret.
+#[test]
+fn a_rotated_secret_signs_beside_the_old_one_for_a_day() {
+    use hookhost_core::clock::{Clock, ManualClock, now_ms};
+    use hookhost_core::verify::{Delivery, standard};
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &receiver.url("sink"));
+    let clock = std::sync::Arc::new(ManualClock::new(now_ms()));
+    let server = hookhost_tests::InProcess::start_with_clock(&config, clock.clone());
+    let api = server.addr;
+    let made = json!({
+        "id": "rot", "url": receiver.url("rot"), "types": ["payment_received"],
+        "envelope": "plain", "secrets": [OLD]
+    });
+    let (status, _) = request(
+        api,
+        "POST",
+        "/v1/subscriptions",
+        &[ADMIN],
+        made.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201);
+    let (_, link) = request(api, "POST", "/v1/subscriptions/rot/portal", &[ADMIN], b"");
+    let portal = format!("Authorization: Bearer {}", link["token"].as_str().unwrap());
+
+    let rotated_at = clock.now_ms();
+    let (status, rotated) = request(api, "POST", "/v1/portal/rotate-secret", &[&portal], b"");
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_string();
+    assert!(new.starts_with("whsec_") && new != OLD);
+    assert_eq!(
+        rotated["retiring_secrets"],
+        json!([{"until_ms": rotated_at + 24 * 3600 * 1000}])
+    );
+    let (_, shown) = request(api, "GET", "/v1/subscriptions/rot", &[ADMIN], b"");
+    assert_eq!(shown["secrets_count"], 1, "{shown}");
+    let text = shown.to_string();
+    assert!(
+        !text.contains(&new) && !text.contains(OLD),
+        "a secret shown: {text}"
+    );
+
+    let deliver = |n: usize| {
+        let (status, _) = request(
+            api,
+            "POST",
+            "/v1/events",
+            &[INGEST],
+            br#"{"type": "payment_received", "data": {"amount": 1}}"#,
+        );
+        assert_eq!(status, 202);
+        receiver.wait_count("rot", n, WAIT);
+        let got = receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.path == "rot")
+            .nth(n - 1)
+            .unwrap();
+        Delivery {
+            body: got.body,
+            headers: got.headers,
+        }
+    };
+    let during = deliver(1);
+    assert!(standard(&during, &new).ok, "the new secret signs");
+    assert!(
+        standard(&during, OLD).ok,
+        "the old one still signs, for the switch-over"
+    );
+
+    clock.advance(std::time::Duration::from_secs(24 * 3600 + 60));
+    let after = deliver(2);
+    assert!(standard(&after, &new).ok);
+    assert!(
+        !standard(&after, OLD).ok,
+        "a day later the old secret signs no more"
+    );
+
+    // The admin route rotates too; config-file subscriptions cannot.
+    let (status, again) = request(
+        api,
+        "POST",
+        "/v1/subscriptions/rot/rotate-secret",
+        &[ADMIN],
+        b"",
+    );
+    assert_eq!(status, 200, "{again}");
+    assert_ne!(again["secret"], json!(new));
+    let (status, _) = request(
+        api,
+        "POST",
+        "/v1/subscriptions/sink/rotate-secret",
+        &[ADMIN],
+        b"",
+    );
+    assert_eq!(status, 409);
+    server.stop();
 }

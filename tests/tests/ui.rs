@@ -364,6 +364,12 @@ fn a_portal_link_sees_and_re_sends_its_own_deliveries_and_nothing_of_another() {
     );
     // The portal's re-send reached the customer; the other got nothing more.
     receiver.wait_count("customer", 2, PATIENCE);
+    // The portal rotated the customer's signing secret, and only theirs.
+    let secrets = |sub: &str| {
+        let (_, s) = get(api, &format!("/v1/subscriptions/{sub}"), &[&admin]);
+        s["secrets_count"].as_u64()
+    };
+    assert_eq!((secrets("customer"), secrets("other")), (Some(1), Some(0)));
     server.stop();
     assert_eq!(receiver.count("other"), 1);
     assert!(shots.join("portal.png").is_file());

@@ -5,7 +5,7 @@
 //   PORTAL_PATH     the link's path (/portal#<token>)
 //   DELIVERY_ID     a delivery of the link's subscription
 //   OTHER_ID        a delivery of another subscription: never shown
-import { env, shot, step, withPage } from "./browser.mjs";
+import { env, shot, step, withPage, PATIENCE } from "./browser.mjs";
 
 const url = env("HOOKHOST_URL");
 const path = env("PORTAL_PATH");
@@ -41,6 +41,15 @@ await withPage(async (page) => {
       document.querySelector("#delivery-detail").dataset.status === "delivered",
   );
   await page.screenshot(shot("portal"));
+
+  step("rotate the signing secret: the new one is shown once");
+  await page.locator("#signing summary").click();
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByRole("button", { name: "Rotate signing secret" }).click();
+  const secret = await page.locator("#new-secret").textContent({ timeout: PATIENCE });
+  if (!secret.startsWith("whsec_")) throw new Error(`new secret: ${secret}`);
+  await page.locator("#endpoint-facts", { hasText: "Signing secrets" }).waitFor();
+  await page.screenshot(shot("portal-rotation"));
 
   step("a reload keeps the session; a page without a link says what to do");
   await page.reload();

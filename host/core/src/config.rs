@@ -342,6 +342,13 @@ impl Subscription {
         for s in &self.secrets {
             crate::sign::whsec_key(s).map_err(|e| format!("{key}.secrets: {e}"))?;
         }
+        if self.retiring_secrets.len() > 4 {
+            return Err(format!("{key}.retiring_secrets: at most four"));
+        }
+        for s in &self.retiring_secrets {
+            crate::sign::whsec_key(&s.secret)
+                .map_err(|e| format!("{key}.retiring_secrets: {e}"))?;
+        }
         if let Some(order) = &self.ordering
             && !order.key.starts_with('/')
         {

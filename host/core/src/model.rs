@@ -60,6 +60,10 @@ pub struct Subscription {
     /// Standard Webhooks secrets (`whsec_…`); two during a rotation.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Secrets a rotation replaced, still signing until their time, so
+    /// receivers can switch over (set by `rotate-secret`, not by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_secrets: Vec<RetiringSecret>,
     /// Filter/transform plugins, in order.
     #[serde(default)]
     pub plugins: Vec<PluginStep>,
@@ -94,6 +98,14 @@ pub struct Subscription {
     /// Defined in the config file (read-only over the API).
     #[serde(skip)]
     pub from_config: bool,
+}
+
+/// A signing secret replaced by a rotation, still signing until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiringSecret {
+    pub secret: String,
+    pub until_ms: u64,
 }
 
 fn enabled_default() -> bool {

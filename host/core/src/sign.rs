@@ -39,6 +39,11 @@ pub enum SignError {
     BadSecret,
 }
 
+/// A Standard Webhooks secret for `key`: `whsec_` and the key in base64.
+pub fn whsec_secret(key: &[u8]) -> String {
+    format!("whsec_{}", BASE64.encode(key))
+}
+
 /// Writes `value` compactly in the form described in the module docs.
 pub fn write_canonical(out: &mut String, value: &Value) {
     match value {

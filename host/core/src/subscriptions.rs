@@ -12,6 +12,9 @@ use crate::config::Config;
 use crate::model::Subscription;
 use crate::store::{Store, StoreError};
 
+/// How long a rotated-out signing secret keeps signing.
+pub const ROTATION_OVERLAP_MS: u64 = 24 * 3600 * 1000;
+
 /// RFC 7386 JSON merge patch: objects merge key by key, `null` removes a
 /// key, anything else replaces.
 fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
@@ -233,6 +236,47 @@ impl Subscriptions {
         });
         tracing::info!(subscription = %id, "subscription changed");
         Ok(sub)
+    }
+
+    /// Replaces the subscription's signing secrets by a new random one;
+    /// the old ones keep signing beside it for [`ROTATION_OVERLAP_MS`] from
+    /// `now_ms` (receivers switch over meanwhile). Returns the new secret:
+    /// the only time it is shown.
+    pub fn rotate_secret(
+        &self,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<(Arc<Subscription>, String), SubscriptionError> {
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random)
+            .map_err(|e| SubscriptionError::Invalid(format!("no randomness for a secret: {e}")))?;
+        let secret = crate::sign::whsec_secret(&random);
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sub = Subscription::clone(&*self.changeable(id)?);
+        let until_ms = now_ms + ROTATION_OVERLAP_MS;
+        sub.retiring_secrets.retain(|r| r.until_ms > now_ms);
+        for old in std::mem::take(&mut sub.secrets) {
+            sub.retiring_secrets.push(crate::model::RetiringSecret {
+                secret: old,
+                until_ms,
+            });
+        }
+        // The oldest go first if rotations come quicker than they retire.
+        let excess = sub.retiring_secrets.len().saturating_sub(4);
+        sub.retiring_secrets.drain(..excess);
+        sub.secrets = vec![secret.clone()];
+        self.config
+            .check_subscription(&sub)
+            .map_err(SubscriptionError::Invalid)?;
+        self.store()?.put_subscription(&sub)?;
+        let sub = Arc::new(sub);
+        self.publish(|list| {
+            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
+                *slot = sub.clone();
+            }
+        });
+        tracing::info!(subscription = %id, "signing secret rotated");
+        Ok((sub, secret))
     }
 
     pub fn set_enabled(

@@ -142,6 +142,11 @@ pub(crate) fn schemas() -> Value {
                 "envelope": {"enum": ["bikeep-v2", "bikeep-v1", "plain"], "default": "bikeep-v2"},
                 "seed": {"type": "string", "writeOnly": true, "description": "required for bikeep-* envelopes; never shown"},
                 "secrets": {"type": "array", "maxItems": 2, "items": {"type": "string", "pattern": "^whsec_"}, "writeOnly": true},
+                "retiring_secrets": {"type": "array", "maxItems": 4, "description": "secrets a rotation replaced, signing until until_ms (set by rotate-secret; shown without the secret)",
+                    "items": {"type": "object", "required": ["secret", "until_ms"], "properties": {
+                        "secret": {"type": "string", "pattern": "^whsec_", "writeOnly": true},
+                        "until_ms": {"type": "integer", "minimum": 0}
+                    }}},
                 "plugins": {"type": "array", "items": {
                     "type": "object", "required": ["plugin"],
                     "properties": {"plugin": {"type": "string"}, "config": {}}
@@ -217,6 +222,7 @@ mod tests {
             "id": "s", "url": "https://example.com/hook", "types": ["*"], "tags": ["t"],
             "route_only": false, "tier": "public", "envelope": "plain", "seed": "x",
             "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+            "retiring_secrets": [{"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "until_ms": 1}],
             "plugins": [{"plugin": "p", "config": {}}],
             "retry": {"timeout_ms": 1, "max_retries": 1, "backoff": "fixed", "backoff_ms": 1,
                       "max_backoff_ms": 1, "retry_statuses": ["5xx"], "max_retry_after_ms": 1},

@@ -33,6 +33,12 @@ async function loadOverview() {
   if (sub.endpoint?.disabled) fact("Disabled because", sub.endpoint.disabled.reason);
   if (sub.endpoint?.last_success_ms) fact("Last success", time(sub.endpoint.last_success_ms));
   if (sub.endpoint?.failures) fact("Failed in a row", String(sub.endpoint.failures));
+  fact("Signing secrets", String(sub.secrets_count));
+  for (const r of sub.retiring_secrets ?? []) {
+    const until = el("span", "an older secret also signs until ");
+    until.append(time(r.until_ms));
+    fact("Rotation", until);
+  }
   fact("This link works until", time(Date.parse(expires_at)));
   $("#overview").hidden = false;
 }
@@ -54,6 +60,27 @@ let deliveries = null;
 async function loadDeliveries() {
   await deliveries.load();
   $("#deliveries").hidden = false;
+}
+
+async function rotateSecret() {
+  const box = $("#rotate-result");
+  box.replaceChildren();
+  if (!confirm("Make a new signing secret? Your current one keeps working for 24 hours.")) return;
+  try {
+    const { secret, retiring_secrets } = await api("POST", "/v1/portal/rotate-secret");
+    const code = el("code", secret);
+    code.id = "new-secret";
+    box.append(el("p", "Your new secret (shown only now; store it where your receiver reads it):"), code);
+    const until = Math.max(...retiring_secrets.map((r) => r.until_ms));
+    if (Number.isFinite(until)) {
+      const note = el("p", "The previous secret keeps signing until ");
+      note.append(time(until), ".");
+      box.append(note);
+    }
+    await loadOverview();
+  } catch (error) {
+    box.textContent = error.message;
+  }
 }
 
 async function loadTypes() {
@@ -80,6 +107,7 @@ document.addEventListener("DOMContentLoaded", () => {
     showError(new Error("Open this page with the link your provider gave you."));
     return;
   }
+  $("#rotate").addEventListener("click", () => rotateSecret());
   deliveries = deliveryList({
     api,
     base: "/v1/portal/deliveries",

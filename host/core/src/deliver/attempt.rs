@@ -38,11 +38,30 @@ impl Deliverer {
         for (name, value) in &endpoint.headers {
             request = request.header(name, value);
         }
-        if !endpoint.keys.is_empty() {
+        // A rotated-out key signs beside the new one until its time.
+        let with_retiring: Vec<Vec<u8>>;
+        let keys = if endpoint.retiring.iter().any(|(_, until)| *until > at_ms) {
+            with_retiring = endpoint
+                .keys
+                .iter()
+                .cloned()
+                .chain(
+                    endpoint
+                        .retiring
+                        .iter()
+                        .filter(|(_, until)| *until > at_ms)
+                        .map(|(key, _)| key.clone()),
+                )
+                .collect();
+            &with_retiring
+        } else {
+            &endpoint.keys
+        };
+        if !keys.is_empty() {
             let body_text = std::str::from_utf8(&body).unwrap_or_default();
             request = request.header(
                 "webhook-signature",
-                sign::standard_signature(&endpoint.keys, job_id, timestamp, body_text),
+                sign::standard_signature(keys, job_id, timestamp, body_text),
             );
         }
         let request = match request.body(Full::new(body)) {

@@ -53,6 +53,8 @@ struct Endpoint {
     sub: Arc<Subscription>,
     uri: Uri,
     keys: Vec<Vec<u8>>,
+    /// Keys a rotation replaced, each signing until its time (ms).
+    retiring: Vec<(Vec<u8>, u64)>,
     /// The subscription's own headers, checked when it was configured.
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     in_flight: Semaphore,
@@ -79,6 +81,15 @@ impl Endpoint {
                 .secrets
                 .iter()
                 .map(|s| sign::whsec_key(s).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?,
+            retiring: sub
+                .retiring_secrets
+                .iter()
+                .map(|r| {
+                    sign::whsec_key(&r.secret)
+                        .map(|key| (key, r.until_ms))
+                        .map_err(|e| e.to_string())
+                })
                 .collect::<Result<_, _>>()?,
             headers: sub
                 .headers
@@ -194,6 +205,11 @@ impl Deliverer {
             clock,
             store,
         })
+    }
+
+    /// The time attempts, retries and rotations run on.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Sends operational events (`hookhost.*`) to `sink` from now on.

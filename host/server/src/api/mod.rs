@@ -184,6 +184,23 @@ pub(crate) fn routes() -> Vec<Route> {
         Route {
             access: Portal,
             responses: &[
+                (
+                    200,
+                    "{secret, retiring_secrets}: the new secret, shown once",
+                ),
+                (404, "the subscription is gone"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "POST",
+                "/v1/portal/rotate-secret",
+                "Portal: a new whsec_ signing secret; the old one keeps signing for 24 h",
+                post(portal::rotate_secret),
+            )
+        },
+        Route {
+            access: Portal,
+            responses: &[
                 (202, "queued again"),
                 (404, "no such delivery of this subscription"),
                 (409, "pending, or its plugins still fail"),
@@ -273,6 +290,22 @@ pub(crate) fn routes() -> Vec<Route> {
             "Deliveries out of retries or refused",
             get(deliveries::dead_letters),
         ),
+        Route {
+            responses: &[
+                (
+                    200,
+                    "{secret, retiring_secrets}: the new secret, shown once",
+                ),
+                (404, "no such subscription"),
+                (409, "from the config file"),
+            ],
+            ..route(
+                "POST",
+                "/v1/subscriptions/{id}/rotate-secret",
+                "A new whsec_ signing secret; the old ones keep signing for 24 h",
+                post(subscriptions::rotate_secret),
+            )
+        },
         Route {
             body: Some("TestEvent"),
             responses: &[

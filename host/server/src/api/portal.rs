@@ -101,6 +101,12 @@ pub(super) async fn overview(
             "types": sub.types,
             "enabled": sub.enabled,
             "endpoint": app.deliverer.endpoint_health(&sub.id),
+            "secrets_count": sub.secrets.len(),
+            "retiring_secrets": sub
+                .retiring_secrets
+                .iter()
+                .map(|r| json!({ "until_ms": r.until_ms }))
+                .collect::<Vec<_>>(),
         },
         "expires_at": rfc3339(scope.expires_at_s),
     }))
@@ -179,4 +185,13 @@ pub(super) async fn event_types(
     };
     let types = event_types::entries(&app, |name| sub.wants(name));
     axum::Json(json!({ "event_types": types })).into_response()
+}
+
+/// `POST /v1/portal/rotate-secret`: a new signing secret for the link's
+/// subscription, shown once; the old one signs beside it for 24 h.
+pub(super) async fn rotate_secret(
+    State(app): State<App>,
+    Extension(scope): Extension<PortalScope>,
+) -> Response {
+    super::subscriptions::rotate(&app, scope.subscription.clone()).await
 }

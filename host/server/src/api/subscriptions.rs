@@ -29,6 +29,14 @@ fn subscription_view(app: &App, sub: &Subscription) -> Value {
         );
         o.remove("seed");
         o.remove("secrets");
+        // When the rotated-out secrets stop signing; never the secrets.
+        o.insert(
+            "retiring_secrets".into(),
+            sub.retiring_secrets
+                .iter()
+                .map(|r| json!({ "until_ms": r.until_ms }))
+                .collect(),
+        );
         // Header values may be credentials: names only.
         if let Some(headers) = o.get_mut("headers").and_then(Value::as_object_mut) {
             for value in headers.values_mut() {
@@ -257,4 +265,32 @@ pub(super) async fn send_test_event(
             error(status, e.to_string())
         }
     }
+}
+
+/// Rotates subscription `id`'s signing secret (the admin route's and the
+/// portal's work): 200 with the new secret, shown this once, and until
+/// when the old ones keep signing.
+pub(super) async fn rotate(app: &App, id: String) -> Response {
+    let (subscriptions, now_ms) = (app.subscriptions.clone(), app.deliverer.now_ms());
+    let rotated = match blocking(move || subscriptions.rotate_secret(&id, now_ms)).await {
+        Ok(rotated) => rotated,
+        Err(e) => return e.into_response(),
+    };
+    match rotated {
+        Ok((sub, secret)) => axum::Json(json!({
+            "secret": secret,
+            "retiring_secrets": sub
+                .retiring_secrets
+                .iter()
+                .map(|r| json!({ "until_ms": r.until_ms }))
+                .collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => subscription_error(e),
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/rotate-secret`.
+pub(super) async fn rotate_secret(State(app): State<App>, Path(id): Path<String>) -> Response {
+    rotate(&app, id).await
 }
