@@ -1022,6 +1022,28 @@ fn a_rotated_secret_signs_beside_the_old_one_for_a_day() {
         standard(&during, OLD).ok,
         "the old one still signs, for the switch-over"
     );
+    // The delivery's detail shows that request: exact, both signatures masked.
+    let id = &during.headers["webhook-id"];
+    let shown = || {
+        let (_, d) = request(api, "GET", &format!("/v1/deliveries/{id}"), &[ADMIN], b"");
+        d
+    };
+    assert!(wait_until(WAIT, || shown()["status"] == "delivered").is_some());
+    let detail = shown();
+    let req = &detail["request"];
+    assert_eq!(req["exact"], true, "{detail}");
+    assert_eq!(req["body"].as_str(), Some(during.body.as_str()));
+    let headers: std::collections::BTreeMap<String, String> =
+        serde_json::from_value::<Vec<(String, String)>>(req["headers"].clone())
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(headers["webhook-signature"], "v1,(masked) v1,(masked)");
+    assert_eq!(
+        headers["webhook-timestamp"],
+        during.headers["webhook-timestamp"]
+    );
+    assert!(!detail.to_string().contains(&new) && !detail.to_string().contains(OLD));
 
     clock.advance(std::time::Duration::from_secs(24 * 3600 + 60));
     let after = deliver(2);

@@ -61,6 +61,7 @@ fn job(id: &str, status: JobStatus, attempt_at_ms: u64) -> Job {
             status: Some(200),
             latency_ms: 1.0,
             error: None,
+            sent_sha256: None,
         }],
         attempts_in_round: 1,
         next_attempt_at_ms: 0,

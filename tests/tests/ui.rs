@@ -154,6 +154,28 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     receiver.wait_count("customer", 2, PATIENCE);
     let (_, one) = get(api, &format!("/v1/deliveries/{delivery}"), &[&admin]);
     assert_eq!(one["attempts"].as_array().unwrap().len(), 2, "{one}");
+    // The request the page shows is what the receiver got, byte for byte.
+    let got = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "customer")
+        .last()
+        .unwrap();
+    assert_eq!(one["request"]["exact"], true, "{one}");
+    assert_eq!(one["request"]["body"].as_str(), Some(got.body.as_str()));
+    let shown: std::collections::BTreeMap<String, String> =
+        serde_json::from_value::<Vec<(String, String)>>(one["request"]["headers"].clone())
+            .unwrap()
+            .into_iter()
+            .collect();
+    for name in [
+        "webhook-id",
+        "webhook-timestamp",
+        "content-type",
+        "user-agent",
+    ] {
+        assert_eq!(shown.get(name), got.headers.get(name), "{name}");
+    }
     // The page's recover re-sent the dead delivery, which the endpoint took;
     // then the page's test event went there too, and only there.
     receiver.wait_count("refusing", 3, PATIENCE);

@@ -63,6 +63,12 @@ await withPage(async (page) => {
   if (!(await attempts.first().textContent()).includes("200")) {
     throw new Error(`attempt: ${await attempts.first().textContent()}`);
   }
+  await page.locator("#request summary").click();
+  await page.locator("#request-note", { hasText: "exactly as sent" }).waitFor();
+  await page.locator("#request-headers tr", { hasText: deliveryId }).waitFor();
+  if (!(await page.locator("#request-body").textContent()).includes('"hash"')) {
+    throw new Error("the request body is not the signed envelope");
+  }
   await page.screenshot(shot("delivery"));
 
   step("re-send it; the second attempt appears without a reload");

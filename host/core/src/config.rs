@@ -155,7 +155,7 @@ pub struct CatalogConfig {
 }
 
 /// `[store]`: where deliveries, windows and subscriptions are kept.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
@@ -175,6 +175,18 @@ pub enum StoreBackend {
     Sled,
     /// A PostgreSQL database (`store.url`).
     Postgres,
+}
+
+/// The URL may hold a password: shown as set or not, never as written.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "(set)"))
+            .field("pool_size", &self.pool_size)
+            .field("schema", &self.schema)
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {

@@ -505,6 +505,10 @@ pub struct Attempt {
     pub status: Option<u16>,
     pub latency_ms: f64,
     pub error: Option<String>,
+    /// 16 hex digits of SHA-256 of the URL and body sent (see
+    /// `deliver::shown_request`); absent in records made before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_sha256: Option<String>,
 }
 
 /// One (event, subscription) delivery. Its id is the `webhook-id` receivers

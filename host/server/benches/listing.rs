@@ -47,6 +47,7 @@ fn job(i: u64, base_ms: u64) -> Job {
             status: Some(if i.is_multiple_of(100) { 410 } else { 200 }),
             latency_ms: 3.2,
             error: None,
+            sent_sha256: None,
         }],
         attempts_in_round: 1,
         next_attempt_at_ms: 0,

@@ -109,6 +109,24 @@ function renderDelivery(d, { subscription }) {
   }
   $("#attempt-empty").hidden = d.attempts.length > 0;
   $("#detail-data").textContent = JSON.stringify(d.data, null, 2);
+  renderRequest(d.request);
+}
+
+/** The request as sent (rebuilt by the server, signatures and header values masked). */
+function renderRequest(request) {
+  const box = $("#request");
+  box.hidden = !request;
+  if (!request) return;
+  $("#request-note").textContent =
+    request.exact === true
+      ? `POST ${request.url}, exactly as sent`
+      : request.exact === false
+        ? `POST ${request.url} as it would be sent now (the subscription changed since that attempt)`
+        : `POST ${request.url} (not attempted yet: as it will be sent)`;
+  const rows = $("#request-headers tbody");
+  rows.replaceChildren(...request.headers.map(([name, value]) => row([name, value])));
+  // Byte for byte as sent (no pretty-printing): the signature covers it.
+  $("#request-body").textContent = request.body;
 }
 
 /**

@@ -14,6 +14,9 @@ use crate::metrics::METRICS;
 use crate::model::Attempt;
 use crate::sign;
 
+/// Who sends: the `user-agent` of every attempt.
+pub(super) const USER_AGENT: &str = concat!("hookhost/", env!("CARGO_PKG_VERSION"));
+
 /// The most of an endpoint's answer body that is read. Receivers answer
 /// with a status; what they write after it is never used.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -27,12 +30,10 @@ impl Deliverer {
     ) -> (Attempt, Outcome) {
         let at_ms = self.clock.now_ms();
         let timestamp = at_ms / 1000;
+        let sent_sha256 = Some(super::shown::sent_digest(&endpoint.sub.url, &body));
         let mut request = Request::post(endpoint.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(
-                http::header::USER_AGENT,
-                concat!("hookhost/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(http::header::USER_AGENT, USER_AGENT)
             .header("webhook-id", job_id)
             .header("webhook-timestamp", timestamp);
         for (name, value) in &endpoint.headers {
@@ -72,6 +73,7 @@ impl Deliverer {
                     status: None,
                     latency_ms: 0.0,
                     error: Some(e.to_string()),
+                    sent_sha256,
                 };
                 return (attempt, Outcome::Refused);
             }
@@ -124,6 +126,7 @@ impl Deliverer {
                 status,
                 latency_ms,
                 error,
+                sent_sha256,
             },
             outcome,
         )

@@ -27,9 +27,11 @@ mod health;
 mod order;
 mod rate;
 mod retry;
+mod shown;
 mod state_writer;
 mod test_event;
 
+pub use shown::{ShownRequest, sent_digest, shown_request};
 pub use test_event::{TEST_EVENT_PREFIX, TestEventError};
 
 use client::HttpsClient;

@@ -857,6 +857,7 @@ mod tests {
                 status: Some(200),
                 latency_ms: 1.0,
                 error: None,
+                sent_sha256: None,
             }],
             attempts_in_round: 1,
             next_attempt_at_ms: 0,
@@ -915,6 +916,7 @@ mod tests {
             status: Some(200),
             latency_ms: 1.0,
             error: None,
+            sent_sha256: None,
         });
         store.update_job(&resent).unwrap();
         // The dead-letter marker is stale: dropped, the job stays.

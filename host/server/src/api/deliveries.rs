@@ -24,6 +24,24 @@ pub(super) fn view(job: &Job) -> Value {
     v
 }
 
+/// One delivery as its detail shows it: [`view`] and the request its last
+/// attempt sent (or the next one will), rebuilt with secrets masked, with
+/// whether it is exactly what was sent (`deliver::shown_request`).
+pub(super) fn detail(app: &App, job: &Job) -> Value {
+    let mut v = view(job);
+    if let Some(sub) = app.subscriptions.get(&job.subscription_id)
+        && let Ok(request) = hookhost_core::deliver::shown_request(
+            &sub,
+            job,
+            job.attempts.last(),
+            app.deliverer.now_ms(),
+        )
+    {
+        v["request"] = serde_json::to_value(request).unwrap_or_default();
+    }
+    v
+}
+
 fn rfc3339_ms(param: &str, text: &str) -> Result<u64, ApiError> {
     hookhost_core::clock::parse_rfc3339_ms(text)
         .map(|ms| ms.max(0) as u64)
@@ -167,7 +185,7 @@ pub(super) async fn get_delivery(State(app): State<App>, Path(id): Path<String>)
         Err(e) => return e.into_response(),
     };
     match found {
-        Ok(Some(job)) => axum::Json(view(&job)).into_response(),
+        Ok(Some(job)) => axum::Json(detail(&app, &job)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no delivery with id {id}")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::blocking;
-use super::deliveries::{self, DeliveryQuery, list, view};
+use super::deliveries::{self, DeliveryQuery, list};
 use super::event_types;
 use crate::app::App;
 use crate::auth::PortalScope;
@@ -156,7 +156,7 @@ pub(super) async fn delivery(
     Path(id): Path<String>,
 ) -> Response {
     match own_delivery(&app, &scope, &id).await {
-        Ok(job) => axum::Json(view(&job)).into_response(),
+        Ok(job) => axum::Json(deliveries::detail(&app, &job)).into_response(),
         Err(answer) => answer,
     }
 }

@@ -58,7 +58,7 @@ impl From<tokio_postgres::Error> for StoreError {
 }
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgSettings {
     /// A `postgres://` URL or `key=value` words (secret: not logged).
     pub url: String,
