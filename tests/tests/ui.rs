@@ -158,8 +158,7 @@ fn dashboard_signs_in_re_sends_and_recovers_deliveries_and_disables_a_subscripti
     let got = receiver
         .received()
         .into_iter()
-        .filter(|r| r.path == "customer")
-        .last()
+        .rfind(|r| r.path == "customer")
         .unwrap();
     assert_eq!(one["request"]["exact"], true, "{one}");
     assert_eq!(one["request"]["body"].as_str(), Some(got.body.as_str()));
