@@ -157,6 +157,23 @@ impl Subscriptions {
         Ok(sub)
     }
 
+    /// Writes the changed subscription `id` and publishes it in its place.
+    /// The caller holds the change lock.
+    fn store_in_place(
+        &self,
+        id: &str,
+        sub: Subscription,
+    ) -> Result<Arc<Subscription>, SubscriptionError> {
+        self.store()?.put_subscription(&sub)?;
+        let sub = Arc::new(sub);
+        self.publish(|list| {
+            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
+                *slot = sub.clone();
+            }
+        });
+        Ok(sub)
+    }
+
     /// The API-made subscription `id`, for a change.
     fn changeable(&self, id: &str) -> Result<Arc<Subscription>, SubscriptionError> {
         match self.get(id) {
@@ -184,13 +201,7 @@ impl Subscriptions {
         let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
         self.changeable(id)?;
         sub.from_config = false;
-        self.store()?.put_subscription(&sub)?;
-        let sub = Arc::new(sub);
-        self.publish(|list| {
-            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
-                *slot = sub.clone();
-            }
-        });
+        let sub = self.store_in_place(id, sub)?;
         tracing::info!(subscription = %id, "subscription replaced");
         Ok(sub)
     }
@@ -227,13 +238,7 @@ impl Subscriptions {
             .check_subscription(&sub)
             .map_err(SubscriptionError::Invalid)?;
         sub.from_config = false;
-        self.store()?.put_subscription(&sub)?;
-        let sub = Arc::new(sub);
-        self.publish(|list| {
-            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
-                *slot = sub.clone();
-            }
-        });
+        let sub = self.store_in_place(id, sub)?;
         tracing::info!(subscription = %id, "subscription changed");
         Ok(sub)
     }
@@ -268,13 +273,7 @@ impl Subscriptions {
         self.config
             .check_subscription(&sub)
             .map_err(SubscriptionError::Invalid)?;
-        self.store()?.put_subscription(&sub)?;
-        let sub = Arc::new(sub);
-        self.publish(|list| {
-            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
-                *slot = sub.clone();
-            }
-        });
+        let sub = self.store_in_place(id, sub)?;
         tracing::info!(subscription = %id, "signing secret rotated");
         Ok((sub, secret))
     }
@@ -287,13 +286,7 @@ impl Subscriptions {
         let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
         let mut sub = Subscription::clone(&*self.changeable(id)?);
         sub.enabled = enabled;
-        self.store()?.put_subscription(&sub)?;
-        let sub = Arc::new(sub);
-        self.publish(|list| {
-            if let Some(slot) = list.iter_mut().find(|s| s.id == id) {
-                *slot = sub.clone();
-            }
-        });
+        let sub = self.store_in_place(id, sub)?;
         tracing::info!(subscription = %id, enabled, "subscription switched");
         Ok(sub)
     }
@@ -316,4 +309,24 @@ pub fn order_slot(sub: &Subscription, data: &str) -> Option<crate::model::OrderS
         key,
         seq: crate::clock::next_sequence(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_patch_replaces_named_fields_removes_nulls_and_keeps_the_rest() {
+        let mut target = serde_json::json!({
+            "url": "http://a/", "secrets": ["s"], "retry": {"max_retries": 3, "backoff": "fixed"}
+        });
+        merge_patch(
+            &mut target,
+            &serde_json::json!({"url": "http://b/", "retry": {"max_retries": 5}, "secrets": null}),
+        );
+        assert_eq!(
+            target,
+            serde_json::json!({"url": "http://b/", "retry": {"max_retries": 5, "backoff": "fixed"}})
+        );
+    }
 }
