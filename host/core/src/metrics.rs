@@ -1,11 +1,16 @@
-//! Counters for `GET /metrics` (Prometheus text format, version 0.0.4).
+//! Counters for `GET /metrics` (OpenMetrics text, encoded by `prometheus-client`).
 //!
 //! Process-wide atomics, bumped where things happen (ingest, pipeline,
 //! delivery, windows); gauges that other parts already know (queue depth,
 //! plugin statistics, reloads) are read when the page is rendered.
 
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the attempt-latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 11] = [
@@ -98,6 +103,7 @@ impl Metrics {
 }
 
 /// What the page needs from outside this module.
+#[derive(Debug)]
 pub struct Snapshot {
     /// Deliveries waiting for an attempt or in one.
     pub queue_depth: usize,
@@ -111,305 +117,244 @@ pub struct Snapshot {
     pub plugin_refusals: u64,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+/// The content type of [`render`]'s page.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Escapes a label value (backslash, quote, newline).
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-pub fn render(snapshot: &Snapshot) -> String {
-    let m = &METRICS;
+/// The page, in the OpenMetrics text format (which Prometheus reads), by
+/// `prometheus-client`: the process counters and `snapshot` encoded at
+/// scrape time by one collector. Counter names get their `_total` there.
+pub fn render(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(snapshot)));
     let mut out = String::with_capacity(4096);
-    family(
-        &mut out,
-        "hookhost_events_ingested_total",
-        "counter",
-        "Events accepted (durably stored) by POST /v1/events.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_events_ingested_total {}",
-        m.events_ingested.load(Relaxed)
-    );
-    family(
-        &mut out,
-        "hookhost_ingest_refused_total",
-        "counter",
-        "Ingest requests refused (4xx).",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_ingest_refused_total {}",
-        m.ingest_refused.load(Relaxed)
-    );
-
-    family(
-        &mut out,
-        "hookhost_endpoints_disabled",
-        "gauge",
-        "Subscriptions whose endpoint hookhost disabled (410 Gone or failing for days); see GET /v1/subscriptions/{id}.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_endpoints_disabled {}",
-        snapshot.endpoints_disabled
-    );
-    family(
-        &mut out,
-        "hookhost_api_connections",
-        "gauge",
-        "Open connections to the HTTP API.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_api_connections {}",
-        m.connections_open.load(Relaxed)
-    );
-    family(
-        &mut out,
-        "hookhost_api_connections_dropped_total",
-        "counter",
-        "API connections dropped at server.max_connections: shed (idle, closed for a new one) or refused (503).",
-    );
-    for (how, v) in [
-        ("shed", &m.connections_shed),
-        ("refused", &m.connections_refused),
-    ] {
-        let _ = writeln!(
-            out,
-            "hookhost_api_connections_dropped_total{{how=\"{how}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
-
-    family(
-        &mut out,
-        "hookhost_deliveries_total",
-        "counter",
-        "Deliveries finished, by outcome.",
-    );
-    for (outcome, v) in [
-        ("delivered", &m.delivered),
-        ("dead", &m.dead),
-        ("plugin_error", &m.plugin_errors),
-    ] {
-        let _ = writeln!(
-            out,
-            "hookhost_deliveries_total{{outcome=\"{outcome}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
-        "hookhost_attempts_total",
-        "counter",
-        "Delivery attempts, by outcome (ok: 2xx; failed: 5xx, network error or timeout, retried; refused: other statuses).",
-    );
-    for (outcome, v) in [
-        ("ok", &m.attempts_ok),
-        ("failed", &m.attempts_failed),
-        ("refused", &m.attempts_refused),
-    ] {
-        let _ = writeln!(
-            out,
-            "hookhost_attempts_total{{outcome=\"{outcome}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
-        "hookhost_attempt_duration_seconds",
-        "histogram",
-        "Time from sending a delivery attempt to its answer or failure.",
-    );
-    let mut cumulative = 0;
-    for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&m.latency_buckets) {
-        cumulative += bucket.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "hookhost_attempt_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    let count = m.latency_count.load(Relaxed);
-    let _ = writeln!(
-        out,
-        "hookhost_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_attempt_duration_seconds_sum {}",
-        m.latency_sum_us.load(Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(out, "hookhost_attempt_duration_seconds_count {count}");
-
-    family(
-        &mut out,
-        "hookhost_delivery_queue_depth",
-        "gauge",
-        "Deliveries waiting for an attempt or in one.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_delivery_queue_depth {}",
-        snapshot.queue_depth
-    );
-    family(
-        &mut out,
-        "hookhost_window_events",
-        "gauge",
-        "Events waiting in open aggregation windows.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_window_events {}",
-        m.window_events.load(Relaxed).max(0)
-    );
-    family(
-        &mut out,
-        "hookhost_windows_closed_total",
-        "counter",
-        "Aggregation windows closed into a delivery.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_windows_closed_total {}",
-        m.windows_closed.load(Relaxed)
-    );
-    family(
-        &mut out,
-        "hookhost_outages_confirmed_total",
-        "counter",
-        "connection_confirmed events emitted.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_outages_confirmed_total {}",
-        m.outages_confirmed.load(Relaxed)
-    );
-
-    family(
-        &mut out,
-        "hookhost_retention_removed_total",
-        "counter",
-        "Records removed by retention, by kind (see [retention]).",
-    );
-    for (kind, v) in ["delivered", "dead_letters", "events"]
-        .iter()
-        .zip(&m.retention_removed)
-    {
-        let _ = writeln!(
-            out,
-            "hookhost_retention_removed_total{{kind=\"{kind}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
-    if m.stored_counted.load(Relaxed) {
-        family(
-            &mut out,
-            "hookhost_stored_records",
-            "gauge",
-            "Records in the store, by kind, as last counted (every retention.count_every).",
-        );
-        for (kind, v) in ["events", "deliveries", "pending", "dead_letters"]
-            .iter()
-            .zip(&m.stored)
-        {
-            let _ = writeln!(
-                out,
-                "hookhost_stored_records{{kind=\"{kind}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-        family(
-            &mut out,
-            "hookhost_store_bytes",
-            "gauge",
-            "Bytes the store takes on disk, as last counted.",
-        );
-        let _ = writeln!(out, "hookhost_store_bytes {}", m.stored[4].load(Relaxed));
-    }
-
-    family(
-        &mut out,
-        "hookhost_plugin_calls_total",
-        "counter",
-        "Calls into each serving plugin version.",
-    );
-    for (name, calls, _, _) in &snapshot.plugins {
-        let _ = writeln!(
-            out,
-            "hookhost_plugin_calls_total{{plugin=\"{}\"}} {calls}",
-            label(name)
-        );
-    }
-    family(
-        &mut out,
-        "hookhost_plugin_errors_total",
-        "counter",
-        "Failed calls (trap, limit, plugin error) per serving plugin version.",
-    );
-    for (name, _, errors, _) in &snapshot.plugins {
-        let _ = writeln!(
-            out,
-            "hookhost_plugin_errors_total{{plugin=\"{}\"}} {errors}",
-            label(name)
-        );
-    }
-    family(
-        &mut out,
-        "hookhost_plugin_shadow_total",
-        "counter",
-        "Calls of a candidate version in shadow, by how its answer compared with the serving one.",
-    );
-    for (name, report) in &snapshot.shadows {
-        for (outcome, n) in [
-            ("agreed", report.agreed),
-            ("disagreed", report.disagreed),
-            ("candidate_error", report.candidate_errors),
-        ] {
-            let _ = writeln!(
-                out,
-                "hookhost_plugin_shadow_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {n}",
-                label(name)
-            );
-        }
-    }
-    family(
-        &mut out,
-        "hookhost_plugin_call_mean_seconds",
-        "gauge",
-        "Mean call time per serving plugin version.",
-    );
-    for (name, _, _, mean) in &snapshot.plugins {
-        let _ = writeln!(
-            out,
-            "hookhost_plugin_call_mean_seconds{{plugin=\"{}\"}} {mean}",
-            label(name)
-        );
-    }
-    family(
-        &mut out,
-        "hookhost_plugin_reloads_total",
-        "counter",
-        "Plugin loads, by result.",
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_plugin_reloads_total{{result=\"loaded\"}} {}",
-        snapshot.plugin_loads
-    );
-    let _ = writeln!(
-        out,
-        "hookhost_plugin_reloads_total{{result=\"refused\"}} {}",
-        snapshot.plugin_refusals
-    );
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
+}
+
+#[derive(Debug)]
+struct Scrape(Snapshot);
+
+/// A counter family's samples: labels and value.
+type Rows<'a, const N: usize> = Vec<([(&'static str, &'a str); N], u64)>;
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+fn counters<const N: usize>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: Rows<'_, N>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in &rows {
+        family
+            .encode_family(labels)?
+            .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let (m, snapshot) = (&METRICS, &self.0);
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        counter(
+            &mut enc,
+            "hookhost_events_ingested",
+            "Events accepted (durably stored) by POST /v1/events.",
+            load(&m.events_ingested),
+        )?;
+        counter(
+            &mut enc,
+            "hookhost_ingest_refused",
+            "Ingest requests refused (4xx).",
+            load(&m.ingest_refused),
+        )?;
+        gauge(
+            &mut enc,
+            "hookhost_endpoints_disabled",
+            "Subscriptions whose endpoint hookhost disabled (410 Gone or failing for days); see GET /v1/subscriptions/{id}.",
+            snapshot.endpoints_disabled as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "hookhost_api_connections",
+            "Open connections to the HTTP API.",
+            m.connections_open.load(Relaxed),
+        )?;
+        counters(
+            &mut enc,
+            "hookhost_api_connections_dropped",
+            "API connections dropped at server.max_connections: shed (idle, closed for a new one) or refused (503).",
+            vec![
+                ([("how", "shed")], load(&m.connections_shed)),
+                ([("how", "refused")], load(&m.connections_refused)),
+            ],
+        )?;
+        counters(
+            &mut enc,
+            "hookhost_deliveries",
+            "Deliveries finished, by outcome.",
+            vec![
+                ([("outcome", "delivered")], load(&m.delivered)),
+                ([("outcome", "dead")], load(&m.dead)),
+                ([("outcome", "plugin_error")], load(&m.plugin_errors)),
+            ],
+        )?;
+        counters(
+            &mut enc,
+            "hookhost_attempts",
+            "Delivery attempts, by outcome (ok: 2xx; failed: 5xx, network error or timeout, retried; refused: other statuses).",
+            vec![
+                ([("outcome", "ok")], load(&m.attempts_ok)),
+                ([("outcome", "failed")], load(&m.attempts_failed)),
+                ([("outcome", "refused")], load(&m.attempts_refused)),
+            ],
+        )?;
+        // Per bucket (the encoder adds them up), then what no bound held.
+        let count = load(&m.latency_count);
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .zip(&m.latency_buckets)
+            .map(|(bound, n)| (*bound, load(n)))
+            .collect();
+        let bounded: u64 = buckets.iter().map(|b| b.1).sum();
+        buckets.push((f64::INFINITY, count.saturating_sub(bounded)));
+        enc.encode_descriptor(
+            "hookhost_attempt_duration_seconds",
+            "Time from sending a delivery attempt to its answer or failure.",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(
+            load(&m.latency_sum_us) as f64 / 1e6,
+            count,
+            &buckets,
+            None,
+        )?;
+        gauge(
+            &mut enc,
+            "hookhost_delivery_queue_depth",
+            "Deliveries waiting for an attempt or in one.",
+            snapshot.queue_depth as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "hookhost_window_events",
+            "Events waiting in open aggregation windows.",
+            m.window_events.load(Relaxed).max(0),
+        )?;
+        counter(
+            &mut enc,
+            "hookhost_windows_closed",
+            "Aggregation windows closed into a delivery.",
+            load(&m.windows_closed),
+        )?;
+        counter(
+            &mut enc,
+            "hookhost_outages_confirmed",
+            "connection_confirmed events emitted.",
+            load(&m.outages_confirmed),
+        )?;
+        counters(
+            &mut enc,
+            "hookhost_retention_removed",
+            "Records removed by retention, by kind (see [retention]).",
+            ["delivered", "dead_letters", "events"]
+                .iter()
+                .zip(&m.retention_removed)
+                .map(|(kind, v)| ([("kind", *kind)], load(v)))
+                .collect(),
+        )?;
+        if m.stored_counted.load(Relaxed) {
+            let mut family = enc.encode_descriptor(
+                "hookhost_stored_records",
+                "Records in the store, by kind, as last counted (every retention.count_every).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (kind, v) in ["events", "deliveries", "pending", "dead_letters"]
+                .iter()
+                .zip(&m.stored)
+            {
+                family
+                    .encode_family(&[("kind", *kind)])?
+                    .encode_gauge(&load(v))?;
+            }
+            enc.encode_descriptor(
+                "hookhost_store_bytes",
+                "Bytes the store takes on disk, as last counted.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&load(&m.stored[4]))?;
+        }
+        let plugins = &snapshot.plugins;
+        counters(
+            &mut enc,
+            "hookhost_plugin_calls",
+            "Calls into each serving plugin version.",
+            plugins
+                .iter()
+                .map(|(name, calls, _, _)| ([("plugin", name.as_str())], *calls))
+                .collect(),
+        )?;
+        counters(
+            &mut enc,
+            "hookhost_plugin_errors",
+            "Failed calls (trap, limit, plugin error) per serving plugin version.",
+            plugins
+                .iter()
+                .map(|(name, _, errors, _)| ([("plugin", name.as_str())], *errors))
+                .collect(),
+        )?;
+        counters(
+            &mut enc,
+            "hookhost_plugin_shadow",
+            "Calls of a candidate version in shadow, by how its answer compared with the serving one.",
+            snapshot
+                .shadows
+                .iter()
+                .flat_map(|(name, report)| {
+                    [
+                        ("agreed", report.agreed),
+                        ("disagreed", report.disagreed),
+                        ("candidate_error", report.candidate_errors),
+                    ]
+                    .map(|(outcome, n)| ([("plugin", name.as_str()), ("outcome", outcome)], n))
+                })
+                .collect(),
+        )?;
+        let mut means = enc.encode_descriptor(
+            "hookhost_plugin_call_mean_seconds",
+            "Mean call time per serving plugin version.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, _, _, mean) in plugins {
+            means
+                .encode_family(&[("plugin", name.as_str())])?
+                .encode_gauge(mean)?;
+        }
+        counters(
+            &mut enc,
+            "hookhost_plugin_reloads",
+            "Plugin loads, by result.",
+            vec![
+                ([("result", "loaded")], snapshot.plugin_loads),
+                ([("result", "refused")], snapshot.plugin_refusals),
+            ],
+        )
+    }
 }
 
 #[cfg(test)]
@@ -431,7 +376,28 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn the_page_keeps_the_names_and_escapes_label_values() {
+        let page = render(Snapshot {
+            queue_depth: 3,
+            endpoints_disabled: 0,
+            plugins: vec![("a\"b\\c\nd".into(), 7, 1, 0.5)],
+            shadows: Vec::new(),
+            plugin_loads: 2,
+            plugin_refusals: 0,
+        });
+        for line in [
+            "hookhost_delivery_queue_depth 3",
+            "hookhost_plugin_reloads_total{result=\"loaded\"} 2",
+            "hookhost_plugin_calls_total{plugin=\"a\\\"b\\\\c\\nd\"} 7",
+            "# TYPE hookhost_attempt_duration_seconds histogram",
+            "# EOF",
+        ] {
+            assert!(page.lines().any(|l| l == line), "{line:?} not in\n{page}");
+        }
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with("hookhost_attempt_duration_seconds_bucket{le=\"+Inf\"} ")),
+            "{page}"
+        );
     }
 }

@@ -78,7 +78,7 @@ pub(crate) async fn metrics(State(app): State<App>) -> Response {
         })
         .collect();
     let (plugin_loads, plugin_refusals) = app.registry.load_counts();
-    let page = hookhost_core::metrics::render(&hookhost_core::metrics::Snapshot {
+    let page = hookhost_core::metrics::render(hookhost_core::metrics::Snapshot {
         queue_depth: app.deliverer.queued(),
         endpoints_disabled: app.deliverer.disabled_endpoints(),
         plugins,
@@ -87,10 +87,7 @@ pub(crate) async fn metrics(State(app): State<App>) -> Response {
         plugin_refusals,
     });
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, hookhost_core::metrics::CONTENT_TYPE)],
         page,
     )
         .into_response()

@@ -56,7 +56,7 @@ pub(crate) fn all() -> Vec<Route> {
             "GET",
             "/metrics",
             "Prometheus metrics",
-            &[(200, "text format 0.0.4")],
+            &[(200, "OpenMetrics text 1.0.0 (Prometheus reads it)")],
             get(ops::metrics),
         ),
         open(
