@@ -102,11 +102,7 @@ pub(super) async fn overview(
             "enabled": sub.enabled,
             "endpoint": app.deliverer.endpoint_health(&sub.id),
             "secrets_count": sub.secrets.len(),
-            "retiring_secrets": sub
-                .retiring_secrets
-                .iter()
-                .map(|r| json!({ "until_ms": r.until_ms }))
-                .collect::<Vec<_>>(),
+            "retiring_secrets": super::subscriptions::retiring_view(&sub),
         },
         "expires_at": rfc3339(scope.expires_at_s),
     }))

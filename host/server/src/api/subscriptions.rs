@@ -29,14 +29,7 @@ fn subscription_view(app: &App, sub: &Subscription) -> Value {
         );
         o.remove("seed");
         o.remove("secrets");
-        // When the rotated-out secrets stop signing; never the secrets.
-        o.insert(
-            "retiring_secrets".into(),
-            sub.retiring_secrets
-                .iter()
-                .map(|r| json!({ "until_ms": r.until_ms }))
-                .collect(),
-        );
+        o.insert("retiring_secrets".into(), retiring_view(sub));
         // Header values may be credentials: names only.
         if let Some(headers) = o.get_mut("headers").and_then(Value::as_object_mut) {
             for value in headers.values_mut() {
@@ -51,6 +44,14 @@ fn subscription_view(app: &App, sub: &Subscription) -> Value {
         );
     }
     v
+}
+
+/// Until when each rotated-out secret keeps signing; never the secrets.
+pub(super) fn retiring_view(sub: &Subscription) -> Value {
+    sub.retiring_secrets
+        .iter()
+        .map(|r| json!({ "until_ms": r.until_ms }))
+        .collect()
 }
 
 fn subscription_error(e: SubscriptionError) -> Response {
@@ -279,11 +280,7 @@ pub(super) async fn rotate(app: &App, id: String) -> Response {
     match rotated {
         Ok((sub, secret)) => axum::Json(json!({
             "secret": secret,
-            "retiring_secrets": sub
-                .retiring_secrets
-                .iter()
-                .map(|r| json!({ "until_ms": r.until_ms }))
-                .collect::<Vec<_>>(),
+            "retiring_secrets": retiring_view(&sub),
         }))
         .into_response(),
         Err(e) => subscription_error(e),
