@@ -437,12 +437,21 @@ fn deliveries_are_listed_resent_and_recovered() {
     assert_eq!(body["resent"], 3, "{body}");
     receiver.wait_count("down", 6, WAIT);
     assert!(wait_until(WAIT, || dead_count() == 0).is_some());
-    let (_, delivered) = admin(
-        "GET",
-        "/v1/deliveries?subscription=down&status=delivered",
-        b"",
+    // The receiver may have an answer before its state is stored (the
+    // state writer runs after the attempt): wait for the states.
+    let delivered = || {
+        admin(
+            "GET",
+            "/v1/deliveries?subscription=down&status=delivered",
+            b"",
+        )
+        .1
+    };
+    assert!(
+        wait_until(WAIT, || delivered()["total"] == 3).is_some(),
+        "{}",
+        delivered()
     );
-    assert_eq!(delivered["total"], 3, "{delivered}");
     assert!(server.terminate(WAIT).success());
 }
 

@@ -539,14 +539,21 @@ fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
         pg.psql(&format!(
             "SELECT max(version) FROM {schema}.schema_migrations"
         )),
-        "1"
+        "2"
     );
-    // sled made no files: the data folder holds only the ingest journal.
+    // The event went through the pipeline: no longer marked as waiting.
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT in_pipeline FROM {schema}.events WHERE id = '{event_id}'"
+        )),
+        "f"
+    );
+    // Neither sled files nor a journal: the database holds it all.
     let in_data: Vec<String> = std::fs::read_dir(root.path().join("db"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(in_data, ["journal"]);
+    assert!(in_data.is_empty(), "{in_data:?}");
     assert_eq!(server.terminate(PATIENCE).code(), Some(0));
 
     let mut server = Running::start(&["serve", "--config", &config]);
@@ -583,12 +590,12 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         said.trim(),
-        format!("schema {schema} migrated to version 1 (applied [1])")
+        format!("schema {schema} migrated to version 2 (applied [1, 2])")
     );
     let again = migrate();
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        format!("schema {schema} is at version 1: nothing to do")
+        format!("schema {schema} is at version 2: nothing to do")
     );
 
     hookhost_tests::postgres::shared().psql(&format!(
@@ -598,15 +605,14 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("is at version 99, newer than this hookhost knows (1)"),
+        err.contains("is at version 99, newer than this hookhost knows (2)"),
         "{err}"
     );
 }
 
 /// PostgreSQL stopped under load and started again: while it is gone ingest
-/// answers 503 (or a 202 for what the node's journal made durable), and
-/// every event ever answered 202 is delivered once it is back, without a
-/// restart of hookhost.
+/// answers 503 (a 202 only ever follows a commit), and every event ever
+/// answered 202 is delivered once it is back, without a restart of hookhost.
 #[test]
 fn a_lost_database_gives_503_and_nothing_acknowledged_is_lost() {
     use hookhost_tests::http::{Receiver, post};
@@ -652,7 +658,7 @@ fn a_lost_database_gives_503_and_nothing_acknowledged_is_lost() {
         gone.is_some(),
         "ingest never answered 503 with the database gone"
     );
-    server.wait_for(&["the store cannot write"], PATIENCE);
+    server.wait_for(&["the database cannot take events"], PATIENCE);
     pg.launch();
     let back = wait_until(PATIENCE, || send(&mut acknowledged) == 202);
     assert!(
@@ -675,7 +681,7 @@ fn a_lost_database_gives_503_and_nothing_acknowledged_is_lost() {
         "acknowledged but not delivered: {:?}",
         acknowledged.difference(&delivered()).collect::<Vec<_>>()
     );
-    server.wait_for(&["the store writes again"], PATIENCE);
+    server.wait_for(&["the database takes events again"], PATIENCE);
     assert_eq!(server.terminate(PATIENCE).code(), Some(0));
 }
 
@@ -700,4 +706,77 @@ fn a_second_node_on_the_same_schema_refuses_to_start() {
     );
     assert!(migrate.status.success(), "{migrate:?}");
     assert_eq!(first.terminate(PATIENCE).code(), Some(0));
+}
+
+/// Durable ingest on PostgreSQL: an event id is admitted once, whichever
+/// of two stores on the schema (two nodes) admits it, also when both try at
+/// the same moment; admitted events stay unfinished until their pipeline
+/// outcome is stored, and retention never removes an unfinished one.
+#[test]
+fn an_event_id_is_admitted_once_across_nodes_and_stays_unfinished_until_stored() {
+    let root = tempfile::tempdir().unwrap();
+    let (one, two) = (postgres_store(root.path()), postgres_store(root.path()));
+    let (inbox_one, inbox_two) = (one.clone().inbox().unwrap(), two.clone().inbox().unwrap());
+    let answer = Remembered {
+        key: "k1".into(),
+        status: 202,
+        body: r#"{"ids":["a","b"]}"#.into(),
+        at_ms: 5,
+    };
+    let admitted = inbox_one
+        .admit(&[event("a", 1), event("b", 2), event("a", 1)], &[answer])
+        .unwrap();
+    assert_eq!(admitted, [true, true, false]);
+    assert_eq!(
+        two.remembered("k1").unwrap().unwrap().body,
+        r#"{"ids":["a","b"]}"#
+    );
+    // The other node sees the ids as taken.
+    assert_eq!(
+        inbox_two
+            .admit(&[event("b", 3), event("c", 3)], &[])
+            .unwrap(),
+        [false, true]
+    );
+    let unfinished = |after: Option<&StoredEvent>, max| {
+        inbox_one
+            .unfinished(after, max)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(unfinished(None, 10), ["a", "b", "c"]);
+    assert_eq!(unfinished(Some(&event("a", 1)), 1), ["b"]);
+
+    // The pipeline's outcome for `a` finishes it; it stays taken.
+    two.complete_pipeline(&[Processed::new(event("a", 1))])
+        .unwrap();
+    assert_eq!(unfinished(None, 10), ["b", "c"]);
+    assert_eq!(inbox_one.admit(&[event("a", 9)], &[]).unwrap(), [false]);
+    // Retention removes old finished events only.
+    let expired = one.expire(Expiring::Events, 100, 10).unwrap();
+    assert_eq!(expired.removed, 1);
+    assert_eq!(unfinished(None, 10), ["b", "c"]);
+
+    // Both nodes admit the same 500 ids at once: each id is new exactly once.
+    let ids: Vec<StoredEvent> = (0..500).map(|i| event(&format!("x{i:03}"), 10)).collect();
+    let (left, right) = std::thread::scope(|s| {
+        let left = s.spawn(|| inbox_one.admit(&ids, &[]).unwrap());
+        let mut reversed = ids.clone();
+        reversed.reverse();
+        let right = s.spawn(move || {
+            let mut admitted = inbox_two.admit(&reversed, &[]).unwrap();
+            admitted.reverse();
+            admitted
+        });
+        (left.join().unwrap(), right.join().unwrap())
+    });
+    let twice = left.iter().zip(&right).filter(|(l, r)| **l && **r).count();
+    let never = left
+        .iter()
+        .zip(&right)
+        .filter(|(l, r)| !**l && !**r)
+        .count();
+    assert_eq!((twice, never), (0, 0), "left {left:?}\nright {right:?}");
 }

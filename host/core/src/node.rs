@@ -19,7 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::config::StoreBackend;
 use crate::deliver::Deliverer;
-use crate::intake::{IntakeError, JournalIntake};
+use crate::intake::{Intake, IntakeError, JournalIntake, StoreIntake};
 use crate::pipeline::Pipeline;
 use crate::retention::Retention;
 use crate::store::postgres::{PgSettings, PgStore};
@@ -46,7 +46,7 @@ pub struct Node {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
-    pub intake: Arc<JournalIntake>,
+    pub intake: Arc<dyn Intake>,
     pub subscriptions: Arc<Subscriptions>,
     pub deliverer: Arc<Deliverer>,
     pub pipeline: Arc<Pipeline>,
@@ -119,16 +119,32 @@ impl Node {
         )?);
         let worker = Worker::new(pipeline.clone(), aggregator, store.clone());
         let (to_worker, from_intake) = mpsc::unbounded_channel();
-        let (intake, resumed_events) = JournalIntake::open(
-            &config
-                .server
-                .journal_dir
-                .clone()
-                .unwrap_or_else(|| data_dir.join("journal")),
-            config.server.pipeline_backlog,
-            store.clone(),
-            to_worker,
-        )?;
+        // A store that is its own queue (PostgreSQL) takes events straight
+        // in; the embedded one has the journal in front of it.
+        let (intake, resumed_events): (Arc<dyn Intake>, usize) = match store.clone().inbox() {
+            Some(inbox) => {
+                let (intake, resumed) = StoreIntake::open(
+                    inbox,
+                    store.clone(),
+                    config.server.pipeline_backlog,
+                    to_worker,
+                )?;
+                (intake, resumed)
+            }
+            None => {
+                let (intake, resumed) = JournalIntake::open(
+                    &config
+                        .server
+                        .journal_dir
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join("journal")),
+                    config.server.pipeline_backlog,
+                    store.clone(),
+                    to_worker,
+                )?;
+                (intake, resumed)
+            }
+        };
         // hookhost's own events enter like ingested ones: durable first. They
         // may come from any thread (the plugin watcher's too): the runtime
         // the node was opened on runs them.
@@ -142,7 +158,6 @@ impl Node {
                     return;
                 };
                 runtime.spawn(async move {
-                    use crate::intake::DurableIntake;
                     let id = event.id.clone();
                     let at = event.received_at_ms;
                     if let Err(e) = intake.accept(vec![event], vec![true], None, at).await {
@@ -203,7 +218,7 @@ impl Node {
                 // A reopened store may hold pending jobs the deliverer
                 // does not know of (states lost with the failure).
                 let deliverer = self.deliverer.clone();
-                move || deliverer.reload()
+                Box::new(move || deliverer.reload())
             },
         ));
         let retention = tokio::spawn(
@@ -234,7 +249,7 @@ pub struct Running {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
-    pub intake: Arc<JournalIntake>,
+    pub intake: Arc<dyn Intake>,
     pub subscriptions: Arc<Subscriptions>,
     pub deliverer: Arc<Deliverer>,
     pub pipeline: Arc<Pipeline>,
@@ -265,7 +280,7 @@ impl Running {
         self.store.flush()?;
         // Everything the worker stored is flushed: the journal can go.
         let intake = self.intake.clone();
-        match tokio::task::spawn_blocking(move || intake.checkpoint(true)).await {
+        match tokio::task::spawn_blocking(move || intake.retire()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "journal left in place; it is read at next start")

@@ -10,10 +10,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::journal::{Journal, JournalError, Recovered};
-use super::parse::{IDEMPOTENCY_WINDOW_MS, answer};
-use super::{BoxFuture, DurableIntake, IntakeError};
-use crate::clock::now_ms;
-use crate::metrics::METRICS;
+use super::parse::answer;
+use super::{
+    BoxFuture, DurableIntake, Intake, IntakeError, count_ingested, forget_expired_answers,
+    remembered_in,
+};
 use crate::model::{Remembered, StoredEvent};
 use crate::store::{Store, StoreError};
 use crate::worker::{Accepted, Ack};
@@ -117,14 +118,6 @@ impl JournalIntake {
         Ok((Arc::new(intake), resumed))
     }
 
-    /// No more events go to the pipeline (shutdown: the worker drains and ends).
-    pub fn stop_queueing(&self) {
-        self.to_pipeline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-    }
-
     /// Retires journal segments whose events are all in the store; with
     /// `close_current` (at shutdown) the segment being written too. Not
     /// while the store is failing. Blocking.
@@ -183,7 +176,7 @@ impl JournalIntake {
     /// it failed; `recovered` is called then), probes a failed journal and
     /// checkpoints; hourly removes expired `Idempotency-Key` answers (they
     /// are ignored when read, this keeps them from piling up).
-    pub async fn maintain(self: Arc<Self>, every: Duration, recovered: impl Fn() + Send + 'static) {
+    async fn run_upkeep(self: Arc<Self>, every: Duration, recovered: Box<dyn Fn() + Send>) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut hourly = tokio::time::interval(Duration::from_secs(3600));
@@ -207,15 +200,7 @@ impl JournalIntake {
                         _ => {}
                     }
                 }
-                _ = hourly.tick() => {
-                    let store = self.store.clone();
-                    let before = now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS);
-                    match tokio::task::spawn_blocking(move || store.forget_answers(before)).await {
-                        Ok(Ok(n)) if n > 0 => tracing::info!(n, "expired Idempotency-Keys removed"),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove expired Idempotency-Keys"),
-                        _ => {}
-                    }
-                }
+                _ = hourly.tick() => forget_expired_answers(self.store.clone()).await,
             }
         }
     }
@@ -286,14 +271,7 @@ impl JournalIntake {
             })
             .await;
         }
-        // Clients' events only: hookhost's own operational events enter here too.
-        let from_clients = fresh
-            .iter()
-            .filter(|e| !crate::operational::is_operational(&e.event_type))
-            .count();
-        METRICS
-            .events_ingested
-            .fetch_add(from_clients as u64, Ordering::Relaxed);
+        count_ingested(&fresh);
         if !fresh.is_empty() {
             let ack = ack(&self.journal, Some(segment), &fresh, room);
             self.queue(Accepted {
@@ -321,14 +299,7 @@ impl DurableIntake for JournalIntake {
         key: String,
         now_ms: u64,
     ) -> BoxFuture<'_, Result<Option<Remembered>, IntakeError>> {
-        let store = self.store.clone();
-        Box::pin(async move {
-            let found = tokio::task::spawn_blocking(move || store.remembered(&key))
-                .await
-                .map_err(|e| IntakeError::Unavailable(format!("ingest failed: {e}")))?
-                .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
-            Ok(found.filter(|r| now_ms < r.at_ms + IDEMPOTENCY_WINDOW_MS))
-        })
+        Box::pin(remembered_in(self.store.clone(), key, now_ms))
     }
 
     fn accept(
@@ -339,6 +310,28 @@ impl DurableIntake for JournalIntake {
         received_at_ms: u64,
     ) -> BoxFuture<'_, Result<String, IntakeError>> {
         Box::pin(self.accept_events(events, id_given, key, received_at_ms))
+    }
+}
+
+impl Intake for JournalIntake {
+    fn stop_queueing(&self) {
+        self.to_pipeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    fn maintain(
+        self: Arc<Self>,
+        every: Duration,
+        recovered: Box<dyn Fn() + Send>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(self.run_upkeep(every, recovered))
+    }
+
+    /// Everything the worker stored is flushed: the journal can go.
+    fn retire(&self) -> Result<(), String> {
+        self.checkpoint(true).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 

@@ -5,11 +5,14 @@
 //!
 //! [`DurableIntake`] is the seam a second backend implements;
 //! [`JournalIntake`] (the append-only journal in front of the embedded
-//! store) is the default. [`parse`] reads requests into events.
+//! store) is the default; [`StoreIntake`] accepts straight into a store
+//! that is its own queue (PostgreSQL), group-committing concurrent
+//! requests. [`parse`] reads requests into events.
 
 pub mod journal;
 mod journal_intake;
 pub mod parse;
+mod store_intake;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use crate::model::{Remembered, StoredEvent};
 
 pub use journal_intake::JournalIntake;
+pub use store_intake::StoreIntake;
 
 /// A boxed future, so that [`DurableIntake`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,6 +72,62 @@ pub trait DurableIntake: Send + Sync {
         key: Option<String>,
         received_at_ms: u64,
     ) -> BoxFuture<'_, Result<String, IntakeError>>;
+}
+
+/// What a node does with its intake besides accepting: its upkeep while it
+/// runs, and its end.
+pub trait Intake: DurableIntake {
+    /// No more events go to the pipeline (shutdown: the worker drains and ends).
+    fn stop_queueing(&self);
+
+    /// Runs until dropped, every `every`: watches the durable medium (503
+    /// while it cannot write, cleared once it can; `recovered` is called
+    /// then) and does the intake's housekeeping.
+    fn maintain(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        recovered: Box<dyn Fn() + Send>,
+    ) -> BoxFuture<'static, ()>;
+
+    /// At shutdown, once the store is flushed: lets go of what the intake
+    /// held for events now stored. Blocking.
+    fn retire(&self) -> Result<(), String>;
+}
+
+/// Forgets expired `Idempotency-Key` answers (they are ignored when read;
+/// this keeps them from piling up).
+async fn forget_expired_answers(store: Arc<dyn crate::store::Store>) {
+    let before = crate::clock::now_ms().saturating_sub(parse::IDEMPOTENCY_WINDOW_MS);
+    match tokio::task::spawn_blocking(move || store.forget_answers(before)).await {
+        Ok(Ok(n)) if n > 0 => tracing::info!(n, "expired Idempotency-Keys removed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove expired Idempotency-Keys"),
+        _ => {}
+    }
+}
+
+/// The answer remembered for `key` in `store`, if still within its window.
+async fn remembered_in(
+    store: Arc<dyn crate::store::Store>,
+    key: String,
+    now_ms: u64,
+) -> Result<Option<Remembered>, IntakeError> {
+    let found = tokio::task::spawn_blocking(move || store.remembered(&key))
+        .await
+        .map_err(|e| IntakeError::Unavailable(format!("ingest failed: {e}")))?
+        .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+    Ok(found.filter(|r| now_ms < r.at_ms + parse::IDEMPOTENCY_WINDOW_MS))
+}
+
+/// Counts clients' events as ingested (hookhost's own operational events
+/// enter through the intake too, and are not counted).
+fn count_ingested(events: &[StoredEvent]) {
+    let from_clients = events
+        .iter()
+        .filter(|e| !crate::operational::is_operational(&e.event_type))
+        .count();
+    crate::metrics::METRICS
+        .events_ingested
+        .fetch_add(from_clients as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `Idempotency-Key`s whose first request is still running: a second

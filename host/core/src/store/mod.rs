@@ -228,6 +228,30 @@ pub trait RetentionStore {
     fn stats(&self) -> Result<StoreStats, StoreError>;
 }
 
+/// A store that is its own intake queue (a shared database): an accepted
+/// event is a stored row before its `202`, marked as still to run through
+/// the pipeline until [`EventStore::complete_pipeline`] stores its outcome
+/// (which clears the mark in the same write). The store then decides
+/// whether an id is new, for every node that shares it.
+pub trait EventInbox: Send + Sync {
+    /// In one durable write: every event whose id the store never had, and
+    /// the `Idempotency-Key` answers (a key already answered keeps its first
+    /// answer). Returns, per event, whether it was new (of two with the same
+    /// id in `events`, the first).
+    fn admit(
+        &self,
+        events: &[StoredEvent],
+        answers: &[Remembered],
+    ) -> Result<Vec<bool>, StoreError>;
+    /// Up to `max` admitted events whose outcome is not stored, oldest
+    /// first, after `after` (the last one of the previous call).
+    fn unfinished(
+        &self,
+        after: Option<&StoredEvent>,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
 /// Everything the core stores, behind one handle.
 pub trait Store:
     EventStore
@@ -253,4 +277,10 @@ pub trait Store:
     /// `Ok` once it is healthy. Writes not flushed before the failure may be
     /// lost: the intake runs the events it still holds again afterwards.
     fn recover(&self) -> Result<(), StoreError>;
+
+    /// The store as its own intake queue, if it is one (a shared database);
+    /// `None`: events are held by a journal in front of it until stored.
+    fn inbox(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn EventInbox>> {
+        None
+    }
 }

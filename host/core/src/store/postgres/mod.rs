@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    DeliveryQueue, EventStore, Expired, Expiring, IdempotencyStore, JobPage, JobQuery,
+    DeliveryQueue, EventInbox, EventStore, Expired, Expiring, IdempotencyStore, JobPage, JobQuery,
     RetentionStore, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
@@ -34,11 +34,18 @@ use crate::model::{
 };
 
 /// The schema versions this build knows, in order.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial tables",
-    include_str!("migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial tables",
+        include_str!("migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "events accepted before the pipeline",
+        include_str!("migrations/0002_inbox.sql"),
+    ),
+];
 
 /// Rows read per round trip where a scan filters in Rust.
 const CHUNK: i64 = 1000;
@@ -471,7 +478,7 @@ async fn write_processed(
             "INSERT INTO events (id, received_at_ms, body) \
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
              ON CONFLICT (id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms, \
-             body = EXCLUDED.body",
+             body = EXCLUDED.body, in_pipeline = false",
             &[&ids, &received, &bodies],
         )
         .await?;
@@ -547,6 +554,82 @@ impl EventStore for PgStore {
 
     fn has_event(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.count("SELECT count(*) FROM events WHERE id = $1", &[&id])? > 0)
+    }
+}
+
+impl EventInbox for PgStore {
+    fn admit(
+        &self,
+        events: &[StoredEvent],
+        answers: &[Remembered],
+    ) -> Result<Vec<bool>, StoreError> {
+        // The first of each id, sorted: concurrent admissions then take the
+        // rows' locks in one order and cannot deadlock each other.
+        let mut first: HashMap<&str, &StoredEvent> = HashMap::new();
+        for event in events {
+            first.entry(&event.id).or_insert(event);
+        }
+        let mut rows: Vec<&StoredEvent> = first.into_values().collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut received = Vec::with_capacity(rows.len());
+        let mut bodies = Vec::with_capacity(rows.len());
+        for event in rows {
+            ids.push(event.id.as_str());
+            received.push(ms(event.received_at_ms));
+            bodies.push(serde_json::to_string(event)?);
+        }
+        let answers = last_wins(answers, |a| &a.key);
+        let mut keys = Vec::with_capacity(answers.len());
+        let mut answered = Vec::with_capacity(answers.len());
+        let mut answer_bodies = Vec::with_capacity(answers.len());
+        for answer in answers {
+            keys.push(answer.key.as_str());
+            answered.push(ms(answer.at_ms));
+            answer_bodies.push(serde_json::to_string(answer)?);
+        }
+        let new: std::collections::HashSet<String> = self.run(async |c| {
+            let tx = c.transaction().await?;
+            let inserted = tx
+                .query(
+                    "INSERT INTO events (id, received_at_ms, body, in_pipeline) \
+                     SELECT id, at, body, true \
+                     FROM unnest($1::text[], $2::bigint[], $3::text[]) AS a(id, at, body) \
+                     ON CONFLICT (id) DO NOTHING RETURNING id",
+                    &[&ids, &received, &bodies],
+                )
+                .await?;
+            if !keys.is_empty() {
+                tx.execute(
+                    "INSERT INTO idempotency (key, at_ms, body) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+                     ON CONFLICT (key) DO UPDATE SET at_ms = EXCLUDED.at_ms, body = EXCLUDED.body",
+                    &[&keys, &answered, &answer_bodies],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(inserted.iter().map(|row| row.get(0)).collect())
+        })?;
+        // Only an id's first place in `events` counts as new.
+        let mut seen = std::collections::HashSet::new();
+        Ok(events
+            .iter()
+            .map(|e| seen.insert(e.id.as_str()) && new.contains(&e.id))
+            .collect())
+    }
+
+    fn unfinished(
+        &self,
+        after: Option<&StoredEvent>,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (at, id) = after.map_or((-1, ""), |e| (ms(e.received_at_ms), e.id.as_str()));
+        self.bodies(
+            "SELECT body FROM events WHERE in_pipeline AND (received_at_ms, id) > ($1, $2) \
+             ORDER BY received_at_ms, id LIMIT $3",
+            &[&at, &id, &ms(max as u64)],
+        )
     }
 }
 
@@ -927,8 +1010,9 @@ impl RetentionStore for PgStore {
             Ok(match what {
                 Expiring::Events => {
                     c.execute(
-                        "DELETE FROM events WHERE received_at_ms < $1 AND id IN ( \
-                         SELECT id FROM events WHERE received_at_ms < $1 \
+                        "DELETE FROM events WHERE received_at_ms < $1 AND NOT in_pipeline \
+                         AND id IN (SELECT id FROM events \
+                         WHERE received_at_ms < $1 AND NOT in_pipeline \
                          ORDER BY received_at_ms LIMIT $2)",
                         &[&before, &limit],
                     )
@@ -1002,6 +1086,11 @@ impl Store for PgStore {
     /// Reconnects (the pool drops broken connections as it finds them).
     fn recover(&self) -> Result<(), StoreError> {
         self.health()
+    }
+
+    /// Events are accepted straight into the database: no journal.
+    fn inbox(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn EventInbox>> {
+        Some(self)
     }
 }
 
