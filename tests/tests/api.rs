@@ -1082,3 +1082,204 @@ fn a_rotated_secret_signs_beside_the_old_one_for_a_day() {
     assert_eq!(status, 409);
     server.stop();
 }
+
+/// Runs `tests/ui/openapi.mjs` (Ajv, from the test toolchain) on the
+/// document and answers; its success and what it printed.
+fn check_against_openapi(document: &Value, answers: &[Value]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("answers.json");
+    std::fs::write(
+        &file,
+        json!({"document": document, "answers": answers}).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("node")
+        .arg(hookhost_tests::workspace_root().join("tests/ui/openapi.mjs"))
+        .arg(&file)
+        .env("PLAYWRIGHT_DIR", hookhost_tests::toolchain_dir("ui"))
+        .output()
+        .expect("node runs (./dev test installs Node.js and Ajv)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// The answers of the typed routes, and refusals, as a client sees them,
+/// match the JSON Schemas `/openapi.json` gives for them (generated from
+/// the Rust types the handlers serialize), checked by Ajv — and a broken
+/// answer is caught, so the check can fail.
+#[test]
+fn real_answers_match_the_schemas_of_the_openapi_document() {
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &receiver.url("sink"));
+    let server = hookhost_tests::InProcess::start(&config);
+    let api = server.addr;
+    let mut answers: Vec<Value> = Vec::new();
+    let mut call = |method: &str, path: &str, template: &str, headers: &[&str], body: &[u8]| {
+        let (status, answer) = request(api, method, path, headers, body);
+        answers.push(json!({"method": method, "path": template, "status": status, "body": answer}));
+        (status, answer)
+    };
+
+    let events = "/v1/events";
+    let (status, _) = call(
+        "POST",
+        events,
+        events,
+        &[INGEST],
+        br#"{"type": "report", "data": {"n": 1}}"#,
+    );
+    assert_eq!(status, 202);
+    assert_eq!(call("POST", events, events, &[INGEST], b"{nope").0, 400);
+    assert_eq!(
+        call("POST", events, events, &[INGEST], br#"{"data": {}}"#).0,
+        422
+    );
+    assert_eq!(call("GET", "/readyz", "/readyz", &[], b"").0, 200);
+    receiver.wait_count("sink", 1, WAIT);
+
+    let (status, page) = call("GET", "/v1/deliveries", "/v1/deliveries", &[], b"");
+    assert_eq!(status, 401);
+    assert!(page["error"].is_string());
+    // The state is stored after the receiver has its request: wait for it.
+    assert!(
+        wait_until(WAIT, || {
+            request(api, "GET", "/v1/deliveries", &[ADMIN], b"").1["deliveries"][0]["status"]
+                == "delivered"
+        })
+        .is_some()
+    );
+    let (_, page) = call("GET", "/v1/deliveries", "/v1/deliveries", &[ADMIN], b"");
+    let id = page["deliveries"][0]["id"].as_str().unwrap().to_string();
+    let one = "/v1/deliveries/{id}";
+    let (_, detail) = call("GET", &format!("/v1/deliveries/{id}"), one, &[ADMIN], b"");
+    assert!(detail["request"]["headers"].is_array(), "{detail}");
+    assert_eq!(
+        call("GET", "/v1/deliveries/msg_nope", one, &[ADMIN], b"").0,
+        404
+    );
+    let resend = "/v1/deliveries/{id}/resend";
+    assert_eq!(
+        call(
+            "POST",
+            &format!("/v1/deliveries/{id}/resend"),
+            resend,
+            &[ADMIN],
+            b""
+        )
+        .0,
+        202
+    );
+    call("GET", "/v1/dead-letters", "/v1/dead-letters", &[ADMIN], b"");
+
+    let subs = "/v1/subscriptions";
+    let made = json!({
+        "id": "typed", "url": receiver.url("typed"), "types": ["report", "billing.*"],
+        "envelope": "plain", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        "headers": {"X-Key": "secret-value"}, "rate_limit": {"per_second": 5},
+        "ordering": {"key": "/n"}, "intervals": {"report": "direct", "*": "5m"},
+        "retry": {"retry_statuses": ["5xx", 429]},
+        "plugins": [{"plugin": "nowhere", "config": {"a": 1}}]
+    });
+    let (status, view) = call("POST", subs, subs, &[ADMIN], made.to_string().as_bytes());
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(view["headers"]["X-Key"], "(set)");
+    assert_eq!(
+        call("POST", subs, subs, &[ADMIN], br#"{"id": "x", "url": 5}"#).0,
+        400
+    );
+    call("GET", subs, subs, &[ADMIN], b"");
+    let sub = "/v1/subscriptions/{id}";
+    let typed = "/v1/subscriptions/typed";
+    call("GET", typed, sub, &[ADMIN], b"");
+    assert_eq!(
+        call("PATCH", typed, sub, &[ADMIN], br#"{"tags": ["a"]}"#).0,
+        200
+    );
+    let replaced =
+        json!({"id": "typed", "url": receiver.url("typed"), "types": ["*"], "envelope": "plain"});
+    assert_eq!(
+        call("PUT", typed, sub, &[ADMIN], replaced.to_string().as_bytes()).0,
+        200
+    );
+    let disable = "/v1/subscriptions/{id}/disable";
+    assert_eq!(
+        call(
+            "POST",
+            "/v1/subscriptions/typed/disable",
+            disable,
+            &[ADMIN],
+            b""
+        )
+        .0,
+        200
+    );
+    let enable = "/v1/subscriptions/{id}/enable";
+    assert_eq!(
+        call(
+            "POST",
+            "/v1/subscriptions/typed/enable",
+            enable,
+            &[ADMIN],
+            b""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call("GET", "/v1/subscriptions/none", sub, &[ADMIN], b"").0,
+        404
+    );
+
+    // The portal's answers are the same types.
+    let (status, link) = request(api, "POST", "/v1/subscriptions/sink/portal", &[ADMIN], b"");
+    assert_eq!(status, 201, "{link}");
+    let portal = format!("Authorization: Bearer {}", link["token"].as_str().unwrap());
+    let portal = [portal.as_str()];
+    let list = "/v1/portal/deliveries";
+    call("GET", list, list, &portal, b"");
+    let one = "/v1/portal/deliveries/{id}";
+    call(
+        "GET",
+        &format!("/v1/portal/deliveries/{id}"),
+        one,
+        &portal,
+        b"",
+    );
+    assert_eq!(
+        call("GET", "/v1/portal/deliveries/msg_nope", one, &portal, b"").0,
+        404
+    );
+
+    let (_, document) = request(api, "GET", "/openapi.json", &[], b"");
+    let (ok, said) = check_against_openapi(&document, &answers);
+    assert!(ok, "{said}");
+    println!("{said}");
+    assert!(
+        said.contains(&format!("checked {} answers", answers.len())),
+        "{said}"
+    );
+
+    // A page without `total_exact`, a delivery with an unknown status: caught.
+    let mut broken = answers.clone();
+    for answer in &mut broken {
+        if answer["path"] == "/v1/deliveries" && answer["status"] == 200 {
+            answer["body"]
+                .as_object_mut()
+                .unwrap()
+                .remove("total_exact");
+            answer["body"]["deliveries"][0]["status"] = json!("lost");
+        }
+    }
+    let (ok, said) = check_against_openapi(&document, &broken);
+    assert!(!ok, "a broken answer passed: {said}");
+    assert!(
+        said.contains("total_exact") && said.contains("status"),
+        "{said}"
+    );
+    server.stop();
+}

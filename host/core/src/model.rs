@@ -9,11 +9,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// One plugin in a chain: its name (file stem) and its config for this place.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginStep {
     pub plugin: String,
     /// Any TOML (or, over the API, JSON) value; handed to the plugin as JSON text.
+    #[schemars(with = "serde_json::Value")]
     #[serde(
         default,
         deserialize_with = "any_to_json_text",
@@ -37,7 +38,7 @@ fn json_text_as_value<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S
 }
 
 /// A customer endpoint and what it receives.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Subscription {
     pub id: String,
@@ -101,7 +102,7 @@ pub struct Subscription {
 }
 
 /// A signing secret replaced by a rotation, still signing until `until_ms`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetiringSecret {
     pub secret: String,
@@ -117,7 +118,7 @@ fn enabled_default() -> bool {
 /// subscription's plugins left it) go one at a time, in the order they were
 /// made; other keys flow in parallel. A delivery without the key is not
 /// ordered.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryOrder {
     pub key: String,
@@ -126,7 +127,9 @@ pub struct DeliveryOrder {
 }
 
 /// What the next delivery of a key does when the one before it is dead.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnDead {
     /// Goes on: the dead one stays in the dead letters.
@@ -149,7 +152,7 @@ impl DeliveryOrder {
 }
 
 /// A delivery's place among those of its key (see [`DeliveryOrder`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct OrderSlot {
     pub key: String,
     /// Rises in the order deliveries are made (see `clock::next_sequence`).
@@ -157,7 +160,7 @@ pub struct OrderSlot {
 }
 
 /// `rate_limit = { per_second = 10, burst = 10 }`: a token bucket.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub per_second: f64,
@@ -172,7 +175,7 @@ fn default_burst() -> u32 {
 
 /// `[subscriptions.health]`: when an endpoint is disabled by hookhost, and
 /// what happens to its deliveries then.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthPolicy {
     /// A `410 Gone` answer (the receiver says "stop sending") disables it.
@@ -197,7 +200,9 @@ impl Default for HealthPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenDisabled {
     #[default]
@@ -207,7 +212,7 @@ pub enum WhenDisabled {
 
 /// What hookhost knows of an endpoint's health; stored when it changes
 /// between failing and not, or is disabled or enabled.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct EndpointHealth {
     /// Start of the current run of failed attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,7 +226,7 @@ pub struct EndpointHealth {
     pub disabled: Option<Disabled>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct Disabled {
     pub at_ms: u64,
     pub reason: String,
@@ -232,7 +237,9 @@ fn default_max_in_flight() -> usize {
 }
 
 /// Who may receive a type: everyone with access (`public`) or partners only.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
     #[default]
@@ -241,7 +248,9 @@ pub enum Tier {
 }
 
 /// The body format of a delivery.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Envelope {
     /// `{"type", "data", "version": 2, "hash"}` (the bike-parking seed, v2).
@@ -254,7 +263,7 @@ pub enum Envelope {
 }
 
 /// When and how often a delivery is retried.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Per-attempt timeout.
@@ -277,7 +286,7 @@ pub struct RetryPolicy {
 }
 
 /// A status or a class of statuses in `retry_statuses`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum StatusMatch {
     Status(u16),
@@ -326,7 +335,9 @@ impl Default for RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backoff {
     #[default]
@@ -371,6 +382,20 @@ impl Subscription {
 pub enum Mode {
     Direct,
     Every(Duration),
+}
+
+/// In schemas: `"direct"` or a duration text.
+impl schemars::JsonSchema for Mode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Mode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "\"direct\", or a window length of at least 100ms such as \"5m\", \"1h\", \"1day\""
+        })
+    }
 }
 
 impl Serialize for Mode {
@@ -479,7 +504,7 @@ pub struct RoutedBy {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for its next attempt.
@@ -498,7 +523,7 @@ pub enum JobStatus {
     Paused,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Attempt {
     pub at_ms: u64,
     /// HTTP status, if a response came.
@@ -513,7 +538,7 @@ pub struct Attempt {
 
 /// One (event, subscription) delivery. Its id is the `webhook-id` receivers
 /// see, stable across retries, restarts and re-sends.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Job {
     pub id: String,
     pub event_id: String,
@@ -521,6 +546,9 @@ pub struct Job {
     /// Type and data after the subscription's plugins.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// JSON text here and in the store; the API shows it as the JSON value
+    /// (what its schema says: only the API's answers use it).
+    #[schemars(with = "serde_json::Value")]
     pub data: String,
     pub status: JobStatus,
     pub attempts: Vec<Attempt>,

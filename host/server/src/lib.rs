@@ -6,6 +6,7 @@
 //! address; [`run`] serves an already running node on a given listener, so
 //! tests and benches can start a server in-process on port 0.
 
+mod answers;
 mod api;
 mod app;
 mod auth;

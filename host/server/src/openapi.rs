@@ -2,13 +2,20 @@
 //! table as the router: a route cannot be served without being documented,
 //! or documented without being served.
 
+use schemars::generate::{Contract, SchemaSettings};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Value, json};
 
+use hookhost_core::model::Subscription;
+
+use crate::answers::ErrorAnswer;
 use crate::auth::Access;
 use crate::route::{BodyLimit, Route};
 
 /// The OpenAPI 3.1 document of `routes`.
 pub(crate) fn document(routes: &[Route]) -> Value {
+    let mut generator = generator();
+    let error = generator.subschema_for::<ErrorAnswer>().to_value();
     let mut paths = serde_json::Map::new();
     for r in routes {
         let mut parameters: Vec<Value> = r
@@ -24,8 +31,22 @@ pub(crate) fn document(routes: &[Route]) -> Value {
                    "description": description, "schema": {"type": "string"}})
         }));
         let mut responses = serde_json::Map::new();
+        let mut answered = false;
         for (status, description) in r.responses {
-            responses.insert(status.to_string(), json!({ "description": description }));
+            let mut response = json!({ "description": description });
+            let schema = match status {
+                // The first success answer is the route's typed one.
+                200..=299 if !answered => {
+                    answered = true;
+                    r.answer.map(|answer| answer(&mut generator).to_value())
+                }
+                400.. => Some(error.clone()),
+                _ => None,
+            };
+            if let Some(schema) = schema {
+                response["content"] = json!({"application/json": {"schema": schema}});
+            }
+            responses.insert(status.to_string(), response);
         }
         let security = match r.access {
             Access::Open => json!([]),
@@ -34,10 +55,14 @@ pub(crate) fn document(routes: &[Route]) -> Value {
             Access::Portal => json!([{ "portalToken": [] }]),
         };
         if r.access != Access::Open {
-            responses.insert("401".into(), json!({"description": "no bearer token"}));
+            let refusal = |description: &str| {
+                json!({"description": description,
+                       "content": {"application/json": {"schema": error.clone()}}})
+            };
+            responses.insert("401".into(), refusal("no bearer token"));
             responses.insert(
                 "403".into(),
-                json!({"description": "wrong token, or the token of the other kind"}),
+                refusal("wrong token, or the token of the other kind"),
             );
         }
         let mut operation = json!({
@@ -47,12 +72,10 @@ pub(crate) fn document(routes: &[Route]) -> Value {
             "security": security,
             "responses": responses,
         });
-        if let Some(schema) = r.body {
+        if let Some(body) = r.body {
             operation["requestBody"] = json!({
                 "required": true,
-                "content": {"application/json": {
-                    "schema": {"$ref": format!("#/components/schemas/{schema}")}
-                }}
+                "content": {"application/json": {"schema": body(&mut generator)}}
             });
         }
         if r.body_limit == BodyLimit::PluginUpload {
@@ -75,7 +98,7 @@ pub(crate) fn document(routes: &[Route]) -> Value {
             "description": "Self-hosted webhook delivery with WebAssembly plugins. Errors are JSON: {\"error\": \"...\"}."
         },
         "paths": paths,
-        "components": {"schemas": schemas(), "securitySchemes": {
+        "components": {"schemas": generator.take_definitions(true), "securitySchemes": {
             "adminToken": {"type": "http", "scheme": "bearer", "description": "server.admin_token"},
             "ingestToken": {"type": "http", "scheme": "bearer", "description": "server.ingest_token (ingest is open when unset)"},
             "portalToken": {"type": "http", "scheme": "bearer", "description": "a portal link's token (POST /v1/subscriptions/{id}/portal): one subscription, until it expires"}
@@ -83,139 +106,50 @@ pub(crate) fn document(routes: &[Route]) -> Value {
     })
 }
 
-/// Request bodies, field by field (what `deny_unknown_fields` accepts; the
-/// server's checks say the rest in their 4xx answers).
-pub(crate) fn schemas() -> Value {
-    let duration_ms = |d: &str| json!({"type": "integer", "minimum": 0, "description": d});
-    let event = json!({
-        "type": "object",
-        "required": ["type", "data"],
-        "properties": {
-            "id": {"type": "string", "description": "made by hookhost when absent; a seen id is answered again, not stored twice"},
-            "type": {"type": "string"},
-            "timestamp": {"type": "string", "format": "date-time", "description": "RFC 3339; else data.timestamp, else the arrival time"},
-            "data": {"type": "object"}
-        }
-    });
-    let mut all = json!({
-        "Event": event,
-        "Events": {
-            "description": "one event or an array of them (all or none stored)",
-            "oneOf": [{"$ref": "#/components/schemas/Event"},
-                      {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]
-        },
-        "PluginTrial": {
-            "type": "object",
-            "required": ["event"],
-            "additionalProperties": false,
-            "properties": {
-                "event": {"$ref": "#/components/schemas/Event"},
-                "config": {"description": "the plugin's config, any JSON; absent or null: none"}
-            }
-        },
-        "TestEvent": {
-            "type": "object",
-            "required": ["type"],
-            "additionalProperties": false,
-            "properties": {
-                "type": {"type": "string"},
-                "data": {"type": "object", "description": "absent: the catalog's sample for the type"}
-            }
-        },
-        "Recover": {
-            "type": "object",
-            "required": ["since"],
-            "additionalProperties": false,
-            "properties": {"since": {"type": "string", "format": "date-time"}}
-        },
-        "Subscription": {
-            "type": "object",
-            "required": ["id", "url", "types"],
-            "additionalProperties": false,
-            "properties": {
-                "id": {"type": "string", "maxLength": 128},
-                "url": {"type": "string", "format": "uri", "description": "http or https; checked against SSRF at every connect"},
-                "types": {"type": "array", "items": {"type": "string"}, "description": "exact types, `prefix.*` or `*` (never hookhost.*)"},
-                "tags": {"type": "array", "items": {"type": "string"}},
-                "route_only": {"type": "boolean", "default": false},
-                "tier": {"enum": ["public", "partner"], "default": "public"},
-                "envelope": {"enum": ["bikeep-v2", "bikeep-v1", "plain"], "default": "bikeep-v2"},
-                "seed": {"type": "string", "writeOnly": true, "description": "required for bikeep-* envelopes; never shown"},
-                "secrets": {"type": "array", "maxItems": 2, "items": {"type": "string", "pattern": "^whsec_"}, "writeOnly": true},
-                "retiring_secrets": {"type": "array", "maxItems": 4, "description": "secrets a rotation replaced, signing until until_ms (set by rotate-secret; shown without the secret)",
-                    "items": {"type": "object", "required": ["secret", "until_ms"], "properties": {
-                        "secret": {"type": "string", "pattern": "^whsec_", "writeOnly": true},
-                        "until_ms": {"type": "integer", "minimum": 0}
-                    }}},
-                "plugins": {"type": "array", "items": {
-                    "type": "object", "required": ["plugin"],
-                    "properties": {"plugin": {"type": "string"}, "config": {}}
-                }},
-                "retry": {
-                    "type": "object",
-                    "properties": {
-                        "timeout_ms": duration_ms("per attempt (5000)"),
-                        "max_retries": {"type": "integer", "minimum": 0, "default": 3},
-                        "backoff": {"enum": ["fixed", "exponential"], "default": "fixed"},
-                        "backoff_ms": duration_ms("the wait, or the first wait (100)"),
-                        "max_backoff_ms": duration_ms("cap of exponential waits (6 h)"),
-                        "retry_statuses": {"type": "array", "items": {"oneOf": [
-                            {"type": "integer"}, {"type": "string", "pattern": "^[1-5]xx$"}
-                        ]}, "description": "default [\"5xx\"] for bikeep-*, [\"5xx\", 429, 408] for plain"},
-                        "max_retry_after_ms": duration_ms("longest wait a Retry-After may ask for (1 h); it pauses the whole subscription")
-                    }
-                },
-                "max_in_flight": {"type": "integer", "minimum": 1, "default": 16},
-                "intervals": {"type": "object", "additionalProperties": {"type": "string"}, "description": "per type: \"direct\" or a window length; \"*\" for the rest"},
-                "enabled": {"type": "boolean", "default": true},
-                "health": {
-                    "type": "object",
-                    "properties": {
-                        "disable_on_gone": {"type": "boolean", "default": true},
-                        "disable_after_ms": duration_ms("only failures for this long disable the endpoint (5 days)"),
-                        "min_failures": {"type": "integer", "default": 10},
-                        "when_disabled": {"enum": ["pause", "drop"], "default": "pause"}
-                    }
-                },
-                "rate_limit": {
-                    "type": "object", "required": ["per_second"],
-                    "properties": {
-                        "per_second": {"type": "number", "exclusiveMinimum": 0},
-                        "burst": {"type": "integer", "minimum": 1, "default": 1}
-                    }
-                },
-                "headers": {"type": "object", "additionalProperties": {"type": "string"}, "writeOnly": true,
-                            "description": "sent with every attempt; values never shown (\"(set)\")"},
-                "ordering": {
-                    "type": "object", "required": ["key"],
-                    "properties": {
-                        "key": {"type": "string", "pattern": "^/", "description": "JSON pointer into the data as the plugins left it"},
-                        "on_dead": {"enum": ["continue", "hold"], "default": "continue"}
-                    }
-                }
-            }
-        }
-    });
-    let fields = all["Subscription"]["properties"].clone();
-    all["SubscriptionPatch"] = json!({
-        "type": "object",
-        "additionalProperties": false,
-        "description": "a JSON merge patch (RFC 7386) of a Subscription: a field given replaces \
-                        the stored one, null removes it, fields not named (seed and secrets \
-                        too) are kept; id only unchanged",
-        "properties": fields
-    });
-    all
+/// The generator of every schema in the document: JSON Schema 2020-12 (what
+/// OpenAPI 3.1 uses), definitions under `components/schemas`, described as
+/// the API reads them (a field with a default is optional; answers always
+/// carry it, which the schema allows).
+fn generator() -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.contract = Contract::Deserialize;
+        })
+        .into_generator()
+}
+
+/// A JSON merge patch (RFC 7386) of a [`Subscription`]: its fields, none
+/// required (a field given replaces the stored one, null removes it,
+/// fields not named, seed and secrets too, are kept; the id only unchanged).
+pub(crate) struct SubscriptionPatch;
+
+impl JsonSchema for SubscriptionPatch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SubscriptionPatch".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = Subscription::json_schema(generator);
+        schema.remove("required");
+        schema.insert(
+            "description".into(),
+            "a JSON merge patch (RFC 7386) of a Subscription: a field given replaces the \
+             stored one, null removes it, fields not named (seed and secrets too) are kept; \
+             id only unchanged"
+                .into(),
+        );
+        schema
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookhost_core::model::Subscription;
 
-    /// The schema lists every field a subscription has (and only those): a
-    /// subscription with every field set, read and written back, has
-    /// exactly the schema's properties, nested objects too.
+    /// The generated Subscription schema has every field a subscription
+    /// has (and only those), nested objects too: what serde reads is what
+    /// the document says, because both come from the type.
     #[test]
     fn the_subscription_schema_has_every_field() {
         let full = json!({
@@ -233,9 +167,18 @@ mod tests {
             "headers": {"X-Key": "v"},
             "ordering": {"key": "/k", "on_dead": "hold"}
         });
-        let sub: Subscription = serde_json::from_value(full).expect("every schema field is known");
+        let sub: Subscription = serde_json::from_value(full).expect("every field is known");
         let written = serde_json::to_value(&sub).unwrap();
-        let schema = &schemas()["Subscription"]["properties"];
+        let doc = document(&crate::routes::all());
+        let components = &doc["components"]["schemas"];
+        // `$ref`s point into the components; an `Option` is `anyOf [T, null]`.
+        let resolve = |schema: &Value| -> Value {
+            let schema = schema.get("anyOf").and_then(|a| a.get(0)).unwrap_or(schema);
+            match schema["$ref"].as_str() {
+                Some(r) => components[r.trim_start_matches("#/components/schemas/")].clone(),
+                None => schema.clone(),
+            }
+        };
         let keys = |v: &Value| {
             v.as_object()
                 .unwrap()
@@ -243,13 +186,30 @@ mod tests {
                 .cloned()
                 .collect::<std::collections::BTreeSet<_>>()
         };
-        assert_eq!(keys(&written), keys(schema));
+        let schema = &components["Subscription"];
+        assert_eq!(keys(&written), keys(&schema["properties"]));
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "unknown fields are refused"
+        );
         for nested in ["retry", "health", "rate_limit", "ordering"] {
+            let field = resolve(&schema["properties"][nested]);
             assert_eq!(
                 keys(&written[nested]),
-                keys(&schema[nested]["properties"]),
+                keys(&field["properties"]),
                 "{nested}"
             );
         }
+        // Requests and answers both name their schemas.
+        let subscriptions = &doc["paths"]["/v1/subscriptions"]["post"];
+        assert_eq!(
+            subscriptions["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Subscription"
+        );
+        assert_eq!(
+            subscriptions["responses"]["201"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/SubscriptionView"
+        );
+        assert!(components["SubscriptionView"]["properties"]["secrets"].is_null());
     }
 }

@@ -4,8 +4,9 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::answers::Readiness;
 use crate::app::App;
 
 pub(crate) async fn openapi_json(State(app): State<App>) -> Response {
@@ -48,15 +49,16 @@ pub(crate) async fn readyz(State(app): State<App>) -> Response {
             "plugin {plugin:?} is named in the config but not serving"
         ));
     }
-    if problems.is_empty() {
-        axum::Json(json!({ "ready": true })).into_response()
+    let status = if problems.is_empty() {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "ready": false, "problems": problems })),
-        )
-            .into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let answer = Readiness {
+        ready: problems.is_empty(),
+        problems,
+    };
+    (status, axum::Json(answer)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format. Counts only: no ids, no payloads.

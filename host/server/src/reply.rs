@@ -2,11 +2,15 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+use crate::answers::ErrorAnswer;
 
 /// A JSON error answer: `{"error": "..."}`.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+    let answer = ErrorAnswer {
+        error: message.into(),
+    };
+    (status, axum::Json(answer)).into_response()
 }
 
 /// A refusal that has not become a response yet: small, so a `Result`

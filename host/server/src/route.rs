@@ -22,13 +22,27 @@ pub(crate) struct Route {
     pub access: Access,
     /// Query parameters: (name, description).
     pub query: &'static [(&'static str, &'static str)],
-    /// The JSON body it takes: a schema of `openapi::schemas` by name.
-    pub body: Option<&'static str>,
+    /// The JSON body it takes, described from its Rust type.
+    pub body: Option<SchemaFn>,
+    /// The JSON body of its success answer (the first 2xx of `responses`),
+    /// from the type the handler serializes.
+    pub answer: Option<SchemaFn>,
     /// What bounds its body.
     pub body_limit: BodyLimit,
     /// Answers besides the 401/403 of its access: (status, description).
     pub responses: &'static [(u16, &'static str)],
     pub handler: MethodRouter<App>,
+}
+
+/// A body's JSON Schema, as a reference into the document's components
+/// (the generator collects what it refers to).
+pub(crate) type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+/// [`SchemaFn`] of `T`.
+pub(crate) fn schema<T: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
+    generator.subschema_for::<T>()
 }
 
 /// How large a route's request body may be.

@@ -4,7 +4,7 @@
 use axum::routing::{get, post};
 
 use crate::auth::Access;
-use crate::route::{BodyLimit, Route};
+use crate::route::{BodyLimit, Route, schema};
 use crate::{api, ingest, ops, ui};
 
 /// Every route of the HTTP API (see `openapi`).
@@ -16,6 +16,7 @@ pub(crate) fn all() -> Vec<Route> {
         access: Access::Open,
         query: &[],
         body: None,
+        answer: None,
         body_limit: BodyLimit::Server,
         responses,
         handler,
@@ -23,7 +24,8 @@ pub(crate) fn all() -> Vec<Route> {
     let mut routes = vec![
         Route {
             access: Access::Ingest,
-            body: Some("Events"),
+            body: Some(schema::<hookhost_core::intake::parse::IncomingEvents>),
+            answer: Some(schema::<hookhost_core::intake::parse::IngestAnswer>),
             ..open(
                 "POST",
                 "/v1/events",
@@ -45,13 +47,16 @@ pub(crate) fn all() -> Vec<Route> {
             &[(200, "ok")],
             get(|| async { "ok" }),
         ),
-        open(
-            "GET",
-            "/readyz",
-            "Readiness: store answers, every configured plugin serving",
-            &[(200, "ready"), (503, "not ready, with the problems")],
-            get(ops::readyz),
-        ),
+        Route {
+            answer: Some(schema::<crate::answers::Readiness>),
+            ..open(
+                "GET",
+                "/readyz",
+                "Readiness: store answers, every configured plugin serving",
+                &[(200, "ready"), (503, "not ready, with the problems")],
+                get(ops::readyz),
+            )
+        },
         open(
             "GET",
             "/metrics",

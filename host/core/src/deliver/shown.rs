@@ -13,7 +13,7 @@ use super::attempt::USER_AGENT;
 use crate::model::{Attempt, Job, Subscription};
 use crate::sign;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ShownRequest {
     pub method: &'static str,
     pub url: String,

@@ -59,16 +59,42 @@ pub fn refused_type(config: &Config, event_type: &str) -> Option<String> {
 
 /// The `202` body: `{"accepted": n, "ids": [...]}`, ids in request order.
 pub fn answer(events: &[StoredEvent]) -> String {
-    #[derive(Serialize)]
-    struct Answer<'a> {
-        accepted: usize,
-        ids: Vec<&'a str>,
-    }
-    serde_json::to_string(&Answer {
+    serde_json::to_string(&IngestAnswer {
         accepted: events.len(),
-        ids: events.iter().map(|e| e.id.as_str()).collect(),
+        ids: events.iter().map(|e| e.id.clone()).collect(),
     })
     .unwrap_or_default()
+}
+
+/// What ingest reads, for `/openapi.json`: [`parse_events`] reads the
+/// body by hand (to name every problem by field and index) and takes what
+/// this says.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct IncomingEvent {
+    /// Made by hookhost when absent; a seen id is answered again, not stored twice.
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// RFC 3339; else `data.timestamp`, else the arrival time.
+    pub timestamp: Option<String>,
+    pub data: serde_json::Map<String, Value>,
+}
+
+/// One event or an array of them (all or none stored).
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum IncomingEvents {
+    One(IncomingEvent),
+    Many(Vec<IncomingEvent>),
+}
+
+/// The `202` of ingest (and what a repeated `Idempotency-Key` gets again).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct IngestAnswer {
+    /// Events in the request (new ones and ids seen before alike).
+    pub accepted: usize,
+    /// Their ids, in request order (made here where the client gave none).
+    pub ids: Vec<String>,
 }
 
 /// A request's events, in order.

@@ -12,34 +12,27 @@ use hookhost_core::model::{Job, JobStatus};
 use hookhost_core::store::JobQuery;
 
 use super::blocking;
+use crate::answers::{DeadLetters, Delivery, DeliveryDetail, DeliveryPage};
 use crate::app::App;
 use crate::reply::{ApiError, error};
 
-/// A delivery as the API shows it: the job, with `data` as JSON.
-pub(super) fn view(job: &Job) -> Value {
-    let mut v = serde_json::to_value(job).unwrap_or_default();
-    if let Ok(data) = serde_json::from_str::<Value>(&job.data) {
-        v["data"] = data;
-    }
-    v
-}
-
-/// One delivery as its detail shows it: [`view`] and the request its last
-/// attempt sent (or the next one will), rebuilt with secrets masked, with
-/// whether it is exactly what was sent (`deliver::shown_request`).
-pub(super) fn detail(app: &App, job: &Job) -> Value {
-    let mut v = view(job);
-    if let Some(sub) = app.subscriptions.get(&job.subscription_id)
-        && let Ok(request) = hookhost_core::deliver::shown_request(
+/// One delivery as its detail shows it: the delivery and the request its
+/// last attempt sent (or the next one will), rebuilt with secrets masked,
+/// with whether it is exactly what was sent (`deliver::shown_request`).
+pub(super) fn detail(app: &App, job: &Job) -> DeliveryDetail {
+    let request = app.subscriptions.get(&job.subscription_id).and_then(|sub| {
+        hookhost_core::deliver::shown_request(
             &sub,
             job,
             job.attempts.last(),
             app.deliverer.now_ms(),
         )
-    {
-        v["request"] = serde_json::to_value(request).unwrap_or_default();
+        .ok()
+    });
+    DeliveryDetail {
+        delivery: Delivery::of(job),
+        request,
     }
-    v
 }
 
 fn rfc3339_ms(param: &str, text: &str) -> Result<u64, ApiError> {
@@ -160,13 +153,12 @@ pub(super) async fn list(app: &App, q: DeliveryQuery) -> Response {
         Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => return e.into_response(),
     };
-    let shown: Vec<Value> = page.jobs.iter().map(view).collect();
-    axum::Json(json!({
-        "total": page.total,
-        "total_exact": page.total_exact,
-        "deliveries": shown,
-        "next": page.next,
-    }))
+    axum::Json(DeliveryPage {
+        total: page.total,
+        total_exact: page.total_exact,
+        deliveries: page.jobs.iter().map(Delivery::of).collect(),
+        next: page.next,
+    })
     .into_response()
 }
 
@@ -220,7 +212,7 @@ pub(super) async fn resend(app: &App, id: String) -> Response {
             Err(e) => return e.into_response(),
         };
     match resent {
-        Ok(job) => (StatusCode::ACCEPTED, axum::Json(view(&job))).into_response(),
+        Ok(job) => (StatusCode::ACCEPTED, axum::Json(Delivery::of(&job))).into_response(),
         Err(e) => resend_error(e).into_response(),
     }
 }
@@ -235,16 +227,19 @@ pub(super) async fn dead_letters(State(app): State<App>) -> Response {
     match dead {
         Ok(mut jobs) => {
             jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
-            let shown: Vec<Value> = jobs.iter().map(view).collect();
-            axum::Json(json!({ "dead_letters": shown })).into_response()
+            axum::Json(DeadLetters {
+                dead_letters: jobs.iter().map(Delivery::of).collect(),
+            })
+            .into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RecoverBody {
+#[schemars(rename = "Recover")]
+pub(super) struct RecoverBody {
     /// Re-send the subscription's failed deliveries created at or after this.
     since: String,
 }

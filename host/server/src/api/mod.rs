@@ -13,9 +13,15 @@ mod subscriptions;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post, put};
 
+use hookhost_core::model::Subscription;
+
+use crate::answers::{
+    DeadLetters, Delivery, DeliveryDetail, DeliveryPage, SubscriptionList, SubscriptionView,
+};
 use crate::auth::Access;
+use crate::openapi::SubscriptionPatch;
 use crate::reply::ApiError;
-use crate::route::{BodyLimit, Route};
+use crate::route::{BodyLimit, Route, schema};
 
 /// The management API's routes, documented.
 pub(crate) fn routes() -> Vec<Route> {
@@ -27,6 +33,7 @@ pub(crate) fn routes() -> Vec<Route> {
         access: Admin,
         query: &[],
         body: None,
+        answer: None,
         body_limit: BodyLimit::Server,
         responses: &[(200, "OK")],
         handler,
@@ -62,7 +69,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
-            body: Some("PluginTrial"),
+            body: Some(schema::<plugins::Trial>),
             responses: &[
                 (200, "{decision}: each exported role's answer, or its error"),
                 (400, "malformed JSON"),
@@ -146,6 +153,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<DeliveryPage>),
             access: Portal,
             query: &[
                 (
@@ -169,6 +177,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<DeliveryDetail>),
             access: Portal,
             responses: &[
                 (200, "the delivery"),
@@ -199,6 +208,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<Delivery>),
             access: Portal,
             responses: &[
                 (202, "queued again"),
@@ -228,6 +238,7 @@ pub(crate) fn routes() -> Vec<Route> {
             get(event_types::list_event_types),
         ),
         Route {
+            answer: Some(schema::<DeliveryPage>),
             query: &[
                 ("status", "pending, delivered, dead or plugin_error"),
                 ("subscription", "subscription id"),
@@ -260,6 +271,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<DeliveryDetail>),
             responses: &[(200, "the delivery"), (404, "no such delivery")],
             ..route(
                 "GET",
@@ -269,6 +281,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<Delivery>),
             responses: &[
                 (202, "queued again"),
                 (404, "no such delivery"),
@@ -284,12 +297,15 @@ pub(crate) fn routes() -> Vec<Route> {
                 post(deliveries::resend_delivery),
             )
         },
-        route(
-            "GET",
-            "/v1/dead-letters",
-            "Deliveries out of retries or refused",
-            get(deliveries::dead_letters),
-        ),
+        Route {
+            answer: Some(schema::<DeadLetters>),
+            ..route(
+                "GET",
+                "/v1/dead-letters",
+                "Deliveries out of retries or refused",
+                get(deliveries::dead_letters),
+            )
+        },
         Route {
             responses: &[
                 (
@@ -307,7 +323,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
-            body: Some("TestEvent"),
+            body: Some(schema::<subscriptions::TestEventBody>),
             responses: &[
                 (202, "sent: {sent, delivery, event_id, type}"),
                 (
@@ -330,7 +346,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
-            body: Some("Recover"),
+            body: Some(schema::<deliveries::RecoverBody>),
             responses: &[
                 (202, "re-sent"),
                 (400, "bad body"),
@@ -343,14 +359,18 @@ pub(crate) fn routes() -> Vec<Route> {
                 post(deliveries::recover),
             )
         },
-        route(
-            "GET",
-            "/v1/subscriptions",
-            "Every subscription (config file and API)",
-            get(subscriptions::list_subscriptions),
-        ),
         Route {
-            body: Some("Subscription"),
+            answer: Some(schema::<SubscriptionList>),
+            ..route(
+                "GET",
+                "/v1/subscriptions",
+                "Every subscription (config file and API)",
+                get(subscriptions::list_subscriptions),
+            )
+        },
+        Route {
+            answer: Some(schema::<SubscriptionView>),
+            body: Some(schema::<Subscription>),
             responses: &[
                 (201, "created"),
                 (400, "malformed JSON or unknown field"),
@@ -365,6 +385,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<SubscriptionView>),
             responses: &[(200, "the subscription"), (404, "no such subscription")],
             ..route(
                 "GET",
@@ -374,7 +395,8 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
-            body: Some("Subscription"),
+            answer: Some(schema::<SubscriptionView>),
+            body: Some(schema::<Subscription>),
             responses: &[
                 (200, "replaced"),
                 (404, "no such subscription"),
@@ -389,7 +411,8 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
-            body: Some("SubscriptionPatch"),
+            answer: Some(schema::<SubscriptionView>),
+            body: Some(schema::<SubscriptionPatch>),
             responses: &[
                 (200, "changed"),
                 (400, "not JSON"),
@@ -418,6 +441,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<SubscriptionView>),
             responses: &[
                 (200, "enabled"),
                 (404, "no such subscription"),
@@ -431,6 +455,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<SubscriptionView>),
             responses: &[
                 (200, "disabled"),
                 (404, "no such subscription"),

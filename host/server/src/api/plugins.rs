@@ -150,8 +150,9 @@ fn install_error(e: InstallError) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PluginTrial")]
 pub(super) struct Trial {
     /// `{"type": ..., "data": {...}}`, optional `id` and `timestamp`.
     event: serde_json::Value,

@@ -102,7 +102,7 @@ pub(super) async fn overview(
             "enabled": sub.enabled,
             "endpoint": app.deliverer.endpoint_health(&sub.id),
             "secrets_count": sub.secrets.len(),
-            "retiring_secrets": super::subscriptions::retiring_view(&sub),
+            "retiring_secrets": crate::answers::retiring_view(&sub.retiring_secrets),
         },
         "expires_at": rfc3339(scope.expires_at_s),
     }))

@@ -12,46 +12,15 @@ use hookhost_core::deliver::TestEventError;
 use hookhost_core::model::Subscription;
 use hookhost_core::subscriptions::{SubscriptionError, Subscriptions};
 
+use crate::answers::{SubscriptionList, SubscriptionView, retiring_view};
 use crate::app::App;
 use crate::reply::{ApiError, error};
 
 use super::blocking;
 
-/// A subscription as the API shows it: secrets are never shown, only
-/// whether a seed is set and how many signing secrets there are; with its
-/// endpoint's health (failure run, last success, disabled and why).
-fn subscription_view(app: &App, sub: &Subscription) -> Value {
-    let mut v = serde_json::to_value(sub).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "endpoint".into(),
-            serde_json::to_value(app.deliverer.endpoint_health(&sub.id)).unwrap_or_default(),
-        );
-        o.remove("seed");
-        o.remove("secrets");
-        o.insert("retiring_secrets".into(), retiring_view(sub));
-        // Header values may be credentials: names only.
-        if let Some(headers) = o.get_mut("headers").and_then(Value::as_object_mut) {
-            for value in headers.values_mut() {
-                *value = json!("(set)");
-            }
-        }
-        o.insert("seed_set".into(), json!(sub.seed.is_some()));
-        o.insert("secrets_count".into(), json!(sub.secrets.len()));
-        o.insert(
-            "source".into(),
-            json!(if sub.from_config { "config" } else { "api" }),
-        );
-    }
-    v
-}
-
-/// Until when each rotated-out secret keeps signing; never the secrets.
-pub(super) fn retiring_view(sub: &Subscription) -> Value {
-    sub.retiring_secrets
-        .iter()
-        .map(|r| json!({ "until_ms": r.until_ms }))
-        .collect()
+/// A subscription as the API shows it, with its endpoint's health.
+fn subscription_view(app: &App, sub: &Subscription) -> SubscriptionView {
+    SubscriptionView::of(sub, app.deliverer.endpoint_health(&sub.id))
 }
 
 fn subscription_error(e: SubscriptionError) -> Response {
@@ -89,13 +58,13 @@ fn parse_subscription(body: &[u8]) -> Result<Subscription, ApiError> {
 /// `GET /v1/subscriptions`: config-file ones (`"source": "config"`,
 /// read-only) and API-made ones.
 pub(super) async fn list_subscriptions(State(app): State<App>) -> Response {
-    let all: Vec<Value> = app
+    let subscriptions = app
         .subscriptions
         .current()
         .iter()
         .map(|s| subscription_view(&app, s))
         .collect();
-    axum::Json(json!({ "subscriptions": all })).into_response()
+    axum::Json(SubscriptionList { subscriptions }).into_response()
 }
 
 pub(super) async fn get_subscription(State(app): State<App>, Path(id): Path<String>) -> Response {
@@ -199,9 +168,10 @@ pub(super) async fn switch_subscription<const ON: bool>(
     .await
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TestEventBody {
+#[schemars(rename = "TestEvent")]
+pub(super) struct TestEventBody {
     #[serde(rename = "type")]
     event_type: String,
     /// Absent: the catalog's sample for the type.
@@ -280,7 +250,7 @@ pub(super) async fn rotate(app: &App, id: String) -> Response {
     match rotated {
         Ok((sub, secret)) => axum::Json(json!({
             "secret": secret,
-            "retiring_secrets": retiring_view(&sub),
+            "retiring_secrets": retiring_view(&sub.retiring_secrets),
         }))
         .into_response(),
         Err(e) => subscription_error(e),

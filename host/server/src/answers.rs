@@ -1,0 +1,199 @@
+//! The API's JSON answers as Rust types. The handlers serialize these, and
+//! `/openapi.json` describes them from the same types (schemars), so the
+//! document cannot say one thing while a route answers another (checked
+//! against real answers by the end-to-end tests). A field an answer may
+//! leave out carries `#[serde(default)]`: schemas describe what a client
+//! reads (serde's deserializing view), where such a field is optional.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+use hookhost_core::model::{
+    DeliveryOrder, EndpointHealth, Envelope, HealthPolicy, Job, Mode, PluginStep, RateLimit,
+    RetryPolicy, Subscription, Tier,
+};
+
+/// Every refusal: a 4xx naming the problem, or 503.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub(crate) struct ErrorAnswer {
+    pub error: String,
+}
+
+/// `GET /readyz`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Readiness {
+    pub ready: bool,
+    /// What keeps it from being ready (absent when ready).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// A delivery as the API shows it: the job with every attempt, `data` as
+/// the JSON value.
+#[derive(Serialize, JsonSchema)]
+#[schemars(with = "Job")]
+pub(crate) struct Delivery(pub Value);
+
+impl Delivery {
+    pub(crate) fn of(job: &Job) -> Delivery {
+        let mut v = serde_json::to_value(job).unwrap_or_default();
+        if let Ok(data) = serde_json::from_str::<Value>(&job.data) {
+            v["data"] = data;
+        }
+        Delivery(v)
+    }
+}
+
+/// One delivery with the request its last attempt sent (or the next will),
+/// secrets masked.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<hookhost_core::deliver::ShownRequest>,
+}
+
+/// A page of deliveries, newest first.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct DeliveryPage {
+    /// Matching deliveries counted; all of them when `total_exact`, else a
+    /// lower bound (the scan stopped at its budget).
+    pub total: usize,
+    pub total_exact: bool,
+    pub deliveries: Vec<Delivery>,
+    /// The `after` cursor of the next page, when there may be one.
+    pub next: Option<String>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct DeadLetters {
+    pub dead_letters: Vec<Delivery>,
+}
+
+/// Where a subscription was made.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Source {
+    /// The config file: read-only over the API.
+    Config,
+    Api,
+}
+
+/// A rotated-out signing secret, without the secret.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct RetiringView {
+    /// It signs beside the new one until then.
+    pub until_ms: u64,
+}
+
+/// A subscription as the API shows it: never a secret, a seed or a header
+/// value; with its endpoint's health.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct SubscriptionView {
+    pub id: String,
+    pub url: String,
+    pub types: Vec<String>,
+    pub tags: Vec<String>,
+    pub route_only: bool,
+    pub tier: Tier,
+    pub envelope: Envelope,
+    pub plugins: Vec<PluginStep>,
+    pub retry: RetryPolicy,
+    pub max_in_flight: usize,
+    pub intervals: BTreeMap<String, Mode>,
+    pub enabled: bool,
+    pub health: HealthPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Header names; every value shows as `"(set)"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<DeliveryOrder>,
+    pub retiring_secrets: Vec<RetiringView>,
+    pub endpoint: EndpointHealth,
+    pub seed_set: bool,
+    pub secrets_count: usize,
+    pub source: Source,
+}
+
+impl SubscriptionView {
+    pub(crate) fn of(sub: &Subscription, endpoint: EndpointHealth) -> SubscriptionView {
+        // Every field named: a field added to `Subscription` does not build
+        // here until it is decided whether the API shows it.
+        let Subscription {
+            id,
+            url,
+            types,
+            tags,
+            route_only,
+            tier,
+            envelope,
+            seed,
+            secrets,
+            retiring_secrets,
+            plugins,
+            retry,
+            max_in_flight,
+            intervals,
+            enabled,
+            health,
+            rate_limit,
+            headers,
+            ordering,
+            from_config,
+        } = sub.clone();
+        SubscriptionView {
+            id,
+            url,
+            types,
+            tags,
+            route_only,
+            tier,
+            envelope,
+            plugins,
+            retry,
+            max_in_flight,
+            intervals,
+            enabled,
+            health,
+            rate_limit,
+            headers: headers
+                .into_keys()
+                .map(|name| (name, "(set)".to_string()))
+                .collect(),
+            ordering,
+            retiring_secrets: retiring_view(&retiring_secrets),
+            endpoint,
+            seed_set: seed.is_some(),
+            secrets_count: secrets.len(),
+            source: if from_config {
+                Source::Config
+            } else {
+                Source::Api
+            },
+        }
+    }
+}
+
+/// Until when each rotated-out secret keeps signing; never the secrets.
+pub(crate) fn retiring_view(
+    retiring: &[hookhost_core::model::RetiringSecret],
+) -> Vec<RetiringView> {
+    retiring
+        .iter()
+        .map(|r| RetiringView {
+            until_ms: r.until_ms,
+        })
+        .collect()
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct SubscriptionList {
+    pub subscriptions: Vec<SubscriptionView>,
+}
