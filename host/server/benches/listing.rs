@@ -1,16 +1,18 @@
 //! Listing deliveries in a large store (a measurement, not a timed test):
 //! fills a sled store with 1,000,000 deliveries (`BENCH_QUICK=1`: 100,000)
 //! over 100 subscriptions, serves it, and times `GET /v1/deliveries` — the
-//! requests the dashboard and the portal make — over real HTTP. Method and
-//! figures: BENCHMARKS.md ("Listing deliveries").
+//! requests the dashboard and the portal make — over real HTTP.
+//! `BENCH_POSTGRES='<connection string>'`: the same on a fresh PostgreSQL
+//! schema instead. Method and figures: BENCHMARKS.md ("Listing deliveries").
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use hookhost_core::model::{Attempt, Job, JobStatus, Processed, StoredEvent};
+use hookhost_core::store::Store;
+use hookhost_core::store::postgres::{PgSettings, PgStore};
 use hookhost_core::store::sled::SledStore;
-use hookhost_core::store::{DeliveryQueue, EventStore, Store};
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "listing-bench-token";
@@ -84,8 +86,20 @@ async fn main() {
     let db = dir.path().join("db");
     let base_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     let started = Instant::now();
-    {
-        let store = SledStore::open_with_cache(&db, 256).unwrap();
+    let postgres = std::env::var("BENCH_POSTGRES").ok();
+    let schema = format!("listing_bench_{}", std::process::id());
+    let size = {
+        let store: Box<dyn Store> = match &postgres {
+            Some(url) => Box::new(
+                PgStore::open(&PgSettings {
+                    url: url.clone(),
+                    schema: schema.clone(),
+                    pool_size: 2,
+                })
+                .unwrap(),
+            ),
+            None => Box::new(SledStore::open_with_cache(&db, 256).unwrap()),
+        };
         // A store this version made: indexed from its first start, nothing
         // older to index later (see the one-off figure below).
         store.index_for_listing().unwrap();
@@ -112,9 +126,10 @@ async fn main() {
         }
         store.complete_pipeline(&batch).unwrap();
         store.flush().unwrap();
-    }
+        store.stats().unwrap().bytes
+    };
     let fill = started.elapsed();
-    let size: u64 = walk_size(&db);
+
     println!(
         "## Listing {n} deliveries\n\nstore filled in {:.1} s, {:.0} MB on disk\n",
         fill.as_secs_f64(),
@@ -131,7 +146,13 @@ async fn main() {
         &file,
         format!(
             "[server]\nlisten = \"{addr}\"\ndata_dir = \"db\"\nadmin_token = \"{TOKEN}\"\n\
-             [plugins]\ndir = \"plugins\"\nwatch = false\n[retention]\nenabled = false\n"
+             [plugins]\ndir = \"plugins\"\nwatch = false\n[retention]\nenabled = false\n{}",
+            match &postgres {
+                Some(url) => format!(
+                    "[store]\nbackend = \"postgres\"\nurl = {url:?}\nschema = \"{schema}\"\n"
+                ),
+                None => String::new(),
+            }
         ),
     )
     .unwrap();
@@ -153,6 +174,26 @@ async fn main() {
     println!(
         "server answering {:.1} s after start\n",
         open_started.elapsed().as_secs_f64()
+    );
+
+    // The newest page once a second for the first 40 s: does anything the
+    // server does after start (sled's cache filling, counts) show?
+    let mut probe = Vec::new();
+    for _ in 0..40 {
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || get(addr, "/v1/deliveries?limit=100"))
+            .await
+            .unwrap();
+        probe.push(t.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(t.elapsed())).await;
+    }
+    println!(
+        "newest page once a second after start (ms): {}\n",
+        probe
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 
     let middle = hookhost_core::clock::rfc3339_seconds(base_ms + n * 5);
@@ -225,22 +266,4 @@ async fn main() {
     }
     let _ = stop.send(());
     let _ = done.await;
-}
-
-fn walk_size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk_size(&p)
-                    } else {
-                        e.metadata().map(|m| m.len()).unwrap_or(0)
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
