@@ -1115,7 +1115,20 @@ fn check_against_openapi(document: &Value, answers: &[Value]) -> (bool, String) 
 fn real_answers_match_the_schemas_of_the_openapi_document() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
-    let config = write_config(root.path(), &receiver.url("sink"));
+    let catalog = hookhost_tests::workspace_root().join("examples/bikeep/catalog.json");
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n-t0ken\"\ningest_token = \"1ngest-t0ken\"\n",
+        &format!(
+            "[catalog]\nfiles = [{:?}]\n[[subscriptions]]\nid = \"sink\"\nurl = \"{}\"\n\
+             types = [\"*\"]\nenvelope = \"plain\"\n",
+            catalog.to_str().unwrap(),
+            receiver.url("sink")
+        ),
+    );
+    let filter = std::fs::read(built_plugin("alarm-filter")).unwrap();
+    std::fs::write(root.path().join("plugins/alarm-filter.wasm"), &filter).unwrap();
     let server = hookhost_tests::InProcess::start(&config);
     let api = server.addr;
     let mut answers: Vec<Value> = Vec::new();
@@ -1126,14 +1139,15 @@ fn real_answers_match_the_schemas_of_the_openapi_document() {
     };
 
     let events = "/v1/events";
-    let (status, _) = call(
+    let (status, ingested) = call(
         "POST",
         events,
         events,
         &[INGEST],
-        br#"{"type": "report", "data": {"n": 1}}"#,
+        br#"{"type": "billing.paid", "data": {"n": 1}}"#,
     );
     assert_eq!(status, 202);
+    let event_id = ingested["ids"][0].as_str().unwrap().to_string();
     assert_eq!(call("POST", events, events, &[INGEST], b"{nope").0, 400);
     assert_eq!(
         call("POST", events, events, &[INGEST], br#"{"data": {}}"#).0,
@@ -1178,7 +1192,7 @@ fn real_answers_match_the_schemas_of_the_openapi_document() {
 
     let subs = "/v1/subscriptions";
     let made = json!({
-        "id": "typed", "url": receiver.url("typed"), "types": ["report", "billing.*"],
+        "id": "typed", "url": receiver.url("typed"), "types": ["alarm", "billing.*"],
         "envelope": "plain", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
         "headers": {"X-Key": "secret-value"}, "rate_limit": {"per_second": 5},
         "ordering": {"key": "/n"}, "intervals": {"report": "direct", "*": "5m"},
@@ -1235,8 +1249,96 @@ fn real_answers_match_the_schemas_of_the_openapi_document() {
         404
     );
 
+    let rotate = "/v1/subscriptions/{id}/rotate-secret";
+    let (status, rotated) = call(
+        "POST",
+        "/v1/subscriptions/typed/rotate-secret",
+        rotate,
+        &[ADMIN],
+        b"",
+    );
+    assert_eq!(status, 200, "{rotated}");
+    let test = "/v1/subscriptions/{id}/test";
+    let sample = br#"{"type": "billing.paid", "data": {"n": 2}}"#;
+    assert_eq!(
+        call(
+            "POST",
+            "/v1/subscriptions/sink/test",
+            test,
+            &[ADMIN],
+            sample
+        )
+        .0,
+        202
+    );
+    let recover = "/v1/subscriptions/{id}/recover";
+    let since = br#"{"since": "2020-01-01T00:00:00Z"}"#;
+    assert_eq!(
+        call(
+            "POST",
+            "/v1/subscriptions/sink/recover",
+            recover,
+            &[ADMIN],
+            since
+        )
+        .0,
+        202
+    );
+    let event = "/v1/events/{id}";
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/v1/events/{event_id}"),
+            event,
+            &[ADMIN],
+            b""
+        )
+        .0,
+        200
+    );
+    call("GET", "/v1/event-types", "/v1/event-types", &[ADMIN], b"");
+    call(
+        "GET",
+        "/v1/stats/history",
+        "/v1/stats/history",
+        &[ADMIN],
+        b"",
+    );
+    call("GET", "/v1/plugins", "/v1/plugins", &[ADMIN], b"");
+    let trial = json!({"event": {"type": "alarm", "data": {"alarm": "intrusion"}}, "config": null});
+    let tried = "/v1/plugins/{name}/try";
+    let (status, decision) = call(
+        "POST",
+        "/v1/plugins/alarm-filter/try",
+        tried,
+        &[ADMIN],
+        trial.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{decision}");
+    let promote = "/v1/plugins/{name}/promote";
+    assert_eq!(
+        call(
+            "POST",
+            "/v1/plugins/alarm-filter/promote",
+            promote,
+            &[ADMIN],
+            b""
+        )
+        .0,
+        404
+    );
+    let upload = "/v1/plugins/{name}";
+    let (status, installed) = call("PUT", "/v1/plugins/alarm-filter", upload, &[ADMIN], &filter);
+    assert_eq!(status, 200, "{installed}");
+
     // The portal's answers are the same types.
-    let (status, link) = request(api, "POST", "/v1/subscriptions/sink/portal", &[ADMIN], b"");
+    let (status, link) = call(
+        "POST",
+        "/v1/subscriptions/sink/portal",
+        "/v1/subscriptions/{id}/portal",
+        &[ADMIN],
+        b"",
+    );
     assert_eq!(status, 201, "{link}");
     let portal = format!("Authorization: Bearer {}", link["token"].as_str().unwrap());
     let portal = [portal.as_str()];
@@ -1254,6 +1356,12 @@ fn real_answers_match_the_schemas_of_the_openapi_document() {
         call("GET", "/v1/portal/deliveries/msg_nope", one, &portal, b"").0,
         404
     );
+    call("GET", "/v1/portal", "/v1/portal", &portal, b"");
+    let types = "/v1/portal/event-types";
+    call("GET", types, types, &portal, b"");
+    // A config-file subscription's secret cannot rotate: an error answer.
+    let rotate = "/v1/portal/rotate-secret";
+    assert_eq!(call("POST", rotate, rotate, &portal, b"").0, 409);
 
     let (_, document) = request(api, "GET", "/openapi.json", &[], b"");
     let (ok, said) = check_against_openapi(&document, &answers);

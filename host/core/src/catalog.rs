@@ -25,7 +25,7 @@ pub struct Catalog {
     pub event_types: Vec<EventType>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventType {
     pub name: String,
@@ -36,6 +36,7 @@ pub struct EventType {
     /// `"direct"` or an aggregation interval (`"5m"`). Unset: direct unless
     /// configured otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub delivery: Option<DeliveryText>,
     /// Announced by the provider but not live: listed, not accepted when strict.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -454,13 +454,15 @@ impl<'de> Deserialize<'de> for MergeRule {
 }
 
 /// An accepted event.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct StoredEvent {
     pub id: String,
     #[serde(rename = "type")]
     pub event_type: String,
     pub timestamp: String,
-    /// `data` as JSON text, keys in ingest order.
+    /// `data` as JSON text, keys in ingest order (the API shows it as the
+    /// JSON value, which is what its schema says).
+    #[schemars(with = "serde_json::Value")]
     pub data: String,
     pub received_at_ms: u64,
     /// Plugin errors met in the pipeline, if any.
@@ -473,7 +475,7 @@ pub struct StoredEvent {
 }
 
 /// What plugins decided about one event in the pipeline.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct PluginDecisions {
     /// Subscriptions whose filter chain dropped it, and the filter that did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -489,13 +491,13 @@ impl PluginDecisions {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct DroppedBy {
     pub subscription: String,
     pub plugin: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct RoutedBy {
     pub plugin: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

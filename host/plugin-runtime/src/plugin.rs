@@ -191,7 +191,7 @@ pub struct Plugin {
 }
 
 /// A snapshot of a plugin for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PluginInfo {
     pub name: String,
     pub file: PathBuf,
@@ -209,15 +209,27 @@ pub struct PluginInfo {
 /// Everything a plugin decided about one event, role by role (for the CLI
 /// and for callers that want all roles at once). A role's entry is its
 /// answer, or `{"error": "..."}`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Decision {
     pub plugin: String,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "outcome")]
+    #[schemars(with = "Option<Outcome<Keep>>")]
     pub filter: Option<Result<Keep, String>>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "outcome")]
+    #[schemars(with = "Option<Outcome<RewriteOut>>")]
     pub transform: Option<Result<RewriteOut, String>>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "outcome")]
+    #[schemars(with = "Option<Outcome<RouteOut>>")]
     pub router: Option<Result<RouteOut, String>>,
+}
+
+/// A role's answer or its error, as [`Decision`] shows it (its schema).
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only described, never built: `outcome` writes it
+enum Outcome<T> {
+    Answer(T),
+    Failed { error: String },
 }
 
 fn outcome<T: Serialize, S: serde::Serializer>(
@@ -235,12 +247,12 @@ fn outcome<T: Serialize, S: serde::Serializer>(
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Keep {
     pub keep: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct RewriteOut {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
@@ -248,7 +260,7 @@ pub struct RewriteOut {
     pub data: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct RouteOut {
     pub subscriptions: Vec<String>,
     pub tags: Vec<String>,

@@ -41,7 +41,7 @@ pub struct Registry {
 pub type RefusalHook = Box<dyn Fn(&str, &LoadFailure, bool) + Send + Sync>;
 
 /// A refused load, kept for the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LoadFailure {
     pub error: String,
     pub at_unix_ms: u64,
@@ -60,7 +60,7 @@ pub enum Reloaded {
 
 /// One row of the plugin listing: the serving version (if any), the last
 /// refused load (if any) and the candidate in shadow (if any).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PluginStatus {
     pub name: String,
     pub serving: Option<PluginInfo>,
@@ -70,7 +70,7 @@ pub struct PluginStatus {
 }
 
 /// A candidate version and how its answers compared so far.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CandidateStatus {
     #[serde(flatten)]
     pub info: PluginInfo,

@@ -30,7 +30,7 @@ pub struct ShadowStats {
 }
 
 /// One call where the candidate answered otherwise.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct ShadowSample {
     pub event_id: String,
     pub role: &'static str,
@@ -40,7 +40,7 @@ pub struct ShadowSample {
 }
 
 /// The comparison so far, for the API and metrics.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct ShadowReport {
     pub compared: u64,
     pub agreed: u64,

@@ -197,3 +197,131 @@ pub(crate) fn retiring_view(
 pub(crate) struct SubscriptionList {
     pub subscriptions: Vec<SubscriptionView>,
 }
+
+/// `GET /v1/stats/history`: a point every `every_s` seconds, oldest first.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct History {
+    pub every_s: u64,
+    pub points: Vec<crate::history::Point>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct PluginList {
+    pub plugins: Vec<hookhost_plugin_runtime::PluginStatus>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Promoted {
+    pub promoted: hookhost_plugin_runtime::PluginInfo,
+}
+
+/// What a plugin decided about the event given, role by role.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Tried {
+    pub decision: hookhost_plugin_runtime::Decision,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Installed {
+    pub installed: hookhost_plugin_runtime::PluginInfo,
+    /// The file it was written to, in the plugins folder.
+    pub file: Option<String>,
+    /// Installed as the candidate (`NAME.next.wasm`, in shadow).
+    pub candidate: bool,
+}
+
+/// A customer portal link: `path` on this server, with the token after `#`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct PortalLink {
+    pub path: String,
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// What a portal link shows of its subscription.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct PortalSubscription {
+    pub id: String,
+    pub url: String,
+    pub types: Vec<String>,
+    pub enabled: bool,
+    pub endpoint: EndpointHealth,
+    pub secrets_count: usize,
+    pub retiring_secrets: Vec<RetiringView>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct PortalOverview {
+    pub subscription: PortalSubscription,
+    /// When the link stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// A new signing secret, shown this once.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct RotatedSecret {
+    pub secret: String,
+    pub retiring_secrets: Vec<RetiringView>,
+}
+
+/// A catalog's event type, with the catalog's name.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct EventTypeEntry {
+    pub catalog: String,
+    #[serde(flatten)]
+    pub event_type: hookhost_core::catalog::EventType,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct EventTypes {
+    /// Whether ingest refuses types no catalog lists (admin listing only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    pub event_types: Vec<EventTypeEntry>,
+}
+
+/// An accepted event as stored, `data` as the JSON value.
+#[derive(Serialize, JsonSchema)]
+#[schemars(with = "hookhost_core::model::StoredEvent")]
+pub(crate) struct Event(pub Value);
+
+impl Event {
+    pub(crate) fn of(event: &hookhost_core::model::StoredEvent) -> Event {
+        let mut v = serde_json::to_value(event).unwrap_or_default();
+        if let Ok(data) = serde_json::from_str::<Value>(&event.data) {
+            v["data"] = data;
+        }
+        Event(v)
+    }
+}
+
+/// A test event: sent (202, with its delivery) or dropped by the
+/// subscription's plugins (200, with the reason).
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct TestSent {
+    pub sent: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a recovery re-sent, what the plugins now drop and what still fails.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Recovery {
+    pub resent: usize,
+    pub ids: Vec<String>,
+    pub filtered: Vec<String>,
+    pub still_failing: Vec<StillFailing>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct StillFailing {
+    pub id: String,
+    pub error: String,
+}

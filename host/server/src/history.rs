@@ -51,7 +51,7 @@ impl Sample {
 
 /// One point of the charts: rates over the interval that ends at `at_ms`,
 /// gauges at `at_ms`.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, schemars::JsonSchema)]
 pub(crate) struct Point {
     pub(crate) at_ms: u64,
     pub(crate) events_in_per_s: f64,

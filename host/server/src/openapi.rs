@@ -31,13 +31,11 @@ pub(crate) fn document(routes: &[Route]) -> Value {
                    "description": description, "schema": {"type": "string"}})
         }));
         let mut responses = serde_json::Map::new();
-        let mut answered = false;
         for (status, description) in r.responses {
             let mut response = json!({ "description": description });
             let schema = match status {
-                // The first success answer is the route's typed one.
-                200..=299 if !answered => {
-                    answered = true;
+                // A success with a body is the route's typed answer.
+                200..=299 if *status != 204 => {
                     r.answer.map(|answer| answer(&mut generator).to_value())
                 }
                 400.. => Some(error.clone()),

@@ -24,8 +24,8 @@ pub(crate) struct Route {
     pub query: &'static [(&'static str, &'static str)],
     /// The JSON body it takes, described from its Rust type.
     pub body: Option<SchemaFn>,
-    /// The JSON body of its success answer (the first 2xx of `responses`),
-    /// from the type the handler serializes.
+    /// The JSON body of its success answers (the 2xx of `responses` but
+    /// 204), from the type the handler serializes.
     pub answer: Option<SchemaFn>,
     /// What bounds its body.
     pub body_limit: BodyLimit,

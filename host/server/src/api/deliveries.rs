@@ -5,14 +5,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use hookhost_core::deliver::ResendError;
 use hookhost_core::model::{Job, JobStatus};
 use hookhost_core::store::JobQuery;
 
 use super::blocking;
-use crate::answers::{DeadLetters, Delivery, DeliveryDetail, DeliveryPage};
+use crate::answers::{DeadLetters, Delivery, DeliveryDetail, DeliveryPage, Recovery, StillFailing};
 use crate::app::App;
 use crate::reply::{ApiError, error};
 
@@ -328,19 +328,19 @@ pub(super) async fn recover(
         Ok(Err(refused)) => return refused.into_response(),
         Err(e) => return e.into_response(),
     };
-    let still_failing: Vec<Value> = recovered
+    let still_failing = recovered
         .still_failing
-        .iter()
-        .map(|(id, error)| json!({ "id": id, "error": error }))
+        .into_iter()
+        .map(|(id, error)| StillFailing { id, error })
         .collect();
     (
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "resent": recovered.resent.len(),
-            "ids": recovered.resent,
-            "filtered": recovered.filtered,
-            "still_failing": still_failing,
-        })),
+        axum::Json(Recovery {
+            resent: recovered.resent.len(),
+            ids: recovered.resent,
+            filtered: recovered.filtered,
+            still_failing,
+        }),
     )
         .into_response()
 }

@@ -4,7 +4,6 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::blocking;
 use crate::app::App;
@@ -19,13 +18,7 @@ pub(super) async fn get_event(State(app): State<App>, Path(id): Path<String>) ->
         Err(e) => return e.into_response(),
     };
     match found {
-        Ok(Some(event)) => {
-            let mut v = serde_json::to_value(&event).unwrap_or_default();
-            if let Ok(data) = serde_json::from_str::<Value>(&event.data) {
-                v["data"] = data;
-            }
-            axum::Json(v).into_response()
-        }
+        Ok(Some(event)) => axum::Json(crate::answers::Event::of(&event)).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!(

@@ -16,7 +16,9 @@ use axum::routing::{delete, get, patch, post, put};
 use hookhost_core::model::Subscription;
 
 use crate::answers::{
-    DeadLetters, Delivery, DeliveryDetail, DeliveryPage, SubscriptionList, SubscriptionView,
+    DeadLetters, Delivery, DeliveryDetail, DeliveryPage, Event, EventTypes, History, Installed,
+    PluginList, PortalLink, PortalOverview, Promoted, Recovery, RotatedSecret, SubscriptionList,
+    SubscriptionView, TestSent, Tried,
 };
 use crate::auth::Access;
 use crate::openapi::SubscriptionPatch;
@@ -39,19 +41,26 @@ pub(crate) fn routes() -> Vec<Route> {
         handler,
     };
     vec![
-        route(
-            "GET",
-            "/v1/stats/history",
-            "The last hour, a point per 10 s: events in, deliveries, failed attempts and dead letters per second, mean attempt latency, queue depth, events in windows",
-            get(stats::history),
-        ),
-        route(
-            "GET",
-            "/v1/plugins",
-            "Plugins serving or refused, with load and call statistics",
-            get(plugins::list_plugins),
-        ),
         Route {
+            answer: Some(schema::<History>),
+            ..route(
+                "GET",
+                "/v1/stats/history",
+                "The last hour, a point per 10 s: events in, deliveries, failed attempts and dead letters per second, mean attempt latency, queue depth, events in windows",
+                get(stats::history),
+            )
+        },
+        Route {
+            answer: Some(schema::<PluginList>),
+            ..route(
+                "GET",
+                "/v1/plugins",
+                "Plugins serving or refused, with load and call statistics",
+                get(plugins::list_plugins),
+            )
+        },
+        Route {
+            answer: Some(schema::<Promoted>),
             responses: &[
                 (200, "the promoted version now serving"),
                 (404, "no candidate for that plugin"),
@@ -69,6 +78,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<Tried>),
             body: Some(schema::<plugins::Trial>),
             responses: &[
                 (200, "{decision}: each exported role's answer, or its error"),
@@ -84,6 +94,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<Installed>),
             query: &[(
                 "candidate",
                 "true: install as NAME.next.wasm, a candidate in shadow beside NAME",
@@ -123,6 +134,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<PortalLink>),
             responses: &[
                 (
                     201,
@@ -140,6 +152,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<PortalOverview>),
             access: Portal,
             responses: &[(
                 200,
@@ -191,6 +204,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<RotatedSecret>),
             access: Portal,
             responses: &[
                 (
@@ -223,6 +237,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<EventTypes>),
             access: Portal,
             ..route(
                 "GET",
@@ -231,12 +246,15 @@ pub(crate) fn routes() -> Vec<Route> {
                 get(portal::event_types),
             )
         },
-        route(
-            "GET",
-            "/v1/event-types",
-            "Event types of the loaded catalogs",
-            get(event_types::list_event_types),
-        ),
+        Route {
+            answer: Some(schema::<EventTypes>),
+            ..route(
+                "GET",
+                "/v1/event-types",
+                "Event types of the loaded catalogs",
+                get(event_types::list_event_types),
+            )
+        },
         Route {
             answer: Some(schema::<DeliveryPage>),
             query: &[
@@ -259,6 +277,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<Event>),
             responses: &[
                 (200, "the event"),
                 (404, "no such event (or removed by retention)"),
@@ -307,6 +326,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<RotatedSecret>),
             responses: &[
                 (
                     200,
@@ -323,6 +343,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<TestSent>),
             body: Some(schema::<subscriptions::TestEventBody>),
             responses: &[
                 (202, "sent: {sent, delivery, event_id, type}"),
@@ -346,6 +367,7 @@ pub(crate) fn routes() -> Vec<Route> {
             )
         },
         Route {
+            answer: Some(schema::<Recovery>),
             body: Some(schema::<deliveries::RecoverBody>),
             responses: &[
                 (202, "re-sent"),

@@ -8,9 +8,9 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hookhost_plugin_runtime::{InstallError, PromoteError};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::blocking;
+use crate::answers::{Installed, PluginList, Promoted, Tried};
 use crate::app::App;
 use crate::body::read_bounded;
 use crate::reply::error;
@@ -18,7 +18,10 @@ use crate::reply::error;
 /// `GET /v1/plugins`: every plugin serving or refused, with its content
 /// hash, roles, load time, call counts, mean latency and last load error.
 pub(super) async fn list_plugins(State(app): State<App>) -> Response {
-    axum::Json(json!({ "plugins": app.registry.status() })).into_response()
+    axum::Json(PluginList {
+        plugins: app.registry.status(),
+    })
+    .into_response()
 }
 
 /// `POST /v1/plugins/{name}/promote`: the candidate in shadow becomes the
@@ -31,7 +34,10 @@ pub(super) async fn promote_plugin(State(app): State<App>, Path(name): Path<Stri
         Err(e) => return e.into_response(),
     };
     match promoted {
-        Ok(plugin) => axum::Json(json!({ "promoted": plugin.info() })).into_response(),
+        Ok(plugin) => axum::Json(Promoted {
+            promoted: plugin.info(),
+        })
+        .into_response(),
         Err(e @ PromoteError::NoCandidate(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ PromoteError::Load(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(e @ PromoteError::Rename { .. }) => {
@@ -92,11 +98,14 @@ pub(super) async fn upload_plugin(
     match installed {
         Ok(plugin) => {
             tracing::info!(plugin = %name.escape_debug(), candidate = target.candidate, "plugin uploaded");
-            axum::Json(json!({
-                "installed": plugin.info(),
-                "file": plugin.file().file_name().map(|f| f.to_string_lossy()),
-                "candidate": target.candidate,
-            }))
+            axum::Json(Installed {
+                installed: plugin.info(),
+                file: plugin
+                    .file()
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned()),
+                candidate: target.candidate,
+            })
             .into_response()
         }
         Err(e) => install_error(e),
@@ -188,7 +197,7 @@ pub(super) async fn try_plugin(
         Err(e) => return error(StatusCode::NOT_FOUND, e.to_string()),
     };
     match blocking(move || plugin.decide(&event, &config)).await {
-        Ok(decision) => axum::Json(json!({ "decision": decision })).into_response(),
+        Ok(decision) => axum::Json(Tried { decision }).into_response(),
         Err(e) => e.into_response(),
     }
 }

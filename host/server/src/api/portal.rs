@@ -8,11 +8,11 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::blocking;
 use super::deliveries::{self, DeliveryQuery, list};
 use super::event_types;
+use crate::answers::{EventTypes, PortalLink, PortalOverview, PortalSubscription, retiring_view};
 use crate::app::App;
 use crate::auth::PortalScope;
 use crate::reply::error;
@@ -64,11 +64,11 @@ pub(super) async fn create_link(
     tracing::info!(subscription = %id.escape_debug(), expires_at_s, "portal link made");
     (
         StatusCode::CREATED,
-        axum::Json(json!({
-            "path": format!("/portal#{token}"),
-            "token": token,
-            "expires_at": rfc3339(expires_at_s),
-        })),
+        axum::Json(PortalLink {
+            path: format!("/portal#{token}"),
+            token,
+            expires_at: rfc3339(expires_at_s),
+        }),
     )
         .into_response()
 }
@@ -94,18 +94,18 @@ pub(super) async fn overview(
     let Some(sub) = app.subscriptions.get(&scope.subscription) else {
         return subscription_gone();
     };
-    axum::Json(json!({
-        "subscription": {
-            "id": sub.id,
-            "url": sub.url,
-            "types": sub.types,
-            "enabled": sub.enabled,
-            "endpoint": app.deliverer.endpoint_health(&sub.id),
-            "secrets_count": sub.secrets.len(),
-            "retiring_secrets": crate::answers::retiring_view(&sub.retiring_secrets),
+    axum::Json(PortalOverview {
+        subscription: PortalSubscription {
+            endpoint: app.deliverer.endpoint_health(&sub.id),
+            secrets_count: sub.secrets.len(),
+            retiring_secrets: retiring_view(&sub.retiring_secrets),
+            id: sub.id.clone(),
+            url: sub.url.clone(),
+            types: sub.types.clone(),
+            enabled: sub.enabled,
         },
-        "expires_at": rfc3339(scope.expires_at_s),
-    }))
+        expires_at: rfc3339(scope.expires_at_s),
+    })
     .into_response()
 }
 
@@ -179,8 +179,11 @@ pub(super) async fn event_types(
     let Some(sub) = app.subscriptions.get(&scope.subscription) else {
         return subscription_gone();
     };
-    let types = event_types::entries(&app, |name| sub.wants(name));
-    axum::Json(json!({ "event_types": types })).into_response()
+    axum::Json(EventTypes {
+        strict: None,
+        event_types: event_types::entries(&app, |name| sub.wants(name)),
+    })
+    .into_response()
 }
 
 /// `POST /v1/portal/rotate-secret`: a new signing secret for the link's

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use hookhost_core::deliver::TestEventError;
 use hookhost_core::model::Subscription;
 use hookhost_core::subscriptions::{SubscriptionError, Subscriptions};
 
-use crate::answers::{SubscriptionList, SubscriptionView, retiring_view};
+use crate::answers::{RotatedSecret, SubscriptionList, SubscriptionView, TestSent, retiring_view};
 use crate::app::App;
 use crate::reply::{ApiError, error};
 
@@ -211,18 +211,22 @@ pub(super) async fn send_test_event(
         Err(e) => e.into_response(),
         Ok(Ok(Some(job))) => (
             StatusCode::ACCEPTED,
-            axum::Json(json!({
-                "sent": true,
-                "delivery": job.id,
-                "event_id": job.event_id,
-                "type": job.event_type,
-            })),
+            axum::Json(TestSent {
+                sent: true,
+                delivery: Some(job.id),
+                event_id: Some(job.event_id),
+                event_type: Some(job.event_type),
+                reason: None,
+            }),
         )
             .into_response(),
-        Ok(Ok(None)) => axum::Json(json!({
-            "sent": false,
-            "reason": "the subscription's plugins dropped the event",
-        }))
+        Ok(Ok(None)) => axum::Json(TestSent {
+            sent: false,
+            delivery: None,
+            event_id: None,
+            event_type: None,
+            reason: Some("the subscription's plugins dropped the event".into()),
+        })
         .into_response(),
         Ok(Err(e)) => {
             let status = match e {
@@ -248,10 +252,10 @@ pub(super) async fn rotate(app: &App, id: String) -> Response {
         Err(e) => return e.into_response(),
     };
     match rotated {
-        Ok((sub, secret)) => axum::Json(json!({
-            "secret": secret,
-            "retiring_secrets": retiring_view(&sub.retiring_secrets),
-        }))
+        Ok((sub, secret)) => axum::Json(RotatedSecret {
+            secret,
+            retiring_secrets: retiring_view(&sub.retiring_secrets),
+        })
         .into_response(),
         Err(e) => subscription_error(e),
     }
