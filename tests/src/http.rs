@@ -242,17 +242,43 @@ pub fn request_with_headers(
     headers: &[&str],
     body: &[u8],
 ) -> (u16, BTreeMap<String, String>, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect to hookhost");
+    exchange(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// POSTs like [`post`], to a server that may be gone (killed): `None` when
+/// it could not be reached or did not answer whole.
+pub fn try_post(addr: SocketAddr, path: &str, body: &[u8]) -> Option<(u16, Value)> {
+    exchange(addr, "POST", path, &[], body)
+        .ok()
+        .map(|(status, _, json)| (status, json))
+}
+
+/// GETs like [`get`], from a server that may be gone.
+pub fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, Value)> {
+    exchange(addr, "GET", path, &[], b"")
+        .ok()
+        .map(|(status, _, json)| (status, json))
+}
+
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> Result<(u16, BTreeMap<String, String>, Value), String> {
+    let mut stream =
+        TcpStream::connect(addr).map_err(|e| format!("connect to hookhost at {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
-    .unwrap();
+    .map_err(|e| e.to_string())?;
     // The server may answer (413) before reading a large body; ignore a reset.
     let _ = stream.write_all(body);
     let mut response = Vec::new();
@@ -262,7 +288,7 @@ pub fn request_with_headers(
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let answer_headers = head
         .lines()
@@ -271,5 +297,5 @@ pub fn request_with_headers(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    (status, answer_headers, json)
+    Ok((status, answer_headers, json))
 }

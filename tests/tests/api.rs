@@ -697,6 +697,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
         "POST /v1/subscriptions/{id}/recover",
         "POST /v1/subscriptions/{id}/test",
         "GET /v1/stats/history",
+        "GET /v1/cluster",
         "POST /v1/subscriptions/{id}/rotate-secret",
         "POST /v1/portal/rotate-secret",
     ] {
@@ -705,7 +706,7 @@ fn openapi_lists_every_route_and_each_listed_route_is_served() {
             "{expected} missing from {listed:#?}"
         );
     }
-    assert_eq!(listed.len(), 43, "{listed:#?}");
+    assert_eq!(listed.len(), 44, "{listed:#?}");
     // Each listed operation is served (no 404/405), and the secured ones
     // refuse a request without a token as documented.
     for (method, path, op) in &operations {
@@ -1305,6 +1306,7 @@ fn real_answers_match_the_schemas_of_the_openapi_document() {
         b"",
     );
     call("GET", "/v1/plugins", "/v1/plugins", &[ADMIN], b"");
+    call("GET", "/v1/cluster", "/v1/cluster", &[ADMIN], b"");
     let trial = json!({"event": {"type": "alarm", "data": {"alarm": "intrusion"}}, "config": null});
     let tried = "/v1/plugins/{name}/try";
     let (status, decision) = call(

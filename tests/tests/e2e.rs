@@ -7,6 +7,7 @@ mod aggregation;
 mod api;
 mod catalog;
 mod cli;
+mod cluster;
 mod connections;
 mod crash;
 mod delivery;

@@ -539,7 +539,7 @@ fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
         pg.psql(&format!(
             "SELECT max(version) FROM {schema}.schema_migrations"
         )),
-        "2"
+        "3"
     );
     // The event went through the pipeline: no longer marked as waiting.
     assert_eq!(
@@ -590,12 +590,12 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         said.trim(),
-        format!("schema {schema} migrated to version 2 (applied [1, 2])")
+        format!("schema {schema} migrated to version 3 (applied [1, 2, 3])")
     );
     let again = migrate();
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        format!("schema {schema} is at version 2: nothing to do")
+        format!("schema {schema} is at version 3: nothing to do")
     );
 
     hookhost_tests::postgres::shared().psql(&format!(
@@ -605,7 +605,7 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("is at version 99, newer than this hookhost knows (2)"),
+        err.contains("is at version 99, newer than this hookhost knows (3)"),
         "{err}"
     );
 }
@@ -685,27 +685,112 @@ fn a_lost_database_gives_503_and_nothing_acknowledged_is_lost() {
     assert_eq!(server.terminate(PATIENCE).code(), Some(0));
 }
 
-/// Until cluster mode, a second node on the same schema refuses to start,
-/// saying why, instead of delivering the first one's jobs again; `migrate`
-/// still runs beside the node.
+/// A second node on the same schema stands by (it does not deliver the
+/// first one's jobs again); `migrate` runs beside both.
 #[test]
-fn a_second_node_on_the_same_schema_refuses_to_start() {
+fn a_second_node_on_the_same_schema_stands_by() {
     use hookhost_tests::{PATIENCE, Running};
     let root = tempfile::tempdir().unwrap();
     let body = hookhost_tests::postgres::store_section(root.path());
     let config = hookhost_tests::write_config(root.path(), "", "", &body);
     let mut first = Running::start(&["serve", "--config", &config]);
-    first.api_addr(PATIENCE);
+    first.wait_for(&["this node leads"], PATIENCE);
     let mut second = Running::start(&["serve", "--config", &config]);
-    second.wait_for(&["is in use by another hookhost node"], PATIENCE);
-    // A migration does not claim the schema: it runs beside the node.
+    second.wait_for(&["another node leads", "stands by"], PATIENCE);
     let migrate = hookhost_tests::output_within(
         std::process::Command::new(hookhost_tests::hookhost_bin())
             .args(["migrate", "--config", &config]),
         PATIENCE,
     );
     assert!(migrate.status.success(), "{migrate:?}");
+    assert_eq!(second.terminate(PATIENCE).code(), Some(0));
     assert_eq!(first.terminate(PATIENCE).code(), Some(0));
+}
+
+/// Taking the lead fences the previous leader: once its session is gone
+/// and another store took the lead, its pipeline and window writes fail,
+/// it learns it no longer leads, and the new leader takes up (once) the
+/// events the old one had taken but not finished.
+#[test]
+fn taking_the_lead_fences_the_previous_leader_and_takes_up_its_unfinished_events() {
+    use hookhost_core::store::{ClusterStore, EventInbox, EventStore};
+    let root = tempfile::tempdir().unwrap();
+    let pg = hookhost_tests::postgres::shared();
+    let open = || {
+        let store = PgStore::open(&PgSettings {
+            url: pg.url(),
+            schema: hookhost_tests::postgres::schema_for(root.path()),
+            pool_size: 2,
+        })
+        .unwrap();
+        store.join_cluster();
+        Arc::new(store)
+    };
+    let (one, two) = (open(), open());
+    assert!(one.try_lead("one").unwrap());
+    assert!(!two.try_lead("two").unwrap(), "two leaders at once");
+    // A standby admits events but leaves them to the leader, and may not
+    // write the pipeline's outcome.
+    let admitted = two.admit(&[event("from-two", 1)], &[]).unwrap();
+    assert_eq!((admitted.new, admitted.to_pipeline), (vec![true], false));
+    assert!(
+        two.complete_pipeline(&[Processed::new(event("x", 1))])
+            .is_err()
+    );
+    // The leader takes its own events into its pipeline as it admits them,
+    // and the standby's with a sweep, once.
+    let admitted = one.admit(&[event("from-one", 2)], &[]).unwrap();
+    assert_eq!((admitted.new, admitted.to_pipeline), (vec![true], true));
+    let taken: Vec<String> = one
+        .take_unfinished(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(taken, ["from-two"]);
+    assert!(one.take_unfinished(10).unwrap().is_empty());
+    one.complete_pipeline(&[Processed::new(event("from-two", 1))])
+        .unwrap();
+
+    // The leader's session ends (a crash, a lost network): two takes over.
+    let pid = one.lead_session().expect("one leads");
+    pg.psql(&format!("SELECT pg_terminate_backend({pid})"));
+    let took =
+        hookhost_tests::wait_until(hookhost_tests::PATIENCE, || two.try_lead("two").unwrap());
+    assert!(took.is_some(), "the lead was never free again");
+    let fenced = one
+        .complete_pipeline(&[Processed::new(event("from-one", 2))])
+        .unwrap_err();
+    assert!(fenced.0.contains("another node leads"), "{fenced}");
+    assert!(!one.still_leading("one").unwrap());
+    // What one took but never finished is two's now, once.
+    let taken: Vec<String> = two
+        .take_unfinished(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(taken, ["from-one"]);
+    assert!(two.take_unfinished(10).unwrap().is_empty());
+    two.complete_pipeline(&[Processed::new(event("from-one", 2))])
+        .unwrap();
+    assert_eq!(two.unfinished_count().unwrap(), 0);
+    let names: Vec<(String, bool)> = {
+        two.heartbeat(&hookhost_core::store::NodeRecord {
+            id: "two".into(),
+            address: "http://two".into(),
+            started_at_ms: 1,
+            seen_at_ms: hookhost_core::clock::now_ms(),
+            leading: true,
+        })
+        .unwrap();
+        two.nodes()
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.id, n.leading))
+            .collect()
+    };
+    assert_eq!(names, [("two".to_string(), true)]);
 }
 
 /// Durable ingest on PostgreSQL: an event id is admitted once, whichever
@@ -725,7 +810,8 @@ fn an_event_id_is_admitted_once_across_nodes_and_stays_unfinished_until_stored()
     };
     let admitted = inbox_one
         .admit(&[event("a", 1), event("b", 2), event("a", 1)], &[answer])
-        .unwrap();
+        .unwrap()
+        .new;
     assert_eq!(admitted, [true, true, false]);
     assert_eq!(
         two.remembered("k1").unwrap().unwrap().body,
@@ -735,7 +821,8 @@ fn an_event_id_is_admitted_once_across_nodes_and_stays_unfinished_until_stored()
     assert_eq!(
         inbox_two
             .admit(&[event("b", 3), event("c", 3)], &[])
-            .unwrap(),
+            .unwrap()
+            .new,
         [false, true]
     );
     let unfinished = |after: Option<&StoredEvent>, max| {
@@ -753,7 +840,7 @@ fn an_event_id_is_admitted_once_across_nodes_and_stays_unfinished_until_stored()
     two.complete_pipeline(&[Processed::new(event("a", 1))])
         .unwrap();
     assert_eq!(unfinished(None, 10), ["b", "c"]);
-    assert_eq!(inbox_one.admit(&[event("a", 9)], &[]).unwrap(), [false]);
+    assert_eq!(inbox_one.admit(&[event("a", 9)], &[]).unwrap().new, [false]);
     // Retention removes old finished events only.
     let expired = one.expire(Expiring::Events, 100, 10).unwrap();
     assert_eq!(expired.removed, 1);
@@ -762,11 +849,11 @@ fn an_event_id_is_admitted_once_across_nodes_and_stays_unfinished_until_stored()
     // Both nodes admit the same 500 ids at once: each id is new exactly once.
     let ids: Vec<StoredEvent> = (0..500).map(|i| event(&format!("x{i:03}"), 10)).collect();
     let (left, right) = std::thread::scope(|s| {
-        let left = s.spawn(|| inbox_one.admit(&ids, &[]).unwrap());
+        let left = s.spawn(|| inbox_one.admit(&ids, &[]).unwrap().new);
         let mut reversed = ids.clone();
         reversed.reverse();
         let right = s.spawn(move || {
-            let mut admitted = inbox_two.admit(&reversed, &[]).unwrap();
+            let mut admitted = inbox_two.admit(&reversed, &[]).unwrap().new;
             admitted.reverse();
             admitted
         });

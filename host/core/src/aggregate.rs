@@ -132,6 +132,18 @@ impl Aggregator {
         })
     }
 
+    /// Reads where windows are closed through again (a node taking the
+    /// lead: the previous leader closed windows since this one opened).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let closed_through = self.store.closed_through()?;
+        self.closed_through_ms
+            .fetch_max(closed_through, Ordering::SeqCst);
+        METRICS
+            .window_events
+            .store(self.store.window_member_count()? as i64, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn settings(&self, event_type: &str) -> &TypeSettings {
         self.types.get(event_type).unwrap_or(&self.other_types)
     }

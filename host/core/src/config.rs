@@ -33,6 +33,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub retention: RetentionConfig,
     pub store: StoreConfig,
+    pub cluster: ClusterConfig,
     /// The catalogs `catalog.files` name, loaded by [`Config::load`].
     #[serde(skip)]
     pub catalogs: Catalogs,
@@ -175,6 +176,35 @@ pub enum StoreBackend {
     Sled,
     /// A PostgreSQL database (`store.url`).
     Postgres,
+}
+
+/// `[cluster]`: several nodes on one PostgreSQL schema (`[store]`). Every
+/// node takes events in; one leads and runs the pipeline, windows, outage
+/// timers and delivery; the others stand by and take the lead when it ends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in the node list; unset: `<hostname>-<pid>`.
+    pub node_id: Option<String>,
+    /// The URL other nodes' clients are sent to for this node's management
+    /// API when it leads; unset: `http://<server.listen>`.
+    pub advertise: Option<String>,
+    /// How often a standby tries to take the lead (and every node records
+    /// its heartbeat).
+    pub takeover_ms: u64,
+    /// How often the leader takes up events other nodes admitted.
+    pub sweep_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: None,
+            advertise: None,
+            takeover_ms: 1000,
+            sweep_ms: 100,
+        }
+    }
 }
 
 /// The URL may hold a password: shown as set or not, never as written.
@@ -727,6 +757,9 @@ impl Config {
         }
         if config.server.pipeline_backlog == 0 {
             return Err("server.pipeline_backlog must be at least 1".into());
+        }
+        if config.cluster.takeover_ms == 0 || config.cluster.sweep_ms == 0 {
+            return Err("cluster.takeover_ms and cluster.sweep_ms must be at least 1".into());
         }
         if config.server.checkpoint_ms == 0 {
             return Err("server.checkpoint_ms must be at least 1".into());

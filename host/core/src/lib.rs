@@ -29,6 +29,7 @@
 pub mod aggregate;
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod deliver;
 pub mod event_json;

@@ -7,6 +7,10 @@
 //! worker, the intake's upkeep and delivery and returns a [`Running`] node;
 //! [`Running::shutdown`] finishes the pipeline queue, lets attempts in flight
 //! finish (up to the grace period), flushes and retires the intake's journal.
+//!
+//! On a shared store (`cluster`) the worker, delivery and retention start
+//! when the node takes the lead, which may be at once or later; until then
+//! the node only takes events in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::aggregate::Aggregator;
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::config::StoreBackend;
 use crate::deliver::Deliverer;
@@ -51,14 +56,18 @@ pub struct Node {
     pub deliverer: Arc<Deliverer>,
     pub pipeline: Arc<Pipeline>,
     pub worker: Arc<Worker>,
+    pub membership: Arc<Membership>,
+    aggregator: Arc<Aggregator>,
+    /// The intake when the store is its own queue (its sweep runs while leading).
+    store_intake: Option<Arc<StoreIntake>>,
     clock: Arc<dyn Clock>,
     from_intake: mpsc::UnboundedReceiver<Accepted>,
     resumed_events: usize,
 }
 
 /// The store `[store]` names for a node: sled files in `server.data_dir`
-/// (locked by sled), or a PostgreSQL schema (migrated on open, claimed by
-/// this node).
+/// (locked by sled), or a PostgreSQL schema (migrated on open, shared with
+/// the other nodes of a cluster).
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     Ok(match config.store.backend {
         StoreBackend::Sled => Arc::new(SledStore::open_with_cache(
@@ -71,7 +80,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
                 schema: config.store.schema.clone(),
                 pool_size: config.store.pool_size,
             })?;
-            store.claim_schema()?;
+            store.join_cluster();
             Arc::new(store)
         }
     })
@@ -117,19 +126,22 @@ impl Node {
             store.clone(),
             clock.clone(),
         )?);
-        let worker = Worker::new(pipeline.clone(), aggregator, store.clone());
+        let worker = Worker::new(pipeline.clone(), aggregator.clone(), store.clone());
         let (to_worker, from_intake) = mpsc::unbounded_channel();
         // A store that is its own queue (PostgreSQL) takes events straight
         // in; the embedded one has the journal in front of it.
+        let mut store_intake = None;
         let (intake, resumed_events): (Arc<dyn Intake>, usize) = match store.clone().inbox() {
             Some(inbox) => {
-                let (intake, resumed) = StoreIntake::open(
+                let intake = StoreIntake::open(
                     inbox,
                     store.clone(),
                     config.server.pipeline_backlog,
                     to_worker,
                 )?;
-                (intake, resumed)
+                store_intake = Some(intake.clone());
+                // Its unfinished events are taken up by the leader's sweep.
+                (intake, 0)
             }
             None => {
                 let (intake, resumed) = JournalIntake::open(
@@ -144,6 +156,10 @@ impl Node {
                 )?;
                 (intake, resumed)
             }
+        };
+        let membership = match (store.clone().cluster(), &store_intake) {
+            (Some(cluster), Some(_)) => Membership::shared(&config, cluster),
+            _ => Membership::single(&config),
         };
         // hookhost's own events enter like ingested ones: durable first. They
         // may come from any thread (the plugin watcher's too): the runtime
@@ -191,44 +207,94 @@ impl Node {
             deliverer,
             pipeline,
             worker,
+            membership,
+            aggregator,
+            store_intake,
             clock,
             from_intake,
             resumed_events,
         })
     }
 
-    /// Starts the worker, the intake's checkpoints and delivery (pending
-    /// jobs load from the store as room allows). Needs a Tokio runtime.
+    /// Starts the intake's checkpoints and, once this node leads (at once
+    /// unless another node of a cluster does), the worker, delivery
+    /// (pending jobs load from the store as room allows) and retention.
+    /// Needs a Tokio runtime.
     pub fn start(self) -> Result<Running, NodeError> {
-        let resumed_jobs = self.store.pending_count()?;
-        tracing::info!(
-            jobs = resumed_jobs,
-            events = self.resumed_events,
-            "resuming unfinished work"
-        );
-        self.deliverer.resume();
-        let worker = tokio::spawn(self.worker.clone().run(
-            self.from_intake,
-            self.deliverer.clone(),
-            Duration::from_millis(self.config.aggregation.tick_ms),
-        ));
+        let leader_tasks: Arc<std::sync::Mutex<Option<LeaderTasks>>> = Default::default();
         let upkeep = tokio::spawn(self.intake.clone().maintain(
             Duration::from_millis(self.config.server.checkpoint_ms),
             {
                 // A reopened store may hold pending jobs the deliverer
                 // does not know of (states lost with the failure).
-                let deliverer = self.deliverer.clone();
-                Box::new(move || deliverer.reload())
+                let (deliverer, membership) = (self.deliverer.clone(), self.membership.clone());
+                Box::new(move || {
+                    if membership.leads() {
+                        deliverer.reload();
+                    }
+                })
             },
         ));
-        let retention = tokio::spawn(
-            Retention::new(
+        let on_lead = {
+            let (store, deliverer, worker) = (
                 self.store.clone(),
-                self.config.retention.clone(),
-                self.clock.clone(),
+                self.deliverer.clone(),
+                self.worker.clone(),
+            );
+            let (subscriptions, aggregator) = (self.subscriptions.clone(), self.aggregator.clone());
+            let (config, clock) = (self.config.clone(), self.clock.clone());
+            let (from_intake, journal_events) = (self.from_intake, self.resumed_events);
+            let store_intake = self.store_intake.clone();
+            let tasks = leader_tasks.clone();
+            let runtime = tokio::runtime::Handle::current();
+            move || {
+                // What an earlier leader changed since this node opened.
+                if let Err(e) = subscriptions
+                    .reload()
+                    .and_then(|()| aggregator.reload())
+                    .and_then(|()| deliverer.reload_health())
+                {
+                    tracing::error!(error = %e, "cannot read the store's state on taking the lead; using what was read at start");
+                }
+                let resumed_jobs = store.pending_count().unwrap_or(0);
+                // On a shared store: what the sweep is about to take up.
+                let resumed_events = store_intake
+                    .as_ref()
+                    .map_or(Ok(journal_events), |i| i.unfinished_count())
+                    .unwrap_or(0);
+                tracing::info!(
+                    jobs = resumed_jobs,
+                    events = resumed_events,
+                    "resuming unfinished work"
+                );
+                let _enter = runtime.enter();
+                deliverer.resume();
+                let worker = tokio::spawn(worker.run(
+                    from_intake,
+                    deliverer.clone(),
+                    Duration::from_millis(config.aggregation.tick_ms),
+                ));
+                let retention =
+                    tokio::spawn(Retention::new(store, config.retention.clone(), clock).run());
+                *tasks.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(LeaderTasks { worker, retention });
+            }
+        };
+        // Leading from the start (sled, or the first node on a database):
+        // the pipeline and delivery run before the first request.
+        let on_lead: Option<crate::cluster::OnLead> = if self.membership.try_lead_now() {
+            on_lead();
+            None
+        } else {
+            Some(Box::new(on_lead))
+        };
+        let cluster = self.store_intake.as_ref().map(|intake| {
+            tokio::spawn(
+                self.membership
+                    .clone()
+                    .run(self.config.clone(), intake.clone(), on_lead),
             )
-            .run(),
-        );
+        });
         Ok(Running {
             config: self.config,
             registry: self.registry,
@@ -237,11 +303,18 @@ impl Node {
             subscriptions: self.subscriptions,
             deliverer: self.deliverer,
             pipeline: self.pipeline,
-            worker,
+            membership: self.membership,
+            leader_tasks,
             upkeep,
-            retention,
+            cluster,
         })
     }
+}
+
+/// What runs only on the leading node.
+struct LeaderTasks {
+    worker: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 /// A started node: what the HTTP layer serves from.
@@ -253,9 +326,12 @@ pub struct Running {
     pub subscriptions: Arc<Subscriptions>,
     pub deliverer: Arc<Deliverer>,
     pub pipeline: Arc<Pipeline>,
-    worker: tokio::task::JoinHandle<()>,
+    pub membership: Arc<Membership>,
+    /// Set once this node leads.
+    leader_tasks: Arc<std::sync::Mutex<Option<LeaderTasks>>>,
     upkeep: tokio::task::JoinHandle<()>,
-    retention: tokio::task::JoinHandle<()>,
+    /// Heartbeats, taking the lead and sweeping (a shared store only).
+    cluster: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -264,19 +340,29 @@ impl Running {
     /// the store is flushed and the journal retired.
     pub async fn shutdown(self) -> Result<(), StoreError> {
         tracing::info!("stopped taking requests; finishing the pipeline queue");
+        if let Some(cluster) = &self.cluster {
+            cluster.abort();
+        }
         self.intake.stop_queueing();
-        let _ = self.worker.await;
-        let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
-        if !self.deliverer.shutdown(grace).await {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "attempts still in flight at the deadline; they resume at next start"
-            );
+        let leader_tasks = self
+            .leader_tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tasks) = leader_tasks {
+            let _ = tasks.worker.await;
+            let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+            if !self.deliverer.shutdown(grace).await {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "attempts still in flight at the deadline; they resume at next start"
+                );
+            }
+            tasks.retention.abort();
+            let _ = tasks.retention.await;
         }
         self.upkeep.abort();
         let _ = self.upkeep.await;
-        self.retention.abort();
-        let _ = self.retention.await;
         self.store.flush()?;
         // Everything the worker stored is flushed: the journal can go.
         let intake = self.intake.clone();

@@ -102,6 +102,16 @@ impl Subscriptions {
         config: Arc<Config>,
         store: Arc<dyn Store>,
     ) -> Result<Arc<Subscriptions>, StoreError> {
+        let list = Subscriptions::read(&config, &*store)?;
+        Ok(Arc::new(Subscriptions {
+            current: ArcSwap::from_pointee(SubscriptionSet::new(list)),
+            config,
+            store: Some(store),
+            change: Mutex::new(()),
+        }))
+    }
+
+    fn read(config: &Config, store: &dyn Store) -> Result<Vec<Arc<Subscription>>, StoreError> {
         let mut list: Vec<Arc<Subscription>> =
             config.subscriptions.iter().cloned().map(Arc::new).collect();
         for mut sub in store.stored_subscriptions()? {
@@ -112,12 +122,19 @@ impl Subscriptions {
             sub.from_config = false;
             list.push(Arc::new(sub));
         }
-        Ok(Arc::new(Subscriptions {
-            current: ArcSwap::from_pointee(SubscriptionSet::new(list)),
-            config,
-            store: Some(store),
-            change: Mutex::new(()),
-        }))
+        Ok(list)
+    }
+
+    /// Reads the stored subscriptions again (a node taking the lead: the
+    /// previous leader may have changed them).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let list = Subscriptions::read(&self.config, &**store)?;
+        self.current.store(Arc::new(SubscriptionSet::new(list)));
+        Ok(())
     }
 
     pub fn current(&self) -> arc_swap::Guard<Arc<SubscriptionSet>> {

@@ -27,9 +27,39 @@ pub(crate) struct ErrorAnswer {
 #[derive(Serialize, JsonSchema)]
 pub(crate) struct Readiness {
     pub ready: bool,
+    /// Whether this node leads (runs the pipeline and delivery and serves
+    /// the management API); a standby takes events in.
+    pub leading: bool,
     /// What keeps it from being ready (absent when ready).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Cluster")]
+pub(crate) struct ClusterView {
+    /// The node that answered.
+    pub this_node: String,
+    /// Whether the node that answered leads.
+    pub leading: bool,
+    /// The leading node's address, when known.
+    pub leader: Option<String>,
+    /// Deliveries still to send, cluster-wide.
+    pub pending_deliveries: u64,
+    /// Nodes seen in the last hour.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One node of [`ClusterView`].
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct ClusterNode {
+    #[serde(flatten)]
+    pub node: hookhost_core::store::NodeRecord,
+    /// Since its last heartbeat.
+    pub seen_ago_ms: u64,
+    /// Whether its heartbeat is recent (three `cluster.takeover_ms`).
+    pub alive: bool,
 }
 
 /// A delivery as the API shows it: the job with every attempt, `data` as

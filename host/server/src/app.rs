@@ -29,4 +29,6 @@ pub(crate) struct App {
     pub(crate) openapi: Arc<Value>,
     /// The last hour of counters, for the overview charts.
     pub(crate) history: Arc<crate::history::History>,
+    /// Whether this node leads, and which does.
+    pub(crate) membership: Arc<hookhost_core::cluster::Membership>,
 }

@@ -63,6 +63,7 @@ pub async fn run(
     if config.server.ingest_token.is_none() && !local.ip().is_loopback() {
         tracing::warn!(listen = %local, "ingest is open to the network: set server.ingest_token");
     }
+    node.membership.listening_on(local);
     let routes = routes::all();
     let app = App {
         config: config.clone(),
@@ -79,6 +80,7 @@ pub async fn run(
         keys_in_progress: Default::default(),
         openapi: Arc::new(openapi::document(&routes)),
         history: Default::default(),
+        membership: node.membership.clone(),
     };
     let sampler = {
         let (history, deliverer) = (app.history.clone(), app.deliverer.clone());
@@ -99,8 +101,23 @@ pub async fn run(
             .unwrap_or_else(connections::default_max_connections),
     };
     tracing::info!(listen = %local, max_connections = limits.max_connections, "HTTP API listening");
-    connections::serve(listener, router, limits, shutdown).await;
+    // A node another one took the lead from stops (its writes are fenced
+    // anyway) and says so: started again, it stands by.
+    let (deposed_tx, deposed_rx) = tokio::sync::oneshot::channel();
+    let membership = node.membership.clone();
+    let deposed = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = membership.deposed() => {
+                let _ = deposed_tx.send(());
+            }
+        }
+    };
+    connections::serve(listener, router, limits, deposed).await;
     sampler.abort();
     node.shutdown().await?;
+    if deposed_rx.await.is_ok() {
+        anyhow::bail!("another node took the lead from this one; start it again to stand by");
+    }
     Ok(())
 }

@@ -55,6 +55,7 @@ pub(crate) async fn readyz(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let answer = Readiness {
+        leading: app.membership.leads(),
         ready: problems.is_empty(),
         problems,
     };

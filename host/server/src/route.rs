@@ -29,6 +29,9 @@ pub(crate) struct Route {
     pub answer: Option<SchemaFn>,
     /// What bounds its body.
     pub body_limit: BodyLimit,
+    /// Served by the leading node only (it runs delivery and holds the live
+    /// subscriptions); a standby answers 503 naming the leader.
+    pub leader_only: bool,
     /// Answers besides the 401/403 of its access: (status, description).
     pub responses: &'static [(u16, &'static str)],
     pub handler: MethodRouter<App>,
@@ -80,6 +83,16 @@ pub(crate) fn router(routes: Vec<Route>, app: &App) -> Router<App> {
                 (app.tokens.clone(), access),
                 require_token,
             )),
+        };
+        // After the token check (layers run outside in): a standby names
+        // the leader only to callers with the token.
+        let handler = if r.leader_only {
+            handler.route_layer(middleware::from_fn_with_state(
+                app.membership.clone(),
+                require_leader,
+            ))
+        } else {
+            handler
         }
         .layer(DefaultBodyLimit::max(limit.0))
         .layer(middleware::from_fn_with_state(
@@ -128,6 +141,32 @@ async fn refuse_declared_oversize(
         }
         _ => next.run(request).await,
     }
+}
+
+/// 503 on a node that does not lead, naming the one that does.
+async fn require_leader(
+    State(membership): State<std::sync::Arc<hookhost_core::cluster::Membership>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if membership.leads() {
+        return next.run(request).await;
+    }
+    let leader = membership.leader_address().map_or(
+        "not known yet (a node takes the lead within cluster.takeover_ms)".into(),
+        |a| a.to_string(),
+    );
+    let mut refused = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "this node stands by: the management API is served by the leading node, {leader} \
+             (GET /v1/cluster lists the nodes)"
+        ),
+    );
+    refused
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    refused
 }
 
 /// The access check in front of a route's handler. A portal route's

@@ -19,6 +19,7 @@ pub(crate) fn all() -> Vec<Route> {
         answer: None,
         body_limit: BodyLimit::Server,
         responses,
+        leader_only: false,
         handler,
     };
     let mut routes = vec![

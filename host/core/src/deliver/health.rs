@@ -41,6 +41,13 @@ impl Health {
         }
     }
 
+    /// Reads every record again (a node taking the lead).
+    pub(super) fn reload(&self, store: &dyn Store) -> Result<(), crate::store::StoreError> {
+        let records = store.endpoint_health()?.into_iter().collect();
+        *self.lock() = records;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, EndpointHealth>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }

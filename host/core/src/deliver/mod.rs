@@ -482,6 +482,12 @@ impl Deliverer {
         self.overflow.store(true, Ordering::SeqCst);
     }
 
+    /// Reads the endpoints' health again: a node taking the lead starts
+    /// from what the previous leader recorded.
+    pub fn reload_health(&self) -> Result<(), StoreError> {
+        self.health.reload(&*self.store)
+    }
+
     /// Loads the store's pending jobs (all of them, up to the memory bound;
     /// the rest as room frees up): at start, and when submits overflowed.
     pub fn resume(self: &Arc<Self>) {

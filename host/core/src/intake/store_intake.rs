@@ -26,21 +26,23 @@ use crate::worker::Accepted;
 /// still goes in one, alone).
 const MAX_COMMIT_EVENTS: usize = 4096;
 
-/// Unfinished events read per page at start.
-const RESUME_PAGE: usize = 1000;
+/// Unfinished events taken per sweep at most.
+const SWEEP_PAGE: usize = 1000;
 
-/// A request's events back from the committer, with which were new.
-type Admitted = (Vec<StoredEvent>, Result<Vec<bool>, StoreError>);
+/// A request's events back from the committer, with which were new and
+/// whether they are this node's pipeline's.
+type Admission = (Vec<StoredEvent>, Result<(Vec<bool>, bool), StoreError>);
 
 /// One request waiting for its commit.
 struct Commit {
     events: Vec<StoredEvent>,
     answer: Option<Remembered>,
-    reply: oneshot::Sender<Admitted>,
+    reply: oneshot::Sender<Admission>,
 }
 
 pub struct StoreIntake {
     store: Arc<dyn Store>,
+    inbox: Arc<dyn EventInbox>,
     commits: std_mpsc::Sender<Commit>,
     /// Taken at shutdown, so that the worker sees the end of its queue.
     to_pipeline: Mutex<Option<mpsc::UnboundedSender<Accepted>>>,
@@ -53,37 +55,27 @@ pub struct StoreIntake {
 }
 
 impl StoreIntake {
-    /// Starts the committer on `inbox` and queues on `to_pipeline` the
-    /// events admitted before but not through the pipeline (a crash, a
-    /// stop with a full queue). Returns the intake and how many it resumed.
+    /// Starts the committer on `inbox`. Events admitted before and not
+    /// through a pipeline (a crash, another node's) are not read here: the
+    /// leading node takes them up with [`StoreIntake::sweep`].
     pub fn open(
         inbox: Arc<dyn EventInbox>,
         store: Arc<dyn Store>,
         backlog: usize,
         to_pipeline: mpsc::UnboundedSender<Accepted>,
-    ) -> Result<(Arc<StoreIntake>, usize), IntakeError> {
-        let mut resumed = 0;
-        let mut after: Option<StoredEvent> = None;
-        loop {
-            let page = inbox
-                .unfinished(after.as_ref(), RESUME_PAGE)
-                .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.clone());
-            resumed += page.len();
-            let _ = to_pipeline.send(Accepted {
-                events: page,
-                ack: None,
-            });
-        }
+    ) -> Result<Arc<StoreIntake>, IntakeError> {
         let (commits, queued) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("hookhost-intake-commit".into())
-            .spawn(move || commit_loop(&*inbox, queued))
+            .spawn({
+                let inbox = inbox.clone();
+                move || commit_loop(&*inbox, queued)
+            })
             .map_err(|e| IntakeError::Unavailable(format!("cannot start the committer: {e}")))?;
         let backlog_limit = backlog.max(1);
         let intake = StoreIntake {
             store,
+            inbox,
             commits,
             to_pipeline: Mutex::new(Some(to_pipeline)),
             backlog: Arc::new(Semaphore::new(backlog_limit)),
@@ -91,7 +83,49 @@ impl StoreIntake {
             failing: AtomicBool::new(false),
             problem: Mutex::new(None),
         };
-        Ok((Arc::new(intake), resumed))
+        Ok(Arc::new(intake))
+    }
+
+    /// How many admitted events have no stored outcome yet (any node's).
+    pub fn unfinished_count(&self) -> Result<usize, StoreError> {
+        self.inbox.unfinished_count()
+    }
+
+    /// Takes up to a pipeline queue's room of events no pipeline took under
+    /// the current lead (another node's, an earlier leader's, a crash's)
+    /// and queues them for this node's pipeline; how many. Call while
+    /// leading, and again at once when it returns a full page.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let room = self.backlog.available_permits().min(SWEEP_PAGE);
+        if room == 0 {
+            return Ok(0);
+        }
+        let inbox = self.inbox.clone();
+        let events = tokio::task::spawn_blocking(move || inbox.take_unfinished(room))
+            .await
+            .map_err(|e| StoreError(format!("sweep: {e}")))??;
+        let taken = events.len();
+        if taken == 0 {
+            return Ok(0);
+        }
+        // Ingest may have taken some room meanwhile: wait for the worker.
+        let permits = self
+            .backlog
+            .clone()
+            .acquire_many_owned(taken as u32)
+            .await
+            .map_err(|e| StoreError(format!("sweep: {e}")))?;
+        match &*self.to_pipeline.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(to_pipeline) => {
+                let _ = to_pipeline.send(Accepted {
+                    events,
+                    ack: Some(Box::new(move |_stored| drop(permits))),
+                });
+            }
+            // Stopping: they stay unfinished for the next leader.
+            None => return Ok(0),
+        }
+        Ok(taken)
     }
 
     /// Sets or clears why the store cannot take events; true if that
@@ -133,8 +167,8 @@ impl StoreIntake {
         let gone = || IntakeError::Unavailable("the intake's committer has stopped".into());
         self.commits.send(commit).map_err(|_| gone())?;
         let (events, admitted) = replied.await.map_err(|_| gone())?;
-        let new = match admitted {
-            Ok(new) => new,
+        let (new, to_pipeline) = match admitted {
+            Ok(admitted) => admitted,
             Err(e) => {
                 if self.set_problem(Some(e.to_string())) {
                     tracing::error!(error = %e, "the database cannot take events; ingest answers 503 until it can");
@@ -150,7 +184,9 @@ impl StoreIntake {
             .filter_map(|(event, new)| new.then_some(event))
             .collect();
         count_ingested(&fresh);
+        // A standby's events wait in the database for the leader's sweep.
         if !fresh.is_empty()
+            && to_pipeline
             && let Some(to_pipeline) = &*self.to_pipeline.lock().unwrap_or_else(|p| p.into_inner())
         {
             // Stored either way: `false` (not stored until shutdown) leaves
@@ -229,7 +265,10 @@ fn commit_loop(inbox: &dyn EventInbox, queued: std_mpsc::Receiver<Commit>) {
         for (len, reply) in shapes {
             let mine: Vec<StoredEvent> = events.by_ref().take(len).collect();
             let result = match &admitted {
-                Ok(new) => Ok(new[offset..offset + len].to_vec()),
+                Ok(admitted) => Ok((
+                    admitted.new[offset..offset + len].to_vec(),
+                    admitted.to_pipeline,
+                )),
                 Err(e) => Err(e.clone()),
             };
             offset += len;

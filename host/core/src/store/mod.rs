@@ -236,13 +236,18 @@ pub trait RetentionStore {
 pub trait EventInbox: Send + Sync {
     /// In one durable write: every event whose id the store never had, and
     /// the `Idempotency-Key` answers (a key already answered keeps its first
-    /// answer). Returns, per event, whether it was new (of two with the same
-    /// id in `events`, the first).
-    fn admit(
-        &self,
-        events: &[StoredEvent],
-        answers: &[Remembered],
-    ) -> Result<Vec<bool>, StoreError>;
+    /// answer). The new events are marked as taken by this node's pipeline
+    /// when it leads (see [`ClusterStore`]); a standby leaves them to the
+    /// leader.
+    fn admit(&self, events: &[StoredEvent], answers: &[Remembered])
+    -> Result<Admitted, StoreError>;
+    /// Up to `max` admitted events whose outcome is not stored and which no
+    /// pipeline took under the current lead (admitted by another node, or
+    /// left by an earlier leader), oldest first, now marked as taken by
+    /// this node's. Fenced like the pipeline's writes.
+    fn take_unfinished(&self, max: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    /// How many admitted events have no stored outcome yet.
+    fn unfinished_count(&self) -> Result<usize, StoreError>;
     /// Up to `max` admitted events whose outcome is not stored, oldest
     /// first, after `after` (the last one of the previous call).
     fn unfinished(
@@ -250,6 +255,46 @@ pub trait EventInbox: Send + Sync {
         after: Option<&StoredEvent>,
         max: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// What [`EventInbox::admit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Per event, whether it was new (of two with the same id, the first).
+    pub new: Vec<bool>,
+    /// Whether the new events are this node's to run through its pipeline
+    /// (it leads); otherwise the leader takes them up.
+    pub to_pipeline: bool,
+}
+
+/// One node of a cluster, as its heartbeat records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct NodeRecord {
+    pub id: String,
+    /// Where its HTTP API is reached (`cluster.advertise`).
+    pub address: String,
+    pub started_at_ms: u64,
+    /// Its last heartbeat.
+    pub seen_at_ms: u64,
+    /// Whether it leads: runs the pipeline, windows, timers and delivery.
+    pub leading: bool,
+}
+
+/// A store that several nodes share. One node leads at a time; taking the
+/// lead raises an epoch that fences the previous leader's pipeline, window
+/// and delivery-state writes (they fail once another node leads), so
+/// windows close and outages confirm once across the cluster.
+pub trait ClusterStore: Send + Sync {
+    /// Takes the lead if no live node has it; whether this node leads now.
+    fn try_lead(&self, node: &str) -> Result<bool, StoreError>;
+    /// Whether this node still leads. After a lost connection it takes the
+    /// lead again if nobody else did (a new epoch); `false` once another
+    /// node has it. An error: the store cannot tell now.
+    fn still_leading(&self, node: &str) -> Result<bool, StoreError>;
+    /// Records this node as alive (and forgets nodes gone for an hour).
+    fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    /// Every node seen in the last hour.
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
 }
 
 /// Everything the core stores, behind one handle.
@@ -281,6 +326,12 @@ pub trait Store:
     /// The store as its own intake queue, if it is one (a shared database);
     /// `None`: events are held by a journal in front of it until stored.
     fn inbox(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn EventInbox>> {
+        None
+    }
+
+    /// The store as several nodes' shared one, if it can be; `None`: one
+    /// node owns it (sled's files are locked by their process).
+    fn cluster(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn ClusterStore>> {
         None
     }
 }

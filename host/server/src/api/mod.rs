@@ -2,6 +2,7 @@
 //! types, accepted events, subscriptions, deliveries with their attempts, dead letters,
 //! re-sending and recovering deliveries. One file per resource.
 
+mod cluster;
 mod deliveries;
 mod event_types;
 mod events;
@@ -16,9 +17,9 @@ use axum::routing::{delete, get, patch, post, put};
 use hookhost_core::model::Subscription;
 
 use crate::answers::{
-    DeadLetters, Delivery, DeliveryDetail, DeliveryPage, Event, EventTypes, History, Installed,
-    PluginList, PortalLink, PortalOverview, Promoted, Recovery, RotatedSecret, SubscriptionList,
-    SubscriptionView, TestSent, Tried,
+    ClusterView, DeadLetters, Delivery, DeliveryDetail, DeliveryPage, Event, EventTypes, History,
+    Installed, PluginList, PortalLink, PortalOverview, Promoted, Recovery, RotatedSecret,
+    SubscriptionList, SubscriptionView, TestSent, Tried,
 };
 use crate::auth::Access;
 use crate::openapi::SubscriptionPatch;
@@ -38,9 +39,20 @@ pub(crate) fn routes() -> Vec<Route> {
         answer: None,
         body_limit: BodyLimit::Server,
         responses: &[(200, "OK")],
+        leader_only: true,
         handler,
     };
     vec![
+        Route {
+            answer: Some(schema::<ClusterView>),
+            leader_only: false,
+            ..route(
+                "GET",
+                "/v1/cluster",
+                "The nodes sharing this store, which one leads (runs the pipeline and delivery, serves this API) and pending deliveries; any node answers",
+                get(cluster::cluster),
+            )
+        },
         Route {
             answer: Some(schema::<History>),
             ..route(

@@ -18,20 +18,56 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    DeliveryQueue, EventInbox, EventStore, Expired, Expiring, IdempotencyStore, JobPage, JobQuery,
-    RetentionStore, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
+    Admitted, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired, Expiring,
+    IdempotencyStore, JobPage, JobQuery, NodeRecord, RetentionStore, Store, StoreError, StoreStats,
+    SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
     WindowMember,
 };
+
+/// [`PgStore::epoch`] of a store no node runs on (tools, `hookhost migrate`).
+const TOOL: i64 = -1;
+/// [`PgStore::epoch`] of a node's store while another node leads.
+const STANDBY: i64 = 0;
+
+/// Nodes not seen for this long leave the node list.
+const NODE_FORGOTTEN_MS: u64 = 3_600_000;
+
+/// Fails the transaction `tx` unless `epoch` is the lead's current one
+/// ([`TOOL`]: no check). `FOR SHARE` holds the leader row until `tx` ends,
+/// so a new leader's epoch raise waits for it: nothing fenced commits after
+/// another node took the lead.
+async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<(), StoreError> {
+    if epoch == TOOL {
+        return Ok(());
+    }
+    if epoch == STANDBY {
+        return Err(StoreError(
+            "this node does not lead: the pipeline and delivery run on the leader".into(),
+        ));
+    }
+    let rows = tx
+        .query(
+            "SELECT 1 FROM leader WHERE id = 1 AND epoch = $1 FOR SHARE",
+            &[&epoch],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(StoreError(
+            "another node leads now: this node's lead has ended (fenced)".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// The schema versions this build knows, in order.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -44,6 +80,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "events accepted before the pipeline",
         include_str!("migrations/0002_inbox.sql"),
+    ),
+    (
+        3,
+        "cluster: leader epoch, pipeline claims, nodes",
+        include_str!("migrations/0003_cluster.sql"),
     ),
 ];
 
@@ -81,10 +122,14 @@ pub struct PgStore {
     pool: Vec<Mutex<Option<Client>>>,
     next: AtomicUsize,
     applied_at_open: Vec<i32>,
-    /// Whether this store is a node's (see [`PgStore::claim_schema`]).
-    claimed: std::sync::atomic::AtomicBool,
-    /// The connection holding the schema's node lock.
+    /// This store's part in leading: [`TOOL`] (not a node's: nothing is
+    /// fenced), [`STANDBY`] (a node's, not leading: fenced writes refused),
+    /// or the epoch it leads in.
+    epoch: AtomicI64,
+    /// The connection holding the schema's lead lock while this node leads.
     owner: Mutex<Option<Client>>,
+    /// That connection's server process id (0: none).
+    owner_pid: std::sync::atomic::AtomicI32,
 }
 
 impl Drop for PgStore {
@@ -302,7 +347,8 @@ impl PgStore {
                 .collect(),
             next: AtomicUsize::new(0),
             applied_at_open: Vec::new(),
-            claimed: std::sync::atomic::AtomicBool::new(false),
+            epoch: AtomicI64::new(TOOL),
+            owner_pid: std::sync::atomic::AtomicI32::new(0),
             owner: Mutex::new(None),
         };
         let applied = store.run(async |c| migrate(c, &settings.schema).await)?;
@@ -313,40 +359,72 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Makes this store a running node's: until cluster mode shares work
-    /// safely, one node per schema (a second one would deliver the same
-    /// jobs and close the same windows). The claim is a session advisory
-    /// lock on a connection of its own; if that connection is lost (the
-    /// database restarted), the next health check takes it again, or fails
-    /// naming the reason. `hookhost migrate` and tools do not claim.
-    pub fn claim_schema(&self) -> Result<(), StoreError> {
-        self.hold_schema()?;
-        self.claimed.store(true, Ordering::Relaxed);
-        Ok(())
+    /// Makes this store a running node's: from now on the pipeline's,
+    /// windows' and delivery states' writes need the lead
+    /// ([`ClusterStore::try_lead`]). `hookhost migrate` and tools do not join.
+    pub fn join_cluster(&self) {
+        let _ = self
+            .epoch
+            .compare_exchange(TOOL, STANDBY, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    fn hold_schema(&self) -> Result<(), StoreError> {
-        let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
-        if owner.as_ref().is_some_and(|c| !c.is_closed()) {
-            return Ok(());
-        }
-        *owner = None;
-        let client = self.connect()?;
-        let key = i64::from_be_bytes(sha2_prefix(
+    /// The advisory lock whose session holds the lead of this schema.
+    fn lead_key(&self) -> i64 {
+        i64::from_be_bytes(sha2_prefix(
             format!("hookhost node {}", self.schema).as_bytes(),
-        ));
-        let row = futures_executor::block_on(
-            client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
-        )?;
-        if !row.get::<_, bool>(0) {
-            return Err(StoreError(format!(
-                "schema {} is in use by another hookhost node; one node per schema \
-                 (several nodes sharing one database is cluster mode, not built yet)",
-                self.schema
-            )));
+        ))
+    }
+
+    /// Takes the lead on `owner` (a connection of its own, kept while
+    /// leading): the lock, then a new epoch, which waits for the previous
+    /// leader's fenced transactions to end and fails every later one.
+    fn take_lead(&self, owner: &mut Option<Client>, node: &str) -> Result<bool, StoreError> {
+        if owner.as_ref().is_none_or(Client::is_closed) {
+            *owner = Some(self.connect()?);
         }
-        *owner = Some(client);
-        Ok(())
+        let Some(client) = owner.as_ref() else {
+            return Err(StoreError("no database connection".into()));
+        };
+        let key = self.lead_key();
+        let taken = futures_executor::block_on(async {
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&key])
+                .await?;
+            if !row.get::<_, bool>(0) {
+                return Ok::<_, tokio_postgres::Error>(None);
+            }
+            self.owner_pid.store(row.get(1), Ordering::SeqCst);
+            let row = client
+                .query_one(
+                    "UPDATE leader SET epoch = epoch + 1, node = $1, since_ms = $2 \
+                     WHERE id = 1 RETURNING epoch",
+                    &[&node, &ms(crate::clock::now_ms())],
+                )
+                .await?;
+            Ok(Some(row.get::<_, i64>(0)))
+        });
+        match taken {
+            Ok(Some(epoch)) => {
+                self.epoch.store(epoch, Ordering::SeqCst);
+                Ok(true)
+            }
+            Ok(None) => {
+                // Keep no idle connection while standing by.
+                *owner = None;
+                Ok(false)
+            }
+            Err(e) => {
+                *owner = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The database server process holding this node's lead, if it leads
+    /// (for operators: `pg_terminate_backend` of it hands the lead over).
+    pub fn lead_session(&self) -> Option<i32> {
+        let pid = self.owner_pid.load(Ordering::SeqCst);
+        (self.epoch.load(Ordering::SeqCst) > STANDBY && pid != 0).then_some(pid)
     }
 
     /// The migrations [`PgStore::open`] applied (none if the schema was current).
@@ -540,8 +618,10 @@ impl EventStore for PgStore {
         if processed.is_empty() {
             return Ok(());
         }
+        let epoch = self.epoch.load(Ordering::SeqCst);
         self.run(async |c| {
             let tx = c.transaction().await?;
+            fence(&tx, epoch).await?;
             write_processed(&tx, processed).await?;
             tx.commit().await?;
             Ok(())
@@ -562,7 +642,7 @@ impl EventInbox for PgStore {
         &self,
         events: &[StoredEvent],
         answers: &[Remembered],
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Admitted, StoreError> {
         // The first of each id, sorted: concurrent admissions then take the
         // rows' locks in one order and cannot deadlock each other.
         let mut first: HashMap<&str, &StoredEvent> = HashMap::new();
@@ -588,15 +668,20 @@ impl EventInbox for PgStore {
             answered.push(ms(answer.at_ms));
             answer_bodies.push(serde_json::to_string(answer)?);
         }
+        // A leader's own events go straight into its pipeline; those of a
+        // standby (no epoch) wait for the leader's sweep.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let to_pipeline = epoch != STANDBY;
+        let taken_in = (epoch > STANDBY).then_some(epoch);
         let new: std::collections::HashSet<String> = self.run(async |c| {
             let tx = c.transaction().await?;
             let inserted = tx
                 .query(
-                    "INSERT INTO events (id, received_at_ms, body, in_pipeline) \
-                     SELECT id, at, body, true \
+                    "INSERT INTO events (id, received_at_ms, body, in_pipeline, pipeline_epoch) \
+                     SELECT id, at, body, true, $4 \
                      FROM unnest($1::text[], $2::bigint[], $3::text[]) AS a(id, at, body) \
                      ON CONFLICT (id) DO NOTHING RETURNING id",
-                    &[&ids, &received, &bodies],
+                    &[&ids, &received, &bodies, &taken_in],
                 )
                 .await?;
             if !keys.is_empty() {
@@ -613,10 +698,13 @@ impl EventInbox for PgStore {
         })?;
         // Only an id's first place in `events` counts as new.
         let mut seen = std::collections::HashSet::new();
-        Ok(events
-            .iter()
-            .map(|e| seen.insert(e.id.as_str()) && new.contains(&e.id))
-            .collect())
+        Ok(Admitted {
+            new: events
+                .iter()
+                .map(|e| seen.insert(e.id.as_str()) && new.contains(&e.id))
+                .collect(),
+            to_pipeline,
+        })
     }
 
     fn unfinished(
@@ -631,6 +719,124 @@ impl EventInbox for PgStore {
             &[&at, &id, &ms(max as u64)],
         )
     }
+
+    fn unfinished_count(&self) -> Result<usize, StoreError> {
+        self.count("SELECT count(*) FROM events WHERE in_pipeline", &[])
+    }
+
+    fn take_unfinished(&self, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let rows = self.run(async |c| {
+            let tx = c.transaction().await?;
+            fence(&tx, epoch).await?;
+            // SKIP LOCKED: rows a standby is still inserting are not waited for.
+            let rows = tx
+                .query(
+                    "UPDATE events SET pipeline_epoch = $1 WHERE id IN ( \
+                         SELECT id FROM events \
+                         WHERE in_pipeline AND pipeline_epoch IS DISTINCT FROM $1 \
+                         ORDER BY received_at_ms, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     RETURNING body",
+                    &[&epoch.max(STANDBY), &ms(max as u64)],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(rows)
+        })?;
+        let mut events = rows
+            .iter()
+            .map(|row| Ok(serde_json::from_str(row.get::<_, &str>(0))?))
+            .collect::<Result<Vec<StoredEvent>, StoreError>>()?;
+        events.sort_by(|a, b| (a.received_at_ms, &a.id).cmp(&(b.received_at_ms, &b.id)));
+        Ok(events)
+    }
+}
+
+impl ClusterStore for PgStore {
+    fn try_lead(&self, node: &str) -> Result<bool, StoreError> {
+        let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::SeqCst) > STANDBY
+            && owner.as_ref().is_some_and(|c| !c.is_closed())
+        {
+            return Ok(true);
+        }
+        self.take_lead(&mut owner, node)
+    }
+
+    fn still_leading(&self, node: &str) -> Result<bool, StoreError> {
+        let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::SeqCst) <= STANDBY {
+            return Ok(false);
+        }
+        if owner.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(true);
+        }
+        // The session holding the lock is gone (the database restarted, the
+        // network broke): the lock went with it. Take it again unless
+        // another node did; its epoch is a new one either way.
+        match self.take_lead(&mut owner, node) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.epoch.store(STANDBY, Ordering::SeqCst);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.run(async |c| {
+            c.execute(
+                "INSERT INTO nodes (id, address, started_at_ms, seen_at_ms, is_leader) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
+                 seen_at_ms = EXCLUDED.seen_at_ms, is_leader = EXCLUDED.is_leader",
+                &[
+                    &node.id,
+                    &node.address,
+                    &ms(node.started_at_ms),
+                    &ms(node.seen_at_ms),
+                    &node.leading,
+                ],
+            )
+            .await?;
+            if node.leading {
+                // Rows of nodes that led before and died say so no more.
+                c.execute(
+                    "UPDATE nodes SET is_leader = false WHERE is_leader AND id <> $1",
+                    &[&node.id],
+                )
+                .await?;
+            }
+            c.execute(
+                "DELETE FROM nodes WHERE seen_at_ms < $1",
+                &[&ms(node.seen_at_ms.saturating_sub(NODE_FORGOTTEN_MS))],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = self.run(async |c| {
+            Ok(c.query(
+                "SELECT id, address, started_at_ms, seen_at_ms, is_leader FROM nodes \
+                     ORDER BY id",
+                &[],
+            )
+            .await?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|row| NodeRecord {
+                id: row.get(0),
+                address: row.get(1),
+                started_at_ms: unms(row.get(2)),
+                seen_at_ms: unms(row.get(3)),
+                leading: row.get(4),
+            })
+            .collect())
+    }
 }
 
 impl DeliveryQueue for PgStore {
@@ -639,8 +845,10 @@ impl DeliveryQueue for PgStore {
             return Ok(());
         }
         let rows = JobRows::of(jobs)?;
+        let epoch = self.epoch.load(Ordering::SeqCst);
         self.run(async |c| {
             let tx = c.transaction().await?;
+            fence(&tx, epoch).await?;
             rows.upsert(&tx).await?;
             tx.commit().await?;
             Ok(())
@@ -862,8 +1070,10 @@ impl WindowStore for PgStore {
             ids.push(m.event_id.as_str());
         }
         let rows = JobRows::of(jobs)?;
+        let epoch = self.epoch.load(Ordering::SeqCst);
         self.run(async |c| {
             let tx = c.transaction().await?;
+            fence(&tx, epoch).await?;
             if !ids.is_empty() {
                 tx.execute(
                     "DELETE FROM window_members w \
@@ -1074,9 +1284,6 @@ impl Store for PgStore {
 
     /// One round trip: a lost database is an error here.
     fn health(&self) -> Result<(), StoreError> {
-        if self.claimed.load(Ordering::Relaxed) {
-            self.hold_schema()?;
-        }
         self.run(async |c| {
             c.simple_query("SELECT 1").await?;
             Ok(())
@@ -1090,6 +1297,10 @@ impl Store for PgStore {
 
     /// Events are accepted straight into the database: no journal.
     fn inbox(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn EventInbox>> {
+        Some(self)
+    }
+
+    fn cluster(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn ClusterStore>> {
         Some(self)
     }
 }
