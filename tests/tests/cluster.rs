@@ -20,6 +20,12 @@ const ADMIN: &str = "Authorization: Bearer cluster-admin";
 /// sink for everything, alarms in 2 s windows per location, outages
 /// confirmed after 1 s offline, the store on the tests' PostgreSQL.
 fn cluster_config(root: &std::path::Path, sink: &str) -> String {
+    node_config(root, root, sink)
+}
+
+/// [`cluster_config`] for a node with its own folder `root` (plugins, data)
+/// on the schema of `store_root`.
+fn node_config(root: &std::path::Path, store_root: &std::path::Path, sink: &str) -> String {
     hookhost_tests::write_config(
         root,
         "",
@@ -32,7 +38,7 @@ fn cluster_config(root: &std::path::Path, sink: &str) -> String {
              [cluster]\ntakeover_ms = 300\n\
              [[subscriptions]]\nid = \"sink\"\nurl = \"{sink}\"\ntypes = [\"*\"]\n\
              seed = \"cluster-seed\"\nmax_in_flight = 32\n{}",
-            hookhost_tests::postgres::store_section(root)
+            hookhost_tests::postgres::store_section(store_root)
         ),
     )
 }
@@ -54,7 +60,8 @@ fn seed_event(name: &str, location: &str, fields: Value) -> Value {
     e
 }
 
-/// A standby takes events in (the leader delivers them), refuses the
+/// A standby takes events in (the leader, woken by its `NOTIFY`, delivers
+/// them), refuses the
 /// management API naming the leader, and takes the lead when the leader is
 /// killed.
 #[test]
@@ -62,6 +69,14 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
     let config = cluster_config(root.path(), &receiver.url("sink"));
+    // No periodic sweep in this test: the standby's events reach the
+    // leader's pipeline only by its NOTIFY.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[cluster]\n", "[cluster]\nsweep_ms = 3600000\n"),
+    )
+    .unwrap();
     let mut first = Running::start(&["serve", "--config", &config]);
     // Said before the API listens.
     first.wait_for(&["this node leads"], PATIENCE);
@@ -350,4 +365,119 @@ fn three_nodes_lose_nothing_and_close_each_window_once_while_the_leader_is_kille
     for (node, _) in nodes {
         assert!(node.terminate(PATIENCE).success());
     }
+}
+
+/// A plugin uploaded to the leader is installed by every node into its own
+/// plugins folder and serves there; deleting it removes it everywhere.
+#[test]
+fn a_plugin_uploaded_to_the_leader_is_installed_on_every_node() {
+    let receiver = Receiver::start();
+    let roots: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let store_root = roots[0].path();
+    let mut nodes: Vec<(Running, SocketAddr)> = Vec::new();
+    for (i, root) in roots.iter().enumerate() {
+        let config = node_config(root.path(), store_root, &receiver.url("sink"));
+        let mut node = Running::start(&["serve", "--config", &config]);
+        node.wait_for(
+            &[if i == 0 {
+                "this node leads"
+            } else {
+                "another node leads"
+            }],
+            PATIENCE,
+        );
+        let api = node.api_addr(PATIENCE);
+        nodes.push((node, api));
+    }
+    let serving = |api: SocketAddr| {
+        let (_, metrics) = get(api, "/metrics", &[]);
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("plugin=\"alarm-filter\"")
+    };
+    assert!(nodes.iter().all(|(_, api)| !serving(*api)));
+
+    let filter = std::fs::read(hookhost_tests::built_plugin("alarm-filter")).unwrap();
+    let uploaded = Instant::now();
+    let (status, answer) = hookhost_tests::http::request(
+        nodes[0].1,
+        "PUT",
+        "/v1/plugins/alarm-filter",
+        &[ADMIN],
+        &filter,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let everywhere = wait_until(PATIENCE, || nodes.iter().all(|(_, api)| serving(*api)));
+    assert!(
+        everywhere.is_some(),
+        "the plugin never served on every node"
+    );
+    println!(
+        "plugin upload: serving on all 3 nodes {:?} after the upload answered",
+        uploaded.elapsed()
+    );
+    for (root, (node, _)) in roots.iter().zip(nodes.iter_mut()).skip(1) {
+        assert_eq!(
+            std::fs::read(root.path().join("plugins/alarm-filter.wasm")).unwrap(),
+            filter
+        );
+        node.wait_for(
+            &["plugin installed from the cluster", "alarm-filter"],
+            PATIENCE,
+        );
+    }
+
+    let (status, answer) = hookhost_tests::http::request(
+        nodes[0].1,
+        "DELETE",
+        "/v1/plugins/alarm-filter",
+        &[ADMIN],
+        b"",
+    );
+    assert_eq!(status, 204, "{answer}");
+    let gone = wait_until(PATIENCE, || {
+        roots
+            .iter()
+            .all(|r| !r.path().join("plugins/alarm-filter.wasm").exists())
+    });
+    assert!(gone.is_some(), "a deleted plugin stayed on some node");
+    for (node, _) in nodes {
+        assert!(node.terminate(PATIENCE).success());
+    }
+}
+
+/// A node whose config file's subscriptions differ from the running nodes'
+/// refuses to start, naming the subscription and the field (not its value).
+#[test]
+fn a_node_whose_subscriptions_disagree_refuses_to_start() {
+    let receiver = Receiver::start();
+    let (first_root, second_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = node_config(first_root.path(), first_root.path(), &receiver.url("sink"));
+    let mut first = Running::start(&["serve", "--config", &config]);
+    first.wait_for(&["this node leads"], PATIENCE);
+    first.api_addr(PATIENCE);
+    let other = node_config(
+        second_root.path(),
+        first_root.path(),
+        &receiver.url("elsewhere"),
+    );
+    let refused = hookhost_tests::output_within(
+        std::process::Command::new(hookhost_tests::hookhost_bin())
+            .args(["serve", "--config", &other]),
+        PATIENCE,
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("does not agree with the running nodes")
+            && said.contains("subscription \"sink\" differs in url"),
+        "{said}"
+    );
+    // The same file as the running node's is welcome.
+    let same = node_config(second_root.path(), first_root.path(), &receiver.url("sink"));
+    let mut second = Running::start(&["serve", "--config", &same]);
+    second.wait_for(&["another node leads"], PATIENCE);
+    assert!(second.terminate(PATIENCE).success());
+    assert!(first.terminate(PATIENCE).success());
 }

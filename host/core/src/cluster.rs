@@ -9,12 +9,19 @@
 //! (see [`ClusterStore`]). The leader sweeps up, every `cluster.sweep_ms`,
 //! the events other nodes admitted and those an earlier leader left.
 //!
+//! Plugins uploaded over the API are the cluster's: the leader records them
+//! in the store and every node installs them into its own plugins folder
+//! at its next heartbeat (compiled and checked, then renamed into place).
+//!
 //! On sled (one process owns the files) a node always leads: [`Membership::single`].
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hookhost_plugin_runtime::{CANDIDATE_SUFFIX, Registry};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -34,6 +41,55 @@ pub struct Membership {
     leader: Mutex<Option<String>>,
     /// Set once another node took the lead from this one.
     deposed: watch::Sender<bool>,
+    /// Where uploaded plugins are installed on this node.
+    plugins: Option<(Arc<Registry>, PathBuf)>,
+    /// The version of each uploaded plugin this node has (hex SHA-256,
+    /// `None`: removed), by (name, candidate).
+    plugins_have: Mutex<HashMap<(String, bool), Option<String>>>,
+}
+
+/// How two lists of config-file subscriptions (JSON arrays) differ, by
+/// subscription id and field name (never values: they hold secrets).
+fn subscription_differences(ours: &serde_json::Value, theirs: &serde_json::Value) -> Vec<String> {
+    let by_id =
+        |list: &serde_json::Value| -> std::collections::BTreeMap<String, serde_json::Value> {
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| (s["id"].as_str().unwrap_or_default().to_string(), s.clone()))
+                .collect()
+        };
+    let (ours, theirs) = (by_id(ours), by_id(theirs));
+    let mut out = Vec::new();
+    for (id, mine) in &ours {
+        match theirs.get(id) {
+            None => out.push(format!("subscription {id:?} is only in this node's file")),
+            Some(other) if other != mine => {
+                let empty = serde_json::Map::new();
+                let (a, b) = (
+                    mine.as_object().unwrap_or(&empty),
+                    other.as_object().unwrap_or(&empty),
+                );
+                let fields: std::collections::BTreeSet<&String> = a
+                    .keys()
+                    .chain(b.keys())
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .collect();
+                let fields: Vec<&str> = fields.into_iter().map(String::as_str).collect();
+                out.push(format!(
+                    "subscription {id:?} differs in {}",
+                    fields.join(", ")
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for id in theirs.keys().filter(|id| !ours.contains_key(*id)) {
+        out.push(format!(
+            "subscription {id:?} is only in the running nodes' files"
+        ));
+    }
+    out
 }
 
 /// What the node does when it takes the lead (starts the worker and
@@ -43,18 +99,31 @@ pub type OnLead = Box<dyn FnOnce() + Send>;
 impl Membership {
     /// A node alone with its store: it leads from the start.
     pub fn single(config: &Config) -> Arc<Membership> {
-        let membership = Membership::new(config, None);
+        let membership = Membership::new(config, None, None);
         membership.leading.store(true, Ordering::SeqCst);
         Arc::new(membership)
     }
 
     /// A node of a cluster sharing `cluster`; it leads once
     /// [`Membership::run`] takes the lead.
-    pub fn shared(config: &Config, cluster: Arc<dyn ClusterStore>) -> Arc<Membership> {
-        Arc::new(Membership::new(config, Some(cluster)))
+    /// Plugins uploaded to the cluster go into `registry` and `plugins.dir`.
+    pub fn shared(
+        config: &Config,
+        cluster: Arc<dyn ClusterStore>,
+        registry: Arc<Registry>,
+    ) -> Arc<Membership> {
+        Arc::new(Membership::new(
+            config,
+            Some(cluster),
+            Some((registry, config.plugins.dir.clone())),
+        ))
     }
 
-    fn new(config: &Config, cluster: Option<Arc<dyn ClusterStore>>) -> Membership {
+    fn new(
+        config: &Config,
+        cluster: Option<Arc<dyn ClusterStore>>,
+        plugins: Option<(Arc<Registry>, PathBuf)>,
+    ) -> Membership {
         let id = config.cluster.node_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
@@ -75,7 +144,141 @@ impl Membership {
             leading: AtomicBool::new(false),
             leader: Mutex::new(None),
             deposed: watch::channel(false).0,
+            plugins,
+            plugins_have: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// At start: the config file's subscriptions must be those of the nodes
+    /// running now (they deliver by them when they lead). Records this
+    /// file's when no other node is alive. Blocking.
+    pub fn agree_on_config(&self, config: &Config) -> Result<(), String> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let ours = serde_json::to_value(&config.subscriptions).map_err(|e| e.to_string())?;
+        let failed = |e: StoreError| format!("cannot compare the config with the cluster's: {e}");
+        let now = crate::clock::now_ms();
+        let alive_ms = 3 * config.cluster.takeover_ms;
+        let others: Vec<String> = cluster
+            .nodes()
+            .map_err(failed)?
+            .into_iter()
+            .filter(|n| n.id != self.id && now.saturating_sub(n.seen_at_ms) <= alive_ms)
+            .map(|n| n.id)
+            .collect();
+        if !others.is_empty()
+            && let Some(theirs) = cluster.agreed_config().map_err(failed)?
+        {
+            let theirs: serde_json::Value = serde_json::from_str(&theirs).unwrap_or_default();
+            let differences = subscription_differences(&ours, &theirs);
+            if !differences.is_empty() {
+                return Err(format!(
+                    "this node's config file does not agree with the running nodes' ({}): {}; \
+                     give every node the same [[subscriptions]] (stop them all to change them)",
+                    others.join(", "),
+                    differences.join("; ")
+                ));
+            }
+        }
+        cluster
+            .record_config(&self.id, &ours.to_string())
+            .map_err(failed)
+    }
+
+    /// Whether this node shares its store with others.
+    pub fn clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Records a plugin uploaded to this node (or, `None`, removed) for
+    /// every node to install; nothing to do alone. Blocking.
+    pub fn share_plugin(
+        &self,
+        name: &str,
+        candidate: bool,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        cluster.publish_plugin(name, candidate, bytes)?;
+        // This node has it already.
+        let sha256 = bytes.map(|b| {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(b))
+        });
+        self.plugins_have
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((name.to_string(), candidate), sha256);
+        Ok(())
+    }
+
+    /// Installs (or removes) the uploaded plugins whose version this node
+    /// does not have. Blocking.
+    fn sync_plugins(&self, cluster: &dyn ClusterStore) -> Result<(), StoreError> {
+        let Some((registry, dir)) = &self.plugins else {
+            return Ok(());
+        };
+        let mut have = self.plugins_have.lock().unwrap_or_else(|p| p.into_inner());
+        for plugin in cluster.shared_plugins()? {
+            let key = (plugin.name.clone(), plugin.candidate);
+            if have.get(&key) == Some(&plugin.sha256) {
+                continue;
+            }
+            let stem = if plugin.candidate {
+                format!("{}{CANDIDATE_SUFFIX}", plugin.name)
+            } else {
+                plugin.name.clone()
+            };
+            let file = dir.join(format!("{stem}.wasm"));
+            let done = match &plugin.sha256 {
+                Some(sha256) => {
+                    let local = std::fs::read(&file).ok().map(|b| {
+                        use sha2::{Digest, Sha256};
+                        hex::encode(Sha256::digest(b))
+                    });
+                    if local.as_ref() == Some(sha256) {
+                        true
+                    } else {
+                        match cluster.shared_plugin_bytes(&plugin.name, plugin.candidate)? {
+                            Some(bytes) => {
+                                match registry.install(dir, &plugin.name, &bytes, plugin.candidate)
+                                {
+                                    Ok(_) => {
+                                        tracing::info!(plugin = %plugin.name, candidate = plugin.candidate, sha256 = %&sha256[..16], "plugin installed from the cluster");
+                                        true
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(plugin = %plugin.name, error = %e, "cannot install a plugin uploaded to the cluster; retried");
+                                        false
+                                    }
+                                }
+                            }
+                            // Changed meanwhile: the next round sees the new row.
+                            None => false,
+                        }
+                    }
+                }
+                None => match registry.uninstall(dir, &plugin.name, plugin.candidate) {
+                    Ok(removed) => {
+                        if removed {
+                            tracing::info!(plugin = %plugin.name, candidate = plugin.candidate, "plugin removed by the cluster");
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %plugin.name, error = %e, "cannot remove a plugin removed from the cluster; retried");
+                        false
+                    }
+                },
+            };
+            if done {
+                have.insert(key, plugin.sha256);
+            }
+        }
+        Ok(())
     }
 
     pub fn id(&self) -> &str {
@@ -177,6 +380,9 @@ impl Membership {
         };
         let mut beat = tokio::time::interval(Duration::from_millis(config.cluster.takeover_ms));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Other nodes' admissions wake the sweep; the ticker catches
+        // anything a lost notification would leave waiting.
+        let admitted = cluster.admissions();
         let mut sweep = tokio::time::interval(Duration::from_millis(config.cluster.sweep_ms));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_failing = false;
@@ -187,7 +393,12 @@ impl Membership {
                         return;
                     }
                 }
-                _ = sweep.tick(), if self.leads() => {
+                _ = async {
+                    tokio::select! {
+                        _ = sweep.tick() => {}
+                        () = admitted.notified() => {}
+                    }
+                }, if self.leads() => {
                     // Full pages follow each other at once.
                     loop {
                         match intake.sweep().await {
@@ -225,6 +436,7 @@ impl Membership {
             };
             let was = this.leading.swap(leads, Ordering::SeqCst);
             store.heartbeat(&this.record())?;
+            this.sync_plugins(&*store)?;
             let leader = store
                 .nodes()?
                 .into_iter()
@@ -261,5 +473,34 @@ impl Membership {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn differences_name_subscriptions_and_fields_but_no_values() {
+        let ours = json!([
+            {"id": "a", "url": "https://a.example/1", "secret": "whsec_one"},
+            {"id": "b", "url": "https://b.example"},
+        ]);
+        let theirs = json!([
+            {"id": "a", "url": "https://a.example/2", "secret": "whsec_two"},
+            {"id": "c", "url": "https://c.example"},
+        ]);
+        let said = subscription_differences(&ours, &theirs);
+        assert_eq!(
+            said,
+            [
+                "subscription \"a\" differs in secret, url",
+                "subscription \"b\" is only in this node's file",
+                "subscription \"c\" is only in the running nodes' files",
+            ]
+        );
+        assert!(!said.join(" ").contains("whsec"));
+        assert!(subscription_differences(&ours, &ours).is_empty());
     }
 }

@@ -192,7 +192,8 @@ pub struct ClusterConfig {
     /// How often a standby tries to take the lead (and every node records
     /// its heartbeat).
     pub takeover_ms: u64,
-    /// How often the leader takes up events other nodes admitted.
+    /// How often the leader looks for events other nodes admitted, besides
+    /// being woken by their `NOTIFY` (a safety net, not the usual path).
     pub sweep_ms: u64,
 }
 
@@ -202,7 +203,7 @@ impl Default for ClusterConfig {
             node_id: None,
             advertise: None,
             takeover_ms: 1000,
-            sweep_ms: 100,
+            sweep_ms: 1000,
         }
     }
 }

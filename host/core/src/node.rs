@@ -44,6 +44,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("intake: {0}")]
     Intake(#[from] IntakeError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// The core's parts, opened and not yet running.
@@ -158,9 +160,12 @@ impl Node {
             }
         };
         let membership = match (store.clone().cluster(), &store_intake) {
-            (Some(cluster), Some(_)) => Membership::shared(&config, cluster),
+            (Some(cluster), Some(_)) => Membership::shared(&config, cluster, registry.clone()),
             _ => Membership::single(&config),
         };
+        membership
+            .agree_on_config(&config)
+            .map_err(NodeError::Cluster)?;
         // hookhost's own events enter like ingested ones: durable first. They
         // may come from any thread (the plugin watcher's too): the runtime
         // the node was opened on runs them.

@@ -291,10 +291,44 @@ pub trait ClusterStore: Send + Sync {
     /// lead again if nobody else did (a new epoch); `false` once another
     /// node has it. An error: the store cannot tell now.
     fn still_leading(&self, node: &str) -> Result<bool, StoreError>;
+    /// Notified when another node admitted events for the leader to take
+    /// up (PostgreSQL `LISTEN`/`NOTIFY`; a lost connection is made again,
+    /// and notifies once made, so nothing admitted meanwhile waits).
+    fn admissions(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Records this node as alive (and forgets nodes gone for an hour).
     fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
     /// Every node seen in the last hour.
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Records an uploaded plugin's bytes (or, with `None`, its removal)
+    /// for every node to install.
+    fn publish_plugin(
+        &self,
+        name: &str,
+        candidate: bool,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+    /// Every uploaded plugin's current version, without its bytes.
+    fn shared_plugins(&self) -> Result<Vec<SharedPlugin>, StoreError>;
+    /// The config-file subscriptions (JSON) the nodes last agreed on.
+    fn agreed_config(&self) -> Result<Option<String>, StoreError>;
+    /// Records the config-file subscriptions of the node starting now.
+    fn record_config(&self, node: &str, subscriptions: &str) -> Result<(), StoreError>;
+    /// An uploaded plugin's bytes (`None`: removed or never uploaded).
+    fn shared_plugin_bytes(
+        &self,
+        name: &str,
+        candidate: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// A plugin uploaded to the cluster, as [`ClusterStore::shared_plugins`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPlugin {
+    pub name: String,
+    /// Installed as `NAME.next.wasm` (a candidate in shadow).
+    pub candidate: bool,
+    /// Hex SHA-256 of its bytes; `None`: removed.
+    pub sha256: Option<String>,
 }
 
 /// Everything the core stores, behind one handle.

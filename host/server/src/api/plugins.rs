@@ -89,14 +89,37 @@ pub(super) async fn upload_plugin(
     let registry = app.registry.clone();
     let dir = app.config.plugins.dir.clone();
     let installing = name.clone();
-    let installed =
-        match blocking(move || registry.install(&dir, &installing, &bytes, target.candidate)).await
-        {
-            Ok(installed) => installed,
-            Err(e) => return e.into_response(),
-        };
+    let membership = app.membership.clone();
+    // Installed here first (compiled and checked): only a plugin that loads
+    // is shared with the other nodes.
+    let installed = match blocking(move || {
+        registry
+            .install(&dir, &installing, &bytes, target.candidate)
+            .map(|plugin| {
+                let shared = membership.share_plugin(&installing, target.candidate, Some(&bytes));
+                (plugin, shared)
+            })
+    })
+    .await
+    {
+        Ok(installed) => installed,
+        Err(e) => return e.into_response(),
+    };
     match installed {
-        Ok(plugin) => {
+        Ok((_, Err(e))) => {
+            let mut answer = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "installed on this node but not shared with the other nodes ({e}); upload it again"
+                ),
+            );
+            answer.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            answer
+        }
+        Ok((plugin, Ok(()))) => {
             tracing::info!(plugin = %name.escape_debug(), candidate = target.candidate, "plugin uploaded");
             axum::Json(Installed {
                 installed: plugin.info(),
@@ -128,14 +151,28 @@ pub(super) async fn delete_plugin(
     let registry = app.registry.clone();
     let dir = app.config.plugins.dir.clone();
     let removing = name.clone();
-    let removed =
-        match blocking(move || registry.uninstall(&dir, &removing, target.candidate)).await {
-            Ok(removed) => removed,
-            Err(e) => return e.into_response(),
-        };
+    let membership = app.membership.clone();
+    let removed = match blocking(move || {
+        registry
+            .uninstall(&dir, &removing, target.candidate)
+            .map(|removed| {
+                // Other nodes may have it even when this one did not.
+                let shared = membership.share_plugin(&removing, target.candidate, None);
+                (removed, shared)
+            })
+    })
+    .await
+    {
+        Ok(removed) => removed,
+        Err(e) => return e.into_response(),
+    };
     match removed {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => error(
+        Ok((_, Err(e))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("removed on this node but not from the other nodes ({e}); delete it again"),
+        ),
+        Ok((true, Ok(()))) => StatusCode::NO_CONTENT.into_response(),
+        Ok((false, Ok(()))) => error(
             StatusCode::NOT_FOUND,
             format!("no plugin file for `{}`", name.escape_debug()),
         ),

@@ -26,8 +26,8 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{
     Admitted, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired, Expiring,
-    IdempotencyStore, JobPage, JobQuery, NodeRecord, RetentionStore, Store, StoreError, StoreStats,
-    SubscriptionStore, WindowStore,
+    IdempotencyStore, JobPage, JobQuery, NodeRecord, RetentionStore, SharedPlugin, Store,
+    StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
@@ -67,6 +67,45 @@ async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<(), S
         ));
     }
     Ok(())
+}
+
+/// Keeps a connection listening on `channel`, waking `wake` on each
+/// notification, and once per (re)connection (what was sent while it was
+/// not listening is then swept up). Runs until the store's runtime stops.
+async fn listen(
+    config: tokio_postgres::Config,
+    channel: String,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let woken = wake.clone();
+            // Polling for messages also drives the client's own requests.
+            let driver = tokio::spawn(async move {
+                while let Some(message) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    match message {
+                        Ok(tokio_postgres::AsyncMessage::Notification(_)) => woken.notify_one(),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+            let escaped = channel.replace('"', "\"\"");
+            if client
+                .batch_execute(&format!("LISTEN \"{escaped}\""))
+                .await
+                .is_ok()
+            {
+                wake.notify_one();
+                let _ = driver.await;
+            } else {
+                driver.abort();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The schema versions this build knows, in order.
@@ -128,6 +167,8 @@ pub struct PgStore {
     epoch: AtomicI64,
     /// The connection holding the schema's lead lock while this node leads.
     owner: Mutex<Option<Client>>,
+    /// Woken by other nodes' admissions (see [`ClusterStore::admissions`]).
+    admissions: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
     /// That connection's server process id (0: none).
     owner_pid: std::sync::atomic::AtomicI32,
 }
@@ -349,6 +390,7 @@ impl PgStore {
             applied_at_open: Vec::new(),
             epoch: AtomicI64::new(TOOL),
             owner_pid: std::sync::atomic::AtomicI32::new(0),
+            admissions: std::sync::OnceLock::new(),
             owner: Mutex::new(None),
         };
         let applied = store.run(async |c| migrate(c, &settings.schema).await)?;
@@ -418,6 +460,11 @@ impl PgStore {
                 Err(e.into())
             }
         }
+    }
+
+    /// The `NOTIFY` channel of this schema's admissions.
+    fn admission_channel(&self) -> String {
+        format!("hookhost_admitted_{}", self.schema)
     }
 
     /// The database server process holding this node's lead, if it leads
@@ -673,6 +720,7 @@ impl EventInbox for PgStore {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let to_pipeline = epoch != STANDBY;
         let taken_in = (epoch > STANDBY).then_some(epoch);
+        let channel = self.admission_channel();
         let new: std::collections::HashSet<String> = self.run(async |c| {
             let tx = c.transaction().await?;
             let inserted = tx
@@ -684,6 +732,10 @@ impl EventInbox for PgStore {
                     &[&ids, &received, &bodies, &taken_in],
                 )
                 .await?;
+            if !to_pipeline && !inserted.is_empty() {
+                // Sent at commit: wakes the leader's sweep.
+                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+            }
             if !keys.is_empty() {
                 tx.execute(
                     "INSERT INTO idempotency (key, at_ms, body) \
@@ -784,6 +836,22 @@ impl ClusterStore for PgStore {
         }
     }
 
+    fn admissions(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.admissions
+            .get_or_init(|| {
+                let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+                if let Some(runtime) = &self.runtime {
+                    runtime.spawn(listen(
+                        self.config.clone(),
+                        self.admission_channel(),
+                        wake.clone(),
+                    ));
+                }
+                wake
+            })
+            .clone()
+    }
+
     fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
         self.run(async |c| {
             c.execute(
@@ -815,6 +883,85 @@ impl ClusterStore for PgStore {
             .await?;
             Ok(())
         })
+    }
+
+    fn publish_plugin(
+        &self,
+        name: &str,
+        candidate: bool,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        use sha2::{Digest, Sha256};
+        let sha256 = bytes.map(|b| hex::encode(Sha256::digest(b)));
+        let at = ms(crate::clock::now_ms());
+        self.run(async |c| {
+            c.execute(
+                "INSERT INTO plugins (name, candidate, sha256, bytes, uploaded_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name, candidate) DO UPDATE SET sha256 = EXCLUDED.sha256, \
+                 bytes = EXCLUDED.bytes, uploaded_at_ms = EXCLUDED.uploaded_at_ms",
+                &[&name, &candidate, &sha256, &bytes, &at],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn agreed_config(&self) -> Result<Option<String>, StoreError> {
+        let row = self.run(async |c| {
+            Ok(
+                c.query_opt("SELECT subscriptions FROM agreed_config WHERE id = 1", &[])
+                    .await?,
+            )
+        })?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    fn record_config(&self, node: &str, subscriptions: &str) -> Result<(), StoreError> {
+        let at = ms(crate::clock::now_ms());
+        self.run(async |c| {
+            c.execute(
+                "INSERT INTO agreed_config (id, subscriptions, node, at_ms) VALUES (1, $1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET subscriptions = EXCLUDED.subscriptions, \
+                 node = EXCLUDED.node, at_ms = EXCLUDED.at_ms",
+                &[&subscriptions, &node, &at],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn shared_plugins(&self) -> Result<Vec<SharedPlugin>, StoreError> {
+        let rows = self.run(async |c| {
+            Ok(c.query(
+                "SELECT name, candidate, sha256 FROM plugins ORDER BY name, candidate",
+                &[],
+            )
+            .await?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|row| SharedPlugin {
+                name: row.get(0),
+                candidate: row.get(1),
+                sha256: row.get(2),
+            })
+            .collect())
+    }
+
+    fn shared_plugin_bytes(
+        &self,
+        name: &str,
+        candidate: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self.run(async |c| {
+            Ok(c.query_opt(
+                "SELECT bytes FROM plugins WHERE name = $1 AND candidate = $2",
+                &[&name, &candidate],
+            )
+            .await?)
+        })?;
+        Ok(row.and_then(|row| row.get::<_, Option<Vec<u8>>>(0)))
     }
 
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {

@@ -27,3 +27,23 @@ CREATE TABLE nodes (
     seen_at_ms    bigint NOT NULL,
     is_leader     boolean NOT NULL
 );
+
+-- Plugins uploaded over the API (`PUT /v1/plugins/{name}`), for every node
+-- to install into its own plugins folder; a row without bytes is a deletion.
+CREATE TABLE plugins (
+    name        text COLLATE "C" NOT NULL,
+    candidate   boolean NOT NULL,
+    sha256      text,
+    bytes       bytea,
+    uploaded_at_ms bigint NOT NULL,
+    PRIMARY KEY (name, candidate)
+);
+
+-- The config-file subscriptions of the running nodes: a node whose file
+-- says otherwise refuses to start while another node is alive.
+CREATE TABLE agreed_config (
+    id            integer PRIMARY KEY CHECK (id = 1),
+    subscriptions text NOT NULL,
+    node          text NOT NULL,
+    at_ms         bigint NOT NULL
+);
