@@ -67,9 +67,10 @@ pub struct Node {
     resumed_events: usize,
 }
 
-/// The store `[store]` names for a node: sled files in `server.data_dir`
-/// (locked by sled), or a PostgreSQL schema (migrated on open, shared with
-/// the other nodes of a cluster).
+/// The store `[store]` names: sled files in `server.data_dir` (locked by
+/// sled), or a PostgreSQL schema (migrated on open). A node joins it to
+/// the cluster sharing that schema ([`Node::open`]); opened here alone it
+/// is a tool's (nothing fenced).
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     Ok(match config.store.backend {
         StoreBackend::Sled => Arc::new(SledStore::open_with_cache(
@@ -82,7 +83,6 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
                 schema: config.store.schema.clone(),
                 pool_size: config.store.pool_size,
             })?;
-            store.join_cluster();
             Arc::new(store)
         }
     })
@@ -106,6 +106,9 @@ impl Node {
             source,
         })?;
         let store = open_store(&config)?;
+        if let Some(cluster) = store.clone().cluster() {
+            cluster.join();
+        }
         // Once, for a store made before deliveries were indexed for listing.
         match store.index_for_listing() {
             Ok(0) => {}
@@ -262,11 +265,15 @@ impl Node {
                     tracing::error!(error = %e, "cannot read the store's state on taking the lead; using what was read at start");
                 }
                 let resumed_jobs = store.pending_count().unwrap_or(0);
-                // On a shared store: what the sweep is about to take up.
-                let resumed_events = store_intake
-                    .as_ref()
-                    .map_or(Ok(journal_events), |i| i.unfinished_count())
-                    .unwrap_or(0);
+                // On a shared store: every event still to run, queued for
+                // the worker before it starts (see `Worker::run`).
+                let resumed_events = match &store_intake {
+                    None => journal_events,
+                    Some(intake) => intake.take_up_all().unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "cannot take up unfinished events now; the sweep retries");
+                        0
+                    }),
+                };
                 tracing::info!(
                     jobs = resumed_jobs,
                     events = resumed_events,

@@ -195,6 +195,11 @@ impl Worker {
         let mut ticker = tokio::time::interval(tick_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick_failing = false;
+        // Events queued before the start (left unfinished by a crash or by
+        // an earlier leader) are placed before the first tick: their windows
+        // may be due already, and closing one first would push them into
+        // the next.
+        let mut catching_up = !from_ingest.is_empty();
         loop {
             let this = self.clone();
             let result = tokio::select! {
@@ -205,6 +210,7 @@ impl Worker {
                     while let Ok(more) = from_ingest.try_recv() {
                         accepted.push(more);
                     }
+                    catching_up = false;
                     let mut acks = Vec::with_capacity(accepted.len());
                     let mut events = Vec::new();
                     for a in accepted {
@@ -234,7 +240,7 @@ impl Worker {
                     }
                     processed.map(|(ready, _)| Ok(ready))
                 }
-                _ = ticker.tick() => tokio::task::spawn_blocking(move || this.tick()).await,
+                _ = ticker.tick(), if !catching_up => tokio::task::spawn_blocking(move || this.tick()).await,
             };
             match result {
                 Ok(Ok(jobs)) => {

@@ -86,9 +86,25 @@ impl StoreIntake {
         Ok(Arc::new(intake))
     }
 
-    /// How many admitted events have no stored outcome yet (any node's).
-    pub fn unfinished_count(&self) -> Result<usize, StoreError> {
-        self.inbox.unfinished_count()
+    /// On taking the lead, before the worker starts: queues every event no
+    /// pipeline took under this lead, so that they are placed before the
+    /// worker's first tick closes due windows; how many. Blocking.
+    pub fn take_up_all(&self) -> Result<usize, StoreError> {
+        let mut taken = 0;
+        loop {
+            let page = self.inbox.take_unfinished(SWEEP_PAGE)?;
+            if page.is_empty() {
+                return Ok(taken);
+            }
+            taken += page.len();
+            if let Some(to_pipeline) = &*self.to_pipeline.lock().unwrap_or_else(|p| p.into_inner())
+            {
+                let _ = to_pipeline.send(Accepted {
+                    events: page,
+                    ack: None,
+                });
+            }
+        }
     }
 
     /// Takes up to a pipeline queue's room of events no pipeline took under

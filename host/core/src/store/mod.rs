@@ -285,6 +285,10 @@ pub struct NodeRecord {
 /// and delivery-state writes (they fail once another node leads), so
 /// windows close and outages confirm once across the cluster.
 pub trait ClusterStore: Send + Sync {
+    /// Makes this store a running node's: from now on its pipeline, window
+    /// and job-state writes need the lead. Tools that read or repair a
+    /// store (tests, `hookhost migrate`) do not join.
+    fn join(&self);
     /// Takes the lead if no live node has it; whether this node leads now.
     fn try_lead(&self, node: &str) -> Result<bool, StoreError>;
     /// Whether this node still leads. After a lost connection it takes the

@@ -805,6 +805,10 @@ impl EventInbox for PgStore {
 }
 
 impl ClusterStore for PgStore {
+    fn join(&self) {
+        self.join_cluster();
+    }
+
     fn try_lead(&self, node: &str) -> Result<bool, StoreError> {
         let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
         if self.epoch.load(Ordering::SeqCst) > STANDBY
