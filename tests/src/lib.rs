@@ -122,6 +122,19 @@ pub fn bikeep_sample(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// An event like the seed's sample `name` (without its hash), at
+/// `location`, with `fields` set in its data.
+pub fn seed_event(name: &str, location: &str, fields: serde_json::Value) -> serde_json::Value {
+    let mut e = bikeep_sample(name);
+    e.as_object_mut().expect("an object").remove("hash");
+    let data = e["data"].as_object_mut().expect("data is an object");
+    data.insert("location_id".into(), serde_json::json!(location));
+    for (k, v) in fields.as_object().expect("fields are an object") {
+        data.insert(k.clone(), v.clone());
+    }
+    e
+}
+
 /// Polls `check` until it holds or `limit` passes; returns how long it took
 /// (`None`: it never held).
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {

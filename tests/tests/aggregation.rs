@@ -26,18 +26,7 @@ fn write_config(root: &Path, url: &str, aggregation: &str) -> String {
     )
 }
 
-/// An event like the seed's sample `name`, at `location`, with `fields`
-/// set in its data.
-fn event(name: &str, location: &str, fields: Value) -> Value {
-    let mut e = bikeep_sample(name);
-    e.as_object_mut().unwrap().remove("hash");
-    let data = e["data"].as_object_mut().unwrap();
-    data.insert("location_id".into(), json!(location));
-    for (k, v) in fields.as_object().unwrap() {
-        data.insert(k.clone(), v.clone());
-    }
-    e
-}
+use hookhost_tests::seed_event as event;
 
 fn device(id: &str) -> Value {
     json!({"device_id": id, "device_nr": id})

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hookhost_tests::http::{Receiver, get, try_post};
-use hookhost_tests::{PATIENCE, Running, bikeep_sample, wait_until};
+use hookhost_tests::{PATIENCE, Running, seed_event, wait_until};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "Authorization: Bearer cluster-admin";
@@ -47,17 +47,6 @@ fn node_config(root: &std::path::Path, store_root: &std::path::Path, sink: &str)
 fn leads(api: SocketAddr) -> Option<bool> {
     let (status, ready) = hookhost_tests::http::try_get(api, "/readyz")?;
     (status == 200).then(|| ready["leading"].as_bool().unwrap_or(false))
-}
-
-fn seed_event(name: &str, location: &str, fields: Value) -> Value {
-    let mut e = bikeep_sample(name);
-    e.as_object_mut().unwrap().remove("hash");
-    let data = e["data"].as_object_mut().unwrap();
-    data.insert("location_id".into(), json!(location));
-    for (k, v) in fields.as_object().unwrap() {
-        data.insert(k.clone(), v.clone());
-    }
-    e
 }
 
 /// A standby takes events in (the leader, woken by its `NOTIFY`, delivers

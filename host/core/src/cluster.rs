@@ -25,7 +25,7 @@ use hookhost_plugin_runtime::{CANDIDATE_SUFFIX, Registry};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::intake::StoreIntake;
+use crate::intake::{SWEEP_PAGE, StoreIntake};
 use crate::store::{ClusterStore, NodeRecord, StoreError};
 
 /// This node's place in the cluster, as the HTTP layer and the node see it.
@@ -367,8 +367,8 @@ impl Membership {
     }
 
     /// Until dropped: heartbeats, taking the lead when it is free (then
-    /// `on_lead`, unless it led already), sweeping up other nodes' events while leading, and
-    /// noticing a lost lead.
+    /// `on_lead`, unless it led already), sweeping up other nodes' events
+    /// while leading, installing uploaded plugins, and noticing a lost lead.
     pub async fn run(
         self: Arc<Self>,
         config: Arc<Config>,
@@ -402,7 +402,7 @@ impl Membership {
                     // Full pages follow each other at once.
                     loop {
                         match intake.sweep().await {
-                            Ok(taken) if taken >= 1000 => continue,
+                            Ok(taken) if taken >= SWEEP_PAGE => continue,
                             Ok(_) => {
                                 sweep_failing = false;
                                 break;

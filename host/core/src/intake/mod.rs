@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use crate::model::{Remembered, StoredEvent};
 
 pub use journal_intake::JournalIntake;
-pub use store_intake::StoreIntake;
+pub use store_intake::{SWEEP_PAGE, StoreIntake};
 
 /// A boxed future, so that [`DurableIntake`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -27,7 +27,7 @@ use crate::worker::Accepted;
 const MAX_COMMIT_EVENTS: usize = 4096;
 
 /// Unfinished events taken per sweep at most.
-const SWEEP_PAGE: usize = 1000;
+pub const SWEEP_PAGE: usize = 1000;
 
 /// A request's events back from the committer, with which were new and
 /// whether they are this node's pipeline's.
