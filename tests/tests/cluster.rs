@@ -472,3 +472,125 @@ fn a_node_whose_subscriptions_disagree_refuses_to_start() {
     assert!(second.terminate(PATIENCE).success());
     assert!(first.terminate(PATIENCE).success());
 }
+
+/// The database stopped for 10 s under load (round-robin over three nodes)
+/// and started again: ingest answers 503 meanwhile (a 202 only follows a
+/// commit), every acknowledged event is delivered, and delivery resumes by
+/// itself, with one node leading.
+#[test]
+fn three_nodes_ride_out_the_database_stopped_for_ten_seconds() {
+    let pg = hookhost_tests::postgres::TestPostgres::private();
+    let receiver = Receiver::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "checkpoint_ms = 100\n",
+        &format!(
+            "[cluster]\ntakeover_ms = 300\n\
+             [[subscriptions]]\nid = \"sink\"\nurl = \"{}\"\ntypes = [\"*\"]\nenvelope = \"plain\"\n{}",
+            receiver.url("sink"),
+            pg.store_section(root.path())
+        ),
+    );
+    let mut nodes: Vec<(Running, SocketAddr)> = Vec::new();
+    for i in 0..3 {
+        let mut node = Running::start(&["serve", "--config", &config]);
+        node.wait_for(
+            &[if i == 0 {
+                "this node leads"
+            } else {
+                "another node leads"
+            }],
+            PATIENCE,
+        );
+        let api = node.api_addr(PATIENCE);
+        nodes.push((node, api));
+    }
+    let apis: Vec<SocketAddr> = nodes.iter().map(|(_, api)| *api).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (acknowledged event ids, 503 answers)
+    let seen = Arc::new(Mutex::new((Vec::<String>::new(), 0usize)));
+    let loader = {
+        let (stop, seen, apis) = (stop.clone(), seen.clone(), apis.clone());
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let event = json!({"type": "report", "data": {"n": n}}).to_string();
+                match try_post(apis[n % apis.len()], "/v1/events", event.as_bytes()) {
+                    Some((202, answer)) => seen
+                        .lock()
+                        .unwrap()
+                        .0
+                        .push(answer["ids"][0].as_str().unwrap().to_string()),
+                    Some((503, _)) => seen.lock().unwrap().1 += 1,
+                    other => panic!("ingest answered {other:?}"),
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let acknowledged = || seen.lock().unwrap().0.len();
+    assert!(wait_until(PATIENCE, || acknowledged() >= 200).is_some());
+    pg.stop();
+    let refusing = wait_until(PATIENCE, || seen.lock().unwrap().1 >= 10);
+    assert!(
+        refusing.is_some(),
+        "ingest never answered 503 with the database gone"
+    );
+    let before = acknowledged();
+    std::thread::sleep(Duration::from_secs(10));
+    // Nothing is acknowledged while nothing can commit (the loader sends
+    // one request at a time, and 503s were seen before `before`).
+    let during = acknowledged() - before;
+    pg.launch();
+    let back = acknowledged();
+    assert!(
+        wait_until(PATIENCE, || acknowledged() >= back + 200).is_some(),
+        "ingest did not come back after the database did"
+    );
+    stop.store(true, Ordering::SeqCst);
+    loader.join().unwrap();
+    let (ids, refused) = seen.lock().unwrap().clone();
+    let expected: BTreeSet<String> = ids
+        .iter()
+        .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
+        .collect();
+    let all = wait_until(Duration::from_secs(120), || {
+        let got: BTreeSet<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect();
+        expected.is_subset(&got)
+    });
+    assert!(
+        all.is_some(),
+        "acknowledged events were not delivered after the database came back"
+    );
+    assert_eq!(during, 0, "events acknowledged with the database stopped");
+    // One node leads; say whether the one that led before kept the lead.
+    let leading: Vec<usize> = wait_until(PATIENCE, || {
+        apis.iter().filter(|api| leads(**api) == Some(true)).count() == 1
+    })
+    .map(|_| {
+        (0..apis.len())
+            .filter(|i| leads(apis[*i]) == Some(true))
+            .collect()
+    })
+    .expect("no single leader after the database came back");
+    let running = apis.iter().filter(|api| leads(**api).is_some()).count();
+    println!(
+        "database stopped 10 s under load on 3 nodes: {} acknowledged, {refused} answered 503, \
+         {during} acknowledged while it was down; all delivered; node {} leads, {running} of 3 \
+         nodes running",
+        ids.len(),
+        leading[0]
+    );
+    for (node, api) in nodes {
+        if leads(api).is_some() {
+            assert!(node.terminate(PATIENCE).success());
+        }
+    }
+}

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,11 @@ pub struct Membership {
     leader: Mutex<Option<String>>,
     /// Set once another node took the lead from this one.
     deposed: watch::Sender<bool>,
+    /// Heartbeat rounds in a row that reached the database. A standby tries
+    /// to lead only after two: when the database comes back after an
+    /// outage, the node that led before takes its lead again at its first
+    /// round, instead of being deposed by a standby that was quicker.
+    rounds_ok: AtomicU32,
     /// Where uploaded plugins are installed on this node.
     plugins: Option<(Arc<Registry>, PathBuf)>,
     /// The version of each uploaded plugin this node has (hex SHA-256,
@@ -91,6 +96,9 @@ fn subscription_differences(ours: &serde_json::Value, theirs: &serde_json::Value
     }
     out
 }
+
+/// Good heartbeat rounds in a row a standby waits for before it tries to lead.
+const STANDBY_ROUNDS: u32 = 2;
 
 /// What the node does when it takes the lead (starts the worker and
 /// delivery), called once.
@@ -144,6 +152,7 @@ impl Membership {
             leading: AtomicBool::new(false),
             leader: Mutex::new(None),
             deposed: watch::channel(false).0,
+            rounds_ok: AtomicU32::new(STANDBY_ROUNDS),
             plugins,
             plugins_have: Mutex::new(HashMap::new()),
         }
@@ -431,8 +440,10 @@ impl Membership {
         let round = tokio::task::spawn_blocking(move || {
             let leads = if this.leads() {
                 store.still_leading(&this.id)?
-            } else {
+            } else if this.rounds_ok.load(Ordering::SeqCst) >= STANDBY_ROUNDS {
                 store.try_lead(&this.id)?
+            } else {
+                false
             };
             let was = this.leading.swap(leads, Ordering::SeqCst);
             store.heartbeat(&this.record())?;
@@ -447,6 +458,11 @@ impl Membership {
             Ok::<_, StoreError>((was, leads))
         })
         .await;
+        if matches!(round, Ok(Ok(_))) {
+            self.rounds_ok.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.rounds_ok.store(0, Ordering::SeqCst);
+        }
         match round {
             Ok(Ok((false, true))) => {
                 tracing::info!(node = %self.id, "this node leads: running the pipeline, windows and delivery");
