@@ -373,6 +373,15 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A peer gone without a word (a host down, a network cut) ends the
+        // connection within ~8 s rather than the system's two hours, so a
+        // leader cut off notices it lost its lock. (When the database frees
+        // that lock is up to the server's own `tcp_keepalives_*` settings.)
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("hookhost-postgres")
@@ -821,11 +830,25 @@ impl ClusterStore for PgStore {
 
     fn still_leading(&self, node: &str) -> Result<bool, StoreError> {
         let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
-        if self.epoch.load(Ordering::SeqCst) <= STANDBY {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if epoch <= STANDBY {
             return Ok(false);
         }
-        if owner.as_ref().is_some_and(|c| !c.is_closed()) {
-            return Ok(true);
+        // A round trip on the lock's own connection: a connection that only
+        // looks open (a half-open socket) fails here, and the epoch says
+        // whether another node took the lead meanwhile.
+        if let Some(client) = owner.as_ref().filter(|c| !c.is_closed()) {
+            match futures_executor::block_on(
+                client.query_one("SELECT epoch FROM leader WHERE id = 1", &[]),
+            ) {
+                Ok(row) if row.get::<_, i64>(0) == epoch => return Ok(true),
+                Ok(_) => {
+                    *owner = None;
+                    self.epoch.store(STANDBY, Ordering::SeqCst);
+                    return Ok(false);
+                }
+                Err(_) => *owner = None,
+            }
         }
         // The session holding the lock is gone (the database restarted, the
         // network broke): the lock went with it. Take it again unless
