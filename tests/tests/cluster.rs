@@ -43,6 +43,23 @@ fn node_config(root: &std::path::Path, store_root: &std::path::Path, sink: &str)
     )
 }
 
+/// Starts a node on `config` and waits until it says whether it leads
+/// (`first`: it must) and listens.
+fn start_node(config: &str, first: bool) -> (Running, SocketAddr) {
+    let mut node = Running::start(&["serve", "--config", config]);
+    // Said before the API listens.
+    node.wait_for(
+        &[if first {
+            "this node leads"
+        } else {
+            "another node leads"
+        }],
+        PATIENCE,
+    );
+    let api = node.api_addr(PATIENCE);
+    (node, api)
+}
+
 /// Whether the node at `api` says it leads (`None`: it does not answer).
 fn leads(api: SocketAddr) -> Option<bool> {
     let (status, ready) = hookhost_tests::http::try_get(api, "/readyz")?;
@@ -368,17 +385,7 @@ fn a_plugin_uploaded_to_the_leader_is_installed_on_every_node() {
     let mut nodes: Vec<(Running, SocketAddr)> = Vec::new();
     for (i, root) in roots.iter().enumerate() {
         let config = node_config(root.path(), store_root, &receiver.url("sink"));
-        let mut node = Running::start(&["serve", "--config", &config]);
-        node.wait_for(
-            &[if i == 0 {
-                "this node leads"
-            } else {
-                "another node leads"
-            }],
-            PATIENCE,
-        );
-        let api = node.api_addr(PATIENCE);
-        nodes.push((node, api));
+        nodes.push(start_node(&config, i == 0));
     }
     let serving = |api: SocketAddr| {
         let (_, metrics) = get(api, "/metrics", &[]);
@@ -495,17 +502,7 @@ fn three_nodes_ride_out_the_database_stopped_for_ten_seconds() {
     );
     let mut nodes: Vec<(Running, SocketAddr)> = Vec::new();
     for i in 0..3 {
-        let mut node = Running::start(&["serve", "--config", &config]);
-        node.wait_for(
-            &[if i == 0 {
-                "this node leads"
-            } else {
-                "another node leads"
-            }],
-            PATIENCE,
-        );
-        let api = node.api_addr(PATIENCE);
-        nodes.push((node, api));
+        nodes.push(start_node(&config, i == 0));
     }
     let apis: Vec<SocketAddr> = nodes.iter().map(|(_, api)| *api).collect();
     let stop = Arc::new(AtomicBool::new(false));
