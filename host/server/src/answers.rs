@@ -70,12 +70,18 @@ pub(crate) struct Delivery(pub Value);
 
 impl Delivery {
     pub(crate) fn of(job: &Job) -> Delivery {
-        let mut v = serde_json::to_value(job).unwrap_or_default();
-        if let Ok(data) = serde_json::from_str::<Value>(&job.data) {
-            v["data"] = data;
-        }
-        Delivery(v)
+        Delivery(with_data_as_json(job, &job.data))
     }
+}
+
+/// `record` as JSON with its `data` (JSON text) shown as the JSON value it
+/// holds (kept as text if it does not parse).
+fn with_data_as_json(record: &impl Serialize, data: &str) -> Value {
+    let mut v = serde_json::to_value(record).unwrap_or_default();
+    if let Ok(data) = serde_json::from_str::<Value>(data) {
+        v["data"] = data;
+    }
+    v
 }
 
 /// One delivery with the request its last attempt sent (or the next will),
@@ -318,11 +324,7 @@ pub(crate) struct Event(pub Value);
 
 impl Event {
     pub(crate) fn of(event: &hookhost_core::model::StoredEvent) -> Event {
-        let mut v = serde_json::to_value(event).unwrap_or_default();
-        if let Ok(data) = serde_json::from_str::<Value>(&event.data) {
-            v["data"] = data;
-        }
-        Event(v)
+        Event(with_data_as_json(event, &event.data))
     }
 }
 
