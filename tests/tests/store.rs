@@ -539,7 +539,7 @@ fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
         pg.psql(&format!(
             "SELECT max(version) FROM {schema}.schema_migrations"
         )),
-        "3"
+        "4"
     );
     // The event went through the pipeline: no longer marked as waiting.
     assert_eq!(
@@ -590,12 +590,12 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         said.trim(),
-        format!("schema {schema} migrated to version 3 (applied [1, 2, 3])")
+        format!("schema {schema} migrated to version 4 (applied [1, 2, 3, 4])")
     );
     let again = migrate();
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        format!("schema {schema} is at version 3: nothing to do")
+        format!("schema {schema} is at version 4: nothing to do")
     );
 
     hookhost_tests::postgres::shared().psql(&format!(
@@ -605,7 +605,7 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("is at version 99, newer than this hookhost knows (3)"),
+        err.contains("is at version 99, newer than this hookhost knows (4)"),
         "{err}"
     );
 }
@@ -685,8 +685,8 @@ fn a_lost_database_gives_503_and_nothing_acknowledged_is_lost() {
     assert_eq!(server.terminate(PATIENCE).code(), Some(0));
 }
 
-/// A second node on the same schema stands by (it does not deliver the
-/// first one's jobs again); `migrate` runs beside both.
+/// A second node on the same schema stands by (the pipeline runs on the
+/// first); `migrate` runs beside both.
 #[test]
 fn a_second_node_on_the_same_schema_stands_by() {
     use hookhost_tests::{PATIENCE, Running};
@@ -782,6 +782,7 @@ fn taking_the_lead_fences_the_previous_leader_and_takes_up_its_unfinished_events
             started_at_ms: 1,
             seen_at_ms: hookhost_core::clock::now_ms(),
             leading: true,
+            deliveries_held: 0,
         })
         .unwrap();
         two.nodes()
@@ -866,4 +867,106 @@ fn an_event_id_is_admitted_once_across_nodes_and_stays_unfinished_until_stored()
         .filter(|(l, r)| !**l && !**r)
         .count();
     assert_eq!((twice, never), (0, 0), "left {left:?}\nright {right:?}");
+}
+
+/// Shared delivery: two nodes claim the free jobs between them, never the
+/// same one and never an ordered one (the leader holds those); a node
+/// records states only of jobs it still holds; a node whose lease ran out
+/// loses its jobs to the other; a clean stop hands them over at once; a new
+/// leader adopts the ordered ones.
+#[test]
+fn nodes_claim_jobs_once_and_lose_them_when_their_lease_ends() {
+    use hookhost_core::model::OrderSlot;
+    use hookhost_core::store::{ClusterStore, DeliveryQueue, EventStore, NodeRecord};
+    let root = tempfile::tempdir().unwrap();
+    let pg = hookhost_tests::postgres::shared();
+    let schema = hookhost_tests::postgres::schema_for(root.path());
+    let open = |name: &str, lease_ms: u64| {
+        let store = Arc::new(
+            PgStore::open(&PgSettings {
+                url: pg.url(),
+                schema: schema.clone(),
+                pool_size: 2,
+            })
+            .unwrap(),
+        );
+        store.join(name, lease_ms).unwrap();
+        store
+            .heartbeat(&NodeRecord {
+                id: name.into(),
+                address: format!("http://{name}"),
+                started_at_ms: 1,
+                seen_at_ms: hookhost_core::clock::now_ms(),
+                leading: false,
+                deliveries_held: 0,
+            })
+            .unwrap();
+        store
+    };
+    // `a` has a lease of minutes; `b` one that has run out by its next use.
+    let (a, b) = (open("a", 600_000), open("b", 1));
+    assert!(a.try_lead("a").unwrap());
+    let pending = |id: &str| job(id, JobStatus::Pending, 1);
+    let mut ordered = pending("ordered");
+    ordered.order = Some(OrderSlot {
+        key: "k".into(),
+        seq: 1,
+    });
+    let mut jobs: Vec<Job> = (0..5).map(|i| pending(&format!("j{i}"))).collect();
+    jobs.push(ordered);
+    a.complete_pipeline(&made(jobs)).unwrap();
+    let known = ["s".to_string()];
+    let (la, lb) = (a.clone().leases().unwrap(), b.clone().leases().unwrap());
+    // Jobs of subscriptions a node does not know are left to others.
+    assert!(lb.claim(10, &["other".to_string()]).unwrap().is_empty());
+    let first = la.claim(3, &known).unwrap();
+    let second = lb.claim(10, &known).unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(
+        second.len(),
+        2,
+        "the two free jobs left; never the ordered one"
+    );
+    let mut both = ids(&first);
+    both.extend(ids(&second));
+    both.sort();
+    assert_eq!(both, ["j0", "j1", "j2", "j3", "j4"]);
+    assert!(la.claim(10, &known).unwrap().is_empty());
+
+    // States of a job another node holds are not recorded.
+    let mut theirs = second[0].clone();
+    theirs.status = JobStatus::Dead;
+    assert_eq!(la.record(std::slice::from_ref(&theirs)).unwrap(), 1);
+    assert_eq!(
+        a.job(&theirs.id).unwrap().unwrap().status,
+        JobStatus::Pending
+    );
+    // Its holder's are; a settled job is nobody's.
+    let mut done = first[0].clone();
+    done.status = JobStatus::Delivered;
+    assert_eq!(la.record(&[done.clone()]).unwrap(), 0);
+    assert_eq!(
+        a.job(&done.id).unwrap().unwrap().status,
+        JobStatus::Delivered
+    );
+
+    // `b` goes silent past its lease: `a` frees its two jobs and takes them;
+    // `b`'s late states of them are refused.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(la.free_expired().unwrap(), 2);
+    assert_eq!(ids(&la.claim(10, &known).unwrap()), ids(&second));
+    let mut late = second[1].clone();
+    late.status = JobStatus::Delivered;
+    assert_eq!(lb.record(&[late]).unwrap(), 1);
+
+    // A clean stop hands over at once what `a` held: its four pending
+    // jobs and, as the leader, the ordered one.
+    assert_eq!(la.release_mine().unwrap(), 5);
+    assert_eq!(lb.claim(10, &known).unwrap().len(), 4);
+    // The ordered job is the leader's; a new leader adopts it.
+    assert_eq!(lb.adopt_ordered().unwrap(), 1);
+    let holders = pg.psql(&format!(
+        "SELECT lease_node FROM {schema}.jobs WHERE id = 'ordered'"
+    ));
+    assert_eq!(holders, "b");
 }

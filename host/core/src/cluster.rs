@@ -104,6 +104,16 @@ const STANDBY_ROUNDS: u32 = 2;
 /// delivery), called once.
 pub type OnLead = Box<dyn FnOnce() + Send>;
 
+/// This node's name: `cluster.node_id`, or `<hostname>-<pid>`.
+pub fn node_id(config: &Config) -> String {
+    config.cluster.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
 impl Membership {
     /// A node alone with its store: it leads from the start.
     pub fn single(config: &Config) -> Arc<Membership> {
@@ -132,12 +142,7 @@ impl Membership {
         cluster: Option<Arc<dyn ClusterStore>>,
         plugins: Option<(Arc<Registry>, PathBuf)>,
     ) -> Membership {
-        let id = config.cluster.node_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "node".into());
-            format!("{host}-{}", std::process::id())
-        });
+        let id = node_id(config);
         let address = config
             .cluster
             .advertise
@@ -333,6 +338,8 @@ impl Membership {
             started_at_ms: self.started_at_ms,
             seen_at_ms: crate::clock::now_ms(),
             leading: self.leads(),
+            // Counted by the store when listing.
+            deliveries_held: 0,
         }
     }
 

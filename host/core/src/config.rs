@@ -195,6 +195,10 @@ pub struct ClusterConfig {
     /// How often the leader looks for events other nodes admitted, besides
     /// being woken by their `NOTIFY` (a safety net, not the usual path).
     pub sweep_ms: u64,
+    /// How long a node's hold on the deliveries it claimed lasts without a
+    /// heartbeat: after a node dies, others take its deliveries this long
+    /// after its last heartbeat (or at once after a clean stop).
+    pub lease_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -204,6 +208,7 @@ impl Default for ClusterConfig {
             advertise: None,
             takeover_ms: 1000,
             sweep_ms: 1000,
+            lease_ms: 5000,
         }
     }
 }
@@ -761,6 +766,13 @@ impl Config {
         }
         if config.cluster.takeover_ms == 0 || config.cluster.sweep_ms == 0 {
             return Err("cluster.takeover_ms and cluster.sweep_ms must be at least 1".into());
+        }
+        if config.cluster.lease_ms < 2 * config.cluster.takeover_ms {
+            // Renewed every heartbeat: one missed beat must not lose it.
+            return Err(format!(
+                "cluster.lease_ms ({}) must be at least twice cluster.takeover_ms ({})",
+                config.cluster.lease_ms, config.cluster.takeover_ms
+            ));
         }
         if config.server.checkpoint_ms == 0 {
             return Err("server.checkpoint_ms must be at least 1".into());

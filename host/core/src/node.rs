@@ -107,7 +107,7 @@ impl Node {
         })?;
         let store = open_store(&config)?;
         if let Some(cluster) = store.clone().cluster() {
-            cluster.join();
+            cluster.join(&crate::cluster::node_id(&config), config.cluster.lease_ms)?;
         }
         // Once, for a store made before deliveries were indexed for listing.
         match store.index_for_listing() {
@@ -300,6 +300,9 @@ impl Node {
         } else {
             Some(Box::new(on_lead))
         };
+        // Shared delivery runs on every node, leading or not.
+        self.deliverer
+            .share(Duration::from_millis(self.config.cluster.sweep_ms));
         let cluster = self.store_intake.as_ref().map(|intake| {
             tokio::spawn(
                 self.membership
@@ -361,8 +364,14 @@ impl Running {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        let delivering = leader_tasks.is_some() || self.deliverer.shares();
+        let mut retention = None;
         if let Some(tasks) = leader_tasks {
+            // The worker's last jobs first: they go to delivery.
             let _ = tasks.worker.await;
+            retention = Some(tasks.retention);
+        }
+        if delivering {
             let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
             if !self.deliverer.shutdown(grace).await {
                 tracing::warn!(
@@ -370,8 +379,10 @@ impl Running {
                     "attempts still in flight at the deadline; they resume at next start"
                 );
             }
-            tasks.retention.abort();
-            let _ = tasks.retention.await;
+        }
+        if let Some(retention) = retention {
+            retention.abort();
+            let _ = retention.await;
         }
         self.upkeep.abort();
         let _ = self.upkeep.await;

@@ -125,15 +125,23 @@ impl Subscriptions {
         Ok(list)
     }
 
-    /// Reads the stored subscriptions again (a node taking the lead: the
-    /// previous leader may have changed them).
+    /// Reads the stored subscriptions again (a node taking the lead, or
+    /// delivering beside the leader: the leader may have changed them).
+    /// An unchanged list is kept as it is, so what delivery built per
+    /// subscription (in-flight limits, rate buckets) stays.
     pub fn reload(&self) -> Result<(), StoreError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
         let _change = self.change.lock().unwrap_or_else(|p| p.into_inner());
         let list = Subscriptions::read(&self.config, &**store)?;
-        self.current.store(Arc::new(SubscriptionSet::new(list)));
+        let unchanged = {
+            let current = self.current.load();
+            current.list.len() == list.len() && current.list.iter().zip(&list).all(|(a, b)| a == b)
+        };
+        if !unchanged {
+            self.current.store(Arc::new(SubscriptionSet::new(list)));
+        }
         Ok(())
     }
 

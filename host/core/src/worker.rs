@@ -227,7 +227,7 @@ impl Worker {
                         && !from_ingest.is_closed()
                     {
                         for job in ready.drain(..) {
-                            deliverer.submit(job);
+                            deliverer.take_new(job);
                         }
                         tokio::time::sleep(STORE_RETRY).await;
                         let (this, failed) = (self.clone(), std::mem::take(failed));
@@ -246,7 +246,7 @@ impl Worker {
                 Ok(Ok(jobs)) => {
                     tick_failing = false;
                     for job in jobs {
-                        deliverer.submit(job);
+                        deliverer.take_new(job);
                     }
                 }
                 Ok(Err(e)) => {

@@ -45,7 +45,7 @@ use crate::model::{EndpointHealth, Job, JobStatus, OnDead, StoredEvent, WhenDisa
 use crate::operational;
 use crate::sign;
 use crate::ssrf::TargetPolicy;
-use crate::store::{Store, StoreError};
+use crate::store::{JobLeases, Store, StoreError};
 use crate::subscriptions::Subscriptions;
 use hookhost_plugin_runtime::Event;
 use std::sync::atomic::Ordering;
@@ -140,7 +140,17 @@ pub struct Deliverer {
     /// Attempt times, retry times and endpoint health run on it (tests move
     /// it to see a failure streak of days).
     clock: Arc<dyn Clock>,
+    /// On a store shared by a cluster: jobs are claimed from it (every
+    /// node delivers), and states recorded only for jobs still held.
+    leases: Option<Arc<dyn JobLeases>>,
 }
+
+/// Most jobs claimed in one round trip: a burst is shared between the
+/// nodes woken by it rather than taken whole by the first.
+const CLAIM_CHUNK: usize = 256;
+
+/// How soon a node whose room ran out looks for free jobs again.
+const BACKLOG_CLAIM: Duration = Duration::from_millis(100);
 
 /// Takes an operational event to accept like an ingested one.
 type OperationalSink = Box<dyn Fn(StoredEvent) + Send + Sync>;
@@ -187,6 +197,7 @@ impl Deliverer {
         );
         let client = client::build(policy.clone(), config.delivery.max_in_flight_per_host);
         let live = JobsInMemory::default();
+        let leases = store.clone().leases();
         Arc::new(Deliverer {
             client,
             subscriptions,
@@ -196,7 +207,7 @@ impl Deliverer {
             per_host: config.delivery.max_in_flight_per_host,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
-            states: StateWriter::start(store.clone(), live.clone()),
+            states: StateWriter::start(store.clone(), leases.clone(), live.clone()),
             live,
             max_live: config.delivery.max_jobs_in_memory,
             overflow: Default::default(),
@@ -206,6 +217,7 @@ impl Deliverer {
             failing_after: config.delivery.failing_after_attempts,
             clock,
             store,
+            leases,
         })
     }
 
@@ -345,6 +357,95 @@ impl Deliverer {
             .then_some(found)
     }
 
+    /// Takes a job the pipeline or a window just stored. Shared delivery
+    /// leaves an unordered one to whichever node claims it first (the
+    /// store told them all); this node holds the ordered ones.
+    pub fn take_new(self: &Arc<Self>, job: Job) {
+        if self.leases.is_some() && job.order.is_none() {
+            return;
+        }
+        self.submit(job);
+    }
+
+    /// Whether jobs are claimed from a store other nodes deliver from too.
+    pub fn shares(&self) -> bool {
+        self.leases.is_some()
+    }
+
+    /// On a shared store: claims free jobs (as this node has room for
+    /// them) whenever the store says some became free, and every `poll`
+    /// frees the jobs of nodes whose lease ran out and reads the
+    /// subscriptions again (the leader may have changed them).
+    pub fn share(self: &Arc<Self>, poll: Duration) {
+        let Some(leases) = self.leases.clone() else {
+            return;
+        };
+        let this = self.clone();
+        let claimable = leases.claimable();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(poll);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            // Free jobs were left for want of room: look again as tasks end.
+            let mut backlog = false;
+            loop {
+                let polled = tokio::select! {
+                    _ = this.stop.cancelled() => return,
+                    () = claimable.notified() => false,
+                    _ = ticker.tick() => true,
+                    _ = tokio::time::sleep(BACKLOG_CLAIM), if backlog => false,
+                };
+                let (me, leases) = (this.clone(), leases.clone());
+                let claimed = tokio::task::spawn_blocking(move || {
+                    if polled {
+                        me.subscriptions.reload()?;
+                        let freed = leases.free_expired()?;
+                        if freed > 0 {
+                            tracing::info!(
+                                jobs = freed,
+                                "deliveries of a node gone silent are free again"
+                            );
+                        }
+                    }
+                    let room = me.max_live.saturating_sub(lock(&me.live).len());
+                    let want = room.min(CLAIM_CHUNK);
+                    if want == 0 {
+                        return Ok((Vec::new(), want));
+                    }
+                    let known: Vec<String> = me
+                        .subscriptions
+                        .current()
+                        .iter()
+                        .map(|s| s.id.clone())
+                        .collect();
+                    Ok::<_, StoreError>((leases.claim(want, &known)?, want))
+                })
+                .await;
+                match claimed {
+                    Ok(Ok((jobs, want))) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("claiming deliveries again");
+                        }
+                        let full = jobs.len() == want;
+                        this.submit_all(jobs);
+                        backlog = full && want < CLAIM_CHUNK;
+                        if full && want == CLAIM_CHUNK {
+                            // More may wait: another round at once.
+                            claimable.notify_one();
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot claim deliveries; retried");
+                        }
+                        failing = true;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
     /// [`Deliverer::submit`] for many at once: ordered ones all take their
     /// places before any of their lanes moves.
     pub fn submit_all(self: &Arc<Self>, jobs: Vec<Job>) {
@@ -428,7 +529,10 @@ impl Deliverer {
     fn start(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>) {
         {
             let mut live = lock(&self.live);
-            if live.contains(&job.id) || (lane.is_none() && live.len() >= self.max_live) {
+            // Claimed jobs came as room allowed; any other held by this
+            // node (a re-send) is delivered here or by nobody.
+            let full = lane.is_none() && self.leases.is_none() && live.len() >= self.max_live;
+            if live.contains(&job.id) || full {
                 drop(live);
                 match lane {
                     // Re-sent while its earlier task ends: back in its
@@ -490,9 +594,14 @@ impl Deliverer {
 
     /// Loads the store's pending jobs (all of them, up to the memory bound;
     /// the rest as room frees up): at start, and when submits overflowed.
+    /// On a shared store only the ordered jobs (the others are claimed:
+    /// [`Deliverer::share`]).
     pub fn resume(self: &Arc<Self>) {
         self.overflow.store(true, Ordering::SeqCst);
         self.clone().open_lanes();
+        if self.leases.is_some() {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(100));
@@ -548,6 +657,11 @@ impl Deliverer {
             loop {
                 let this = self.clone();
                 let registered = tokio::task::spawn_blocking(move || {
+                    // A node taking the lead takes the lanes over: the
+                    // previous leader's states of them are refused from now.
+                    if let Some(leases) = &this.leases {
+                        leases.adopt_ordered()?;
+                    }
                     let subs = this.subscriptions.current();
                     if !subs.iter().any(|s| s.ordering.is_some()) {
                         return Ok(());
@@ -682,6 +796,20 @@ impl Deliverer {
         self.tasks.close();
         let finished = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
         self.states.sync().await;
+        if let Some(leases) = self.leases.clone() {
+            // The other nodes take what this one held now, not when its
+            // lease would run out.
+            match tokio::task::spawn_blocking(move || leases.release_mine()).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(jobs = n, "deliveries left to the other nodes")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot hand deliveries over; others take them when this node's lease ends")
+                }
+                Err(_) => {}
+            }
+        }
         finished
     }
 

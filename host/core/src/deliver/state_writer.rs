@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::model::{EndpointHealth, Job};
-use crate::store::Store;
+use crate::store::{JobLeases, Store, StoreError};
 
 use super::{JobsInMemory, lock};
 
@@ -58,8 +58,35 @@ fn release(live: &JobsInMemory, released: &[String]) {
     }
 }
 
+/// Stores job states: as they are, or, on a shared store, those of jobs
+/// this node still holds (one another node took over is that node's now).
+fn record(
+    store: &dyn Store,
+    leases: Option<&dyn JobLeases>,
+    jobs: &[Job],
+) -> Result<(), StoreError> {
+    let Some(leases) = leases else {
+        return store.update_jobs(jobs);
+    };
+    let lost = leases.record(jobs)?;
+    if lost > 0 {
+        tracing::info!(
+            jobs = lost,
+            "deliveries another node took over meanwhile; their states here are not recorded"
+        );
+    }
+    Ok(())
+}
+
 impl StateWriter {
-    pub(super) fn start(store: Arc<dyn Store>, live: JobsInMemory) -> StateWriter {
+    /// With `leases` (a store shared by a cluster) only states of jobs this
+    /// node still holds are recorded: one another node took over (this
+    /// node's lease ran out) is that node's now.
+    pub(super) fn start(
+        store: Arc<dyn Store>,
+        leases: Option<Arc<dyn JobLeases>>,
+        live: JobsInMemory,
+    ) -> StateWriter {
         let (to_thread, writes) = std::sync::mpsc::channel::<StateWrite>();
         let spawned = std::thread::Builder::new()
             .name("job-states".into())
@@ -102,7 +129,7 @@ impl StateWriter {
                         };
                     }
                     if !jobs.is_empty()
-                        && let Err(e) = store.update_jobs(&jobs)
+                        && let Err(e) = record(&*store, leases.as_deref(), &jobs)
                     {
                         if !failing {
                             tracing::error!(error = %e, jobs = jobs.len(), "cannot record delivery states; retried until the store writes");

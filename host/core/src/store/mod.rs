@@ -276,8 +276,10 @@ pub struct NodeRecord {
     pub started_at_ms: u64,
     /// Its last heartbeat.
     pub seen_at_ms: u64,
-    /// Whether it leads: runs the pipeline, windows, timers and delivery.
+    /// Whether it leads: runs the pipeline, windows and timers.
     pub leading: bool,
+    /// Deliveries it holds (claimed, pending); filled by [`ClusterStore::nodes`].
+    pub deliveries_held: u64,
 }
 
 /// A store that several nodes share. One node leads at a time; taking the
@@ -285,10 +287,12 @@ pub struct NodeRecord {
 /// and delivery-state writes (they fail once another node leads), so
 /// windows close and outages confirm once across the cluster.
 pub trait ClusterStore: Send + Sync {
-    /// Makes this store a running node's: from now on its pipeline, window
-    /// and job-state writes need the lead. Tools that read or repair a
-    /// store (tests, `hookhost migrate`) do not join.
-    fn join(&self);
+    /// Makes this store node `node`'s: from now on its pipeline and window
+    /// writes need the lead, and its delivery states a lease on each job
+    /// ([`JobLeases`]), renewed by its heartbeat and lasting `lease_ms`.
+    /// Jobs an earlier process of the same name held are freed. Tools that
+    /// read or repair a store (tests, `hookhost migrate`) do not join.
+    fn join(&self, node: &str, lease_ms: u64) -> Result<(), StoreError>;
     /// Takes the lead if no live node has it; whether this node leads now.
     fn try_lead(&self, node: &str) -> Result<bool, StoreError>;
     /// Whether this node still leads. After a lost connection it takes the
@@ -299,7 +303,8 @@ pub trait ClusterStore: Send + Sync {
     /// up (PostgreSQL `LISTEN`/`NOTIFY`; a lost connection is made again,
     /// and notifies once made, so nothing admitted meanwhile waits).
     fn admissions(&self) -> std::sync::Arc<tokio::sync::Notify>;
-    /// Records this node as alive (and forgets nodes gone for an hour).
+    /// Records this node as alive and renews its leases (and forgets
+    /// nodes gone for an hour that hold nothing).
     fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
     /// Every node seen in the last hour.
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
@@ -323,6 +328,30 @@ pub trait ClusterStore: Send + Sync {
         name: &str,
         candidate: bool,
     ) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Delivery shared by the nodes of a cluster: each node claims pending jobs
+/// (never one another node holds), delivers them and records their states
+/// only while it still holds them. A node's hold lasts while its heartbeat
+/// renews it; the jobs of a node whose lease ran out are freed for the
+/// others. Ordered jobs are never claimed: they wait in the leader's lanes.
+pub trait JobLeases: Send + Sync {
+    /// Claims up to `max` pending, unordered jobs that no node holds, of
+    /// the subscriptions in `known`.
+    fn claim(&self, max: usize, known: &[String]) -> Result<Vec<Job>, StoreError>;
+    /// Records the states of jobs this node still holds (a settled job is
+    /// held by nobody after this); returns how many it no longer held and
+    /// so did not record.
+    fn record(&self, jobs: &[Job]) -> Result<usize, StoreError>;
+    /// Frees the jobs of nodes whose lease ran out; returns how many.
+    fn free_expired(&self) -> Result<usize, StoreError>;
+    /// Frees every job this node holds (a clean stop: others take them at once).
+    fn release_mine(&self) -> Result<usize, StoreError>;
+    /// Takes every pending ordered job (a node that took the lead).
+    fn adopt_ordered(&self) -> Result<usize, StoreError>;
+    /// Notified when jobs became free to claim (`LISTEN`/`NOTIFY`; also
+    /// once per connection made, so nothing sent meanwhile is missed).
+    fn claimable(&self) -> std::sync::Arc<tokio::sync::Notify>;
 }
 
 /// A plugin uploaded to the cluster, as [`ClusterStore::shared_plugins`] lists it.
@@ -370,6 +399,12 @@ pub trait Store:
     /// The store as several nodes' shared one, if it can be; `None`: one
     /// node owns it (sled's files are locked by their process).
     fn cluster(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn ClusterStore>> {
+        None
+    }
+
+    /// The store's delivery shared between nodes, once a node joined it
+    /// ([`ClusterStore::join`]); `None`: this node delivers every job.
+    fn leases(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn JobLeases>> {
         None
     }
 }

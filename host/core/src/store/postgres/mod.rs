@@ -26,8 +26,8 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{
     Admitted, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired, Expiring,
-    IdempotencyStore, JobPage, JobQuery, NodeRecord, RetentionStore, SharedPlugin, Store,
-    StoreError, StoreStats, SubscriptionStore, WindowStore,
+    IdempotencyStore, JobLeases, JobPage, JobQuery, NodeRecord, RetentionStore, SharedPlugin,
+    Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
@@ -125,7 +125,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cluster: leader epoch, pipeline claims, nodes",
         include_str!("migrations/0003_cluster.sql"),
     ),
+    (
+        4,
+        "cluster: job leases, work shared between nodes",
+        include_str!("migrations/0004_job_leases.sql"),
+    ),
 ];
+
+/// The database's clock in ms: leases are compared with one clock,
+/// whatever the nodes' own say.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Rows read per round trip where a scan filters in Rust.
 const CHUNK: i64 = 1000;
@@ -169,6 +178,11 @@ pub struct PgStore {
     owner: Mutex<Option<Client>>,
     /// Woken by other nodes' admissions (see [`ClusterStore::admissions`]).
     admissions: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
+    /// Woken when jobs become free to claim (see [`JobLeases::claimable`]).
+    claimable: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
+    /// The node this store is part of, and how long its leases last (ms),
+    /// once it joined.
+    node: std::sync::OnceLock<(String, i64)>,
     /// That connection's server process id (0: none).
     owner_pid: std::sync::atomic::AtomicI32,
 }
@@ -235,11 +249,24 @@ fn cursor(at: i64, id: &str) -> String {
 }
 
 const UPSERT_JOBS: &str = "INSERT INTO jobs \
-     (id, subscription_id, created_at_ms, status, expiring, settled_at_ms, body) \
+     (id, subscription_id, created_at_ms, status, expiring, settled_at_ms, body, lease_node, \
+      ordered) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                          $6::bigint[], $7::text[]) \
+                          $6::bigint[], $7::text[], $8::text[], $9::bool[]) \
      ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
-     expiring = EXCLUDED.expiring, settled_at_ms = EXCLUDED.settled_at_ms, body = EXCLUDED.body";
+     expiring = EXCLUDED.expiring, settled_at_ms = EXCLUDED.settled_at_ms, body = EXCLUDED.body, \
+     lease_node = EXCLUDED.lease_node, ordered = EXCLUDED.ordered";
+
+/// Who holds jobs written with [`UPSERT_JOBS`] (pending ones; a settled job
+/// is held by nobody).
+#[derive(Clone, Copy)]
+enum Holder<'a> {
+    /// Nobody: free to claim, except ordered ones, which `node` (the
+    /// leader, whose lanes they wait in) holds.
+    OrderedBy(Option<&'a str>),
+    /// All of them: `node` delivers them itself (a re-send on the leader).
+    All(Option<&'a str>),
+}
 
 /// Jobs as the columns of [`UPSERT_JOBS`].
 #[derive(Default)]
@@ -251,12 +278,25 @@ struct JobRows {
     expiring: Vec<Option<&'static str>>,
     settled: Vec<Option<i64>>,
     body: Vec<String>,
+    lease: Vec<Option<String>>,
+    ordered: Vec<bool>,
 }
 
 impl JobRows {
-    fn of<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Result<JobRows, StoreError> {
+    fn of<'a>(
+        jobs: impl IntoIterator<Item = &'a Job>,
+        holder: Holder<'_>,
+    ) -> Result<JobRows, StoreError> {
         let mut rows = JobRows::default();
         for job in last_wins(jobs, |j| &j.id) {
+            let ordered = job.order.is_some();
+            let lease = match holder {
+                _ if job.status != JobStatus::Pending => None,
+                Holder::OrderedBy(node) => node.filter(|_| ordered),
+                Holder::All(node) => node,
+            };
+            rows.lease.push(lease.map(str::to_string));
+            rows.ordered.push(ordered);
             let expiring = Expiring::of(job.status);
             rows.id.push(job.id.clone());
             rows.subscription.push(job.subscription_id.clone());
@@ -281,11 +321,19 @@ impl JobRows {
                     &self.expiring,
                     &self.settled,
                     &self.body,
+                    &self.lease,
+                    &self.ordered,
                 ],
             )
             .await?;
         }
         Ok(())
+    }
+
+    /// Whether any of them is free to claim.
+    fn any_claimable(&self) -> bool {
+        (0..self.id.len())
+            .any(|i| self.status[i] == "pending" && self.lease[i].is_none() && !self.ordered[i])
     }
 }
 
@@ -400,6 +448,8 @@ impl PgStore {
             epoch: AtomicI64::new(TOOL),
             owner_pid: std::sync::atomic::AtomicI32::new(0),
             admissions: std::sync::OnceLock::new(),
+            claimable: std::sync::OnceLock::new(),
+            node: std::sync::OnceLock::new(),
             owner: Mutex::new(None),
         };
         let applied = store.run(async |c| migrate(c, &settings.schema).await)?;
@@ -469,6 +519,33 @@ impl PgStore {
                 Err(e.into())
             }
         }
+    }
+
+    /// The node this store joined as, if it did.
+    fn node_name(&self) -> Option<&str> {
+        self.node.get().map(|(name, _)| name.as_str())
+    }
+
+    /// The `NOTIFY` channel of jobs becoming free to claim.
+    fn jobs_channel(&self) -> String {
+        format!("hookhost_jobs_{}", self.schema)
+    }
+
+    /// A `Notify` woken by `channel`'s notifications (one listening
+    /// connection per channel, made again when lost).
+    fn listener(
+        &self,
+        cell: &std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
+        channel: String,
+    ) -> std::sync::Arc<tokio::sync::Notify> {
+        cell.get_or_init(|| {
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            if let Some(runtime) = &self.runtime {
+                runtime.spawn(listen(self.config.clone(), channel, wake.clone()));
+            }
+            wake
+        })
+        .clone()
     }
 
     /// The `NOTIFY` channel of this schema's admissions.
@@ -593,10 +670,24 @@ impl PgStore {
     }
 }
 
+/// Tells every node (at commit) that `jobs` holds some to claim.
+async fn notify_if_claimable(
+    tx: &tokio_postgres::Transaction<'_>,
+    jobs: &JobRows,
+    channel: &str,
+) -> Result<(), StoreError> {
+    if jobs.any_claimable() {
+        tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+    }
+    Ok(())
+}
+
 /// Writes one pipeline batch's rows in `tx`.
 async fn write_processed(
     tx: &tokio_postgres::Transaction<'_>,
     processed: &[Processed],
+    jobs: &JobRows,
+    jobs_channel: &str,
 ) -> Result<(), StoreError> {
     let events = last_wins(processed.iter().map(|p| &p.event), |e| &e.id);
     if !events.is_empty() {
@@ -617,9 +708,8 @@ async fn write_processed(
         )
         .await?;
     }
-    JobRows::of(processed.iter().flat_map(|p| &p.jobs))?
-        .upsert(tx)
-        .await?;
+    jobs.upsert(tx).await?;
+    notify_if_claimable(tx, jobs, jobs_channel).await?;
     let members: Vec<&WindowMember> = processed.iter().flat_map(|p| &p.window_members).collect();
     if !members.is_empty() {
         let mut by_key: HashMap<(i64, String, &str), String> = HashMap::new();
@@ -675,10 +765,15 @@ impl EventStore for PgStore {
             return Ok(());
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
+        let jobs = JobRows::of(
+            processed.iter().flat_map(|p| &p.jobs),
+            Holder::OrderedBy(self.node_name()),
+        )?;
+        let channel = self.jobs_channel();
         self.run(async |c| {
             let tx = c.transaction().await?;
             fence(&tx, epoch).await?;
-            write_processed(&tx, processed).await?;
+            write_processed(&tx, processed, &jobs, &channel).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -814,8 +909,17 @@ impl EventInbox for PgStore {
 }
 
 impl ClusterStore for PgStore {
-    fn join(&self) {
+    fn join(&self, node: &str, lease_ms: u64) -> Result<(), StoreError> {
         self.join_cluster();
+        let lease_ms = ms(lease_ms);
+        let _ = self.node.set((node.to_string(), lease_ms));
+        // A process of the same name that ended without a clean stop left
+        // its jobs held: nothing delivers them now.
+        let freed = self.release_mine()?;
+        if freed > 0 {
+            tracing::info!(node = %node, jobs = freed, "deliveries an earlier process of this node held are free again");
+        }
+        Ok(())
     }
 
     fn try_lead(&self, node: &str) -> Result<bool, StoreError> {
@@ -864,34 +968,27 @@ impl ClusterStore for PgStore {
     }
 
     fn admissions(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.admissions
-            .get_or_init(|| {
-                let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-                if let Some(runtime) = &self.runtime {
-                    runtime.spawn(listen(
-                        self.config.clone(),
-                        self.admission_channel(),
-                        wake.clone(),
-                    ));
-                }
-                wake
-            })
-            .clone()
+        self.listener(&self.admissions, self.admission_channel())
     }
 
     fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let lease_ms = self.node.get().map_or(0, |(_, lease)| *lease);
         self.run(async |c| {
             c.execute(
-                "INSERT INTO nodes (id, address, started_at_ms, seen_at_ms, is_leader) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
-                 seen_at_ms = EXCLUDED.seen_at_ms, is_leader = EXCLUDED.is_leader",
+                &format!(
+                    "INSERT INTO nodes (id, address, started_at_ms, seen_at_ms, is_leader, \
+                     lease_until_ms) VALUES ($1, $2, $3, $4, $5, {DB_NOW_MS} + $6) \
+                     ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
+                     seen_at_ms = EXCLUDED.seen_at_ms, is_leader = EXCLUDED.is_leader, \
+                     lease_until_ms = EXCLUDED.lease_until_ms"
+                ),
                 &[
                     &node.id,
                     &node.address,
                     &ms(node.started_at_ms),
                     &ms(node.seen_at_ms),
                     &node.leading,
+                    &lease_ms,
                 ],
             )
             .await?;
@@ -904,7 +1001,8 @@ impl ClusterStore for PgStore {
                 .await?;
             }
             c.execute(
-                "DELETE FROM nodes WHERE seen_at_ms < $1",
+                "DELETE FROM nodes WHERE seen_at_ms < $1 AND NOT EXISTS ( \
+                     SELECT 1 FROM jobs WHERE lease_node = nodes.id AND status = 'pending')",
                 &[&ms(node.seen_at_ms.saturating_sub(NODE_FORGOTTEN_MS))],
             )
             .await?;
@@ -994,8 +1092,9 @@ impl ClusterStore for PgStore {
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = self.run(async |c| {
             Ok(c.query(
-                "SELECT id, address, started_at_ms, seen_at_ms, is_leader FROM nodes \
-                     ORDER BY id",
+                "SELECT id, address, started_at_ms, seen_at_ms, is_leader, \
+                     (SELECT count(*) FROM jobs WHERE lease_node = nodes.id AND status = 'pending') \
+                 FROM nodes ORDER BY id",
                 &[],
             )
             .await?)
@@ -1008,8 +1107,124 @@ impl ClusterStore for PgStore {
                 started_at_ms: unms(row.get(2)),
                 seen_at_ms: unms(row.get(3)),
                 leading: row.get(4),
+                deliveries_held: u64::try_from(row.get::<_, i64>(5)).unwrap_or(0),
             })
             .collect())
+    }
+}
+
+impl JobLeases for PgStore {
+    fn claim(&self, max: usize, known: &[String]) -> Result<Vec<Job>, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Ok(Vec::new());
+        };
+        let rows = self.run(async |c| {
+            Ok(c.query(
+                "UPDATE jobs SET lease_node = $1 WHERE id IN ( \
+                     SELECT id FROM jobs \
+                     WHERE status = 'pending' AND lease_node IS NULL AND NOT ordered \
+                       AND subscription_id = ANY($3) \
+                     LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING body",
+                &[&node, &ms(max as u64), &known],
+            )
+            .await?)
+        })?;
+        rows.iter()
+            .map(|row| Ok(serde_json::from_str(row.get::<_, &str>(0))?))
+            .collect()
+    }
+
+    fn record(&self, jobs: &[Job]) -> Result<usize, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Err(StoreError("this store is not a node's".into()));
+        };
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let rows = JobRows::of(jobs, Holder::All(None))?;
+        let written = self.run(async |c| {
+            Ok(c.execute(
+                "UPDATE jobs SET status = u.status, expiring = u.expiring, \
+                     settled_at_ms = u.settled, body = u.body, \
+                     lease_node = CASE WHEN u.status = 'pending' THEN jobs.lease_node END \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) \
+                     AS u(id, status, expiring, settled, body) \
+                 WHERE jobs.id = u.id AND jobs.lease_node = $6",
+                &[
+                    &rows.id,
+                    &rows.status,
+                    &rows.expiring,
+                    &rows.settled,
+                    &rows.body,
+                    &node,
+                ],
+            )
+            .await?)
+        })?;
+        Ok(rows.id.len().saturating_sub(written as usize))
+    }
+
+    fn free_expired(&self) -> Result<usize, StoreError> {
+        let channel = self.jobs_channel();
+        let freed = self.run(async |c| {
+            let tx = c.transaction().await?;
+            let freed = tx
+                .execute(
+                    &format!(
+                        "UPDATE jobs SET lease_node = NULL WHERE status = 'pending' \
+                         AND lease_node IN (SELECT id FROM nodes WHERE lease_until_ms < {DB_NOW_MS})"
+                    ),
+                    &[],
+                )
+                .await?;
+            if freed > 0 {
+                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+            }
+            tx.commit().await?;
+            Ok(freed)
+        })?;
+        Ok(freed as usize)
+    }
+
+    fn release_mine(&self) -> Result<usize, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Ok(0);
+        };
+        let channel = self.jobs_channel();
+        let freed = self.run(async |c| {
+            let tx = c.transaction().await?;
+            let freed = tx
+                .execute(
+                    "UPDATE jobs SET lease_node = NULL WHERE status = 'pending' AND lease_node = $1",
+                    &[&node],
+                )
+                .await?;
+            if freed > 0 {
+                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+            }
+            tx.commit().await?;
+            Ok(freed)
+        })?;
+        Ok(freed as usize)
+    }
+
+    fn adopt_ordered(&self) -> Result<usize, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Ok(0);
+        };
+        let adopted = self.run(async |c| {
+            Ok(c.execute(
+                "UPDATE jobs SET lease_node = $1 WHERE status = 'pending' AND ordered",
+                &[&node],
+            )
+            .await?)
+        })?;
+        Ok(adopted as usize)
+    }
+
+    fn claimable(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.listener(&self.claimable, self.jobs_channel())
     }
 }
 
@@ -1018,7 +1233,9 @@ impl DeliveryQueue for PgStore {
         if jobs.is_empty() {
             return Ok(());
         }
-        let rows = JobRows::of(jobs)?;
+        // Written on the leader (a re-send, an endpoint enabled again),
+        // which delivers them itself.
+        let rows = JobRows::of(jobs, Holder::All(self.node_name()))?;
         let epoch = self.epoch.load(Ordering::SeqCst);
         self.run(async |c| {
             let tx = c.transaction().await?;
@@ -1243,11 +1460,13 @@ impl WindowStore for PgStore {
             groups.push(m.group_hash());
             ids.push(m.event_id.as_str());
         }
-        let rows = JobRows::of(jobs)?;
+        let rows = JobRows::of(jobs, Holder::OrderedBy(self.node_name()))?;
         let epoch = self.epoch.load(Ordering::SeqCst);
+        let channel = self.jobs_channel();
         self.run(async |c| {
             let tx = c.transaction().await?;
             fence(&tx, epoch).await?;
+            notify_if_claimable(&tx, &rows, &channel).await?;
             if !ids.is_empty() {
                 tx.execute(
                     "DELETE FROM window_members w \
@@ -1472,6 +1691,10 @@ impl Store for PgStore {
     /// Events are accepted straight into the database: no journal.
     fn inbox(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn EventInbox>> {
         Some(self)
+    }
+
+    fn leases(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn JobLeases>> {
+        self.node.get().is_some().then_some(self)
     }
 
     fn cluster(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn ClusterStore>> {
