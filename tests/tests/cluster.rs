@@ -174,6 +174,11 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
         })
         .collect();
 
+    // The leader knows all three deliver (it keeps a third of its new
+    // deliveries for itself, and leaves the rest to claims).
+    nodes[0]
+        .0
+        .wait_for(&["nodes delivering", "nodes=3"], PATIENCE);
     let events: Vec<Value> = (0..60)
         .map(|n| json!({"type": "report", "data": {"n": n}}))
         .collect();
@@ -206,7 +211,9 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
     let seen = wait_until(PATIENCE, || holding_standby().is_some());
     assert!(
         seen.is_some(),
-        "no standby ever held a delivery: delivery is not shared"
+        "no standby ever held a delivery: delivery is not shared; {:#}; {} delivered",
+        get(nodes[0].1, "/v1/cluster", &[ADMIN]).1,
+        receiver.count("sink")
     );
     // Held still (its slow answers take a while), or by the other standby.
     let (holder, held) = holding_standby().expect("a standby holds deliveries");

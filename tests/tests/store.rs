@@ -914,9 +914,12 @@ fn nodes_claim_jobs_once_and_lose_them_when_their_lease_ends() {
     });
     let mut jobs: Vec<Job> = (0..5).map(|i| pending(&format!("j{i}"))).collect();
     jobs.push(ordered);
-    a.complete_pipeline(&made(jobs)).unwrap();
     let known = ["s".to_string()];
     let (la, lb) = (a.clone().leases().unwrap(), b.clone().leases().unwrap());
+    // The leader, without room, keeps none of its new jobs for itself.
+    la.keep_new(false);
+    a.complete_pipeline(&made(jobs)).unwrap();
+    assert!(!la.kept("j0"));
     // Jobs of subscriptions a node does not know are left to others.
     assert!(lb.claim(10, &["other".to_string()]).unwrap().is_empty());
     let first = la.claim(3, &known).unwrap();
@@ -969,4 +972,22 @@ fn nodes_claim_jobs_once_and_lose_them_when_their_lease_ends() {
         "SELECT lease_node FROM {schema}.jobs WHERE id = 'ordered'"
     ));
     assert_eq!(holders, "b");
+
+    // With room, and alone alive (`b`'s lease ran out), the leader keeps
+    // every new job for itself: none is left to claim.
+    la.keep_new(true);
+    a.heartbeat(&NodeRecord {
+        id: "a".into(),
+        address: "http://a".into(),
+        started_at_ms: 1,
+        seen_at_ms: hookhost_core::clock::now_ms(),
+        leading: true,
+        deliveries_held: 0,
+    })
+    .unwrap();
+    a.complete_pipeline(&made(vec![pending("k0"), pending("k1")]))
+        .unwrap();
+    assert!(la.kept("k0") && la.kept("k1"));
+    assert!(!la.kept("k0"), "asked once");
+    assert!(lb.claim(10, &known).unwrap().is_empty());
 }

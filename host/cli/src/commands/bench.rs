@@ -9,7 +9,8 @@
 //! ingest-to-delivery percentiles, how many were delivered when the last
 //! POST returned, and the server's RSS and CPU per delivery (from /proc).
 //! `--data DIR` keeps the data folder across runs (and after), so a run can
-//! start on the history of the ones before.
+//! start on the history of the ones before. `--nodes N` (with `--postgres`)
+//! runs N servers on one schema; RSS and CPU are then the nodes' sums.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,10 @@ pub struct BenchOptions {
     /// each run gets a fresh schema (one schema for all with `--data`).
     #[arg(long)]
     pub postgres: Option<String>,
+    /// Run this many nodes on the PostgreSQL schema (`--postgres`), the
+    /// clients spread over them round-robin: a cluster on one machine.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 /// How long the deliveries may take after the last POST before the run is
@@ -270,7 +275,7 @@ async fn post(client: &Client<HttpConnector, Full<Bytes>>, api: SocketAddr, body
     }
 }
 
-async fn load(options: &BenchOptions, api: SocketAddr, sink: &Sink) -> RunResult {
+async fn load(options: &BenchOptions, apis: &[SocketAddr], sink: &Sink) -> RunResult {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let client: Client<HttpConnector, Full<Bytes>> =
@@ -283,8 +288,9 @@ async fn load(options: &BenchOptions, api: SocketAddr, sink: &Sink) -> RunResult
         Duration::from_secs_f64(options.clients as f64 * options.batch as f64 / rate.max(1) as f64)
     });
     let tasks: Vec<_> = (0..options.clients)
-        .map(|_| {
+        .map(|i| {
             let (client, next, refused, pad) = (client.clone(), next.clone(), refused.clone(), pad.clone());
+            let api = apis[i % apis.len()];
             let (total, batch) = (options.events, options.batch as u64);
             tokio::spawn(async move {
                 let mut answers_us = Vec::new();
@@ -363,8 +369,12 @@ async fn load(options: &BenchOptions, api: SocketAddr, sink: &Sink) -> RunResult
 
 pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        options.clients > 0 && options.batch > 0 && options.runs > 0,
-        "--clients, --batch and --runs must be at least 1"
+        options.clients > 0 && options.batch > 0 && options.runs > 0 && options.nodes > 0,
+        "--clients, --batch, --runs and --nodes must be at least 1"
+    );
+    anyhow::ensure!(
+        options.nodes == 1 || options.postgres.is_some(),
+        "--nodes needs --postgres: nodes share a PostgreSQL schema"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -386,10 +396,10 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
             .data
             .as_ref()
             .map_or(String::new(), |d| format!(", data kept in {}", d.display())),
-        if options.postgres.is_some() {
-            ", store on PostgreSQL"
-        } else {
-            ""
+        match (&options.postgres, options.nodes) {
+            (None, _) => String::new(),
+            (Some(_), 1) => ", store on PostgreSQL".into(),
+            (Some(_), n) => format!(", {n} nodes on one PostgreSQL schema"),
         }
     );
     println!(
@@ -414,14 +424,28 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
                 toml_string(url)
             ));
         }
-        let server = Server::start(&run_dir, &data, receiver, &extra)?;
-        let pid = server.pid();
-        let cpu_before = cpu_ms(pid);
-        let mut result = runtime.block_on(load(&options, server.api, &sink));
-        result.rss_mib = rss_kib(pid) as f64 / 1024.0;
+        let mut servers = Vec::with_capacity(options.nodes);
+        for node in 0..options.nodes {
+            let (dir, data) = match options.nodes {
+                1 => (run_dir.clone(), data.clone()),
+                _ => (
+                    run_dir.join(format!("node{node}")),
+                    data.join(format!("node{node}")),
+                ),
+            };
+            servers.push(Server::start(&dir, &data, receiver, &extra)?);
+        }
+        let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+        let apis: Vec<SocketAddr> = servers.iter().map(|s| s.api).collect();
+        let cpu_before: u64 = pids.iter().map(|&pid| cpu_ms(pid)).sum();
+        let mut result = runtime.block_on(load(&options, &apis, &sink));
+        result.rss_mib = pids.iter().map(|&pid| rss_kib(pid)).sum::<u64>() as f64 / 1024.0;
+        let cpu_after: u64 = pids.iter().map(|&pid| cpu_ms(pid)).sum();
         result.cpu_ms_per_delivery =
-            (cpu_ms(pid).saturating_sub(cpu_before)) as f64 / result.delivered.max(1) as f64;
-        server.stop()?;
+            cpu_after.saturating_sub(cpu_before) as f64 / result.delivered.max(1) as f64;
+        for server in servers {
+            server.stop()?;
+        }
         let expected = options.events - result.refused;
         all_delivered &= result.delivered >= expected;
         println!(

@@ -359,9 +359,13 @@ impl Deliverer {
 
     /// Takes a job the pipeline or a window just stored. Shared delivery
     /// leaves an unordered one to whichever node claims it first (the
-    /// store told them all); this node holds the ordered ones.
+    /// store told them all) unless it was written as this node's share;
+    /// this node holds the ordered ones.
     pub fn take_new(self: &Arc<Self>, job: Job) {
-        if self.leases.is_some() && job.order.is_none() {
+        if let Some(leases) = &self.leases
+            && job.order.is_none()
+            && !leases.kept(&job.id)
+        {
             return;
         }
         self.submit(job);
@@ -408,6 +412,7 @@ impl Deliverer {
                         }
                     }
                     let room = me.max_live.saturating_sub(lock(&me.live).len());
+                    leases.keep_new(room > 0);
                     let want = room.min(CLAIM_CHUNK);
                     if want == 0 {
                         return Ok((Vec::new(), want));

@@ -352,6 +352,13 @@ pub trait JobLeases: Send + Sync {
     /// Notified when jobs became free to claim (`LISTEN`/`NOTIFY`; also
     /// once per connection made, so nothing sent meanwhile is missed).
     fn claimable(&self) -> std::sync::Arc<tokio::sync::Notify>;
+    /// Whether this node has room for new jobs of its own: while it does,
+    /// the leader's pipeline and windows write its share of their new jobs
+    /// (one in as many as nodes are alive) as held by it, no claim needed.
+    fn keep_new(&self, room: bool);
+    /// Whether `job_id`, a new job the pipeline or a window just wrote,
+    /// was written as held by this node (asked once per job).
+    fn kept(&self, job_id: &str) -> bool;
 }
 
 /// A plugin uploaded to the cluster, as [`ClusterStore::shared_plugins`] lists it.

@@ -183,6 +183,13 @@ pub struct PgStore {
     /// The node this store is part of, and how long its leases last (ms),
     /// once it joined.
     node: std::sync::OnceLock<(String, i64)>,
+    /// Nodes alive at the last heartbeat: the leader keeps one in this many
+    /// of its new jobs for itself.
+    alive_nodes: std::sync::atomic::AtomicU32,
+    /// Whether this node's delivery has room for new jobs of its own.
+    keeping: std::sync::atomic::AtomicBool,
+    /// New jobs written as held by this node, until its delivery takes them.
+    kept: Mutex<std::collections::HashSet<String>>,
     /// That connection's server process id (0: none).
     owner_pid: std::sync::atomic::AtomicI32,
 }
@@ -261,9 +268,10 @@ const UPSERT_JOBS: &str = "INSERT INTO jobs \
 /// is held by nobody).
 #[derive(Clone, Copy)]
 enum Holder<'a> {
-    /// Nobody: free to claim, except ordered ones, which `node` (the
-    /// leader, whose lanes they wait in) holds.
-    OrderedBy(Option<&'a str>),
+    /// New jobs of the leader `node`: it holds the ordered ones (they wait
+    /// in its lanes) and those `keeps` picks (its share, delivered without
+    /// a claim); the rest are free to claim.
+    New(Option<&'a str>, &'a dyn Fn(&Job) -> bool),
     /// All of them: `node` delivers them itself (a re-send on the leader).
     All(Option<&'a str>),
 }
@@ -292,7 +300,7 @@ impl JobRows {
             let ordered = job.order.is_some();
             let lease = match holder {
                 _ if job.status != JobStatus::Pending => None,
-                Holder::OrderedBy(node) => node.filter(|_| ordered),
+                Holder::New(node, keeps) => node.filter(|_| ordered || keeps(job)),
                 Holder::All(node) => node,
             };
             rows.lease.push(lease.map(str::to_string));
@@ -328,6 +336,13 @@ impl JobRows {
             .await?;
         }
         Ok(())
+    }
+
+    /// The unordered ones written as held (by the node writing them).
+    fn held_unordered(&self) -> impl Iterator<Item = &String> {
+        (0..self.id.len())
+            .filter(|&i| self.lease[i].is_some() && !self.ordered[i])
+            .map(|i| &self.id[i])
     }
 
     /// Whether any of them is free to claim.
@@ -450,6 +465,9 @@ impl PgStore {
             admissions: std::sync::OnceLock::new(),
             claimable: std::sync::OnceLock::new(),
             node: std::sync::OnceLock::new(),
+            alive_nodes: std::sync::atomic::AtomicU32::new(1),
+            keeping: std::sync::atomic::AtomicBool::new(true),
+            kept: Mutex::new(Default::default()),
             owner: Mutex::new(None),
         };
         let applied = store.run(async |c| migrate(c, &settings.schema).await)?;
@@ -519,6 +537,26 @@ impl PgStore {
                 Err(e.into())
             }
         }
+    }
+
+    /// Whether this node keeps `job`, one of its new ones, for itself: its
+    /// share (one in as many as nodes are alive, by id) while it has room.
+    fn keeps(&self, job: &Job) -> bool {
+        if !self.keeping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let nodes = self.alive_nodes.load(Ordering::SeqCst).max(1);
+        // FNV-1a: spreads ids evenly, the same on every build.
+        let hash = job.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        hash % u64::from(nodes) == 0
+    }
+
+    /// Notes the new jobs written as this node's, for its delivery to take.
+    fn note_kept(&self, rows: &JobRows) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.extend(rows.held_unordered().cloned());
     }
 
     /// The node this store joined as, if it did.
@@ -765,9 +803,10 @@ impl EventStore for PgStore {
             return Ok(());
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
+        let keeps = |job: &Job| self.keeps(job);
         let jobs = JobRows::of(
             processed.iter().flat_map(|p| &p.jobs),
-            Holder::OrderedBy(self.node_name()),
+            Holder::New(self.node_name(), &keeps),
         )?;
         let channel = self.jobs_channel();
         self.run(async |c| {
@@ -776,7 +815,9 @@ impl EventStore for PgStore {
             write_processed(&tx, processed, &jobs, &channel).await?;
             tx.commit().await?;
             Ok(())
-        })
+        })?;
+        self.note_kept(&jobs);
+        Ok(())
     }
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -999,6 +1040,16 @@ impl ClusterStore for PgStore {
                     &[&node.id],
                 )
                 .await?;
+            }
+            let alive = c
+                .query_one(
+                    &format!("SELECT count(*) FROM nodes WHERE lease_until_ms > {DB_NOW_MS}"),
+                    &[],
+                )
+                .await?;
+            let alive = u32::try_from(alive.get::<_, i64>(0)).unwrap_or(1).max(1);
+            if self.alive_nodes.swap(alive, Ordering::SeqCst) != alive {
+                tracing::info!(nodes = alive, "nodes delivering");
             }
             c.execute(
                 "DELETE FROM nodes WHERE seen_at_ms < $1 AND NOT EXISTS ( \
@@ -1225,6 +1276,17 @@ impl JobLeases for PgStore {
 
     fn claimable(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.listener(&self.claimable, self.jobs_channel())
+    }
+
+    fn keep_new(&self, room: bool) {
+        self.keeping.store(room, Ordering::SeqCst);
+    }
+
+    fn kept(&self, job_id: &str) -> bool {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job_id)
     }
 }
 
@@ -1460,7 +1522,8 @@ impl WindowStore for PgStore {
             groups.push(m.group_hash());
             ids.push(m.event_id.as_str());
         }
-        let rows = JobRows::of(jobs, Holder::OrderedBy(self.node_name()))?;
+        let keeps = |job: &Job| self.keeps(job);
+        let rows = JobRows::of(jobs, Holder::New(self.node_name(), &keeps))?;
         let epoch = self.epoch.load(Ordering::SeqCst);
         let channel = self.jobs_channel();
         self.run(async |c| {
@@ -1485,7 +1548,9 @@ impl WindowStore for PgStore {
             .await?;
             tx.commit().await?;
             Ok(())
-        })
+        })?;
+        self.note_kept(&rows);
+        Ok(())
     }
 
     fn window_member_count(&self) -> Result<usize, StoreError> {
