@@ -143,6 +143,10 @@ pub struct Deliverer {
     /// On a store shared by a cluster: jobs are claimed from it (every
     /// node delivers), and states recorded only for jobs still held.
     leases: Option<Arc<dyn JobLeases>>,
+    /// Jobs held by this node that it had no room for, to free.
+    no_room: std::sync::Mutex<Vec<String>>,
+    /// Wakes the claim loop ([`Deliverer::share`]).
+    claim_round: Arc<tokio::sync::Notify>,
 }
 
 /// Most jobs claimed in one round trip: a burst is shared between the
@@ -218,6 +222,8 @@ impl Deliverer {
             clock,
             store,
             leases,
+            no_room: Default::default(),
+            claim_round: Default::default(),
         })
     }
 
@@ -396,11 +402,23 @@ impl Deliverer {
                 let polled = tokio::select! {
                     _ = this.stop.cancelled() => return,
                     () = claimable.notified() => false,
+                    () = this.claim_round.notified() => false,
                     _ = ticker.tick() => true,
                     _ = tokio::time::sleep(BACKLOG_CLAIM), if backlog => false,
                 };
                 let (me, leases) = (this.clone(), leases.clone());
                 let claimed = tokio::task::spawn_blocking(move || {
+                    let unheld =
+                        std::mem::take(&mut *me.no_room.lock().unwrap_or_else(|p| p.into_inner()));
+                    if !unheld.is_empty()
+                        && let Err(e) = leases.release(&unheld)
+                    {
+                        me.no_room
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend(unheld);
+                        return Err(e);
+                    }
                     if polled {
                         me.subscriptions.reload()?;
                         let freed = leases.free_expired()?;
@@ -534,9 +552,7 @@ impl Deliverer {
     fn start(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>) {
         {
             let mut live = lock(&self.live);
-            // Claimed jobs came as room allowed; any other held by this
-            // node (a re-send) is delivered here or by nobody.
-            let full = lane.is_none() && self.leases.is_none() && live.len() >= self.max_live;
+            let full = lane.is_none() && live.len() >= self.max_live;
             if live.contains(&job.id) || full {
                 drop(live);
                 match lane {
@@ -553,7 +569,17 @@ impl Deliverer {
                     }
                     // A job with a task still (a re-send of it) is loaded
                     // again once that task's state is stored.
-                    None => self.overflow.store(true, Ordering::SeqCst),
+                    None if self.leases.is_none() => self.overflow.store(true, Ordering::SeqCst),
+                    // Held by this node (its share of new ones, a re-send):
+                    // freed for whichever node has room.
+                    // The claim loop frees them (retried until it can).
+                    None => {
+                        self.no_room
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(job.id.clone());
+                        self.claim_round.notify_one();
+                    }
                 }
                 return;
             }

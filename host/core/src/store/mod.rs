@@ -347,6 +347,8 @@ pub trait JobLeases: Send + Sync {
     fn free_expired(&self) -> Result<usize, StoreError>;
     /// Frees every job this node holds (a clean stop: others take them at once).
     fn release_mine(&self) -> Result<usize, StoreError>;
+    /// Frees these jobs if this node holds them (it has no room for them).
+    fn release(&self, ids: &[String]) -> Result<usize, StoreError>;
     /// Takes every pending ordered job (a node that took the lead).
     fn adopt_ordered(&self) -> Result<usize, StoreError>;
     /// Notified when jobs became free to claim (`LISTEN`/`NOTIFY`; also

@@ -1260,6 +1260,29 @@ impl JobLeases for PgStore {
         Ok(freed as usize)
     }
 
+    fn release(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Ok(0);
+        };
+        let channel = self.jobs_channel();
+        let freed = self.run(async |c| {
+            let tx = c.transaction().await?;
+            let freed = tx
+                .execute(
+                    "UPDATE jobs SET lease_node = NULL \
+                     WHERE id = ANY($1) AND lease_node = $2 AND status = 'pending'",
+                    &[&ids, &node],
+                )
+                .await?;
+            if freed > 0 {
+                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+            }
+            tx.commit().await?;
+            Ok(freed)
+        })?;
+        Ok(freed as usize)
+    }
+
     fn adopt_ordered(&self) -> Result<usize, StoreError> {
         let Some(node) = self.node_name() else {
             return Ok(0);
