@@ -394,46 +394,56 @@ impl Membership {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
-        let mut beat = tokio::time::interval(Duration::from_millis(config.cluster.takeover_ms));
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Heartbeats run on their own: a long sweep (pages of events while
+        // the pipeline backlog is full) must never hold up the renewal of
+        // this node's lease, or the others would free its deliveries.
+        let beats = async {
+            let mut beat = tokio::time::interval(Duration::from_millis(config.cluster.takeover_ms));
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+                if !self.clone().beat(&cluster, &mut on_lead).await {
+                    return;
+                }
+            }
+        };
         // Other nodes' admissions wake the sweep; the ticker catches
         // anything a lost notification would leave waiting.
-        let admitted = cluster.admissions();
-        let mut sweep = tokio::time::interval(Duration::from_millis(config.cluster.sweep_ms));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sweep_failing = false;
-        loop {
-            tokio::select! {
-                _ = beat.tick() => {
-                    if !self.clone().beat(&cluster, &mut on_lead).await {
-                        return;
-                    }
+        let sweeps = async {
+            let admitted = cluster.admissions();
+            let mut sweep = tokio::time::interval(Duration::from_millis(config.cluster.sweep_ms));
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sweep_failing = false;
+            loop {
+                tokio::select! {
+                    _ = sweep.tick() => {}
+                    () = admitted.notified() => {}
                 }
-                _ = async {
-                    tokio::select! {
-                        _ = sweep.tick() => {}
-                        () = admitted.notified() => {}
-                    }
-                }, if self.leads() => {
-                    // Full pages follow each other at once.
-                    loop {
-                        match intake.sweep().await {
-                            Ok(taken) if taken >= SWEEP_PAGE => continue,
-                            Ok(_) => {
-                                sweep_failing = false;
-                                break;
+                if !self.leads() {
+                    continue;
+                }
+                // Full pages follow each other at once.
+                loop {
+                    match intake.sweep().await {
+                        Ok(taken) if taken >= SWEEP_PAGE => continue,
+                        Ok(_) => {
+                            sweep_failing = false;
+                            break;
+                        }
+                        Err(e) => {
+                            if !sweep_failing {
+                                tracing::warn!(error = %e, "cannot take up other nodes' events; retried");
                             }
-                            Err(e) => {
-                                if !sweep_failing {
-                                    tracing::warn!(error = %e, "cannot take up other nodes' events; retried");
-                                }
-                                sweep_failing = true;
-                                break;
-                            }
+                            sweep_failing = true;
+                            break;
                         }
                     }
                 }
             }
+        };
+        tokio::select! {
+            () = beats => {}
+            () = sweeps => {}
         }
     }
 

@@ -184,10 +184,11 @@ pub enum StoreBackend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// This node's name in the node list; unset: `<hostname>-<pid>`.
+    /// This node's name in the node list (or `env:NAME`); unset:
+    /// `<hostname>-<pid>`. Unique per running process.
     pub node_id: Option<String>,
     /// The URL other nodes' clients are sent to for this node's management
-    /// API when it leads; unset: `http://<server.listen>`.
+    /// API when it leads (or `env:NAME`); unset: `http://<server.listen>`.
     pub advertise: Option<String>,
     /// How often a standby tries to take the lead (and every node records
     /// its heartbeat).
@@ -739,6 +740,13 @@ impl Config {
         config.aggregation.validate()?;
         config.retention.validate()?;
         config.store.validate()?;
+        // Per-node values in a config file every node shares (containers).
+        if let Some(id) = &mut config.cluster.node_id {
+            from_env(id, "cluster.node_id")?;
+        }
+        if let Some(address) = &mut config.cluster.advertise {
+            from_env(address, "cluster.advertise")?;
+        }
         let targets = config.delivery.target_policy()?;
         let mut ids = std::collections::HashSet::new();
         for (i, sub) in config.subscriptions.iter().enumerate() {
@@ -861,6 +869,10 @@ mod tests {
                 && err.contains("HOOKHOST_TEST_UNSET_SEED is not set"),
             "{err}"
         );
+        let c =
+            Config::parse("[cluster]\nnode_id = \"env:PATH\"\nadvertise = \"env:PATH\"\n").unwrap();
+        assert_eq!(c.cluster.node_id, std::env::var("PATH").ok());
+        assert_eq!(c.cluster.advertise, std::env::var("PATH").ok());
         let err = Config::parse(&config("s", "env:HOOKHOST_TEST_UNSET_SECRET")).unwrap_err();
         assert!(
             err.contains(".secrets: environment variable HOOKHOST_TEST_UNSET_SECRET"),
