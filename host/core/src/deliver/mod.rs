@@ -27,6 +27,7 @@ mod health;
 mod order;
 mod rate;
 mod retry;
+mod share;
 mod shown;
 mod state_writer;
 mod test_event;
@@ -146,15 +147,8 @@ pub struct Deliverer {
     /// Jobs held by this node that it had no room for, to free.
     no_room: std::sync::Mutex<Vec<String>>,
     /// Wakes the claim loop ([`Deliverer::share`]).
-    claim_round: Arc<tokio::sync::Notify>,
+    claim_now: Arc<tokio::sync::Notify>,
 }
-
-/// Most jobs claimed in one round trip: a burst is shared between the
-/// nodes woken by it rather than taken whole by the first.
-const CLAIM_CHUNK: usize = 256;
-
-/// How soon a node whose room ran out looks for free jobs again.
-const BACKLOG_CLAIM: Duration = Duration::from_millis(100);
 
 /// Takes an operational event to accept like an ingested one.
 type OperationalSink = Box<dyn Fn(StoredEvent) + Send + Sync>;
@@ -223,7 +217,7 @@ impl Deliverer {
             store,
             leases,
             no_room: Default::default(),
-            claim_round: Default::default(),
+            claim_now: Default::default(),
         })
     }
 
@@ -363,112 +357,6 @@ impl Deliverer {
             .then_some(found)
     }
 
-    /// Takes a job the pipeline or a window just stored. Shared delivery
-    /// leaves an unordered one to whichever node claims it first (the
-    /// store told them all) unless it was written as this node's share;
-    /// this node holds the ordered ones.
-    pub fn take_new(self: &Arc<Self>, job: Job) {
-        if let Some(leases) = &self.leases
-            && job.order.is_none()
-            && !leases.kept(&job.id)
-        {
-            return;
-        }
-        self.submit(job);
-    }
-
-    /// Whether jobs are claimed from a store other nodes deliver from too.
-    pub fn shares(&self) -> bool {
-        self.leases.is_some()
-    }
-
-    /// On a shared store: claims free jobs (as this node has room for
-    /// them) whenever the store says some became free, and every `poll`
-    /// frees the jobs of nodes whose lease ran out and reads the
-    /// subscriptions again (the leader may have changed them).
-    pub fn share(self: &Arc<Self>, poll: Duration) {
-        let Some(leases) = self.leases.clone() else {
-            return;
-        };
-        let this = self.clone();
-        let claimable = leases.claimable();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(poll);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            // Free jobs were left for want of room: look again as tasks end.
-            let mut backlog = false;
-            loop {
-                let polled = tokio::select! {
-                    _ = this.stop.cancelled() => return,
-                    () = claimable.notified() => false,
-                    () = this.claim_round.notified() => false,
-                    _ = ticker.tick() => true,
-                    _ = tokio::time::sleep(BACKLOG_CLAIM), if backlog => false,
-                };
-                let (me, leases) = (this.clone(), leases.clone());
-                let claimed = tokio::task::spawn_blocking(move || {
-                    let unheld =
-                        std::mem::take(&mut *me.no_room.lock().unwrap_or_else(|p| p.into_inner()));
-                    if !unheld.is_empty()
-                        && let Err(e) = leases.release(&unheld)
-                    {
-                        me.no_room
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .extend(unheld);
-                        return Err(e);
-                    }
-                    if polled {
-                        me.subscriptions.reload()?;
-                        let freed = leases.free_expired()?;
-                        if freed > 0 {
-                            tracing::info!(
-                                jobs = freed,
-                                "deliveries of a node gone silent are free again"
-                            );
-                        }
-                    }
-                    let room = me.max_live.saturating_sub(lock(&me.live).len());
-                    leases.keep_new(room > 0);
-                    let want = room.min(CLAIM_CHUNK);
-                    if want == 0 {
-                        return Ok((Vec::new(), want));
-                    }
-                    let known: Vec<String> = me
-                        .subscriptions
-                        .current()
-                        .iter()
-                        .map(|s| s.id.clone())
-                        .collect();
-                    Ok::<_, StoreError>((leases.claim(want, &known)?, want))
-                })
-                .await;
-                match claimed {
-                    Ok(Ok((jobs, want))) => {
-                        if std::mem::take(&mut failing) {
-                            tracing::info!("claiming deliveries again");
-                        }
-                        let full = jobs.len() == want;
-                        this.submit_all(jobs);
-                        backlog = full && want < CLAIM_CHUNK;
-                        if full && want == CLAIM_CHUNK {
-                            // More may wait: another round at once.
-                            claimable.notify_one();
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        if !failing {
-                            tracing::warn!(error = %e, "cannot claim deliveries; retried");
-                        }
-                        failing = true;
-                    }
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-
     /// [`Deliverer::submit`] for many at once: ordered ones all take their
     /// places before any of their lanes moves.
     pub fn submit_all(self: &Arc<Self>, jobs: Vec<Job>) {
@@ -567,19 +455,13 @@ impl Deliverer {
                             this.advance(&lane, None);
                         });
                     }
-                    // A job with a task still (a re-send of it) is loaded
-                    // again once that task's state is stored.
+                    // Waits in the store: loaded again by a refill (a job
+                    // with a task still, a re-send, once that task's state
+                    // is stored).
                     None if self.leases.is_none() => self.overflow.store(true, Ordering::SeqCst),
                     // Held by this node (its share of new ones, a re-send):
                     // freed for whichever node has room.
-                    // The claim loop frees them (retried until it can).
-                    None => {
-                        self.no_room
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(job.id.clone());
-                        self.claim_round.notify_one();
-                    }
+                    None => self.free_for_others(job.id),
                 }
                 return;
             }
@@ -690,20 +572,33 @@ impl Deliverer {
                 let registered = tokio::task::spawn_blocking(move || {
                     // A node taking the lead takes the lanes over: the
                     // previous leader's states of them are refused from now.
-                    if let Some(leases) = &this.leases {
-                        leases.adopt_ordered()?;
-                    }
+                    let adopted = match &this.leases {
+                        Some(leases) => leases.adopt_ordered()?,
+                        None => 0,
+                    };
                     let subs = this.subscriptions.current();
-                    if !subs.iter().any(|s| s.ordering.is_some()) {
-                        return Ok(());
+                    if adopted == 0 && !subs.iter().any(|s| s.ordering.is_some()) {
+                        return Ok(Vec::new());
                     }
-                    this.store
-                        .pending_jobs_except(usize::MAX, &|_| false, &|job| {
-                            if let Some((lane, seq)) = this.lane_of(job) {
-                                this.lanes.enqueue(&lane, seq, &job.id);
-                            }
-                            false // ids only: nothing collected
-                        })?;
+                    // On a shared store, ordered jobs of a subscription that
+                    // no longer orders become unordered ones, held by this
+                    // node (nobody claims ordered ones); elsewhere the
+                    // refill loads them.
+                    let (mut unlaned, _) =
+                        this.store
+                            .pending_jobs_except(usize::MAX, &|_| false, &|job| {
+                                match this.lane_of(job) {
+                                    Some((lane, seq)) => {
+                                        this.lanes.enqueue(&lane, seq, &job.id);
+                                        false // ids only
+                                    }
+                                    None => this.leases.is_some() && job.order.is_some(),
+                                }
+                            })?;
+                    for job in &mut unlaned {
+                        job.order = None;
+                    }
+                    this.store.update_jobs(&unlaned)?;
                     let holds = |id: &str| {
                         subs.get(id).is_some_and(|s| {
                             s.ordering
@@ -720,11 +615,16 @@ impl Deliverer {
                             }
                         }
                     }
-                    Ok::<_, StoreError>(())
+                    Ok::<_, StoreError>(unlaned)
                 })
                 .await;
                 match registered {
-                    Ok(Ok(())) => break,
+                    Ok(Ok(unlaned)) => {
+                        for job in unlaned {
+                            self.start(job, None);
+                        }
+                        break;
+                    }
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "cannot load ordered deliveries; retried")
                     }
