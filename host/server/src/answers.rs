@@ -47,6 +47,9 @@ pub(crate) struct ClusterView {
     pub leader: Option<String>,
     /// Deliveries still to send, cluster-wide.
     pub pending_deliveries: u64,
+    /// Events acknowledged but not yet through the pipeline, cluster-wide:
+    /// how far the pipeline is behind ingest.
+    pub unfinished_events: u64,
     /// Nodes seen in the last hour.
     pub nodes: Vec<ClusterNode>,
 }

@@ -22,10 +22,14 @@ pub(super) async fn cluster(State(app): State<App>) -> Response {
     let read = blocking(move || {
         let nodes = membership.nodes()?;
         let pending = store.pending_count()?;
-        Ok::<_, hookhost_core::store::StoreError>((nodes, pending))
+        let unfinished = match store.clone().inbox() {
+            Some(inbox) => inbox.unfinished_count()?,
+            None => 0,
+        };
+        Ok::<_, hookhost_core::store::StoreError>((nodes, pending, unfinished))
     })
     .await;
-    let (nodes, pending) = match read {
+    let (nodes, pending, unfinished) = match read {
         Ok(Ok(read)) => read,
         Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => return e.into_response(),
@@ -46,6 +50,7 @@ pub(super) async fn cluster(State(app): State<App>) -> Response {
         leading: app.membership.leads(),
         leader: app.membership.leader_address(),
         pending_deliveries: pending as u64,
+        unfinished_events: unfinished as u64,
         nodes,
     })
     .into_response()
