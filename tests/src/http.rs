@@ -187,6 +187,14 @@ impl Receiver {
             .collect()
     }
 
+    /// The distinct `webhook-id`s of every request received.
+    pub fn webhook_ids(&self) -> std::collections::BTreeSet<String> {
+        self.received()
+            .iter()
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect()
+    }
+
     pub fn count(&self, path: &str) -> usize {
         self.shared
             .got

@@ -224,14 +224,7 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
     let (node, _) = nodes.remove(at);
     node.kill9();
     let killed = Instant::now();
-    let arrived = wait_until(PATIENCE, || {
-        let got: BTreeSet<String> = receiver
-            .received()
-            .iter()
-            .map(|r| r.headers["webhook-id"].clone())
-            .collect();
-        expected.is_subset(&got)
-    });
+    let arrived = wait_until(PATIENCE, || expected.is_subset(&receiver.webhook_ids()));
     assert!(
         arrived.is_some(),
         "deliveries of the killed node were never taken over"
@@ -675,12 +668,7 @@ fn three_nodes_ride_out_the_database_stopped_for_ten_seconds() {
         .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
         .collect();
     let all = wait_until(Duration::from_secs(120), || {
-        let got: BTreeSet<String> = receiver
-            .received()
-            .iter()
-            .map(|r| r.headers["webhook-id"].clone())
-            .collect();
-        expected.is_subset(&got)
+        expected.is_subset(&receiver.webhook_ids())
     });
     assert!(
         all.is_some(),

@@ -559,6 +559,26 @@ impl PgStore {
         kept.extend(rows.held_unordered().cloned());
     }
 
+    /// Runs `sql`, an `UPDATE` that frees jobs, and tells every node (at
+    /// commit) when it freed any. Returns how many.
+    fn free_jobs(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<usize, StoreError> {
+        let channel = self.jobs_channel();
+        let freed = self.run(async |c| {
+            let tx = c.transaction().await?;
+            let freed = tx.execute(sql, params).await?;
+            if freed > 0 {
+                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+            }
+            tx.commit().await?;
+            Ok(freed)
+        })?;
+        Ok(freed as usize)
+    }
+
     /// The node this store joined as, if it did.
     fn node_name(&self) -> Option<&str> {
         self.node.get().map(|(name, _)| name.as_str())
@@ -1217,70 +1237,34 @@ impl JobLeases for PgStore {
     }
 
     fn free_expired(&self) -> Result<usize, StoreError> {
-        let channel = self.jobs_channel();
-        let freed = self.run(async |c| {
-            let tx = c.transaction().await?;
-            let freed = tx
-                .execute(
-                    &format!(
-                        "UPDATE jobs SET lease_node = NULL WHERE status = 'pending' \
-                         AND lease_node IN (SELECT id FROM nodes WHERE lease_until_ms < {DB_NOW_MS})"
-                    ),
-                    &[],
-                )
-                .await?;
-            if freed > 0 {
-                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
-            }
-            tx.commit().await?;
-            Ok(freed)
-        })?;
-        Ok(freed as usize)
+        self.free_jobs(
+            &format!(
+                "UPDATE jobs SET lease_node = NULL WHERE status = 'pending' \
+                 AND lease_node IN (SELECT id FROM nodes WHERE lease_until_ms < {DB_NOW_MS})"
+            ),
+            &[],
+        )
     }
 
     fn release_mine(&self) -> Result<usize, StoreError> {
         let Some(node) = self.node_name() else {
             return Ok(0);
         };
-        let channel = self.jobs_channel();
-        let freed = self.run(async |c| {
-            let tx = c.transaction().await?;
-            let freed = tx
-                .execute(
-                    "UPDATE jobs SET lease_node = NULL WHERE status = 'pending' AND lease_node = $1",
-                    &[&node],
-                )
-                .await?;
-            if freed > 0 {
-                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
-            }
-            tx.commit().await?;
-            Ok(freed)
-        })?;
-        Ok(freed as usize)
+        self.free_jobs(
+            "UPDATE jobs SET lease_node = NULL WHERE status = 'pending' AND lease_node = $1",
+            &[&node],
+        )
     }
 
     fn release(&self, ids: &[String]) -> Result<usize, StoreError> {
         let Some(node) = self.node_name() else {
             return Ok(0);
         };
-        let channel = self.jobs_channel();
-        let freed = self.run(async |c| {
-            let tx = c.transaction().await?;
-            let freed = tx
-                .execute(
-                    "UPDATE jobs SET lease_node = NULL \
-                     WHERE id = ANY($1) AND lease_node = $2 AND status = 'pending'",
-                    &[&ids, &node],
-                )
-                .await?;
-            if freed > 0 {
-                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
-            }
-            tx.commit().await?;
-            Ok(freed)
-        })?;
-        Ok(freed as usize)
+        self.free_jobs(
+            "UPDATE jobs SET lease_node = NULL \
+             WHERE id = ANY($1) AND lease_node = $2 AND status = 'pending'",
+            &[&ids, &node],
+        )
     }
 
     fn adopt_ordered(&self) -> Result<usize, StoreError> {
