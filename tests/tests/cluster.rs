@@ -211,15 +211,18 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
             })
         })
     };
-    let seen = wait_until(PATIENCE, || holding_standby().is_some());
+    let found = std::cell::RefCell::new(None);
+    let seen = wait_until(PATIENCE, || {
+        *found.borrow_mut() = holding_standby();
+        found.borrow().is_some()
+    });
     assert!(
         seen.is_some(),
         "no standby ever held a delivery: delivery is not shared; {:#}; {} delivered",
         get(nodes[0].1, "/v1/cluster", &[ADMIN]).1,
         receiver.count("sink")
     );
-    // Held still (its slow answers take a while), or by the other standby.
-    let (holder, held) = holding_standby().expect("a standby holds deliveries");
+    let (holder, held) = found.into_inner().expect("seen above");
     let at = names.iter().position(|n| *n == holder).unwrap();
     let (node, _) = nodes.remove(at);
     node.kill9();
