@@ -962,6 +962,18 @@ fn nodes_claim_jobs_once_and_lose_them_when_their_lease_ends() {
     late.status = JobStatus::Delivered;
     assert_eq!(lb.record(&[late]).unwrap(), 1);
 
+    // What the store says `a` holds (unordered): its two left and the two
+    // taken from `b`.
+    let mut held = la.held().unwrap();
+    held.sort();
+    let mut want: Vec<String> = first
+        .iter()
+        .filter(|j| j.id != done.id)
+        .map(|j| j.id.clone())
+        .collect();
+    want.extend(ids(&second));
+    want.sort();
+    assert_eq!(held, want);
     // A clean stop hands over at once what `a` held: its four pending
     // jobs and, as the leader, the ordered one.
     assert_eq!(la.release_mine().unwrap(), 5);

@@ -148,6 +148,9 @@ pub struct Deliverer {
     no_room: std::sync::Mutex<Vec<String>>,
     /// Wakes the claim loop ([`Deliverer::share`]).
     claim_now: Arc<tokio::sync::Notify>,
+    /// After a store failure: compare what the store says this node holds
+    /// with what it has in memory ([`Deliverer::share`]).
+    resync: std::sync::atomic::AtomicBool,
 }
 
 /// Takes an operational event to accept like an ingested one.
@@ -218,6 +221,7 @@ impl Deliverer {
             leases,
             no_room: Default::default(),
             claim_now: Default::default(),
+            resync: Default::default(),
         })
     }
 
@@ -497,6 +501,7 @@ impl Deliverer {
     /// store recovered from a failure); the refill loop loads them.
     pub fn reload(&self) {
         self.overflow.store(true, Ordering::SeqCst);
+        self.resync.store(true, Ordering::SeqCst);
     }
 
     /// Reads the endpoints' health again: a node taking the lead starts

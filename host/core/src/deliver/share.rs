@@ -4,6 +4,7 @@
 //! room for.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Deliverer, lock};
@@ -82,6 +83,8 @@ impl Deliverer {
                             tracing::warn!(error = %e, "cannot claim deliveries; retried");
                         }
                         failing = true;
+                        // A claim may have committed without its answer.
+                        this.resync.store(true, Ordering::SeqCst);
                     }
                     Err(_) => return,
                 }
@@ -109,6 +112,11 @@ impl Deliverer {
                 .extend(unheld);
             return Err(e);
         }
+        if polled && self.resync.swap(false, Ordering::SeqCst) {
+            self.resync_holds(leases).inspect_err(|_| {
+                self.resync.store(true, Ordering::SeqCst);
+            })?;
+        }
         if polled {
             self.subscriptions.reload()?;
             let freed = leases.free_expired()?;
@@ -132,6 +140,25 @@ impl Deliverer {
             .map(|s| s.id.clone())
             .collect();
         Ok((leases.claim(want, &known)?, want))
+    }
+
+    /// Frees the jobs the store says this node holds but it has not in
+    /// memory (a claim that committed though its answer was lost): nobody
+    /// would deliver them while this node lives.
+    fn resync_holds(&self, leases: &dyn JobLeases) -> Result<(), StoreError> {
+        let held = leases.held()?;
+        let unknown: Vec<String> = {
+            let live = lock(&self.live);
+            held.into_iter().filter(|id| !live.contains(id)).collect()
+        };
+        if !unknown.is_empty() {
+            let freed = leases.release(&unknown)?;
+            tracing::info!(
+                jobs = freed,
+                "deliveries held in the store but not in memory are free again"
+            );
+        }
+        Ok(())
     }
 
     /// Frees a job this node holds but has no room for (the claim loop

@@ -349,6 +349,9 @@ pub trait JobLeases: Send + Sync {
     fn release_mine(&self) -> Result<usize, StoreError>;
     /// Frees these jobs if this node holds them (it has no room for them).
     fn release(&self, ids: &[String]) -> Result<usize, StoreError>;
+    /// The unordered pending jobs the store says this node holds (to find
+    /// any it holds there but not in memory: a claim whose answer was lost).
+    fn held(&self) -> Result<Vec<String>, StoreError>;
     /// Takes every pending ordered job (a node that took the lead).
     fn adopt_ordered(&self) -> Result<usize, StoreError>;
     /// Notified when jobs became free to claim (`LISTEN`/`NOTIFY`; also

@@ -1267,6 +1267,20 @@ impl JobLeases for PgStore {
         )
     }
 
+    fn held(&self) -> Result<Vec<String>, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Ok(Vec::new());
+        };
+        let rows = self.run(async |c| {
+            Ok(c.query(
+                "SELECT id FROM jobs WHERE lease_node = $1 AND status = 'pending' AND NOT ordered",
+                &[&node],
+            )
+            .await?)
+        })?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     fn adopt_ordered(&self) -> Result<usize, StoreError> {
         let Some(node) = self.node_name() else {
             return Ok(0);
