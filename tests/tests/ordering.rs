@@ -213,3 +213,52 @@ fn a_dead_delivery_holds_its_key_until_it_is_re_sent_and_other_keys_flow() {
     assert_eq!(by_status, BTreeMap::from([(200, 6), (400, 1)]));
     assert!(server.terminate(PATIENCE).success());
 }
+
+/// Deliveries made while a subscription ordered them still go out once it
+/// no longer orders (restarted with `ordering` removed): on PostgreSQL the
+/// leader turns them into unordered ones (no node claims an ordered one),
+/// on sled the refill loads them.
+#[test]
+fn deliveries_of_a_subscription_that_stopped_ordering_still_go_out() {
+    let receiver = Receiver::start();
+    receiver.script("ordered", Answer::Status(503));
+    let root = tempfile::tempdir().unwrap();
+    let config = config(root.path(), &receiver, "{ key = \"/key\" }");
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(PATIENCE);
+    let events: Vec<Value> = (0..10)
+        .map(|n| json!({"type": "report", "data": {"key": "k", "n": n}}))
+        .collect();
+    let (status, body) = post(
+        api,
+        "/v1/events",
+        Value::Array(events).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    // The key's head is being retried; the other nine wait behind it.
+    receiver.wait_count("ordered", 3, PATIENCE);
+    assert!(receiver.received().iter().all(|r| slot(r).1 == 0));
+    assert!(server.terminate(PATIENCE).success());
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let unordered = text.replace("ordering = { key = \"/key\" }\n", "");
+    assert_ne!(text, unordered, "the config names the ordering");
+    std::fs::write(&config, unordered).unwrap();
+    receiver.script("ordered", Answer::Status(200));
+    let mut server = Running::start(&["serve", "--config", &config]);
+    server.api_addr(PATIENCE);
+    let all = wait_until(PATIENCE, || {
+        let delivered: std::collections::BTreeSet<u64> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| slot(r).1)
+            .collect();
+        delivered.len() == 10
+    });
+    assert!(
+        all.is_some(),
+        "deliveries left from the ordering never went out"
+    );
+    assert!(server.terminate(PATIENCE).success());
+}

@@ -299,6 +299,17 @@ impl Membership {
         &self.id
     }
 
+    /// At a clean stop: this node is gone at once (a node starting next
+    /// with another config file need not wait for its heartbeat to age).
+    /// Blocking.
+    pub fn leave(&self) {
+        if let Some(cluster) = &self.cluster
+            && let Err(e) = cluster.leave(&self.id)
+        {
+            tracing::warn!(error = %e, "cannot mark this node as gone; it ages out of the node list");
+        }
+    }
+
     /// Where the HTTP API listens once bound (a `:0` port is known only
     /// then); `cluster.advertise`, if set, stays this node's address.
     pub fn listening_on(&self, local: std::net::SocketAddr) {

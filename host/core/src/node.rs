@@ -387,6 +387,8 @@ impl Running {
         self.upkeep.abort();
         let _ = self.upkeep.await;
         self.store.flush()?;
+        let membership = self.membership.clone();
+        let _ = tokio::task::spawn_blocking(move || membership.leave()).await;
         // Everything the worker stored is flushed: the journal can go.
         let intake = self.intake.clone();
         match tokio::task::spawn_blocking(move || intake.retire()).await {

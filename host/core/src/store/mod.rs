@@ -308,6 +308,8 @@ pub trait ClusterStore: Send + Sync {
     fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
     /// Every node seen in the last hour.
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Marks node `node` as gone (a clean stop): not alive, its lease over.
+    fn leave(&self, node: &str) -> Result<(), StoreError>;
     /// Records an uploaded plugin's bytes (or, with `None`, its removal)
     /// for every node to install.
     fn publish_plugin(

@@ -1160,6 +1160,18 @@ impl ClusterStore for PgStore {
         Ok(row.and_then(|row| row.get::<_, Option<Vec<u8>>>(0)))
     }
 
+    fn leave(&self, node: &str) -> Result<(), StoreError> {
+        self.run(async |c| {
+            c.execute(
+                "UPDATE nodes SET seen_at_ms = 0, lease_until_ms = 0, is_leader = false \
+                 WHERE id = $1",
+                &[&node],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = self.run(async |c| {
             Ok(c.query(
