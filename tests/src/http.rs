@@ -224,6 +224,18 @@ pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, Value) {
     request(addr, "POST", path, &[], body)
 }
 
+/// POSTs `events` to `/v1/events` as one array; they must be accepted
+/// (202). Returns the answer (`ids`, …).
+pub fn post_events(addr: SocketAddr, events: Vec<Value>) -> Value {
+    let (status, answer) = post(
+        addr,
+        "/v1/events",
+        Value::Array(events).to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    answer
+}
+
 /// GETs `http://addr{path}` with extra header lines (`"Name: value"`).
 pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, Value) {
     request(addr, "GET", path, headers, b"")

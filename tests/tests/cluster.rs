@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hookhost_tests::http::{Answer, Receiver, get, try_post};
+use hookhost_tests::http::{Answer, Receiver, get, post_events, try_post};
 use hookhost_tests::{PATIENCE, Running, seed_event, wait_until};
 use serde_json::{Value, json};
 
@@ -118,13 +118,7 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
     let events: Vec<Value> = (0..50)
         .map(|n| json!({"type": "report", "data": {"n": n}}))
         .collect();
-    let (status, answer) = try_post(
-        second_api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 202, "{answer}");
+    post_events(second_api, events);
     receiver.wait_count("sink", 50, PATIENCE);
     // Delivered means through the pipeline: none left behind it.
     let (_, cluster) = get(second_api, "/v1/cluster", &[ADMIN]);
@@ -185,13 +179,7 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
     let events: Vec<Value> = (0..60)
         .map(|n| json!({"type": "report", "data": {"n": n}}))
         .collect();
-    let (status, answer) = try_post(
-        nodes[0].1,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 202, "{answer}");
+    let answer = post_events(nodes[0].1, events);
     let expected: BTreeSet<String> = answer["ids"]
         .as_array()
         .unwrap()

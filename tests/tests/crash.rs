@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use hookhost_tests::http::{Answer, Receiver, post};
+use hookhost_tests::http::{Answer, Receiver, post_events};
 use hookhost_tests::{Running, built_plugin};
 use serde_json::json;
 
@@ -22,12 +22,7 @@ fn post_reports(api: std::net::SocketAddr, batches: usize) -> Vec<String> {
         let events: Vec<_> = (0..100)
             .map(|i| json!({"type": "report", "data": {"n": batch * 100 + i}}))
             .collect();
-        let (status, answer) = post(
-            api,
-            "/v1/events",
-            serde_json::Value::Array(events).to_string().as_bytes(),
-        );
-        assert_eq!(status, 202, "{answer}");
+        let answer = post_events(api, events);
         for id in answer["ids"].as_array().unwrap() {
             acknowledged.push(id.as_str().unwrap().to_string());
         }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hookhost_core::model::JobStatus;
-use hookhost_tests::http::{Answer, Receiver, post, request};
+use hookhost_tests::http::{Answer, Receiver, post, post_events, request};
 use hookhost_tests::{Running, bikeep_sample, output_within, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
@@ -46,12 +46,7 @@ fn post_reports(api: std::net::SocketAddr, n: usize) {
     let events: Vec<Value> = (0..n)
         .map(|i| json!({"type": "report", "data": {"n": i}}))
         .collect();
-    let (status, answer) = post(
-        api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202, "{answer}");
+    post_events(api, events);
 }
 
 fn stop(server: Running) {
@@ -1106,12 +1101,7 @@ fn a_rate_limit_paces_attempts_at_the_receiver() {
     let events: Vec<Value> = (0..31)
         .map(|i| json!({"type": "report", "data": {"n": i}}))
         .collect();
-    let (status, _) = post(
-        server.addr,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202);
+    post_events(server.addr, events);
     receiver.wait_count("paced", 31, WAIT);
     let mut at: Vec<u64> = receiver.received().iter().map(|r| r.at_ms).collect();
     at.sort_unstable();

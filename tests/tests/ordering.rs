@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use hookhost_tests::http::{Answer, Received, Receiver, post, request};
+use hookhost_tests::http::{Answer, Received, Receiver, post, post_events, request};
 use hookhost_tests::{PATIENCE, Running, wait_until};
 use serde_json::{Value, json};
 
@@ -82,12 +82,7 @@ fn one_thousand_events_over_twenty_keys_keep_per_key_order_through_503s_and_a_ki
                 json!({"type": "report", "data": {"key": format!("k{:02}", i % KEYS), "n": i / KEYS}})
             })
             .collect();
-        let (status, body) = post(
-            api,
-            "/v1/events",
-            Value::Array(events).to_string().as_bytes(),
-        );
-        assert_eq!(status, 202, "{body}");
+        post_events(api, events);
     }
     // Well into delivery, not at its end: kill -9.
     wait_until(PATIENCE, || {
@@ -229,12 +224,7 @@ fn deliveries_of_a_subscription_that_stopped_ordering_still_go_out() {
     let events: Vec<Value> = (0..10)
         .map(|n| json!({"type": "report", "data": {"key": "k", "n": n}}))
         .collect();
-    let (status, body) = post(
-        api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202, "{body}");
+    post_events(api, events);
     // The key's head is being retried; the other nine wait behind it.
     receiver.wait_count("ordered", 3, PATIENCE);
     assert!(receiver.received().iter().all(|r| slot(r).1 == 0));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hookhost_core::model::JobStatus;
 use hookhost_core::store::sled::SledStore;
 use hookhost_core::store::{DeliveryQueue, EventStore};
-use hookhost_tests::http::{Receiver, post};
+use hookhost_tests::http::{Receiver, post_events};
 use hookhost_tests::{InProcess, bikeep_sample, built_plugin};
 use serde_json::Value;
 
@@ -111,12 +111,7 @@ config = "loop"
         "status",
     ];
     let events: Vec<Value> = samples.iter().map(|s| bikeep_sample(s)).collect();
-    let (status, answer) = post(
-        api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202, "{answer}");
+    let answer = post_events(api, events);
     let ids: Vec<String> = answer["ids"]
         .as_array()
         .unwrap()

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use hookhost_tests::http::{Receiver, get, post, request};
+use hookhost_tests::http::{Receiver, get, post_events, request};
 use hookhost_tests::{InProcess, PATIENCE, bikeep_sample, built_plugin, wait_until, write_config};
 use serde_json::Value;
 
@@ -26,12 +26,7 @@ fn post_alarms(api: std::net::SocketAddr) -> Vec<String> {
             event
         })
         .collect();
-    let (status, answer) = post(
-        api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202, "{answer}");
+    let answer = post_events(api, events);
     answer["ids"]
         .as_array()
         .unwrap()

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 
-use hookhost_tests::http::{Receiver, get, post, request};
+use hookhost_tests::http::{Receiver, get, post_events, request};
 use hookhost_tests::{InProcess, PATIENCE, bikeep_sample, built_plugin, wait_until, write_config};
 use serde_json::Value;
 
@@ -42,12 +42,7 @@ fn post_alarms(api: SocketAddr) {
             event
         })
         .collect();
-    let (status, answer) = post(
-        api,
-        "/v1/events",
-        Value::Array(events).to_string().as_bytes(),
-    );
-    assert_eq!(status, 202, "{answer}");
+    post_events(api, events);
 }
 
 /// The status line's code for a request that declares a body but sends none.
