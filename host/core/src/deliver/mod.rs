@@ -792,12 +792,19 @@ impl Deliverer {
             let permits = tokio::select! {
                 _ = self.stop.cancelled() => return None, // stays pending in the store
                 permits = async {
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    // Not even a zero sleep when due: the timer fires on its
+                    // next millisecond tick, a delay every delivery would pay.
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
                     // Its turn under the rate limit before any slot is taken:
                     // a paced subscription holds no slot another (on the
                     // same host) could use.
                     if let Some(rate) = &endpoint.rate {
-                        tokio::time::sleep(rate.take(std::time::Instant::now())).await;
+                        let turn = rate.take(std::time::Instant::now());
+                        if !turn.is_zero() {
+                            tokio::time::sleep(turn).await;
+                        }
                     }
                     let mine = endpoint.in_flight.acquire().await?;
                     let host = endpoint.host_in_flight.acquire().await?;
