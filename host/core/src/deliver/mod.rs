@@ -481,20 +481,16 @@ impl Deliverer {
             return;
         };
         let this = self.clone();
-        let span = tracing::info_span!("delivery", job_id = %job.id, event_id = %job.event_id, subscription = %job.subscription_id);
-        self.tasks.spawn(
-            async move {
-                let id = job.id.clone();
-                let ended = this.clone().run(endpoint, job).await;
-                this.states.release(id);
-                if let Some((lane, seq)) = lane
-                    && ended.is_some()
-                {
-                    this.finished_in_lane(&lane, seq, ended);
-                }
+        self.tasks.spawn(async move {
+            let id = job.id.clone();
+            let ended = this.clone().run(endpoint, job).await;
+            this.states.release(id);
+            if let Some((lane, seq)) = lane
+                && ended.is_some()
+            {
+                this.finished_in_lane(&lane, seq, ended);
             }
-            .instrument(span),
-        );
+        });
     }
 
     /// Looks in the store again for pending jobs not in memory (after the
@@ -816,7 +812,16 @@ impl Deliverer {
                 continue; // paused while it waited for a slot
             }
 
-            let (attempt, outcome) = self.attempt(&endpoint, &job.id, body.clone()).await;
+            // The span and the HTTP exchange's state (boxed) live only
+            // during an attempt and what follows it: a task that waits (a
+            // million pending deliveries may) holds neither, about 1.6 KB
+            // less each.
+            let span = tracing::info_span!("delivery", job_id = %job.id, event_id = %job.event_id, subscription = %job.subscription_id);
+            let (attempt, outcome) = Box::pin(self.attempt(&endpoint, &job.id, body.clone()))
+                .instrument(span.clone())
+                .await;
+            // Nothing below awaits until the next turn of the loop.
+            let _in_span = span.enter();
             let succeeded = matches!(outcome, Outcome::Delivered);
             if let Some(change) =
                 self.health
