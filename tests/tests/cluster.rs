@@ -244,6 +244,99 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
     }
 }
 
+/// A standby holding deliveries is paused (`SIGSTOP`) until its lease has
+/// run out and the leader has delivered what it held, then resumed: it
+/// must not send the deliveries it held and had not started (the leader
+/// owns them now). Only the attempts it had in flight when paused (at most
+/// `max_in_flight`, 2) may arrive twice.
+#[test]
+fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
+    let receiver = Receiver::start();
+    receiver.script("sink", Answer::Slow(Duration::from_millis(300), 200));
+    let root = tempfile::tempdir().unwrap();
+    let config = cluster_config(root.path(), &receiver.url("sink"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[cluster]\n", "[cluster]\nlease_ms = 1500\n")
+            .replace("[delivery]\n", "[delivery]\nmax_jobs_in_memory = 20\n")
+            .replace("max_in_flight = 32", "max_in_flight = 2"),
+    )
+    .unwrap();
+    let (mut leader, leader_api) = start_node(&config, true);
+    let (mut standby, standby_api) = start_node(&config, false);
+    leader.wait_for(&["nodes delivering", "nodes=2"], PATIENCE);
+    let events: Vec<Value> = (0..60)
+        .map(|n| json!({"type": "report", "data": {"n": n}}))
+        .collect();
+    let answer = post_events(leader_api, events);
+    let expected: BTreeSet<String> = answer["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| hookhost_core::pipeline::job_id(id.as_str().unwrap(), "sink"))
+        .collect();
+    let standby_holds = || {
+        let (_, view) = get(leader_api, "/v1/cluster", &[ADMIN]);
+        view["nodes"].as_array().unwrap().iter().find_map(|n| {
+            (n["leading"] == false)
+                .then(|| n["deliveries_held"].as_u64())
+                .flatten()
+        })
+    };
+    let held = std::cell::Cell::new(0);
+    let holding = wait_until(PATIENCE, || {
+        held.set(standby_holds().unwrap_or(0));
+        held.get() >= 10
+    });
+    assert!(
+        holding.is_some(),
+        "the standby never held 10 deliveries (it held {})",
+        held.get()
+    );
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &standby.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    };
+    signal("-STOP");
+    let arrived = wait_until(PATIENCE, || expected.is_subset(&receiver.webhook_ids()));
+    assert!(
+        arrived.is_some(),
+        "the leader never delivered what the paused standby held"
+    );
+    let before_resume = receiver.count("sink");
+    signal("-CONT");
+    standby.wait_for(&["lease had run out"], PATIENCE);
+    // Until it has no delivery in memory: what it held is either left to
+    // the leader or (were it not) sent.
+    let emptied = wait_until(PATIENCE, || {
+        let (_, page) = get(standby_api, "/metrics", &[]);
+        page.as_str()
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == "hookhost_delivery_queue_depth 0")
+    });
+    assert!(emptied.is_some(), "the resumed standby kept its deliveries");
+    assert!(standby.terminate(PATIENCE).success());
+    assert!(leader.terminate(PATIENCE).success());
+    let requests = receiver.count("sink");
+    let repeats = requests - expected.len();
+    println!(
+        "lease lapse: the standby held {} deliveries when paused; {before_resume} requests \
+         before it resumed, {requests} in all for {} deliveries: {repeats} repeats",
+        held.get(),
+        expected.len()
+    );
+    assert!(
+        repeats <= 2,
+        "{repeats} deliveries were sent again: the resumed node sent deliveries it no longer held"
+    );
+}
+
 /// What the load thread had acknowledged.
 #[derive(Default)]
 struct Acknowledged {

@@ -480,10 +480,17 @@ impl Deliverer {
             }
             return;
         };
+        // On a shared store an unordered job is held under this node's
+        // lease as it stands now; ordered ones are the leader's.
+        let held_under = self
+            .leases
+            .as_ref()
+            .filter(|_| lane.is_none())
+            .map(|l| l.lapses());
         let this = self.clone();
         self.tasks.spawn(async move {
             let id = job.id.clone();
-            let ended = this.clone().run(endpoint, job).await;
+            let ended = this.clone().run(endpoint, job, held_under).await;
             this.states.release(id);
             if let Some((lane, seq)) = lane
                 && ended.is_some()
@@ -746,8 +753,15 @@ impl Deliverer {
     }
 
     /// Attempts `job` until it is settled; returns how it ended (`None`:
-    /// stopped by shutdown, still pending).
-    async fn run(self: Arc<Self>, endpoint: Arc<Endpoint>, mut job: Job) -> Option<JobStatus> {
+    /// stopped by shutdown, or left to other nodes: still pending).
+    /// `held_under`: on a shared store, the count of this node's lease
+    /// lapses when it took the job.
+    async fn run(
+        self: Arc<Self>,
+        endpoint: Arc<Endpoint>,
+        mut job: Job,
+        held_under: Option<u64>,
+    ) -> Option<JobStatus> {
         let body = match sign::body(
             endpoint.sub.envelope,
             &job.event_type,
@@ -810,6 +824,15 @@ impl Deliverer {
             let Ok(_permits) = permits else { return None };
             if endpoint.paused_until_ms.load(Ordering::SeqCst) > self.clock.now_ms() {
                 continue; // paused while it waited for a slot
+            }
+            if let Some(since) = held_under
+                && !self.still_held(since).await
+            {
+                if !self.stop.is_cancelled() {
+                    tracing::debug!(job_id = %job.id, "left to the other nodes: this node's lease ran out");
+                    self.free_for_others(job.id.clone());
+                }
+                return None;
             }
 
             // The span and the HTTP exchange's state (boxed) live only

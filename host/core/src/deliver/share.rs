@@ -18,6 +18,9 @@ const CLAIM_CHUNK: usize = 256;
 /// How soon a node whose room ran out looks for free jobs again.
 const BACKLOG_CLAIM: Duration = Duration::from_millis(100);
 
+/// How often an attempt waiting on an overdue lease renewal looks again.
+const LEASE_RECHECK: Duration = Duration::from_millis(50);
+
 impl Deliverer {
     /// Takes a job the pipeline or a window just stored. Shared delivery
     /// leaves an unordered one to whichever node claims it first (the
@@ -128,9 +131,12 @@ impl Deliverer {
             }
         }
         let room = self.max_live.saturating_sub(lock(&self.live).len());
-        leases.keep_new(room > 0);
+        // Nothing taken while the lease may have run out: others may free
+        // at once what this node would take.
+        let current = leases.lease_current();
+        leases.keep_new(room > 0 && current);
         let want = room.min(CLAIM_CHUNK);
-        if want == 0 {
+        if want == 0 || !current {
             return Ok((Vec::new(), want));
         }
         let known: Vec<String> = self
@@ -139,7 +145,40 @@ impl Deliverer {
             .iter()
             .map(|s| s.id.clone())
             .collect();
-        Ok((leases.claim(want, &known)?, want))
+        let lapses = leases.lapses();
+        let claimed = leases.claim(want, &known)?;
+        if leases.lapses() != lapses {
+            // Found run out meanwhile: these may be another node's already.
+            self.no_room
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(claimed.into_iter().map(|job| job.id));
+            self.claim_now.notify_one();
+            return Ok((Vec::new(), want));
+        }
+        Ok((claimed, want))
+    }
+
+    /// Whether a job taken when this node's lease had lapsed `since` times
+    /// may still be attempted: not once the lease was found run out since
+    /// (other nodes may have freed and taken it). While the last renewal is
+    /// older than a lease, waits for the next one.
+    pub(super) async fn still_held(&self, since: u64) -> bool {
+        let Some(leases) = &self.leases else {
+            return true;
+        };
+        loop {
+            if leases.lapses() != since {
+                return false;
+            }
+            if leases.lease_current() {
+                return true;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep(LEASE_RECHECK) => {}
+            }
+        }
     }
 
     /// Frees the jobs the store says this node holds but it has not in

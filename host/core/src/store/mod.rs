@@ -366,6 +366,13 @@ pub trait JobLeases: Send + Sync {
     /// Whether `job_id`, a new job the pipeline or a window just wrote,
     /// was written as held by this node (asked once per job).
     fn kept(&self, job_id: &str) -> bool;
+    /// Whether this node's lease surely still runs: its last successful
+    /// renewal was sent less than a lease ago. While it may not, no
+    /// attempt of a held job starts (other nodes may have freed it).
+    fn lease_current(&self) -> bool;
+    /// How many times a heartbeat found this node's lease had run out:
+    /// jobs it held before then may be other nodes' now.
+    fn lapses(&self) -> u64;
 }
 
 /// A plugin uploaded to the cluster, as [`ClusterStore::shared_plugins`] lists it.

@@ -16,6 +16,8 @@
 //! in `migrations/`, applied in order under an advisory lock, each in its
 //! own transaction, the versions applied kept in `schema_migrations`.
 
+mod own_lease;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -192,6 +194,8 @@ pub struct PgStore {
     kept: Mutex<std::collections::HashSet<String>>,
     /// That connection's server process id (0: none).
     owner_pid: std::sync::atomic::AtomicI32,
+    /// This node's lease as this process sees it (renewed by heartbeats).
+    own_lease: own_lease::OwnLease,
 }
 
 impl Drop for PgStore {
@@ -462,6 +466,7 @@ impl PgStore {
             applied_at_open: Vec::new(),
             epoch: AtomicI64::new(TOOL),
             owner_pid: std::sync::atomic::AtomicI32::new(0),
+            own_lease: own_lease::OwnLease::new(),
             admissions: std::sync::OnceLock::new(),
             claimable: std::sync::OnceLock::new(),
             node: std::sync::OnceLock::new(),
@@ -1034,14 +1039,19 @@ impl ClusterStore for PgStore {
 
     fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
         let lease_ms = self.node.get().map_or(0, |(_, lease)| *lease);
+        let sent_ms = self.own_lease.now_ms();
         self.run(async |c| {
-            c.execute(
+            // The old row is read in the statement's snapshot: whether the
+            // lease this renews had ended already (NULL: a new node).
+            let renewed = c.query_one(
                 &format!(
-                    "INSERT INTO nodes (id, address, started_at_ms, seen_at_ms, is_leader, \
+                    "WITH old AS (SELECT lease_until_ms FROM nodes WHERE id = $1) \
+                     INSERT INTO nodes (id, address, started_at_ms, seen_at_ms, is_leader, \
                      lease_until_ms) VALUES ($1, $2, $3, $4, $5, {DB_NOW_MS} + $6) \
                      ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
                      seen_at_ms = EXCLUDED.seen_at_ms, is_leader = EXCLUDED.is_leader, \
-                     lease_until_ms = EXCLUDED.lease_until_ms"
+                     lease_until_ms = EXCLUDED.lease_until_ms \
+                     RETURNING (SELECT lease_until_ms < {DB_NOW_MS} FROM old)"
                 ),
                 &[
                     &node.id,
@@ -1053,6 +1063,13 @@ impl ClusterStore for PgStore {
                 ],
             )
             .await?;
+            let had_run_out: Option<bool> = renewed.get(0);
+            if self
+                .own_lease
+                .renewed(sent_ms, had_run_out.unwrap_or(false))
+            {
+                tracing::warn!(node = %node.id, "this node's lease had run out before this heartbeat: deliveries it held may be other nodes' now, and it leaves them");
+            }
             if node.leading {
                 // Rows of nodes that led before and died say so no more.
                 c.execute(
@@ -1320,6 +1337,18 @@ impl JobLeases for PgStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(job_id)
+    }
+
+    fn lease_current(&self) -> bool {
+        let lease_ms = self.node.get().map_or(0, |(_, lease)| *lease);
+        self.own_lease.current_at(
+            self.own_lease.now_ms(),
+            u64::try_from(lease_ms).unwrap_or(0),
+        )
+    }
+
+    fn lapses(&self) -> u64 {
+        self.own_lease.lapses()
     }
 }
 
