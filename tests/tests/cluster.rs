@@ -43,6 +43,34 @@ fn node_config(root: &std::path::Path, store_root: &std::path::Path, sink: &str)
     )
 }
 
+/// [`cluster_config`] for the shared-delivery tests: a receiver answering
+/// in 300 ms, leases of 1.5 s, `max_jobs` deliveries in memory per node and
+/// `max_in_flight` attempts at once per node.
+fn slow_sink_config(
+    root: &std::path::Path,
+    receiver: &Receiver,
+    max_jobs: usize,
+    max_in_flight: usize,
+) -> String {
+    receiver.script("sink", Answer::Slow(Duration::from_millis(300), 200));
+    let config = cluster_config(root, &receiver.url("sink"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[cluster]\n", "[cluster]\nlease_ms = 1500\n")
+            .replace(
+                "[delivery]\n",
+                &format!("[delivery]\nmax_jobs_in_memory = {max_jobs}\n"),
+            )
+            .replace(
+                "max_in_flight = 32",
+                &format!("max_in_flight = {max_in_flight}"),
+            ),
+    )
+    .unwrap();
+    config
+}
+
 /// Starts a node on `config` and waits until it says whether it leads
 /// (`first`: it must) and listens.
 fn start_node(config: &str, first: bool) -> (Running, SocketAddr) {
@@ -149,16 +177,8 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
 #[test]
 fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
     let receiver = Receiver::start();
-    receiver.script("sink", Answer::Slow(Duration::from_millis(300), 200));
     let root = tempfile::tempdir().unwrap();
-    let config = cluster_config(root.path(), &receiver.url("sink"));
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("[cluster]\n", "[cluster]\nlease_ms = 1500\n")
-            .replace("[delivery]\n", "[delivery]\nmax_jobs_in_memory = 4\n"),
-    )
-    .unwrap();
+    let config = slow_sink_config(root.path(), &receiver, 4, 32);
     let mut nodes: Vec<(Running, SocketAddr)> =
         (0..3).map(|i| start_node(&config, i == 0)).collect();
     let names: Vec<String> = nodes
@@ -252,17 +272,8 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
 #[test]
 fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
     let receiver = Receiver::start();
-    receiver.script("sink", Answer::Slow(Duration::from_millis(300), 200));
     let root = tempfile::tempdir().unwrap();
-    let config = cluster_config(root.path(), &receiver.url("sink"));
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("[cluster]\n", "[cluster]\nlease_ms = 1500\n")
-            .replace("[delivery]\n", "[delivery]\nmax_jobs_in_memory = 20\n")
-            .replace("max_in_flight = 32", "max_in_flight = 2"),
-    )
-    .unwrap();
+    let config = slow_sink_config(root.path(), &receiver, 20, 2);
     let (mut leader, leader_api) = start_node(&config, true);
     let (mut standby, standby_api) = start_node(&config, false);
     leader.wait_for(&["nodes delivering", "nodes=2"], PATIENCE);

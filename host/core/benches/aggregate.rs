@@ -16,27 +16,11 @@ use hookhost_core::store::sled::DEFAULT_CACHE_MIB;
 use hookhost_core::worker::Worker;
 use hookhost_plugin_runtime::{Registry, Runtime};
 
-/// Resident memory of this process, from /proc (Linux).
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+mod common;
+use common::rss_mib;
 
 fn dir_mib(path: &std::path::Path) -> f64 {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            (dir_mib(&entry.path()) * 1048576.0) as u64
-        } else {
-            meta.len()
-        };
-    }
-    total as f64 / 1048576.0
+    common::dir_bytes(path) as f64 / 1048576.0
 }
 
 /// The seed's alarm (~560 bytes of data) at `location`.

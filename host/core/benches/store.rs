@@ -14,6 +14,9 @@ use hookhost_core::model::{Attempt, Job, JobStatus, Processed, StoredEvent, job_
 use hookhost_core::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use hookhost_core::store::{DeliveryQueue, EventStore, Store};
 
+mod common;
+use common::{dir_bytes, rss_mib};
+
 /// CPU time of this process (user + system), in µs.
 fn cpu_us() -> u64 {
     // utime and stime are fields 14 and 15 of /proc/self/stat, in ticks.
@@ -24,28 +27,6 @@ fn cpu_us() -> u64 {
         .get(11..13)
         .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
     ticks * 10_000 // 100 ticks per second on Linux
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn dir_bytes(path: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
 }
 
 /// An event as `hookhost bench` sends it: ~200 bytes of padding.
