@@ -123,7 +123,9 @@ impl Deliverer {
             ..Processed::new(event)
         }])?;
         tracing::info!(subscription = %sub.id, job_id = %job.id, "test event sent");
-        self.submit(job.clone());
+        // Like any new job: on a shared store, unless written as this
+        // node's, it is free to claim, and only a holder's states count.
+        self.take_new(job.clone());
         Ok(Some(job))
     }
 }
