@@ -10,7 +10,7 @@
 //! brings it back. The next attempt time is stored, so retries survive restarts.
 
 use crate::clock::Clock;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use tracing::Instrument;
 mod attempt;
 mod client;
 mod health;
+mod in_memory;
 mod order;
 mod rate;
 mod retry;
@@ -36,6 +37,7 @@ pub use shown::{ShownRequest, sent_digest, shown_request};
 pub use test_event::{TEST_EVENT_PREFIX, TestEventError};
 
 use client::HttpsClient;
+use in_memory::{JobsInMemory, lock};
 use retry::{Outcome, backoff_ms};
 use state_writer::StateWriter;
 
@@ -155,13 +157,6 @@ pub struct Deliverer {
 
 /// Takes an operational event to accept like an ingested one.
 type OperationalSink = Box<dyn Fn(StoredEvent) + Send + Sync>;
-
-/// Ids of jobs that have a task (in memory).
-type JobsInMemory = Arc<std::sync::Mutex<HashSet<String>>>;
-
-fn lock(live: &JobsInMemory) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    live.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Runs a subscription's current plugin chain on an event: the type and
 /// data to send, `None` if dropped (the pipeline's `rerun`).
@@ -469,8 +464,13 @@ impl Deliverer {
                 }
                 return;
             }
-            live.insert(job.id.clone());
+            live.insert(&job.id);
         }
+        self.spawn_task(job, lane);
+    }
+
+    /// Runs `job`'s task; its id has its place in `live`.
+    fn spawn_task(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>) {
         let Some(endpoint) = self.endpoint(&job.subscription_id) else {
             tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
             lock(&self.live).remove(&job.id);
@@ -540,11 +540,14 @@ impl Deliverer {
                 this.overflow.store(false, Ordering::SeqCst);
                 let (store, live) = (this.store.clone(), this.live.clone());
                 let subscriptions = this.subscriptions.clone();
+                // Tasks that end while the store is read are remembered:
+                // what was read of them is stale (see `in_memory`).
+                lock(&this.live).begin_read();
                 let loaded = tokio::task::spawn_blocking(move || {
                     // Jobs of a removed subscription stay pending, unloaded,
                     // until it is back.
                     // Ordered ones are in their lanes (`open_lanes`).
-                    store.pending_jobs_except(room, &|id| lock(&live).contains(id), &|job| {
+                    store.pending_jobs_except(room, &|id| lock(&live).passes_over(id), &|job| {
                         subscriptions
                             .get(&job.subscription_id)
                             .is_some_and(|sub| job.order.is_none() || sub.ordering.is_none())
@@ -556,15 +559,26 @@ impl Deliverer {
                         if more {
                             this.overflow.store(true, Ordering::SeqCst);
                         }
-                        for job in jobs {
-                            this.submit(job);
+                        let claimed = lock(&this.live).claim_read(jobs);
+                        for job in claimed {
+                            if this.lane_of(&job).is_some() {
+                                // Its subscription orders deliveries since the read.
+                                lock(&this.live).remove(&job.id);
+                                this.submit(job);
+                            } else {
+                                this.spawn_task(job, None);
+                            }
                         }
                     }
                     Ok(Err(e)) => {
+                        lock(&this.live).end_read();
                         tracing::error!(error = %e, "cannot load pending deliveries; retried");
                         this.overflow.store(true, Ordering::SeqCst);
                     }
-                    Err(_) => this.overflow.store(true, Ordering::SeqCst),
+                    Err(_) => {
+                        lock(&this.live).end_read();
+                        this.overflow.store(true, Ordering::SeqCst);
+                    }
                 }
             }
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::model::{EndpointHealth, Job};
 use crate::store::{JobLeases, Store, StoreError};
 
-use super::{JobsInMemory, lock};
+use super::in_memory::{JobsInMemory, lock};
 
 /// Records job states on its own thread, in order, many per store batch:
 /// delivery tasks never wait on the store (whose writes can stall for
