@@ -22,6 +22,11 @@ pub fn selected() -> bool {
 
 pub struct TestPostgres {
     socket_dir: PathBuf,
+    port: u16,
+    /// Also on TCP at 127.0.0.1:`port` (only the socket otherwise).
+    tcp: bool,
+    /// More `-c name=value` settings.
+    settings: Vec<String>,
 }
 
 const PORT: u16 = 5432;
@@ -30,8 +35,9 @@ impl TestPostgres {
     /// The connection string for `tokio-postgres` (key=value form).
     pub fn url(&self) -> String {
         format!(
-            "host={} port={PORT} user=postgres dbname=postgres",
-            self.socket_dir.display()
+            "host={} port={} user=postgres dbname=postgres",
+            self.socket_dir.display(),
+            self.port
         )
     }
 
@@ -44,11 +50,22 @@ impl TestPostgres {
         )
     }
 
+    /// Settings for a store of two connections in `schema` on this server
+    /// (tests that open the store themselves).
+    pub fn settings(&self, schema: String) -> hookhost_core::store::postgres::PgSettings {
+        hookhost_core::store::postgres::PgSettings {
+            url: self.url(),
+            schema,
+            pool_size: 2,
+            tls_ca_file: None,
+        }
+    }
+
     /// Runs one SQL command with `psql` (for tests that look at tables).
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new(binary("psql"))
             .args(["-h", &self.socket_dir.to_string_lossy(), "-p"])
-            .arg(PORT.to_string())
+            .arg(self.port.to_string())
             .args(["-U", "postgres", "-d", "postgres", "-At", "-c", sql])
             .output()
             .expect("run psql");
@@ -166,6 +183,40 @@ impl TestPostgres {
         PrivatePostgres(server)
     }
 
+    /// A private server listening on TCP too, at 127.0.0.1 on a free port
+    /// (the TLS tests): `files` (name, contents) are put in its data
+    /// folder, the server user's, readable by it alone; `settings` are
+    /// `name=value` for `postgres -c`.
+    pub fn private_on_tcp(files: &[(&str, &[u8])], settings: &[&str]) -> PrivatePostgres {
+        use std::os::unix::fs::PermissionsExt;
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("hookhost-test-pg-{}-tcp{n}", std::process::id()));
+        let mut server = TestPostgres::init(dir);
+        for (name, contents) in files {
+            let path = server.data().join(name);
+            std::fs::write(&path, contents).expect("a file for postgres");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = server_user() {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        server.port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        server.tcp = true;
+        server.settings = settings.iter().map(|s| s.to_string()).collect();
+        server.launch();
+        PrivatePostgres(server)
+    }
+
+    /// Its TCP port ([`TestPostgres::private_on_tcp`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn data(&self) -> PathBuf {
         self.socket_dir.join("data")
     }
@@ -176,7 +227,12 @@ impl TestPostgres {
         if let Some((uid, gid)) = server_user() {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown postgres folder");
         }
-        let server = TestPostgres { socket_dir: dir };
+        let server = TestPostgres {
+            socket_dir: dir,
+            port: PORT,
+            tcp: false,
+            settings: Vec::new(),
+        };
         let init = as_server_user(&mut Command::new(binary("initdb")))
             .args([
                 "-A",
@@ -206,6 +262,16 @@ impl TestPostgres {
         // child ends, and it must fire only when the whole test process does.
         let (started, spawned) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let (dir, data) = (self.socket_dir.clone(), self.data());
+        let port = self.port.to_string();
+        let listen = format!(
+            "listen_addresses={}",
+            if self.tcp { "127.0.0.1" } else { "" }
+        );
+        let settings: Vec<String> = self
+            .settings
+            .iter()
+            .flat_map(|s| ["-c".to_string(), s.clone()])
+            .collect();
         let _ = std::fs::remove_file(data.join("postmaster.pid"));
         std::thread::Builder::new()
             .name("test-postgres".into())
@@ -217,9 +283,10 @@ impl TestPostgres {
                     .arg(&data)
                     .arg("-k")
                     .arg(&dir)
-                    .args(["-p", &PORT.to_string()])
-                    .args(["-c", "listen_addresses=", "-c", "max_connections=300"])
+                    .args(["-p", &port])
+                    .args(["-c", &listen, "-c", "max_connections=300"])
                     .args(["-c", "shared_buffers=128MB"])
+                    .args(&settings)
                     .stdout(Stdio::null())
                     .stderr(
                         std::fs::OpenOptions::new()
@@ -253,7 +320,7 @@ impl TestPostgres {
             .recv()
             .expect("postgres thread")
             .expect("start postgres");
-        let socket = self.socket_dir.join(format!(".s.PGSQL.{PORT}"));
+        let socket = self.socket_dir.join(format!(".s.PGSQL.{}", self.port));
         let pid_file = self.data().join("postmaster.pid");
         let ready = crate::wait_until(crate::PATIENCE, || {
             socket.exists()

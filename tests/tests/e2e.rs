@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod crash;
+mod database_tls;
 mod delivery;
 mod disk;
 mod examples;

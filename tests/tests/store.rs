@@ -10,7 +10,7 @@ use hookhost_core::model::{
     Attempt, EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent,
     Subscription, WindowMember,
 };
-use hookhost_core::store::postgres::{PgSettings, PgStore};
+use hookhost_core::store::postgres::PgStore;
 use hookhost_core::store::sled::SledStore;
 use hookhost_core::store::{Expired, Expiring, JobPage, JobQuery, Store};
 
@@ -26,14 +26,7 @@ fn on_both_backends(scenario: fn(&dyn Store)) {
 
 fn postgres_store(root: &Path) -> Arc<dyn Store> {
     let server = hookhost_tests::postgres::shared();
-    Arc::new(
-        PgStore::open(&PgSettings {
-            url: server.url(),
-            schema: hookhost_tests::postgres::schema_for(root),
-            pool_size: 2,
-        })
-        .unwrap(),
-    )
+    Arc::new(PgStore::open(&server.settings(hookhost_tests::postgres::schema_for(root))).unwrap())
 }
 
 fn event(id: &str, received_at_ms: u64) -> StoredEvent {
@@ -717,12 +710,8 @@ fn taking_the_lead_fences_the_previous_leader_and_takes_up_its_unfinished_events
     let root = tempfile::tempdir().unwrap();
     let pg = hookhost_tests::postgres::shared();
     let open = || {
-        let store = PgStore::open(&PgSettings {
-            url: pg.url(),
-            schema: hookhost_tests::postgres::schema_for(root.path()),
-            pool_size: 2,
-        })
-        .unwrap();
+        let store =
+            PgStore::open(&pg.settings(hookhost_tests::postgres::schema_for(root.path()))).unwrap();
         store.join_cluster();
         Arc::new(store)
     };
@@ -882,14 +871,7 @@ fn nodes_claim_jobs_once_and_lose_them_when_their_lease_ends() {
     let pg = hookhost_tests::postgres::shared();
     let schema = hookhost_tests::postgres::schema_for(root.path());
     let open = |name: &str, lease_ms: u64| {
-        let store = Arc::new(
-            PgStore::open(&PgSettings {
-                url: pg.url(),
-                schema: schema.clone(),
-                pool_size: 2,
-            })
-            .unwrap(),
-        );
+        let store = Arc::new(PgStore::open(&pg.settings(schema.clone())).unwrap());
         store.join(name, lease_ms).unwrap();
         store
             .heartbeat(&NodeRecord {

@@ -167,6 +167,11 @@ pub struct StoreConfig {
     pub pool_size: usize,
     /// The PostgreSQL schema hookhost's tables live in (made if missing).
     pub schema: String,
+    /// PEM certificates of the authorities the database's certificate is
+    /// checked against (relative to the config file). Given, or with
+    /// `sslmode=require` in `url` (then Mozilla's roots), connections use
+    /// TLS and verify the server's certificate and host name.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -233,6 +238,7 @@ impl Default for StoreConfig {
             url: None,
             pool_size: 8,
             schema: "hookhost".into(),
+            tls_ca_file: None,
         }
     }
 }
@@ -642,6 +648,9 @@ impl Config {
         }
         if let Some(cache) = &mut config.plugins.cache_dir {
             *cache = base.join(&*cache);
+        }
+        if let Some(ca) = &mut config.store.tls_ca_file {
+            *ca = base.join(&*ca);
         }
         for catalog in &mut config.catalog.files {
             *catalog = base.join(&*catalog);

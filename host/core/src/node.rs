@@ -78,11 +78,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
             config.server.cache_mib,
         )?),
         StoreBackend::Postgres => {
-            let store = PgStore::open(&PgSettings {
-                url: config.store.url.clone().unwrap_or_default(),
-                schema: config.store.schema.clone(),
-                pool_size: config.store.pool_size,
-            })?;
+            let store = PgStore::open(&PgSettings::of(&config.store))?;
             Arc::new(store)
         }
     })

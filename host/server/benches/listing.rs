@@ -95,6 +95,7 @@ async fn main() {
                     url: url.clone(),
                     schema: schema.clone(),
                     pool_size: 2,
+                    tls_ca_file: None,
                 })
                 .unwrap(),
             ),

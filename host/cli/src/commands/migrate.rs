@@ -18,9 +18,8 @@ pub fn migrate(config_file: &Path) -> Result<ExitCode> {
         );
     }
     let store = PgStore::open(&PgSettings {
-        url: config.store.url.clone().unwrap_or_default(),
-        schema: config.store.schema.clone(),
         pool_size: 1,
+        ..PgSettings::of(&config.store)
     })?;
     let applied = store.applied_at_open();
     let version = store.schema_version()?;

@@ -17,6 +17,7 @@
 //! own transaction, the versions applied kept in `schema_migrations`.
 
 mod own_lease;
+mod tls;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{
     Admitted, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired, Expiring,
@@ -76,11 +77,12 @@ async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<(), S
 /// not listening is then swept up). Runs until the store's runtime stops.
 async fn listen(
     config: tokio_postgres::Config,
+    tls: tls::PgTls,
     channel: String,
     wake: std::sync::Arc<tokio::sync::Notify>,
 ) {
     loop {
-        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+        if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
             let woken = wake.clone();
             // Polling for messages also drives the client's own requests.
             let driver = tokio::spawn(async move {
@@ -162,10 +164,25 @@ pub struct PgSettings {
     pub url: String,
     pub schema: String,
     pub pool_size: usize,
+    /// Authorities to verify the server's certificate with (see [`tls`]).
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+impl PgSettings {
+    /// As `[store]` says.
+    pub fn of(store: &crate::config::StoreConfig) -> PgSettings {
+        PgSettings {
+            url: store.url.clone().unwrap_or_default(),
+            schema: store.schema.clone(),
+            pool_size: store.pool_size,
+            tls_ca_file: store.tls_ca_file.clone(),
+        }
+    }
 }
 
 pub struct PgStore {
     config: tokio_postgres::Config,
+    tls: tls::PgTls,
     schema: String,
     /// Drives the connections; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
@@ -449,6 +466,12 @@ impl PgStore {
             .keepalives_idle(Duration::from_secs(5))
             .keepalives_interval(Duration::from_secs(1))
             .keepalives_retries(3);
+        let tls = tls::PgTls::choose(&mut config, settings.tls_ca_file.as_deref())?;
+        if !tls.enabled() && tls::leaves_the_machine(&config) {
+            tracing::warn!(
+                "connections to the database are not encrypted: add sslmode=require to store.url or set store.tls_ca_file"
+            );
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("hookhost-postgres")
@@ -457,6 +480,7 @@ impl PgStore {
             .map_err(|e| StoreError(format!("cannot start the database runtime: {e}")))?;
         let mut store = PgStore {
             config,
+            tls,
             schema: settings.schema.clone(),
             runtime: Some(runtime),
             pool: (0..settings.pool_size.max(1))
@@ -604,7 +628,12 @@ impl PgStore {
         cell.get_or_init(|| {
             let wake = std::sync::Arc::new(tokio::sync::Notify::new());
             if let Some(runtime) = &self.runtime {
-                runtime.spawn(listen(self.config.clone(), channel, wake.clone()));
+                runtime.spawn(listen(
+                    self.config.clone(),
+                    self.tls.clone(),
+                    channel,
+                    wake.clone(),
+                ));
             }
             wake
         })
@@ -646,10 +675,10 @@ impl PgStore {
             .runtime
             .as_ref()
             .ok_or_else(|| StoreError("the store is closed".into()))?;
-        let config = self.config.clone();
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         let schema = self.schema.clone();
         let task = runtime.spawn(async move {
-            let (client, connection) = config.connect(NoTls).await?;
+            let (client, connection) = config.connect(tls).await?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %StoreError::from(e), "database connection ended");
