@@ -231,6 +231,18 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// What the PostgreSQL store is opened with, as `[store]` says.
+    pub fn postgres_settings(&self) -> crate::store::postgres::PgSettings {
+        crate::store::postgres::PgSettings {
+            url: self.url.clone().unwrap_or_default(),
+            schema: self.schema.clone(),
+            pool_size: self.pool_size,
+            tls_ca_file: self.tls_ca_file.clone(),
+        }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {

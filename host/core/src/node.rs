@@ -27,7 +27,7 @@ use crate::deliver::Deliverer;
 use crate::intake::{Intake, IntakeError, JournalIntake, StoreIntake};
 use crate::pipeline::Pipeline;
 use crate::retention::Retention;
-use crate::store::postgres::{PgSettings, PgStore};
+use crate::store::postgres::PgStore;
 use crate::store::sled::SledStore;
 use crate::store::{Store, StoreError};
 use crate::subscriptions::Subscriptions;
@@ -78,7 +78,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
             config.server.cache_mib,
         )?),
         StoreBackend::Postgres => {
-            let store = PgStore::open(&PgSettings::of(&config.store))?;
+            let store = PgStore::open(&config.store.postgres_settings())?;
             Arc::new(store)
         }
     })

@@ -19,7 +19,7 @@ pub fn migrate(config_file: &Path) -> Result<ExitCode> {
     }
     let store = PgStore::open(&PgSettings {
         pool_size: 1,
-        ..PgSettings::of(&config.store)
+        ..config.store.postgres_settings()
     })?;
     let applied = store.applied_at_open();
     let version = store.schema_version()?;

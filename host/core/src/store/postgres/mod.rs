@@ -168,18 +168,6 @@ pub struct PgSettings {
     pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
-impl PgSettings {
-    /// As `[store]` says.
-    pub fn of(store: &crate::config::StoreConfig) -> PgSettings {
-        PgSettings {
-            url: store.url.clone().unwrap_or_default(),
-            schema: store.schema.clone(),
-            pool_size: store.pool_size,
-            tls_ca_file: store.tls_ca_file.clone(),
-        }
-    }
-}
-
 pub struct PgStore {
     config: tokio_postgres::Config,
     tls: tls::PgTls,
