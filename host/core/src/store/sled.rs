@@ -16,14 +16,23 @@
 //! - `m/closed_through` → the time up to which windows have been closed
 //! - `o/<location>` → latest connection state of a location (outage tracking)
 //! - `t/<deadline, 16 hex>/<location>` → marker: outage timer
-//! - `r/<kind>/<time, 16 hex>/<id>` → marker: retention's index by time, of
-//!   settled deliveries (`d`: delivered or filtered, `x`: dead letters) and
-//!   of events (`e`, by arrival). A job that settles again gets a new marker;
-//!   the old one is stale and dropped when retention reaches it.
+//! - `R/<kind>/<oldest, 16 hex>/<unique, 16 hex>/<count>` → retention's
+//!   index by time: the ids and times of the settled deliveries (`d`:
+//!   delivered or filtered, `x`: dead letters) or events (`e`, by arrival)
+//!   of one write, `count` of them, the oldest at `oldest`. One marker per
+//!   write rather than per record: sled's cost is per key (BENCHMARKS.md).
+//!   Retention takes a marker's due entries and writes what is not due yet
+//!   back under its new oldest time.
+//!   A job that settles again is in a newer marker; its entry in the old
+//!   one is stale and dropped when retention reaches it.
+//! - `r/<kind>/<time, 16 hex>/<id>` → the same for one record: written by
+//!   earlier versions and by the one-time index of a store made before it
 //! - `m/retention_indexed` → set once records older than the index are in it
-//! - `l/<created, 16 hex>/<job id>` and `n/<subscription>/<created, 16 hex>/<job id>`
-//!   → markers: the listing index of deliveries by creation, newest last
-//!   (subscription ids have no `/`); `m/listing_indexed` once older jobs are in it
+//! - `n/<subscription>/<created, 16 hex>/<job id>` → marker: the listing
+//!   index of deliveries by creation, newest last (subscription ids have no
+//!   `/`); a listing of every subscription's merges theirs;
+//!   `m/listing_indexed` once older jobs are in it (earlier versions also
+//!   wrote `l/<created>/<job id>` for that listing: removed at start)
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -107,48 +116,174 @@ fn parse_retention_key(k: &[u8]) -> Result<(u64, &str), StoreError> {
     Ok((at, id))
 }
 
-/// Puts a settled job under retention (nothing for pending or paused ones).
+/// Puts a settled job under retention (nothing for pending or paused ones):
+/// one per-record marker, for the one-time index of an old store.
 fn index_job(batch: &mut sled::Batch, job: &Job) {
     if let Some(what) = Expiring::of(job.status) {
         batch.insert(retention_key(what, job.settled_at_ms(), &job.id), &[][..]);
     }
 }
 
+/// Most entries in one retention marker: keeps its value a small sled
+/// value (~10 KB), not one of sled's separately stored large blobs.
+const MARKER_ENTRIES: usize = 128;
+
+fn marker_key(what: Expiring, oldest_ms: u64, unique: u64, count: usize) -> Vec<u8> {
+    format!(
+        "R/{}/{oldest_ms:016x}/{unique:016x}/{count}",
+        retention_code(what) as char
+    )
+    .into_bytes()
+}
+
+/// `R/<c>/<16 hex>/<16 hex>/<count>` → (oldest, unique, count).
+fn parse_marker_key(k: &[u8]) -> Result<(u64, u64, usize), StoreError> {
+    let corrupt = || StoreError("corrupt retention marker".into());
+    let text = std::str::from_utf8(k.get(4..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let mut parts = text.splitn(3, '/');
+    let mut hex = || u64::from_str_radix(parts.next().unwrap_or_default(), 16);
+    let (oldest, unique) = (hex().map_err(|_| corrupt())?, hex().map_err(|_| corrupt())?);
+    let count = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(corrupt)?;
+    Ok((oldest, unique, count))
+}
+
+/// An entry of a retention marker: a record's id and the time it is aged
+/// from (arrival for events, [`Job::settled_at_ms`] for jobs).
+type MarkerEntry = (String, u64);
+
+/// What one write puts under retention, gathered into one marker per kind.
+#[derive(Default)]
+struct Expirable {
+    by_kind: [Vec<MarkerEntry>; 3],
+}
+
+impl Expirable {
+    fn slot(what: Expiring) -> usize {
+        match what {
+            Expiring::Delivered => 0,
+            Expiring::DeadLetters => 1,
+            Expiring::Events => 2,
+        }
+    }
+
+    fn event(&mut self, event: &StoredEvent) {
+        self.by_kind[Self::slot(Expiring::Events)].push((event.id.clone(), event.received_at_ms));
+    }
+
+    /// A settled job (nothing for pending or paused ones).
+    fn job(&mut self, job: &Job) {
+        if let Some(what) = Expiring::of(job.status) {
+            self.by_kind[Self::slot(what)].push((job.id.clone(), job.settled_at_ms()));
+        }
+    }
+
+    fn write(self, db: &sled::Db, batch: &mut sled::Batch) -> Result<(), StoreError> {
+        for (what, entries) in Expiring::ALL
+            .into_iter()
+            .map(|what| (what, Self::slot(what)))
+        {
+            for chunk in self.by_kind[entries].chunks(MARKER_ENTRIES) {
+                let oldest = chunk.iter().map(|e| e.1).min().unwrap_or_default();
+                batch.insert(
+                    marker_key(what, oldest, db.generate_id()?, chunk.len()),
+                    serde_json::to_vec(chunk)?,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes a new job with its queue marker and index entries: the listing
 /// keys go in here, where jobs are made, and never again (a job's creation
 /// time and subscription do not change), so state updates stay one write.
-fn add_new_job(batch: &mut sled::Batch, job: &Job) -> Result<(), StoreError> {
+fn add_new_job(
+    batch: &mut sled::Batch,
+    expirable: &mut Expirable,
+    job: &Job,
+) -> Result<(), StoreError> {
     batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
     if job.status == JobStatus::Pending {
         batch.insert(key(b'q', &job.id), &[][..]);
     }
-    index_job(batch, job);
-    for k in listing_keys(job) {
-        batch.insert(k, &[][..]);
-    }
+    expirable.job(job);
+    batch.insert(listing_key(job), &[][..]);
     Ok(())
 }
 
-fn listing_keys(job: &Job) -> [Vec<u8>; 2] {
+fn listing_key(job: &Job) -> Vec<u8> {
     let (at, id, sub) = (job.created_at_ms, &job.id, &job.subscription_id);
-    [
-        format!("l/{at:016x}/{id}").into_bytes(),
-        format!("n/{sub}/{at:016x}/{id}").into_bytes(),
-    ]
+    format!("n/{sub}/{at:016x}/{id}").into_bytes()
 }
 
-/// The prefix a listing scans: all jobs, or one subscription's.
-fn listing_prefix(subscription: Option<&str>) -> Vec<u8> {
-    match subscription {
-        None => b"l/".to_vec(),
-        Some(sub) => format!("n/{sub}/").into_bytes(),
+/// The listing prefix `n/<subscription>/` of every subscription that has
+/// deliveries: one seek per subscription, past all of its keys.
+fn listed_subscriptions(tree: &sled::Tree) -> Result<Vec<Vec<u8>>, StoreError> {
+    let corrupt = || StoreError("corrupt listing marker".into());
+    let mut prefixes = Vec::new();
+    let mut from = b"n/".to_vec();
+    // `0` follows `/`: `n0` is past every `n/` key, `n/<sub>0` past the sub's.
+    while let Some(item) = tree.range(from.clone()..b"n0".to_vec()).keys().next() {
+        let k = item?;
+        let slash = k
+            .iter()
+            .skip(2)
+            .position(|&b| b == b'/')
+            .ok_or_else(corrupt)?
+            + 2;
+        let prefix = k[..=slash].to_vec();
+        from = prefix.clone();
+        *from.last_mut().unwrap_or(&mut 0) = b'0';
+        prefixes.push(prefix);
+    }
+    Ok(prefixes)
+}
+
+/// Listing keys under several prefixes, each a `range`, merged newest
+/// first; yields their `<16 hex>/<id>` tails (a tail orders as its key).
+struct NewestFirst {
+    sources: Vec<(usize, std::iter::Rev<sled::Iter>)>,
+    heads: std::collections::BinaryHeap<(Vec<u8>, usize)>,
+}
+
+impl NewestFirst {
+    fn new(sources: Vec<(usize, std::iter::Rev<sled::Iter>)>) -> Result<NewestFirst, StoreError> {
+        let mut merged = NewestFirst {
+            heads: std::collections::BinaryHeap::with_capacity(sources.len()),
+            sources,
+        };
+        for source in 0..merged.sources.len() {
+            merged.advance(source)?;
+        }
+        Ok(merged)
+    }
+
+    fn advance(&mut self, source: usize) -> Result<(), StoreError> {
+        let (prefix_len, keys) = &mut self.sources[source];
+        if let Some(item) = keys.next() {
+            let (k, _) = item?;
+            let tail = k.get(*prefix_len..).unwrap_or_default().to_vec();
+            self.heads.push((tail, source));
+        }
+        Ok(())
     }
 }
 
-/// A listing key's `<16 hex>/<id>` tail after `prefix`: the cursor.
-fn listing_tail<'k>(k: &'k [u8], prefix: &[u8]) -> Result<(u64, &'k str), StoreError> {
+impl Iterator for NewestFirst {
+    type Item = Result<Vec<u8>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (tail, source) = self.heads.pop()?;
+        Some(self.advance(source).map(|()| tail))
+    }
+}
+
+/// A listing key's `<16 hex>/<id>` tail: the cursor.
+fn listing_tail(tail: &[u8]) -> Result<(u64, &str), StoreError> {
     let corrupt = || StoreError("corrupt listing marker".into());
-    let tail = k.get(prefix.len()..).ok_or_else(corrupt)?;
     let at = std::str::from_utf8(tail.get(..16).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
     let at = u64::from_str_radix(at, 16).map_err(|_| corrupt())?;
     let id = std::str::from_utf8(tail.get(17..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
@@ -156,15 +291,16 @@ fn listing_tail<'k>(k: &'k [u8], prefix: &[u8]) -> Result<(u64, &'k str), StoreE
 }
 
 /// Adds one event's pipeline outcome to `batch`.
-fn add_processed(batch: &mut sled::Batch, out: &Processed) -> Result<(), StoreError> {
+fn add_processed(
+    batch: &mut sled::Batch,
+    expirable: &mut Expirable,
+    out: &Processed,
+) -> Result<(), StoreError> {
     let event = &out.event;
     batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
-    batch.insert(
-        retention_key(Expiring::Events, event.received_at_ms, &event.id),
-        &[][..],
-    );
+    expirable.event(event);
     for job in &out.jobs {
-        add_new_job(batch, job)?;
+        add_new_job(batch, expirable, job)?;
     }
     for m in &out.window_members {
         batch.insert(window_key(m), encode_member(m)?);
@@ -316,11 +452,13 @@ impl SledStore {
 
 impl EventStore for SledStore {
     fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let (mut batch, mut expirable) = (sled::Batch::default(), Expirable::default());
         for out in processed {
-            add_processed(&mut batch, out)?;
+            add_processed(&mut batch, &mut expirable, out)?;
         }
-        self.instance()?.tree.apply_batch(batch)?;
+        let open = self.instance()?;
+        expirable.write(&open.db, &mut batch)?;
+        open.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -340,10 +478,10 @@ impl EventStore for SledStore {
 
 impl DeliveryQueue for SledStore {
     fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let (mut batch, mut expirable) = (sled::Batch::default(), Expirable::default());
         for job in jobs {
             batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
-            index_job(&mut batch, job);
+            expirable.job(job);
             match job.status {
                 JobStatus::Pending => {
                     batch.insert(key(b'q', &job.id), &[][..]);
@@ -362,7 +500,9 @@ impl DeliveryQueue for SledStore {
                 }
             }
         }
-        self.instance()?.tree.apply_batch(batch)?;
+        let open = self.instance()?;
+        expirable.write(&open.db, &mut batch)?;
+        open.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -424,37 +564,44 @@ impl DeliveryQueue for SledStore {
 
     fn list_jobs(&self, q: &JobQuery<'_>) -> Result<JobPage, StoreError> {
         let open = self.instance()?;
-        let prefix = listing_prefix(q.subscription);
-        let bound = |ms: u64| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(format!("{ms:016x}").as_bytes());
-            k
+        let prefixes = match q.subscription {
+            Some(sub) => vec![format!("n/{sub}/").into_bytes()],
+            None => listed_subscriptions(&open.tree)?,
         };
-        let low = q.since_ms.map_or_else(|| prefix.clone(), bound);
-        let mut high = match q.until_ms {
-            Some(ms) => bound(ms),
-            None => {
-                // Just past every key under the prefix.
-                let mut k = prefix.clone();
-                *k.last_mut().expect("prefix ends in /") += 1;
-                k
-            }
-        };
-        if let Some(cursor) = q.after {
-            let mut k = prefix.clone();
-            k.extend_from_slice(cursor.as_bytes());
-            high = high.min(k);
-        }
         let mut page = JobPage {
             total_exact: true,
             ..JobPage::default()
         };
-        if low >= high {
-            return Ok(page); // `since` after `until`, or a cursor before `since`
+        let mut sources = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let bound = |tail: &[u8]| [&prefix[..], tail].concat();
+            let low = q.since_ms.map_or_else(
+                || prefix.clone(),
+                |ms| bound(format!("{ms:016x}").as_bytes()),
+            );
+            let mut high = match q.until_ms {
+                Some(ms) => bound(format!("{ms:016x}").as_bytes()),
+                // Just past every key under the prefix (it ends in `/`).
+                None => {
+                    let mut k = prefix.clone();
+                    if let Some(slash) = k.last_mut() {
+                        *slash += 1;
+                    }
+                    k
+                }
+            };
+            if let Some(cursor) = q.after {
+                high = high.min(bound(cursor.as_bytes()));
+            }
+            if low < high {
+                sources.push((prefix.len(), open.tree.range(low..high).rev()));
+            }
         }
+        // Nothing when `since` is after `until`, or a cursor before `since`.
+        let merged = NewestFirst::new(sources)?;
         let mut last_shown: Option<Vec<u8>> = None;
         let mut last_examined: Option<Vec<u8>> = None;
-        for (examined, item) in open.tree.range(low..high).keys().rev().enumerate() {
+        for (examined, item) in merged.enumerate() {
             if examined == q.max_examined {
                 page.total_exact = false;
                 break;
@@ -466,7 +613,7 @@ impl DeliveryQueue for SledStore {
                 page.total += 1;
                 continue;
             }
-            let (_, id) = listing_tail(&k, &prefix)?;
+            let (_, id) = listing_tail(&k)?;
             let Some(bytes) = open.tree.get(key(b'j', id))? else {
                 continue; // removed by retention between the two reads
             };
@@ -489,7 +636,7 @@ impl DeliveryQueue for SledStore {
         };
         if page.total > page.jobs.len() || !page.total_exact {
             page.next = resume
-                .map(|k| listing_tail(&k, &prefix).map(|(at, id)| format!("{at:016x}/{id}")))
+                .map(|k| listing_tail(&k).map(|(at, id)| format!("{at:016x}/{id}")))
                 .transpose()?;
         }
         Ok(page)
@@ -497,6 +644,20 @@ impl DeliveryQueue for SledStore {
 
     fn index_for_listing(&self) -> Result<usize, StoreError> {
         let open = self.instance()?;
+        // Earlier versions' `l/` keys: the listing of all subscriptions now
+        // merges theirs, and `l/` was one more write per delivery.
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut stale = 0;
+            for k in open.tree.scan_prefix(b"l/").keys().take(10_000) {
+                batch.remove(k?);
+                stale += 1;
+            }
+            if stale == 0 {
+                break;
+            }
+            open.tree.apply_batch(batch)?;
+        }
         let flag = key(b'm', "listing_indexed");
         if open.tree.contains_key(&flag)? {
             return Ok(0);
@@ -505,9 +666,7 @@ impl DeliveryQueue for SledStore {
         for item in open.tree.scan_prefix(b"j/") {
             let (_, v) = item?;
             let job: Job = serde_json::from_slice(&v)?;
-            for k in listing_keys(&job) {
-                batch.insert(k, &[][..]);
-            }
+            batch.insert(listing_key(&job), &[][..]);
             n += 1;
             if n % 10_000 == 0 {
                 open.tree.apply_batch(std::mem::take(&mut batch))?;
@@ -553,18 +712,20 @@ impl WindowStore for SledStore {
         jobs: &[Job],
         closed_through_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let (mut batch, mut expirable) = (sled::Batch::default(), Expirable::default());
         for m in members {
             batch.remove(window_key(m));
         }
         for job in jobs {
-            add_new_job(&mut batch, job)?;
+            add_new_job(&mut batch, &mut expirable, job)?;
         }
         batch.insert(
             key(b'm', "closed_through"),
             &closed_through_ms.to_be_bytes()[..],
         );
-        self.instance()?.tree.apply_batch(batch)?;
+        let open = self.instance()?;
+        expirable.write(&open.db, &mut batch)?;
+        open.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -697,49 +858,109 @@ impl IdempotencyStore for SledStore {
     }
 }
 
+/// One [`RetentionStore::expire`] call's removals, applied as one batch.
+struct Removal<'o> {
+    open: &'o Open,
+    what: Expiring,
+    batch: sled::Batch,
+    /// Events already removed in this batch (a pipeline re-run after a
+    /// crash puts an event in a second marker).
+    events_gone: std::collections::HashSet<String>,
+    done: Expired,
+}
+
+impl Removal<'_> {
+    /// Removes the record of a marker's entry if it is still what the entry
+    /// says: a job settled again since is covered by a newer marker.
+    fn record(&mut self, id: &str, at: u64) -> Result<(), StoreError> {
+        let tree = &self.open.tree;
+        if self.what == Expiring::Events {
+            if !self.events_gone.contains(id) && tree.contains_key(key(b'e', id))? {
+                self.batch.remove(key(b'e', id));
+                self.events_gone.insert(id.to_string());
+                self.done.removed += 1;
+            }
+            return Ok(());
+        }
+        let Some(bytes) = tree.get(key(b'j', id))? else {
+            return Ok(());
+        };
+        let job: Job = serde_json::from_slice(&bytes)?;
+        if Expiring::of(job.status) != Some(self.what) || job.settled_at_ms() != at {
+            return Ok(());
+        }
+        // Only the state read: a job re-sent meanwhile stays.
+        let removed = tree
+            .compare_and_swap(key(b'j', id), Some(bytes), None::<&[u8]>)?
+            .is_ok();
+        if removed {
+            self.batch.remove(key(b'd', id));
+            self.batch.remove(listing_key(&job));
+            self.done.removed += 1;
+        }
+        Ok(())
+    }
+}
+
 impl RetentionStore for SledStore {
     fn expire(&self, what: Expiring, before_ms: u64, max: usize) -> Result<Expired, StoreError> {
         let open = self.instance()?;
         let code = retention_code(what) as char;
+        let mut removal = Removal {
+            open: &open,
+            what,
+            batch: sled::Batch::default(),
+            events_gone: std::collections::HashSet::new(),
+            done: Expired::default(),
+        };
+        let mut budget = max;
+        // Per-record markers (earlier versions, the one-time index) first.
         let start = format!("r/{code}/").into_bytes();
         let end = format!("r/{code}/{before_ms:016x}").into_bytes();
-        let mut batch = sled::Batch::default();
-        let mut done = Expired::default();
-        for (examined, item) in open.tree.range(start..end).keys().enumerate() {
-            if examined == max {
-                done.more = true;
+        for item in open.tree.range(start..end).keys() {
+            if budget == 0 {
+                removal.done.more = true;
                 break;
             }
+            budget -= 1;
             let k = item?;
             let (at, id) = parse_retention_key(&k)?;
-            batch.remove(k.as_ref());
-            if what == Expiring::Events {
-                if open.tree.contains_key(key(b'e', id))? {
-                    batch.remove(key(b'e', id));
-                    done.removed += 1;
-                }
-                continue;
+            removal.batch.remove(k.as_ref());
+            removal.record(id, at)?;
+        }
+        // A marker's key holds its oldest time: below `end`, some of it is due.
+        let start = format!("R/{code}/").into_bytes();
+        let end = format!("R/{code}/{before_ms:016x}").into_bytes();
+        for item in open.tree.range(start..end) {
+            if budget == 0 {
+                removal.done.more = true;
+                break;
             }
-            let Some(bytes) = open.tree.get(key(b'j', id))? else {
-                continue;
-            };
-            let job: Job = serde_json::from_slice(&bytes)?;
-            if Expiring::of(job.status) != Some(what) || job.settled_at_ms() != at {
-                continue; // settled again since: a newer marker covers it
-            }
-            // Only the state read: a job re-sent meanwhile stays.
-            let removed = open
-                .tree
-                .compare_and_swap(key(b'j', id), Some(bytes), None::<&[u8]>)?
-                .is_ok();
-            if removed {
-                batch.remove(key(b'd', id));
-                for k in listing_keys(&job) {
-                    batch.remove(k);
+            let (k, v) = item?;
+            let (_, unique, _) = parse_marker_key(&k)?;
+            let entries: Vec<MarkerEntry> = serde_json::from_slice(&v)?;
+            let mut rest = Vec::new();
+            for (id, at) in entries {
+                if at < before_ms && budget > 0 {
+                    budget -= 1;
+                    removal.record(&id, at)?;
+                } else {
+                    rest.push((id, at));
                 }
-                done.removed += 1;
+            }
+            removal.batch.remove(k.as_ref());
+            // Not due yet, or cut short by the budget: kept, under its oldest.
+            if let Some(oldest) = rest.iter().map(|e| e.1).min() {
+                if oldest < before_ms {
+                    removal.done.more = true;
+                }
+                removal.batch.insert(
+                    marker_key(what, oldest, unique, rest.len()),
+                    serde_json::to_vec(&rest)?,
+                );
             }
         }
+        let Removal { batch, done, .. } = removal;
         open.tree.apply_batch(batch)?;
         Ok(done)
     }
@@ -791,12 +1012,18 @@ impl RetentionStore for SledStore {
     /// Counts index keys, which have no values, rather than the records:
     /// a scan of `e/` and `j/` reads every stored body (3 GB for a million
     /// deliveries), evicts the cache and stalled listings for seconds.
-    /// Every event has one retention key (`r/e/`), every job one listing key
-    /// (`l/`), both written and removed with their record.
+    /// Every event is in one retention marker (`r/e/`, or counted in the
+    /// key of an `R/e/`; twice after a pipeline re-run until retention
+    /// reaches it), every job has one listing key (`n/`), both written and
+    /// removed with their record.
     fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut events = self.count_prefix(b"r/e/")? as u64;
+        for k in self.instance()?.tree.scan_prefix(b"R/e/").keys() {
+            events += parse_marker_key(&k?)?.2 as u64;
+        }
         Ok(StoreStats {
-            events: self.count_prefix(b"r/e/")? as u64,
-            deliveries: self.count_prefix(b"l/")? as u64,
+            events,
+            deliveries: self.count_prefix(b"n/")? as u64,
             pending: self.count_prefix(b"q/")? as u64,
             dead_letters: self.count_prefix(b"d/")? as u64,
             bytes: self.instance()?.db.size_on_disk()?,
@@ -938,7 +1165,7 @@ mod tests {
         );
         assert_eq!(store.job("a").unwrap(), None);
         assert_eq!(
-            store.count_prefix(b"r/").unwrap(),
+            store.count_prefix(b"r/").unwrap() + store.count_prefix(b"R/").unwrap(),
             0,
             "no marker left behind"
         );
@@ -981,6 +1208,66 @@ mod tests {
         );
         assert!(store.has_event("e20").unwrap());
         assert_eq!(store.stats().unwrap().events, 5);
+    }
+
+    #[test]
+    fn one_marker_per_write_and_each_entry_ages_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // 300 events in one write (three markers of at most 128), one of
+        // them far older than the rest.
+        let processed: Vec<Processed> = (0..300u64)
+            .map(|i| Processed::new(event(&format!("e{i:03}"), if i == 150 { 100 } else { 900 })))
+            .collect();
+        store.complete_pipeline(&processed).unwrap();
+        assert_eq!(store.count_prefix(b"R/e/").unwrap(), 3);
+        assert_eq!(
+            store.count_prefix(b"r/").unwrap(),
+            0,
+            "no per-record marker"
+        );
+        assert_eq!(store.stats().unwrap().events, 300);
+
+        let done = store.expire(Expiring::Events, 500, 1000).unwrap();
+        assert_eq!(
+            done,
+            Expired {
+                removed: 1,
+                more: false
+            }
+        );
+        assert!(!store.has_event("e150").unwrap());
+        assert!(store.has_event("e149").unwrap() && store.has_event("e151").unwrap());
+        assert_eq!(
+            store.stats().unwrap().events,
+            299,
+            "its marker shrank by one"
+        );
+
+        // The budget cuts into a marker: what is left stays due.
+        let done = store.expire(Expiring::Events, 1000, 200).unwrap();
+        assert_eq!(
+            done,
+            Expired {
+                removed: 200,
+                more: true
+            }
+        );
+        assert_eq!(store.stats().unwrap().events, 99);
+        let done = store.expire(Expiring::Events, 1000, 200).unwrap();
+        assert_eq!(
+            done,
+            Expired {
+                removed: 99,
+                more: false
+            }
+        );
+        assert_eq!(
+            store.count_prefix(b"R/").unwrap(),
+            0,
+            "no marker left behind"
+        );
+        assert_eq!(store.stats().unwrap().events, 0);
     }
 
     #[test]
@@ -1078,7 +1365,14 @@ mod tests {
         tree.insert(key(b'j', "old"), serde_json::to_vec(&old).unwrap())
             .unwrap();
         assert!(!listed(&store, &query(100)).0.contains(&"old".to_string()));
+        // An earlier version's key of the all-subscriptions listing.
+        tree.insert(b"l/0000000000000064/old", &[][..]).unwrap();
         assert_eq!(store.index_for_listing().unwrap(), 5);
+        assert_eq!(
+            tree.scan_prefix(b"l/").count(),
+            0,
+            "old listing keys removed"
+        );
         assert_eq!(store.index_for_listing().unwrap(), 0, "done once");
         assert_eq!(listed(&store, &query(100)).0.last().unwrap(), "old");
     }
