@@ -281,12 +281,8 @@ impl Running {
 
     /// The process's peak resident set size (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        hookhost_core::process_stats::Process::Pid(self.child.id())
+            .peak_rss_kib()
             .expect("VmHWM in /proc/<pid>/status")
     }
 

@@ -250,6 +250,12 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     );
     assert_eq!(m["hookhost_plugin_reloads_total{result=\"loaded\"}"], 1.0);
     assert_eq!(m["hookhost_delivery_queue_depth"], 0.0);
+    // The standard process gauges describe the server's process, not ours.
+    let server_rss = (server.peak_rss_kib() * 1024) as f64;
+    let rss = m["process_resident_memory_bytes"];
+    assert!(rss > 1e6 && rss <= server_rss, "{rss} of peak {server_rss}");
+    assert!(m["process_open_fds"] >= 3.0, "{m:#?}");
+    assert!(m["process_cpu_seconds_total"] > 0.0, "{m:#?}");
     // What is stored, counted every 100 ms here: 4 events (the 2 ingested
     // and the 2 `hookhost.delivery.exhausted` the dead letters emitted,
     // which no subscription takes), 4 deliveries (2 dead letters), none

@@ -1,13 +1,12 @@
 //! Shared by the benches: the process's memory and a folder's size.
 
-/// Resident memory of this process, from /proc (Linux).
+use hookhost_core::process_stats::Process;
+
+/// Resident memory of this process (NaN where /proc cannot be read).
 pub fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    Process::Current
+        .rss_kib()
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0)
 }
 
 /// Bytes of the files under `path`.

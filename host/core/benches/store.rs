@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use hookhost_core::model::{Attempt, Job, JobStatus, Processed, StoredEvent, job_id};
+use hookhost_core::process_stats::Process;
 use hookhost_core::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use hookhost_core::store::{DeliveryQueue, EventStore, Store};
 
@@ -19,14 +20,7 @@ use common::{dir_bytes, rss_mib};
 
 /// CPU time of this process (user + system), in µs.
 fn cpu_us() -> u64 {
-    // utime and stime are fields 14 and 15 of /proc/self/stat, in ticks.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    ticks * 10_000 // 100 ticks per second on Linux
+    Process::Current.cpu_ms().unwrap_or(0) * 1000
 }
 
 /// An event as `hookhost bench` sends it: ~200 bytes of padding.

@@ -39,6 +39,7 @@ pub mod model;
 pub mod node;
 pub mod operational;
 pub mod pipeline;
+pub mod process_stats;
 pub mod retention;
 pub mod sign;
 pub mod ssrf;

@@ -12,6 +12,8 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::process_stats::Process;
+
 /// Upper bounds (seconds) of the attempt-latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -163,6 +165,38 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Re
         .encode_gauge(&v)
 }
 
+/// The standard process metrics (names as Prometheus's own clients give
+/// them), where `/proc` can be read.
+fn process_gauges(enc: &mut DescriptorEncoder) -> fmt::Result {
+    let me = Process::Current;
+    if let Some(kib) = me.rss_kib() {
+        gauge(
+            enc,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            (kib * 1024) as i64,
+        )?;
+    }
+    if let Some(ms) = me.cpu_ms() {
+        enc.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&(ms as f64 / 1000.0), None)?;
+    }
+    if let Some(n) = me.open_files() {
+        gauge(
+            enc,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            n as i64,
+        )?;
+    }
+    Ok(())
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let (m, snapshot) = (&METRICS, &self.0);
@@ -275,6 +309,7 @@ impl Collector for Scrape {
                 .map(|(kind, v)| ([("kind", *kind)], load(v)))
                 .collect(),
         )?;
+        process_gauges(&mut enc)?;
         if m.stored_counted.load(Relaxed) {
             let mut family = enc.encode_descriptor(
                 "hookhost_stored_records",
@@ -390,6 +425,9 @@ mod tests {
             "hookhost_plugin_reloads_total{result=\"loaded\"} 2",
             "hookhost_plugin_calls_total{plugin=\"a\\\"b\\\\c\\nd\"} 7",
             "# TYPE hookhost_attempt_duration_seconds histogram",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_cpu_seconds counter",
+            "# TYPE process_open_fds gauge",
             "# EOF",
         ] {
             assert!(page.lines().any(|l| l == line), "{line:?} not in\n{page}");

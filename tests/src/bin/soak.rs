@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
+use hookhost_core::process_stats::Process;
 use hookhost_tests::http::post;
 use hookhost_tests::{PATIENCE, Running};
 use serde_json::{Value, json};
@@ -95,17 +96,6 @@ struct Sample {
     delivered: usize,
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Bytes of the files under `dir`, but its `journal` folder.
 fn folder_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |entries| {
@@ -119,10 +109,6 @@ fn folder_bytes(dir: &Path) -> u64 {
             })
             .sum()
     })
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -197,8 +183,8 @@ fn main() -> anyhow::Result<()> {
     let sample = |samples: &mut Vec<Sample>| {
         let s = Sample {
             at_s: started.elapsed().as_secs_f64(),
-            rss_kib: rss_kib(pid),
-            fds: open_files(pid),
+            rss_kib: Process::Pid(pid).rss_kib().unwrap_or(0),
+            fds: Process::Pid(pid).open_files().unwrap_or(0),
             disk_bytes: folder_bytes(&root.path().join("db")),
             acknowledged: acknowledged.load(Ordering::Relaxed),
             delivered: receiver.delivered.lock().map_or(0, |d| d.len()),

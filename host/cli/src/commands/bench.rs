@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bytes::Bytes;
+use hookhost_core::process_stats::Process;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -203,38 +204,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Resident memory in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User + system CPU time in milliseconds.
-fn cpu_ms(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ticks * 1000 / per_second
 }
 
 fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
@@ -437,10 +406,20 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         }
         let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
         let apis: Vec<SocketAddr> = servers.iter().map(|s| s.api).collect();
-        let cpu_before: u64 = pids.iter().map(|&pid| cpu_ms(pid)).sum();
+        let cpu_before: u64 = pids
+            .iter()
+            .filter_map(|&pid| Process::Pid(pid).cpu_ms())
+            .sum();
         let mut result = runtime.block_on(load(&options, &apis, &sink));
-        result.rss_mib = pids.iter().map(|&pid| rss_kib(pid)).sum::<u64>() as f64 / 1024.0;
-        let cpu_after: u64 = pids.iter().map(|&pid| cpu_ms(pid)).sum();
+        result.rss_mib = pids
+            .iter()
+            .filter_map(|&pid| Process::Pid(pid).rss_kib())
+            .sum::<u64>() as f64
+            / 1024.0;
+        let cpu_after: u64 = pids
+            .iter()
+            .filter_map(|&pid| Process::Pid(pid).cpu_ms())
+            .sum();
         result.cpu_ms_per_delivery =
             cpu_after.saturating_sub(cpu_before) as f64 / result.delivered.max(1) as f64;
         for server in servers {
