@@ -151,6 +151,7 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
     // Delivered means through the pipeline: none left behind it.
     let (_, cluster) = get(second_api, "/v1/cluster", &[ADMIN]);
     assert_eq!(cluster["unfinished_events"], 0, "{cluster:#}");
+    assert!(cluster.get("pipeline_lag_ms").is_none(), "{cluster:#}");
 
     // The leader dies: the standby leads, delivers and serves the API.
     first.kill9();

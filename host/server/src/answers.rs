@@ -50,6 +50,9 @@ pub(crate) struct ClusterView {
     /// Events acknowledged but not yet through the pipeline, cluster-wide:
     /// how far the pipeline is behind ingest.
     pub unfinished_events: u64,
+    /// How long the oldest of those has waited, in ms (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_lag_ms: Option<u64>,
     /// Nodes seen in the last hour.
     pub nodes: Vec<ClusterNode>,
 }

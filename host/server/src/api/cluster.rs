@@ -22,14 +22,14 @@ pub(super) async fn cluster(State(app): State<App>) -> Response {
     let read = blocking(move || {
         let nodes = membership.nodes()?;
         let pending = store.pending_count()?;
-        let unfinished = match store.clone().inbox() {
-            Some(inbox) => inbox.unfinished_count()?,
-            None => 0,
+        let (unfinished, oldest) = match store.clone().inbox() {
+            Some(inbox) => (inbox.unfinished_count()?, inbox.unfinished(None, 1)?.pop()),
+            None => (0, None),
         };
-        Ok::<_, hookhost_core::store::StoreError>((nodes, pending, unfinished))
+        Ok::<_, hookhost_core::store::StoreError>((nodes, pending, unfinished, oldest))
     })
     .await;
-    let (nodes, pending, unfinished) = match read {
+    let (nodes, pending, unfinished, oldest) = match read {
         Ok(Ok(read)) => read,
         Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => return e.into_response(),
@@ -51,6 +51,7 @@ pub(super) async fn cluster(State(app): State<App>) -> Response {
         leader: app.membership.leader_address(),
         pending_deliveries: pending as u64,
         unfinished_events: unfinished as u64,
+        pipeline_lag_ms: oldest.map(|e| now.saturating_sub(e.received_at_ms)),
         nodes,
     })
     .into_response()
