@@ -34,8 +34,11 @@ impl Retention {
     }
 
     /// Runs until dropped: indexes a store made before retention existed,
-    /// then a pass every `retention.every` and a count every
-    /// `retention.count_every` (the first of each at once).
+    /// then a pass every `retention.every` (the first at once) and a count
+    /// every `retention.count_every`. The first count waits one period: it
+    /// scans every key, and at start, on a store with millions of records,
+    /// it held up the first deliveries and doubled the memory
+    /// (BENCHMARKS.md, "History").
     pub async fn run(self) {
         if self.config.enabled {
             let store = self.store.clone();
@@ -51,7 +54,8 @@ impl Retention {
         }
         let mut passes = tokio::time::interval(self.config.every);
         passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut counts = tokio::time::interval(self.config.count_every);
+        let first_count = tokio::time::Instant::now() + self.config.count_every;
+        let mut counts = tokio::time::interval_at(first_count, self.config.count_every);
         counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
