@@ -406,20 +406,14 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         }
         let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
         let apis: Vec<SocketAddr> = servers.iter().map(|s| s.api).collect();
-        let cpu_before: u64 = pids
-            .iter()
-            .filter_map(|&pid| Process::Pid(pid).cpu_ms())
-            .sum();
+        // The servers' sum of one reading (0 for one that cannot be read).
+        let total = |read: fn(Process) -> Option<u64>| -> u64 {
+            pids.iter().filter_map(|&pid| read(Process::Pid(pid))).sum()
+        };
+        let cpu_before = total(Process::cpu_ms);
         let mut result = runtime.block_on(load(&options, &apis, &sink));
-        result.rss_mib = pids
-            .iter()
-            .filter_map(|&pid| Process::Pid(pid).rss_kib())
-            .sum::<u64>() as f64
-            / 1024.0;
-        let cpu_after: u64 = pids
-            .iter()
-            .filter_map(|&pid| Process::Pid(pid).cpu_ms())
-            .sum();
+        result.rss_mib = total(Process::rss_kib) as f64 / 1024.0;
+        let cpu_after = total(Process::cpu_ms);
         result.cpu_ms_per_delivery =
             cpu_after.saturating_sub(cpu_before) as f64 / result.delivered.max(1) as f64;
         for server in servers {
