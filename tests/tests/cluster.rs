@@ -94,17 +94,17 @@ fn leads(api: SocketAddr) -> Option<bool> {
     (status == 200).then(|| ready["leading"].as_bool().unwrap_or(false))
 }
 
-/// A standby takes events in (the leader, woken by its `NOTIFY`, delivers
-/// them), refuses the
-/// management API naming the leader, and takes the lead when the leader is
-/// killed.
+/// A standby takes events in and runs their pipeline itself, except those
+/// whose outcome is the leader's (an aggregated alarm here), which the
+/// leader, woken by its `NOTIFY`, runs; it refuses the management API
+/// naming the leader, and takes the lead when the leader is killed.
 #[test]
 fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();
     let config = cluster_config(root.path(), &receiver.url("sink"));
-    // No periodic sweep in this test: the standby's events reach the
-    // leader's pipeline only by its NOTIFY.
+    // No periodic sweep in this test: the standby's handed-over events
+    // reach the leader's pipeline only by its NOTIFY.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -142,12 +142,40 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
         "{cluster:#}"
     );
 
-    // Events the standby acknowledged are delivered by the leader.
+    // Events the standby acknowledged are delivered: reports through its
+    // own pipeline, alarms (one 2 s window per location) through the
+    // leader's.
     let events: Vec<Value> = (0..50)
         .map(|n| json!({"type": "report", "data": {"n": n}}))
+        .chain((0..4).map(
+            |n| json!({"type": "alarm", "data": {"location_id": format!("L{}", n % 2), "n": n}}),
+        ))
         .collect();
     post_events(second_api, events);
-    receiver.wait_count("sink", 50, PATIENCE);
+    receiver.wait_count("sink", 52, PATIENCE);
+    let types = receiver
+        .bodies("sink")
+        .iter()
+        .map(|b| b["type"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        types.iter().filter(|t| *t == "alarm").count(),
+        2,
+        "{types:?}"
+    );
+    let counter = |api: SocketAddr, name: &str| -> u64 {
+        let (status, page) = hookhost_tests::http::request(api, "GET", "/metrics", &[], b"");
+        assert_eq!(status, 200);
+        let page = page.as_str().unwrap().to_string();
+        page.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_total ")))
+            .unwrap_or_else(|| panic!("no {name} in {page}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter(second_api, "hookhost_pipeline_events"), 50);
+    assert_eq!(counter(second_api, "hookhost_pipeline_handed_over"), 4);
+    assert_eq!(counter(first_api, "hookhost_pipeline_events"), 4);
     // Delivered means through the pipeline: none left behind it.
     let (_, cluster) = get(second_api, "/v1/cluster", &[ADMIN]);
     assert_eq!(cluster["unfinished_events"], 0, "{cluster:#}");

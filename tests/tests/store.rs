@@ -532,7 +532,7 @@ fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
         pg.psql(&format!(
             "SELECT max(version) FROM {schema}.schema_migrations"
         )),
-        "4"
+        "5"
     );
     // The event went through the pipeline: no longer marked as waiting.
     assert_eq!(
@@ -583,12 +583,12 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         said.trim(),
-        format!("schema {schema} migrated to version 4 (applied [1, 2, 3, 4])")
+        format!("schema {schema} migrated to version 5 (applied [1, 2, 3, 4, 5])")
     );
     let again = migrate();
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        format!("schema {schema} is at version 4: nothing to do")
+        format!("schema {schema} is at version 5: nothing to do")
     );
 
     hookhost_tests::postgres::shared().psql(&format!(
@@ -598,7 +598,7 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("is at version 99, newer than this hookhost knows (4)"),
+        err.contains("is at version 99, newer than this hookhost knows (5)"),
         "{err}"
     );
 }
@@ -781,6 +781,96 @@ fn taking_the_lead_fences_the_previous_leader_and_takes_up_its_unfinished_events
             .collect()
     };
     assert_eq!(names, [("two".to_string(), true)]);
+}
+
+/// A standby runs the pipeline of the events it admits: the leader's sweep
+/// leaves them alone while the standby's lease lasts; the standby stores
+/// the outcomes it keeps and hands the rest over in one transaction; once
+/// its lease ran out the leader takes its events, and the standby's late
+/// outcome of one the leader took is not stored.
+#[test]
+fn a_standby_runs_its_own_events_until_its_lease_runs_out() {
+    use hookhost_core::store::{ClusterStore, DeliveryQueue, EventInbox, EventStore, NodeRecord};
+    let root = tempfile::tempdir().unwrap();
+    let pg = hookhost_tests::postgres::shared();
+    let schema = hookhost_tests::postgres::schema_for(root.path());
+    let open = |node: &str| {
+        let store = PgStore::open(&pg.settings(schema.clone())).unwrap();
+        store.join(node, 60_000).unwrap();
+        Arc::new(store)
+    };
+    let (one, two) = (open("one"), open("two"));
+    assert!(one.try_lead("one").unwrap());
+    assert!(!two.try_lead("two").unwrap());
+    let beat = |store: &PgStore, id: &str| {
+        store
+            .heartbeat(&NodeRecord {
+                id: id.into(),
+                address: format!("http://{id}"),
+                started_at_ms: 1,
+                seen_at_ms: hookhost_core::clock::now_ms(),
+                leading: id == "one",
+                deliveries_held: 0,
+            })
+            .unwrap()
+    };
+    beat(&one, "one");
+    beat(&two, "two");
+    let ids = |events: Vec<StoredEvent>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+
+    let admitted = two
+        .admit(&[event("kept", 1), event("handed", 2)], &[])
+        .unwrap();
+    assert_eq!(
+        (admitted.new, admitted.to_pipeline),
+        (vec![true, true], true)
+    );
+    assert!(
+        ids(one.take_unfinished(10).unwrap()).is_empty(),
+        "a live standby's events taken"
+    );
+    let mut kept = Processed::new(event("kept", 1));
+    kept.jobs.push(Job {
+        event_id: "kept".into(),
+        ..job("kept-job", JobStatus::Pending, 1)
+    });
+    let stored = two.complete_own(&[kept], &["handed"]).unwrap();
+    assert_eq!(stored, ["kept".to_string()].into());
+    assert!(two.job("kept-job").unwrap().is_some());
+    assert_eq!(ids(one.take_unfinished(10).unwrap()), ["handed"]);
+    one.complete_pipeline(&[Processed::new(event("handed", 2))])
+        .unwrap();
+    assert_eq!(one.unfinished_count().unwrap(), 0);
+
+    // The standby's lease runs out (a long pause): the leader takes its
+    // event, and the standby's outcome of it comes too late.
+    two.admit(&[event("late", 3)], &[]).unwrap();
+    pg.psql(&format!(
+        "UPDATE {schema}.nodes SET lease_until_ms = 0 WHERE id = 'two'"
+    ));
+    assert_eq!(ids(one.take_unfinished(10).unwrap()), ["late"]);
+    let mut late = Processed::new(event("late", 3));
+    late.jobs.push(Job {
+        event_id: "late".into(),
+        ..job("late-job", JobStatus::Pending, 1)
+    });
+    assert!(two.complete_own(&[late], &[]).unwrap().is_empty());
+    assert!(two.job("late-job").unwrap().is_none());
+    assert_eq!(one.unfinished_count().unwrap(), 1, "the leader's to finish");
+
+    // A restarted standby hands what its earlier process admitted to the
+    // leader.
+    beat(&two, "two");
+    two.admit(&[event("orphan", 4)], &[]).unwrap();
+    let again = open("two");
+    drop(two);
+    assert_eq!(ids(one.take_unfinished(10).unwrap()), ["orphan"]);
+    assert!(
+        again
+            .complete_own(&[Processed::new(event("orphan", 4))], &[])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Durable ingest on PostgreSQL: an event id is admitted once, whichever

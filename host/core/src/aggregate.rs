@@ -201,6 +201,12 @@ impl Aggregator {
         out
     }
 
+    /// Whether `event` is of the type whose outages are tracked.
+    pub fn tracks_outage(&self, event: &StoredEvent) -> bool {
+        let cfg = &self.config.aggregation.outage;
+        cfg.enabled && event.event_type == cfg.event_type
+    }
+
     /// The new connection state of the event's location, if the event is
     /// the tracked type and not older than the state known. `pending` holds
     /// states decided earlier in the same, not yet written, batch.
@@ -210,7 +216,7 @@ impl Aggregator {
         pending: &HashMap<String, OutageState>,
     ) -> Result<Option<OutageUpdate>, StoreError> {
         let cfg = &self.config.aggregation.outage;
-        if !cfg.enabled || event.event_type != cfg.event_type {
+        if !self.tracks_outage(event) {
             return Ok(None);
         }
         let Ok(data) = serde_json::from_str::<Value>(&event.data) else {

@@ -1,13 +1,16 @@
 //! Cluster mode: several nodes on one shared store (PostgreSQL).
 //!
 //! Every node takes events in (each is a committed row before its `202`,
-//! whichever node answered). One node leads: it runs the pipeline, closes
-//! windows, confirms outages and delivers; the others stand by. A standby
+//! whichever node answered), runs their pipeline and delivers. One node
+//! leads: it closes windows, confirms outages, runs the ordered lanes and
+//! the pipeline of the events whose outcome touches them; the others stand
+//! by for that (see [`crate::worker`]). A standby
 //! tries to take the lead every `cluster.takeover_ms`; the lead is a session
 //! lock in the database, so it ends when the leader's process or connection
 //! does, and taking it raises an epoch that fences the old leader's writes
-//! (see [`ClusterStore`]). The leader sweeps up, every `cluster.sweep_ms`,
-//! the events other nodes admitted and those an earlier leader left.
+//! (see [`ClusterStore`]). The leader sweeps up, every `cluster.sweep_ms`
+//! and when woken, the events other nodes handed over, those of nodes
+//! whose lease ran out and those an earlier leader left.
 //!
 //! Plugins uploaded over the API are the cluster's: the leader records them
 //! in the store and every node installs them into its own plugins folder
@@ -382,7 +385,7 @@ impl Membership {
                 if leads {
                     tracing::info!(node = %self.id, "this node leads: running the pipeline, windows and delivery");
                 } else {
-                    tracing::info!(node = %self.id, "another node leads: this one takes events in and stands by");
+                    tracing::info!(node = %self.id, "another node leads: this one takes events in, runs their pipeline and delivers, and stands by for windows and timers");
                 }
                 leads
             }

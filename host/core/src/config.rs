@@ -184,8 +184,9 @@ pub enum StoreBackend {
 }
 
 /// `[cluster]`: several nodes on one PostgreSQL schema (`[store]`). Every
-/// node takes events in; one leads and runs the pipeline, windows, outage
-/// timers and delivery; the others stand by and take the lead when it ends.
+/// node takes events in, runs their pipeline and delivers; one leads and
+/// runs windows, outage timers and ordered lanes; the others stand by for
+/// that and take the lead when it ends.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub window_events: AtomicI64,
     pub windows_closed: AtomicU64,
     pub outages_confirmed: AtomicU64,
+    /// Events this node's pipeline ran and whose outcome it stored.
+    pub pipeline_events: AtomicU64,
+    /// Events a standby ran but left to the leader: their outcome touches
+    /// window, outage or ordering state, which only the leader writes.
+    pub pipeline_handed_over: AtomicU64,
     /// Open API connections.
     pub connections_open: AtomicI64,
     /// Idle API connections closed to make room at the connection cap.
@@ -74,6 +79,8 @@ impl Metrics {
             window_events: AtomicI64::new(0),
             windows_closed: AtomicU64::new(0),
             outages_confirmed: AtomicU64::new(0),
+            pipeline_events: AtomicU64::new(0),
+            pipeline_handed_over: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             connections_shed: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
@@ -298,6 +305,18 @@ impl Collector for Scrape {
             "hookhost_outages_confirmed",
             "connection_confirmed events emitted.",
             load(&m.outages_confirmed),
+        )?;
+        counter(
+            &mut enc,
+            "hookhost_pipeline_events",
+            "Events this node's pipeline ran and stored the outcome of.",
+            load(&m.pipeline_events),
+        )?;
+        counter(
+            &mut enc,
+            "hookhost_pipeline_handed_over",
+            "Events this standby left to the leader (windows, outages or ordering).",
+            load(&m.pipeline_handed_over),
         )?;
         counters(
             &mut enc,

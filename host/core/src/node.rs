@@ -8,9 +8,10 @@
 //! [`Running::shutdown`] finishes the pipeline queue, lets attempts in flight
 //! finish (up to the grace period), flushes and retires the intake's journal.
 //!
-//! On a shared store (`cluster`) the worker, delivery and retention start
-//! when the node takes the lead, which may be at once or later; until then
-//! the node only takes events in.
+//! On a shared store (`cluster`) every node runs the pipeline of the events
+//! it admits and delivers; windows, outage timers, ordered lanes and
+//! retention start when the node takes the lead, which may be at once or
+//! later (see [`Worker`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,10 +221,10 @@ impl Node {
         })
     }
 
-    /// Starts the intake's checkpoints and, once this node leads (at once
-    /// unless another node of a cluster does), the worker, delivery
-    /// (pending jobs load from the store as room allows) and retention.
-    /// Needs a Tokio runtime.
+    /// Starts the intake's checkpoints, the worker and, once this node leads
+    /// (at once unless another node of a cluster does), the worker's ticks,
+    /// delivery (pending jobs load from the store as room allows) and
+    /// retention. Needs a Tokio runtime.
     pub fn start(self) -> Result<Running, NodeError> {
         let leader_tasks: Arc<std::sync::Mutex<Option<LeaderTasks>>> = Default::default();
         let upkeep = tokio::spawn(self.intake.clone().maintain(
@@ -247,7 +248,7 @@ impl Node {
             );
             let (subscriptions, aggregator) = (self.subscriptions.clone(), self.aggregator.clone());
             let (config, clock) = (self.config.clone(), self.clock.clone());
-            let (from_intake, journal_events) = (self.from_intake, self.resumed_events);
+            let journal_events = self.resumed_events;
             let store_intake = self.store_intake.clone();
             let tasks = leader_tasks.clone();
             let runtime = tokio::runtime::Handle::current();
@@ -261,8 +262,10 @@ impl Node {
                     tracing::error!(error = %e, "cannot read the store's state on taking the lead; using what was read at start");
                 }
                 let resumed_jobs = store.pending_count().unwrap_or(0);
+                // Events queued from now on are stored as the leader's.
+                worker.lead();
                 // On a shared store: every event still to run, queued for
-                // the worker before it starts (see `Worker::run`).
+                // the worker before it ticks (see `Worker::run`).
                 let resumed_events = match &store_intake {
                     None => journal_events,
                     Some(intake) => intake.take_up_all().unwrap_or_else(|e| {
@@ -277,15 +280,10 @@ impl Node {
                 );
                 let _enter = runtime.enter();
                 deliverer.resume();
-                let worker = tokio::spawn(worker.run(
-                    from_intake,
-                    deliverer.clone(),
-                    Duration::from_millis(config.aggregation.tick_ms),
-                ));
+                worker.start_ticking();
                 let retention =
                     tokio::spawn(Retention::new(store, config.retention.clone(), clock).run());
-                *tasks.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(LeaderTasks { worker, retention });
+                *tasks.lock().unwrap_or_else(|p| p.into_inner()) = Some(LeaderTasks { retention });
             }
         };
         // Leading from the start (sled, or the first node on a database):
@@ -296,7 +294,12 @@ impl Node {
         } else {
             Some(Box::new(on_lead))
         };
-        // Shared delivery runs on every node, leading or not.
+        // The pipeline and shared delivery run on every node, leading or not.
+        let worker = tokio::spawn(self.worker.clone().run(
+            self.from_intake,
+            self.deliverer.clone(),
+            Duration::from_millis(self.config.aggregation.tick_ms),
+        ));
         self.deliverer
             .share(Duration::from_millis(self.config.cluster.sweep_ms));
         let cluster = self.store_intake.as_ref().map(|intake| {
@@ -315,6 +318,7 @@ impl Node {
             deliverer: self.deliverer,
             pipeline: self.pipeline,
             membership: self.membership,
+            worker,
             leader_tasks,
             upkeep,
             cluster,
@@ -324,7 +328,6 @@ impl Node {
 
 /// What runs only on the leading node.
 struct LeaderTasks {
-    worker: tokio::task::JoinHandle<()>,
     retention: tokio::task::JoinHandle<()>,
 }
 
@@ -338,6 +341,7 @@ pub struct Running {
     pub deliverer: Arc<Deliverer>,
     pub pipeline: Arc<Pipeline>,
     pub membership: Arc<Membership>,
+    worker: tokio::task::JoinHandle<()>,
     /// Set once this node leads.
     leader_tasks: Arc<std::sync::Mutex<Option<LeaderTasks>>>,
     upkeep: tokio::task::JoinHandle<()>,
@@ -361,12 +365,9 @@ impl Running {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let delivering = leader_tasks.is_some() || self.deliverer.shares();
-        let mut retention = None;
-        if let Some(tasks) = leader_tasks {
-            // The worker's last jobs first: they go to delivery.
-            let _ = tasks.worker.await;
-            retention = Some(tasks.retention);
-        }
+        // The worker's last jobs first: they go to delivery.
+        let _ = self.worker.await;
+        let retention = leader_tasks.map(|tasks| tasks.retention);
         if delivering {
             let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
             if !self.deliverer.shutdown(grace).await {

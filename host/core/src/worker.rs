@@ -1,13 +1,18 @@
-//! The one task that takes accepted events through the pipeline and
+//! The task that takes accepted events through the pipeline and
 //! aggregation, and on a tick closes ended windows and confirms outages.
-//! Being the only writer of window and location state, it needs no locks:
-//! an event is never placed in a window while that window is being closed.
+//!
+//! Every node runs one. The leader's is the only writer of window and
+//! location state, so it needs no locks: an event is never placed in a
+//! window while that window is being closed. A standby's (on a shared
+//! store) stores the outcome of its own events only when it touches none of
+//! that state, nor an ordered lane's; the other events it hands to the
+//! leader, and it never ticks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -17,7 +22,7 @@ use crate::aggregate::Aggregator;
 use crate::deliver::Deliverer;
 use crate::model::{Job, JobStatus, OutageState, OutageUpdate, Processed, StoredEvent};
 use crate::pipeline::Pipeline;
-use crate::store::{Store, StoreError};
+use crate::store::{EventInbox, Store, StoreError};
 
 /// Events per store batch.
 const STORE_CHUNK: usize = 512;
@@ -42,6 +47,48 @@ pub struct Worker {
     pipeline: Arc<Pipeline>,
     aggregator: Arc<Aggregator>,
     store: Arc<dyn Store>,
+    /// A shared store's inbox, where a standby stores its own outcomes.
+    inbox: Option<Arc<dyn EventInbox>>,
+    /// Outcomes are stored as the leader's (fenced by its epoch).
+    leading: AtomicBool,
+    /// Windows close and outages confirm on the tick.
+    ticking: AtomicBool,
+}
+
+/// Why a standby leaves an event's outcome to the leader.
+fn needs_leader(aggregator: &Aggregator, outcome: &Processed) -> bool {
+    aggregator.tracks_outage(&outcome.event)
+        || !outcome.window_members.is_empty()
+        || outcome.jobs.iter().any(|j| j.order.is_some())
+}
+
+/// An event as it was before the pipeline ran (to run again).
+fn unrun(event: StoredEvent) -> StoredEvent {
+    StoredEvent {
+        errors: Vec::new(),
+        plugin_decisions: Default::default(),
+        ..event
+    }
+}
+
+/// Counts plugin errors among stored outcomes; their pending jobs.
+fn stored_jobs(outcomes: Vec<Processed>) -> Vec<Job> {
+    let failed = outcomes
+        .iter()
+        .flat_map(|o| &o.jobs)
+        .filter(|j| j.status == JobStatus::PluginError)
+        .count();
+    METRICS
+        .plugin_errors
+        .fetch_add(failed as u64, Ordering::Relaxed);
+    METRICS
+        .pipeline_events
+        .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+    outcomes
+        .into_iter()
+        .flat_map(|o| o.jobs)
+        .filter(|j| j.status == JobStatus::Pending)
+        .collect()
 }
 
 impl Worker {
@@ -50,11 +97,33 @@ impl Worker {
         aggregator: Arc<Aggregator>,
         store: Arc<dyn Store>,
     ) -> Arc<Worker> {
+        let inbox = store.clone().inbox();
         Arc::new(Worker {
             pipeline,
             aggregator,
             store,
+            inbox,
+            leading: AtomicBool::new(false),
+            ticking: AtomicBool::new(false),
         })
+    }
+
+    /// This node leads: outcomes are stored as the leader's from now on.
+    /// Call before queueing the events taken up on taking the lead.
+    pub fn lead(&self) {
+        self.leading.store(true, Ordering::SeqCst);
+    }
+
+    /// Windows and outage timers are this node's from now on: the events
+    /// queued by then are placed before the first tick.
+    pub fn start_ticking(&self) {
+        self.ticking.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether outcomes are stored as the leader's: while leading, and
+    /// always on a store of one node's own.
+    fn leads(&self) -> bool {
+        self.inbox.is_none() || self.leading.load(Ordering::SeqCst)
     }
 
     /// Runs events through the pipeline and stores the outcome; returns the
@@ -69,14 +138,15 @@ impl Worker {
         let mut failed = Vec::new();
         let mut ready = Vec::new();
         let mut events = events.into_iter().peekable();
+        let own_inbox = self.inbox.as_deref().filter(|_| !self.leads());
         while events.peek().is_some() {
             // One store batch per chunk: fewer, larger writes, bounded size.
             let chunk: Vec<StoredEvent> = events.by_ref().take(STORE_CHUNK).collect();
-            let processed = chunk
-                .into_iter()
-                .map(|event| (event, None))
-                .collect::<Vec<_>>();
-            match self.process_batch(processed) {
+            let outcome = match own_inbox {
+                Some(inbox) => self.process_own_batch(inbox, chunk),
+                None => self.process_batch(chunk.into_iter().map(|e| (e, None)).collect()),
+            };
+            match outcome {
                 Ok(jobs) => ready.extend(jobs),
                 Err((e, events)) => {
                     tracing::error!(
@@ -132,11 +202,6 @@ impl Worker {
                 .map_err(|e| (e, None)),
         };
         if let Err((e, current)) = stored {
-            let unrun = |event: StoredEvent| StoredEvent {
-                errors: Vec::new(),
-                plugin_decisions: Default::default(),
-                ..event
-            };
             let back = outcomes
                 .into_iter()
                 .map(|o| unrun(o.event))
@@ -149,19 +214,47 @@ impl Worker {
         METRICS
             .window_events
             .fetch_add(placed as i64, Ordering::Relaxed);
-        let failed = outcomes
-            .iter()
-            .flat_map(|o| &o.jobs)
-            .filter(|j| j.status == JobStatus::PluginError)
-            .count();
-        METRICS
-            .plugin_errors
-            .fetch_add(failed as u64, Ordering::Relaxed);
-        Ok(outcomes
-            .into_iter()
-            .flat_map(|o| o.jobs)
-            .filter(|j| j.status == JobStatus::Pending)
-            .collect())
+        Ok(stored_jobs(outcomes))
+    }
+
+    /// A standby's batch of its own events: runs each, stores the outcomes
+    /// that touch no leader's state and hands the other events to the
+    /// leader, in one transaction. An event the leader took meanwhile (this
+    /// node's lease ran out) is the leader's: its outcome here is dropped.
+    fn process_own_batch(
+        &self,
+        inbox: &dyn EventInbox,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<Job>, (StoreError, Vec<StoredEvent>)> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut handed = Vec::new();
+        for mut event in events {
+            let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
+            let outcome = self.aggregator.place(event, jobs);
+            if needs_leader(&self.aggregator, &outcome) {
+                handed.push(unrun(outcome.event));
+            } else {
+                outcomes.push(outcome);
+            }
+        }
+        let handed_ids: Vec<&str> = handed.iter().map(|e| e.id.as_str()).collect();
+        match inbox.complete_own(&outcomes, &handed_ids) {
+            Ok(mine) => {
+                METRICS
+                    .pipeline_handed_over
+                    .fetch_add(handed.len() as u64, Ordering::Relaxed);
+                outcomes.retain(|o| mine.contains(&o.event.id));
+                Ok(stored_jobs(outcomes))
+            }
+            Err(e) => Err((
+                e,
+                outcomes
+                    .into_iter()
+                    .map(|o| unrun(o.event))
+                    .chain(handed)
+                    .collect(),
+            )),
+        }
     }
 
     /// Emits confirmed outages and closes ended windows; returns the jobs to
@@ -195,12 +288,19 @@ impl Worker {
         let mut ticker = tokio::time::interval(tick_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick_failing = false;
-        // Events queued before the start (left unfinished by a crash or by
-        // an earlier leader) are placed before the first tick: their windows
-        // may be due already, and closing one first would push them into
-        // the next.
-        let mut catching_up = !from_ingest.is_empty();
+        // Whether this node ticks (it leads); until then the ticker only
+        // wakes the loop to notice it.
+        let mut ticks = false;
+        let mut catching_up = false;
         loop {
+            if !ticks && self.ticking.load(Ordering::SeqCst) {
+                ticks = true;
+                // Events queued before the first tick (left unfinished by a
+                // crash or by an earlier leader) are placed first: their
+                // windows may be due already, and closing one first would
+                // push them into the next.
+                catching_up = !from_ingest.is_empty();
+            }
             let this = self.clone();
             let result = tokio::select! {
                 received = from_ingest.recv() => {
@@ -240,7 +340,12 @@ impl Worker {
                     }
                     processed.map(|(ready, _)| Ok(ready))
                 }
-                _ = ticker.tick(), if !catching_up => tokio::task::spawn_blocking(move || this.tick()).await,
+                _ = ticker.tick(), if !catching_up => {
+                    if !ticks {
+                        continue;
+                    }
+                    tokio::task::spawn_blocking(move || this.tick()).await
+                }
             };
             match result {
                 Ok(Ok(jobs)) => {

@@ -236,9 +236,9 @@ pub trait RetentionStore {
 pub trait EventInbox: Send + Sync {
     /// In one durable write: every event whose id the store never had, and
     /// the `Idempotency-Key` answers (a key already answered keeps its first
-    /// answer). The new events are marked as taken by this node's pipeline
-    /// when it leads (see [`ClusterStore`]); a standby leaves them to the
-    /// leader.
+    /// answer). The new events are marked as taken by this node's pipeline:
+    /// a leader's with its epoch (see [`ClusterStore`]), a standby's with
+    /// its name (stored with [`EventInbox::complete_own`]).
     fn admit(&self, events: &[StoredEvent], answers: &[Remembered])
     -> Result<Admitted, StoreError>;
     /// Up to `max` admitted events whose outcome is not stored and which no
@@ -248,6 +248,17 @@ pub trait EventInbox: Send + Sync {
     fn take_unfinished(&self, max: usize) -> Result<Vec<StoredEvent>, StoreError>;
     /// How many admitted events have no stored outcome yet.
     fn unfinished_count(&self) -> Result<usize, StoreError>;
+    /// A standby's pipeline outcomes of events it admitted, and the ids of
+    /// those it leaves to the leader, in one transaction: stores the
+    /// outcomes of the events still this node's (no leader's sweep took
+    /// them, as it does once this node's lease ran out) and returns their
+    /// ids; the `handed` ones become the leader's sweep's. Outcomes given
+    /// here must touch no window, outage or ordering state.
+    fn complete_own(
+        &self,
+        processed: &[Processed],
+        handed: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
     /// Up to `max` admitted events whose outcome is not stored, oldest
     /// first, after `after` (the last one of the previous call).
     fn unfinished(
@@ -263,7 +274,7 @@ pub struct Admitted {
     /// Per event, whether it was new (of two with the same id, the first).
     pub new: Vec<bool>,
     /// Whether the new events are this node's to run through its pipeline
-    /// (it leads); otherwise the leader takes them up.
+    /// (it is a cluster node); otherwise the leader takes them up.
     pub to_pipeline: bool,
 }
 

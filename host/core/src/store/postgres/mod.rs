@@ -134,6 +134,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cluster: job leases, work shared between nodes",
         include_str!("migrations/0004_job_leases.sql"),
     ),
+    (
+        5,
+        "cluster: every node runs the pipeline of its own events",
+        include_str!("migrations/0005_pipeline_node.sql"),
+    ),
 ];
 
 /// The database's clock in ms: leases are compared with one clock,
@@ -765,7 +770,7 @@ async fn notify_if_claimable(
 /// Writes one pipeline batch's rows in `tx`.
 async fn write_processed(
     tx: &tokio_postgres::Transaction<'_>,
-    processed: &[Processed],
+    processed: &[&Processed],
     jobs: &JobRows,
     jobs_channel: &str,
 ) -> Result<(), StoreError> {
@@ -851,10 +856,11 @@ impl EventStore for PgStore {
             Holder::New(self.node_name(), &keeps),
         )?;
         let channel = self.jobs_channel();
+        let processed: Vec<&Processed> = processed.iter().collect();
         self.run(async |c| {
             let tx = c.transaction().await?;
             fence(&tx, epoch).await?;
-            write_processed(&tx, processed, &jobs, &channel).await?;
+            write_processed(&tx, &processed, &jobs, &channel).await?;
             tx.commit().await?;
             Ok(())
         })?;
@@ -902,21 +908,24 @@ impl EventInbox for PgStore {
             answered.push(ms(answer.at_ms));
             answer_bodies.push(serde_json::to_string(answer)?);
         }
-        // A leader's own events go straight into its pipeline; those of a
-        // standby (no epoch) wait for the leader's sweep.
+        // Every node's own events go straight into its pipeline: a leader's
+        // marked with its epoch, a standby's with its name (the leader's
+        // sweep leaves them alone while it lives). A store that joined no
+        // cluster as a node leaves them to the leader's sweep.
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let to_pipeline = epoch != STANDBY;
+        let standby_node = self.node_name().filter(|_| epoch == STANDBY);
+        let to_pipeline = epoch != STANDBY || standby_node.is_some();
         let taken_in = (epoch > STANDBY).then_some(epoch);
         let channel = self.admission_channel();
         let new: std::collections::HashSet<String> = self.run(async |c| {
             let tx = c.transaction().await?;
             let inserted = tx
                 .query(
-                    "INSERT INTO events (id, received_at_ms, body, in_pipeline, pipeline_epoch) \
-                     SELECT id, at, body, true, $4 \
+                    "INSERT INTO events (id, received_at_ms, body, in_pipeline, pipeline_epoch, \
+                     pipeline_node) SELECT id, at, body, true, $4, $5 \
                      FROM unnest($1::text[], $2::bigint[], $3::text[]) AS a(id, at, body) \
                      ON CONFLICT (id) DO NOTHING RETURNING id",
-                    &[&ids, &received, &bodies, &taken_in],
+                    &[&ids, &received, &bodies, &taken_in, &standby_node],
                 )
                 .await?;
             if !to_pipeline && !inserted.is_empty() {
@@ -963,19 +972,84 @@ impl EventInbox for PgStore {
         self.count("SELECT count(*) FROM events WHERE in_pipeline", &[])
     }
 
+    fn complete_own(
+        &self,
+        processed: &[Processed],
+        handed: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Err(StoreError(
+                "only a cluster node stores outcomes of its own events".into(),
+            ));
+        };
+        let ids: Vec<&str> = processed.iter().map(|p| p.event.id.as_str()).collect();
+        let keeps = |job: &Job| self.keeps(job);
+        let (jobs_channel, admissions) = (self.jobs_channel(), self.admission_channel());
+        let (mine, jobs) = self.run(async |c| {
+            let tx = c.transaction().await?;
+            // Locked in one order (no deadlock between two batches); an
+            // event the leader's sweep took meanwhile is no longer marked
+            // with this node and is left to it.
+            let mine: std::collections::HashSet<String> = tx
+                .query(
+                    "SELECT id FROM events WHERE id = ANY($1) AND in_pipeline \
+                     AND pipeline_node = $2 ORDER BY id FOR UPDATE",
+                    &[&ids, &node],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let kept: Vec<&Processed> = processed
+                .iter()
+                .filter(|p| mine.contains(&p.event.id))
+                .collect();
+            let jobs = JobRows::of(
+                kept.iter().flat_map(|p| &p.jobs),
+                Holder::New(Some(node), &keeps),
+            )?;
+            write_processed(&tx, &kept, &jobs, &jobs_channel).await?;
+            if !handed.is_empty() {
+                let moved = tx
+                    .execute(
+                        "UPDATE events SET pipeline_node = NULL \
+                         WHERE id = ANY($1) AND in_pipeline AND pipeline_node = $2",
+                        &[&handed, &node],
+                    )
+                    .await?;
+                if moved > 0 {
+                    tx.execute("SELECT pg_notify($1, '')", &[&admissions])
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok((mine, jobs))
+        })?;
+        self.note_kept(&jobs);
+        Ok(mine)
+    }
+
     fn take_unfinished(&self, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let rows = self.run(async |c| {
             let tx = c.transaction().await?;
             fence(&tx, epoch).await?;
-            // SKIP LOCKED: rows a standby is still inserting are not waited for.
+            // SKIP LOCKED: rows a standby is still inserting or completing
+            // are not waited for. A live standby's own events are its own;
+            // taking one from a node whose lease ran out unmarks it, so
+            // that node can no longer store an outcome for it.
             let rows = tx
                 .query(
-                    "UPDATE events SET pipeline_epoch = $1 WHERE id IN ( \
-                         SELECT id FROM events \
-                         WHERE in_pipeline AND pipeline_epoch IS DISTINCT FROM $1 \
-                         ORDER BY received_at_ms, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                     RETURNING body",
+                    &format!(
+                        "UPDATE events SET pipeline_epoch = $1, pipeline_node = NULL \
+                         WHERE id IN ( \
+                             SELECT id FROM events \
+                             WHERE in_pipeline AND pipeline_epoch IS DISTINCT FROM $1 \
+                             AND (pipeline_node IS NULL OR pipeline_node NOT IN \
+                                 (SELECT id FROM nodes WHERE lease_until_ms >= {DB_NOW_MS})) \
+                             ORDER BY received_at_ms, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                         RETURNING body"
+                    ),
                     &[&epoch.max(STANDBY), &ms(max as u64)],
                 )
                 .await?;
@@ -991,6 +1065,32 @@ impl EventInbox for PgStore {
     }
 }
 
+impl PgStore {
+    /// Hands this node's unfinished events back to the leader (an earlier
+    /// process of the same name admitted them; nothing runs them now).
+    fn hand_back_mine(&self) -> Result<usize, StoreError> {
+        let Some(node) = self.node_name() else {
+            return Ok(0);
+        };
+        let channel = self.admission_channel();
+        let handed = self.run(async |c| {
+            let tx = c.transaction().await?;
+            let handed = tx
+                .execute(
+                    "UPDATE events SET pipeline_node = NULL WHERE in_pipeline AND pipeline_node = $1",
+                    &[&node],
+                )
+                .await?;
+            if handed > 0 {
+                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+            }
+            tx.commit().await?;
+            Ok(handed)
+        })?;
+        Ok(handed as usize)
+    }
+}
+
 impl ClusterStore for PgStore {
     fn join(&self, node: &str, lease_ms: u64) -> Result<(), StoreError> {
         self.join_cluster();
@@ -1001,6 +1101,10 @@ impl ClusterStore for PgStore {
         let freed = self.release_mine()?;
         if freed > 0 {
             tracing::info!(node = %node, jobs = freed, "deliveries an earlier process of this node held are free again");
+        }
+        let handed = self.hand_back_mine()?;
+        if handed > 0 {
+            tracing::info!(node = %node, events = handed, "events an earlier process of this node admitted go to the leader's pipeline");
         }
         Ok(())
     }
