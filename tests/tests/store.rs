@@ -678,8 +678,8 @@ fn a_lost_database_gives_503_and_nothing_acknowledged_is_lost() {
     assert_eq!(server.terminate(PATIENCE).code(), Some(0));
 }
 
-/// A second node on the same schema stands by (the pipeline runs on the
-/// first); `migrate` runs beside both.
+/// A second node on the same schema stands by (windows and timers run on
+/// the first); `migrate` runs beside both.
 #[test]
 fn a_second_node_on_the_same_schema_stands_by() {
     use hookhost_tests::{PATIENCE, Running};

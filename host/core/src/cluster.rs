@@ -328,8 +328,8 @@ impl Membership {
             .clone()
     }
 
-    /// Whether this node runs the pipeline and delivery (and so serves the
-    /// management API).
+    /// Whether this node leads: runs windows, outage timers and ordered
+    /// lanes (and so serves the management API).
     pub fn leads(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
     }

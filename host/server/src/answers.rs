@@ -27,8 +27,9 @@ pub(crate) struct ErrorAnswer {
 #[derive(Serialize, JsonSchema)]
 pub(crate) struct Readiness {
     pub ready: bool,
-    /// Whether this node leads (runs the pipeline and delivery and serves
-    /// the management API); a standby takes events in.
+    /// Whether this node leads (runs windows, outage timers and ordered
+    /// lanes and serves the management API); a standby takes events in,
+    /// runs their pipeline and delivers.
     pub leading: bool,
     /// What keeps it from being ready (absent when ready).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -287,7 +287,7 @@ pub struct NodeRecord {
     pub started_at_ms: u64,
     /// Its last heartbeat.
     pub seen_at_ms: u64,
-    /// Whether it leads: runs the pipeline, windows and timers.
+    /// Whether it leads: runs windows, outage timers and ordered lanes.
     pub leading: bool,
     /// Deliveries it holds (claimed, pending); filled by [`ClusterStore::nodes`].
     pub deliveries_held: u64,

@@ -49,7 +49,7 @@ pub(crate) fn routes() -> Vec<Route> {
             ..route(
                 "GET",
                 "/v1/cluster",
-                "The nodes sharing this store, which one leads (runs the pipeline and delivery, serves this API) and pending deliveries; any node answers",
+                "The nodes sharing this store, which one leads (runs windows, outage timers and ordered lanes, serves this API) and pending deliveries; any node answers",
                 get(cluster::cluster),
             )
         },
