@@ -201,6 +201,26 @@ impl Aggregator {
         out
     }
 
+    /// Whether `event`'s outcome may hold window members or move a
+    /// location's state, judged before the pipeline runs: some enabled
+    /// subscription that wants its type aggregates it (routing aside), or
+    /// it is the tracked type. `false` means it certainly does not.
+    pub fn may_place(&self, event: &StoredEvent) -> bool {
+        if self.tracks_outage(event) {
+            return true;
+        }
+        let settings = self.settings(&event.event_type);
+        self.subscriptions.current().iter().any(|sub| {
+            sub.enabled
+                && sub.wants(&event.event_type)
+                && matches!(
+                    sub.mode_override(&event.event_type)
+                        .unwrap_or(settings.mode),
+                    Mode::Every(_)
+                )
+        })
+    }
+
     /// Whether `event` is of the type whose outages are tracked.
     pub fn tracks_outage(&self, event: &StoredEvent) -> bool {
         let cfg = &self.config.aggregation.outage;

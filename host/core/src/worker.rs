@@ -229,6 +229,11 @@ impl Worker {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut handed = Vec::new();
         for mut event in events {
+            // Plugins would run twice for an event the leader must place.
+            if self.aggregator.may_place(&event) {
+                handed.push(event);
+                continue;
+            }
             let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
             let outcome = self.aggregator.place(event, jobs);
             if needs_leader(&self.aggregator, &outcome) {
@@ -456,6 +461,43 @@ seed = "s"
 
     fn of_type<'a>(jobs: &'a [Job], t: &str) -> Vec<&'a Job> {
         jobs.iter().filter(|j| j.event_type == t).collect()
+    }
+
+    /// What a standby may run itself: types no subscription aggregates,
+    /// other than the outage type (the seed's table aggregates `alarm` and
+    /// `status`; a subscription may aggregate a type of its own).
+    #[test]
+    fn only_unaggregated_types_other_than_the_outage_type_stay_with_a_standby() {
+        let s = setup(
+            r#"
+[[subscriptions]]
+id = "acme"
+url = "http://hooks.example.com/"
+types = ["*"]
+seed = "s"
+intervals = { report = "10s" }
+
+[[subscriptions]]
+id = "other"
+url = "http://other.example.com/"
+types = ["status"]
+seed = "s"
+intervals = { status = "direct" }
+"#,
+            None,
+            None,
+        );
+        let of = |event_type: &str| StoredEvent {
+            event_type: event_type.into(),
+            ..connection(&s.clock, "L1", "online", "d1")
+        };
+        let placed = |t: &str| s.worker.aggregator.may_place(&of(t));
+        assert!(placed("connection"), "the outage type");
+        assert!(placed("alarm"), "the seed's table");
+        assert!(placed("report"), "a subscription's own interval");
+        assert!(placed("status"), "aggregated for acme, direct for other");
+        assert!(!placed("billing.invoice.paid"));
+        assert!(!placed("maintenance_log"));
     }
 
     #[test]
