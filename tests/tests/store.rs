@@ -842,6 +842,20 @@ fn a_standby_runs_its_own_events_until_its_lease_runs_out() {
         .unwrap();
     assert_eq!(one.unfinished_count().unwrap(), 0);
 
+    // A node's worker may still run as a standby's just after the node
+    // took the lead: what it admitted since is marked with its epoch, and
+    // is its own to store or hand over (then its sweep takes it).
+    one.admit(&[event("led", 5), event("led-handed", 6)], &[])
+        .unwrap();
+    let stored = one
+        .complete_own(&[Processed::new(event("led", 5))], &["led-handed"])
+        .unwrap();
+    assert_eq!(stored, ["led".to_string()].into());
+    assert_eq!(ids(one.take_unfinished(10).unwrap()), ["led-handed"]);
+    one.complete_pipeline(&[Processed::new(event("led-handed", 6))])
+        .unwrap();
+    assert_eq!(one.unfinished_count().unwrap(), 0);
+
     // The standby's lease runs out (a long pause): the leader takes its
     // event, and the standby's outcome of it comes too late.
     two.admit(&[event("late", 3)], &[]).unwrap();

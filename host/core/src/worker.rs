@@ -248,7 +248,14 @@ impl Worker {
                 METRICS
                     .pipeline_handed_over
                     .fetch_add(handed.len() as u64, Ordering::Relaxed);
+                let before = outcomes.len();
                 outcomes.retain(|o| mine.contains(&o.event.id));
+                if outcomes.len() < before {
+                    tracing::debug!(
+                        events = before - outcomes.len(),
+                        "outcomes not stored: the leader took those events (this node's lease ran out)"
+                    );
+                }
                 Ok(stored_jobs(outcomes))
             }
             Err(e) => Err((

@@ -250,7 +250,8 @@ pub trait EventInbox: Send + Sync {
     fn unfinished_count(&self) -> Result<usize, StoreError>;
     /// A standby's pipeline outcomes of events it admitted, and the ids of
     /// those it leaves to the leader, in one transaction: stores the
-    /// outcomes of the events still this node's (no leader's sweep took
+    /// outcomes of the events still this node's (marked with its name, or
+    /// with its epoch if it took the lead since; no leader's sweep took
     /// them, as it does once this node's lease ran out) and returns their
     /// ids; the `handed` ones become the leader's sweep's. Outcomes given
     /// here must touch no window, outage or ordering state.

@@ -983,18 +983,22 @@ impl EventInbox for PgStore {
             ));
         };
         let ids: Vec<&str> = processed.iter().map(|p| p.event.id.as_str()).collect();
+        // The node may have taken the lead since its worker took the
+        // events: those it admitted since are marked with its epoch.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = (epoch > STANDBY).then_some(epoch);
         let keeps = |job: &Job| self.keeps(job);
         let (jobs_channel, admissions) = (self.jobs_channel(), self.admission_channel());
         let (mine, jobs) = self.run(async |c| {
             let tx = c.transaction().await?;
             // Locked in one order (no deadlock between two batches); an
             // event the leader's sweep took meanwhile is no longer marked
-            // with this node and is left to it.
+            // as this node's and is left to it.
             let mine: std::collections::HashSet<String> = tx
                 .query(
                     "SELECT id FROM events WHERE id = ANY($1) AND in_pipeline \
-                     AND pipeline_node = $2 ORDER BY id FOR UPDATE",
-                    &[&ids, &node],
+                     AND (pipeline_node = $2 OR pipeline_epoch = $3) ORDER BY id FOR UPDATE",
+                    &[&ids, &node, &epoch],
                 )
                 .await?
                 .iter()
@@ -1010,11 +1014,14 @@ impl EventInbox for PgStore {
             )?;
             write_processed(&tx, &kept, &jobs, &jobs_channel).await?;
             if !handed.is_empty() {
+                // Unmarked either way, so that the leader's sweep takes
+                // them (this node's own too, if it leads now).
                 let moved = tx
                     .execute(
-                        "UPDATE events SET pipeline_node = NULL \
-                         WHERE id = ANY($1) AND in_pipeline AND pipeline_node = $2",
-                        &[&handed, &node],
+                        "UPDATE events SET pipeline_node = NULL, pipeline_epoch = NULL \
+                         WHERE id = ANY($1) AND in_pipeline \
+                         AND (pipeline_node = $2 OR pipeline_epoch = $3)",
+                        &[&handed, &node, &epoch],
                     )
                     .await?;
                 if moved > 0 {
