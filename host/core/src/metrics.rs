@@ -37,8 +37,8 @@ pub struct Metrics {
     pub outages_confirmed: AtomicU64,
     /// Events this node's pipeline ran and whose outcome it stored.
     pub pipeline_events: AtomicU64,
-    /// Events a standby ran but left to the leader: their outcome touches
-    /// window, outage or ordering state, which only the leader writes.
+    /// Events a standby left to the leader: their outcome touches window,
+    /// outage or ordering state, which only the leader writes.
     pub pipeline_handed_over: AtomicU64,
     /// Open API connections.
     pub connections_open: AtomicI64,
