@@ -588,17 +588,27 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<usize, StoreError> {
-        let channel = self.jobs_channel();
-        let freed = self.run(async |c| {
+        self.update_notifying(sql, params, &self.jobs_channel())
+    }
+
+    /// Runs `sql`, an `UPDATE`, and notifies `channel` at commit when it
+    /// changed any row. Returns how many.
+    fn update_notifying(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        channel: &str,
+    ) -> Result<usize, StoreError> {
+        let changed = self.run(async |c| {
             let tx = c.transaction().await?;
-            let freed = tx.execute(sql, params).await?;
-            if freed > 0 {
+            let changed = tx.execute(sql, params).await?;
+            if changed > 0 {
                 tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
             }
             tx.commit().await?;
-            Ok(freed)
+            Ok(changed)
         })?;
-        Ok(freed as usize)
+        Ok(changed as usize)
     }
 
     /// The node this store joined as, if it did.
@@ -1079,22 +1089,11 @@ impl PgStore {
         let Some(node) = self.node_name() else {
             return Ok(0);
         };
-        let channel = self.admission_channel();
-        let handed = self.run(async |c| {
-            let tx = c.transaction().await?;
-            let handed = tx
-                .execute(
-                    "UPDATE events SET pipeline_node = NULL WHERE in_pipeline AND pipeline_node = $1",
-                    &[&node],
-                )
-                .await?;
-            if handed > 0 {
-                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
-            }
-            tx.commit().await?;
-            Ok(handed)
-        })?;
-        Ok(handed as usize)
+        self.update_notifying(
+            "UPDATE events SET pipeline_node = NULL WHERE in_pipeline AND pipeline_node = $1",
+            &[&node],
+            &self.admission_channel(),
+        )
     }
 }
 
