@@ -1,6 +1,7 @@
 //! Listing deliveries in a large store (a measurement, not a timed test):
 //! fills a sled store with 1,000,000 deliveries (`BENCH_QUICK=1`: 100,000)
-//! over 100 subscriptions, serves it, and times `GET /v1/deliveries` — the
+//! over 100 subscriptions (`BENCH_SUBSCRIPTIONS=N` for another number),
+//! serves it, and times `GET /v1/deliveries` — the
 //! requests the dashboard and the portal make — over real HTTP.
 //! `BENCH_POSTGRES='<connection string>'`: the same on a fresh PostgreSQL
 //! schema instead. Method and figures: BENCHMARKS.md ("Listing deliveries").
@@ -16,19 +17,27 @@ use hookhost_core::store::sled::SledStore;
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "listing-bench-token";
-const SUBSCRIPTIONS: u64 = 100;
+/// Subscriptions the deliveries are spread over (`BENCH_SUBSCRIPTIONS`):
+/// a listing of all of them merges one index range per subscription.
+fn subscriptions() -> u64 {
+    std::env::var("BENCH_SUBSCRIPTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .max(1)
+}
 
 fn quick() -> bool {
     std::env::var_os("BENCH_QUICK").is_some()
 }
 
-/// Delivery `i`: subscription `s{i % 100}`, one in ten an `alarm`, one in a
-/// hundred dead, created 10 ms apart, ~300 bytes of data.
-fn job(i: u64, base_ms: u64) -> Job {
+/// Delivery `i`: subscription `s{i % subscriptions}`, one in ten an
+/// `alarm`, one in a hundred dead, created 10 ms apart, ~300 bytes of data.
+fn job(i: u64, subscriptions: u64, base_ms: u64) -> Job {
     Job {
         id: format!("msg_{i:016x}"),
         event_id: format!("evt_{i:016x}"),
-        subscription_id: format!("s{}", i % SUBSCRIPTIONS),
+        subscription_id: format!("s{}", i % subscriptions),
         event_type: if i.is_multiple_of(10) {
             "alarm"
         } else {
@@ -82,6 +91,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, usize) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: u64 = if quick() { 100_000 } else { 1_000_000 };
+    let subscriptions = subscriptions();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let base_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -107,7 +117,7 @@ async fn main() {
         // As the pipeline stores them: each delivery with its event.
         let mut batch = Vec::with_capacity(10_000);
         for i in 0..n {
-            let job = job(i, base_ms);
+            let job = job(i, subscriptions, base_ms);
             batch.push(Processed {
                 jobs: vec![job],
                 ..Processed::new(StoredEvent {
@@ -132,7 +142,7 @@ async fn main() {
     let fill = started.elapsed();
 
     println!(
-        "## Listing {n} deliveries\n\nstore filled in {:.1} s, {:.0} MB on disk\n",
+        "## Listing {n} deliveries over {subscriptions} subscriptions\n\nstore filled in {:.1} s, {:.0} MB on disk\n",
         fill.as_secs_f64(),
         size as f64 / 1e6
     );
