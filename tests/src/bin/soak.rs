@@ -3,10 +3,12 @@
 //! slow 200), with the server's resident memory and open files sampled
 //! every 10 s. Memory and file descriptors must be flat after warm-up.
 //!
-//! `cargo run --release -p hookhost-tests --bin soak -- [MINUTES] [EVENTS/S] [OUT DIR] [CACHE MIB] [RETENTION]`
+//! `cargo run --release -p hookhost-tests --bin soak -- [MINUTES] [EVENTS/S] [OUT DIR] [CACHE MIB] [RETENTION] [COUNT EVERY]`
 //! (defaults 10, 200, target/soak, 32, the server's defaults). RETENTION
-//! (e.g. `2m`) sets every `[retention]` period, with a pass every 10 s, so
-//! a short run reaches the steady state of a long one. Writes `soak.csv`
+//! (e.g. `2m`; `default`: the server's) sets every `[retention]` period,
+//! with a pass every 10 s, so a short run reaches the steady state of a
+//! long one. COUNT EVERY (e.g. `4m`) sets `retention.count_every`, when the
+//! stored records are counted. Writes `soak.csv`
 //! and `soak.svg` to the folder and exits non-zero when memory or files
 //! grew after warm-up, or when an acknowledged event was not delivered by
 //! the end. The store's size on disk (data folder without the journal) is
@@ -117,13 +119,16 @@ fn main() -> anyhow::Result<()> {
     let rate: u64 = args.get(1).map_or(Ok(200), |a| a.parse())?;
     let out = PathBuf::from(args.get(2).map_or("target/soak", String::as_str));
     let cache_mib: u64 = args.get(3).map_or(Ok(DEFAULT_CACHE_MIB), |a| a.parse())?;
-    let retention = match args.get(4) {
+    let mut retention = match args.get(4).filter(|p| *p != "default") {
         Some(period) => format!(
             "[retention]\ndelivered = \"{period}\"\ndead_letters = \"{period}\"\n\
              events = \"{period}\"\nevery = \"10s\"\n"
         ),
-        None => String::new(),
+        None => "[retention]\n".to_string(),
     };
+    if let Some(count_every) = args.get(5) {
+        retention.push_str(&format!("count_every = \"{count_every}\"\n"));
+    }
     std::fs::create_dir_all(&out)?;
     let run_for = Duration::from_secs_f64(minutes * 60.0);
 
