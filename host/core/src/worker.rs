@@ -55,11 +55,11 @@ pub struct Worker {
     ticking: AtomicBool,
 }
 
-/// Why a standby leaves an event's outcome to the leader.
-fn needs_leader(aggregator: &Aggregator, outcome: &Processed) -> bool {
-    aggregator.tracks_outage(&outcome.event)
-        || !outcome.window_members.is_empty()
-        || outcome.jobs.iter().any(|j| j.order.is_some())
+/// Why a standby leaves an outcome to the leader, once the pipeline ran
+/// on an event [`Aggregator::may_place`] let through: a delivery in an
+/// ordered lane, or a window member (the subscriptions changed in between).
+fn needs_leader(outcome: &Processed) -> bool {
+    !outcome.window_members.is_empty() || outcome.jobs.iter().any(|j| j.order.is_some())
 }
 
 /// An event as it was before the pipeline ran (to run again).
@@ -120,12 +120,6 @@ impl Worker {
         self.ticking.store(true, Ordering::SeqCst);
     }
 
-    /// Whether outcomes are stored as the leader's: while leading, and
-    /// always on a store of one node's own.
-    fn leads(&self) -> bool {
-        self.inbox.is_none() || self.leading.load(Ordering::SeqCst)
-    }
-
     /// Runs events through the pipeline and stores the outcome; returns the
     /// jobs to deliver now. Blocking (plugin calls, store writes).
     pub fn process(&self, events: Vec<StoredEvent>) -> Vec<Job> {
@@ -138,7 +132,12 @@ impl Worker {
         let mut failed = Vec::new();
         let mut ready = Vec::new();
         let mut events = events.into_iter().peekable();
-        let own_inbox = self.inbox.as_deref().filter(|_| !self.leads());
+        // A standby's own outcomes; a leader's (or a store of one node's
+        // own) go the leader's way.
+        let own_inbox = self
+            .inbox
+            .as_deref()
+            .filter(|_| !self.leading.load(Ordering::SeqCst));
         while events.peek().is_some() {
             // One store batch per chunk: fewer, larger writes, bounded size.
             let chunk: Vec<StoredEvent> = events.by_ref().take(STORE_CHUNK).collect();
@@ -236,7 +235,7 @@ impl Worker {
             }
             let jobs = self.pipeline.run(&mut event, self.aggregator.now_ms());
             let outcome = self.aggregator.place(event, jobs);
-            if needs_leader(&self.aggregator, &outcome) {
+            if needs_leader(&outcome) {
                 handed.push(unrun(outcome.event));
             } else {
                 outcomes.push(outcome);
