@@ -12,7 +12,7 @@ use hookhost_core::model::{
 };
 use hookhost_core::store::postgres::PgStore;
 use hookhost_core::store::sled::SledStore;
-use hookhost_core::store::{Expired, Expiring, JobPage, JobQuery, Store};
+use hookhost_core::store::{Backlog, Expired, Expiring, JobPage, JobQuery, OwnCompleted, Store};
 
 /// Runs `scenario` on a fresh sled store and on a fresh PostgreSQL schema.
 fn on_both_backends(scenario: fn(&dyn Store)) {
@@ -763,7 +763,7 @@ fn taking_the_lead_fences_the_previous_leader_and_takes_up_its_unfinished_events
     assert!(two.take_unfinished(10).unwrap().is_empty());
     two.complete_pipeline(&[Processed::new(event("from-one", 2))])
         .unwrap();
-    assert_eq!(two.unfinished_count().unwrap(), 0);
+    assert_eq!(two.backlog().unwrap().events, 0);
     let names: Vec<(String, bool)> = {
         two.heartbeat(&hookhost_core::store::NodeRecord {
             id: "two".into(),
@@ -834,43 +834,61 @@ fn a_standby_runs_its_own_events_until_its_lease_runs_out() {
         event_id: "kept".into(),
         ..job("kept-job", JobStatus::Pending, 1)
     });
-    let stored = two.complete_own(&[kept], &["handed"]).unwrap();
-    assert_eq!(stored, ["kept".to_string()].into());
+    let done = two.complete_own(&[kept], &["handed"]).unwrap();
+    assert_eq!(done.stored, ["kept".to_string()].into());
+    assert_eq!(done.handed, 1);
     assert!(two.job("kept-job").unwrap().is_some());
     assert_eq!(ids(one.take_unfinished(10).unwrap()), ["handed"]);
     one.complete_pipeline(&[Processed::new(event("handed", 2))])
         .unwrap();
-    assert_eq!(one.unfinished_count().unwrap(), 0);
+    assert_eq!(one.backlog().unwrap().events, 0);
 
     // A node's worker may still run as a standby's just after the node
     // took the lead: what it admitted since is marked with its epoch, and
     // is its own to store or hand over (then its sweep takes it).
     one.admit(&[event("led", 5), event("led-handed", 6)], &[])
         .unwrap();
-    let stored = one
+    let done = one
         .complete_own(&[Processed::new(event("led", 5))], &["led-handed"])
         .unwrap();
-    assert_eq!(stored, ["led".to_string()].into());
+    assert_eq!(done.stored, ["led".to_string()].into());
+    assert_eq!(done.handed, 1);
     assert_eq!(ids(one.take_unfinished(10).unwrap()), ["led-handed"]);
     one.complete_pipeline(&[Processed::new(event("led-handed", 6))])
         .unwrap();
-    assert_eq!(one.unfinished_count().unwrap(), 0);
+    assert_eq!(one.backlog().unwrap().events, 0);
 
     // The standby's lease runs out (a long pause): the leader takes its
     // event, and the standby's outcome of it comes too late.
-    two.admit(&[event("late", 3)], &[]).unwrap();
+    two.admit(&[event("late", 3), event("late-handed", 3)], &[])
+        .unwrap();
     pg.psql(&format!(
         "UPDATE {schema}.nodes SET lease_until_ms = 0 WHERE id = 'two'"
     ));
-    assert_eq!(ids(one.take_unfinished(10).unwrap()), ["late"]);
+    assert_eq!(
+        ids(one.take_unfinished(10).unwrap()),
+        ["late", "late-handed"]
+    );
     let mut late = Processed::new(event("late", 3));
     late.jobs.push(Job {
         event_id: "late".into(),
         ..job("late-job", JobStatus::Pending, 1)
     });
-    assert!(two.complete_own(&[late], &[]).unwrap().is_empty());
+    let done = two.complete_own(&[late], &["late-handed"]).unwrap();
+    assert_eq!(
+        done,
+        OwnCompleted::default(),
+        "nothing stored, nothing handed"
+    );
     assert!(two.job("late-job").unwrap().is_none());
-    assert_eq!(one.unfinished_count().unwrap(), 1, "the leader's to finish");
+    assert_eq!(
+        one.backlog().unwrap(),
+        Backlog {
+            events: 2,
+            oldest_received_ms: Some(3)
+        },
+        "the leader's to finish"
+    );
 
     // A restarted standby hands what its earlier process admitted to the
     // leader.
@@ -883,6 +901,7 @@ fn a_standby_runs_its_own_events_until_its_lease_runs_out() {
         again
             .complete_own(&[Processed::new(event("orphan", 4))], &[])
             .unwrap()
+            .stored
             .is_empty()
     );
 }

@@ -383,7 +383,7 @@ impl Running {
         }
         self.upkeep.abort();
         let _ = self.upkeep.await;
-        self.store.flush()?;
+        self.store.close()?;
         let membership = self.membership.clone();
         let _ = tokio::task::spawn_blocking(move || membership.leave()).await;
         // Everything the worker stored is flushed: the journal can go.

@@ -35,10 +35,12 @@ impl Retention {
 
     /// Runs until dropped: indexes a store made before retention existed,
     /// then a pass every `retention.every` (the first at once) and a count
-    /// every `retention.count_every`. The first count waits one period: it
-    /// scans every key, and at start, on a store with millions of records,
-    /// it held up the first deliveries and doubled the memory
-    /// (BENCHMARKS.md, "History").
+    /// every `retention.count_every`. A count reads sled's running totals,
+    /// but after a stop that was not clean it scans every index key once,
+    /// holding off the store's writes meanwhile: at start, on a store with
+    /// millions of records, that held up the first deliveries and doubled
+    /// the memory (BENCHMARKS.md, "History"), so the first count waits one
+    /// period.
     pub async fn run(self) {
         if self.config.enabled {
             let store = self.store.clone();

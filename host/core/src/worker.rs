@@ -243,12 +243,12 @@ impl Worker {
         }
         let handed_ids: Vec<&str> = handed.iter().map(|e| e.id.as_str()).collect();
         match inbox.complete_own(&outcomes, &handed_ids) {
-            Ok(mine) => {
+            Ok(done) => {
                 METRICS
                     .pipeline_handed_over
-                    .fetch_add(handed.len() as u64, Ordering::Relaxed);
+                    .fetch_add(done.handed, Ordering::Relaxed);
                 let before = outcomes.len();
-                outcomes.retain(|o| mine.contains(&o.event.id));
+                outcomes.retain(|o| done.stored.contains(&o.event.id));
                 if outcomes.len() < before {
                     tracing::debug!(
                         events = before - outcomes.len(),

@@ -11,6 +11,7 @@
 
 pub mod postgres;
 pub mod sled;
+mod tally;
 
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
@@ -61,7 +62,7 @@ pub trait DeliveryQueue {
         skip: &dyn Fn(&str) -> bool,
         wanted: &dyn Fn(&Job) -> bool,
     ) -> Result<(Vec<Job>, bool), StoreError>;
-    /// How many jobs are still to deliver (a key scan).
+    /// How many jobs are still to deliver.
     fn pending_count(&self) -> Result<usize, StoreError>;
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError>;
     /// Every job (tests and small stores; listings use [`DeliveryQueue::list_jobs`]).
@@ -202,6 +203,23 @@ pub struct Expired {
     pub more: bool,
 }
 
+/// The pipeline's backlog on a shared store ([`EventInbox::backlog`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub events: usize,
+    pub oldest_received_ms: Option<u64>,
+}
+
+/// What [`EventInbox::complete_own`] did with a standby's batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OwnCompleted {
+    /// Ids of the events whose outcomes it stored.
+    pub stored: std::collections::HashSet<String>,
+    /// How many of the events to hand over were still this node's and
+    /// now are the leader's (not those the leader had taken already).
+    pub handed: u64,
+}
+
 /// Counts and size of what is stored, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -224,7 +242,8 @@ pub trait RetentionStore {
     /// Brings records stored before the backend indexed them by time under
     /// retention; returns how many it indexed (0 once done).
     fn index_for_retention(&self) -> Result<usize, StoreError>;
-    /// Counts by key scans: for a periodic gauge, not per request.
+    /// Counts and size for a periodic gauge, not per request (sled keeps
+    /// running totals; PostgreSQL counts rows).
     fn stats(&self) -> Result<StoreStats, StoreError>;
 }
 
@@ -246,20 +265,21 @@ pub trait EventInbox: Send + Sync {
     /// left by an earlier leader), oldest first, now marked as taken by
     /// this node's. Fenced like the pipeline's writes.
     fn take_unfinished(&self, max: usize) -> Result<Vec<StoredEvent>, StoreError>;
-    /// How many admitted events have no stored outcome yet.
-    fn unfinished_count(&self) -> Result<usize, StoreError>;
+    /// Admitted events whose outcome is not stored: how many, and when
+    /// the oldest arrived, in one read.
+    fn backlog(&self) -> Result<Backlog, StoreError>;
     /// A standby's pipeline outcomes of events it admitted, and the ids of
     /// those it leaves to the leader, in one transaction: stores the
     /// outcomes of the events still this node's (marked with its name, or
     /// with its epoch if it took the lead since; no leader's sweep took
-    /// them, as it does once this node's lease ran out) and returns their
-    /// ids; the `handed` ones become the leader's sweep's. Outcomes given
-    /// here must touch no window, outage or ordering state.
+    /// them, as it does once this node's lease ran out) and says which; the
+    /// `handed` ones still this node's become the leader's sweep's. Outcomes
+    /// given here must touch no window, outage or ordering state.
     fn complete_own(
         &self,
         processed: &[Processed],
         handed: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError>;
+    ) -> Result<OwnCompleted, StoreError>;
     /// Up to `max` admitted events whose outcome is not stored, oldest
     /// first, after `after` (the last one of the previous call).
     fn unfinished(
@@ -412,6 +432,12 @@ pub trait Store:
     /// Makes every write so far durable (the intake retires what it holds
     /// only after this).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// The last flush of a clean stop: also saves what the store keeps in
+    /// memory to start faster next time (sled's running totals).
+    fn close(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
 
     /// Whether the store can write now; the error that stopped it if not
     /// (a full disk, an I/O error, a lost database). Cheap: called every

@@ -33,6 +33,8 @@
 //!   `/`); a listing of every subscription's merges theirs;
 //!   `m/listing_indexed` once older jobs are in it (earlier versions also
 //!   wrote `l/<created>/<job id>` for that listing: removed at start)
+//! - `m/tally` → the running totals (`store::tally`), saved at a clean
+//!   close and removed when taken back at open
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,7 @@ use arc_swap::ArcSwapOption;
 
 use serde::{Deserialize, Serialize};
 
+use super::tally::{Counts, Tally};
 use super::{
     DeliveryQueue, EventStore, Expired, Expiring, IdempotencyStore, JobPage, JobQuery,
     RetentionStore, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
@@ -69,12 +72,16 @@ pub struct SledStore {
     /// `None` while a failed instance is being replaced.
     current: ArcSwapOption<Open>,
     reopening: Mutex<()>,
+    tally: Tally,
 }
 
 struct Open {
     db: sled::Db,
     tree: sled::Tree,
 }
+
+/// Where the tally is saved at a clean close (`m/tally`).
+const TALLY_KEY: &[u8] = b"m/tally";
 
 fn key(kind: u8, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(id.len() + 2);
@@ -197,21 +204,65 @@ impl Expirable {
     }
 }
 
-/// Writes a new job with its queue marker and index entries: the listing
-/// keys go in here, where jobs are made, and never again (a job's creation
-/// time and subscription do not change), so state updates stay one write.
-fn add_new_job(
-    batch: &mut sled::Batch,
-    expirable: &mut Expirable,
-    job: &Job,
-) -> Result<(), StoreError> {
-    batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
-    if job.status == JobStatus::Pending {
-        batch.insert(key(b'q', &job.id), &[][..]);
+/// One counted write: its batch, the retention markers it adds and what it
+/// changes in the tally.
+#[derive(Default)]
+struct Write {
+    batch: sled::Batch,
+    expirable: Expirable,
+    change: Counts,
+}
+
+impl Write {
+    /// A new job with its queue marker and index entries: the listing
+    /// keys go in here, where jobs are made, and never again (a job's
+    /// creation time and subscription do not change), so state updates
+    /// stay one write. Counted as new without a lookup: job ids derive from
+    /// their event's, and the intake runs only events the store lacks (a
+    /// lookup per record here cost a third of the latency at saturation,
+    /// BENCHMARKS.md). Window closes and outage confirmations repeat only
+    /// after an unclean stop, when the tally is counted afresh anyway.
+    fn new_job(&mut self, job: &Job) -> Result<(), StoreError> {
+        let pending = job.status == JobStatus::Pending;
+        self.change.deliveries += 1;
+        self.change.pending += pending as i64;
+        self.batch
+            .insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+        if pending {
+            self.batch.insert(key(b'q', &job.id), &[][..]);
+        }
+        self.expirable.job(job);
+        self.batch.insert(listing_key(job), &[][..]);
+        Ok(())
     }
-    expirable.job(job);
-    batch.insert(listing_key(job), &[][..]);
-    Ok(())
+
+    /// One new event's pipeline outcome (see [`Write::new_job`]).
+    fn processed(&mut self, out: &Processed) -> Result<(), StoreError> {
+        let event = &out.event;
+        self.change.events += 1;
+        self.batch
+            .insert(key(b'e', &event.id), serde_json::to_vec(event)?);
+        self.expirable.event(event);
+        for job in &out.jobs {
+            self.new_job(job)?;
+        }
+        for m in &out.window_members {
+            self.batch.insert(window_key(m), encode_member(m)?);
+        }
+        if let Some((state, old_deadline)) = &out.outage {
+            if let Some(d) = old_deadline {
+                self.batch.remove(timer_key(*d, &state.location));
+            }
+            if let Some(d) = state.deadline_ms
+                && !state.confirmed
+            {
+                self.batch.insert(timer_key(d, &state.location), &[][..]);
+            }
+            self.batch
+                .insert(key(b'o', &state.location), serde_json::to_vec(state)?);
+        }
+        Ok(())
+    }
 }
 
 fn listing_key(job: &Job) -> Vec<u8> {
@@ -288,35 +339,6 @@ fn listing_tail(tail: &[u8]) -> Result<(u64, &str), StoreError> {
     let at = u64::from_str_radix(at, 16).map_err(|_| corrupt())?;
     let id = std::str::from_utf8(tail.get(17..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
     Ok((at, id))
-}
-
-/// Adds one event's pipeline outcome to `batch`.
-fn add_processed(
-    batch: &mut sled::Batch,
-    expirable: &mut Expirable,
-    out: &Processed,
-) -> Result<(), StoreError> {
-    let event = &out.event;
-    batch.insert(key(b'e', &event.id), serde_json::to_vec(event)?);
-    expirable.event(event);
-    for job in &out.jobs {
-        add_new_job(batch, expirable, job)?;
-    }
-    for m in &out.window_members {
-        batch.insert(window_key(m), encode_member(m)?);
-    }
-    if let Some((state, old_deadline)) = &out.outage {
-        if let Some(d) = old_deadline {
-            batch.remove(timer_key(*d, &state.location));
-        }
-        if let Some(d) = state.deadline_ms
-            && !state.confirmed
-        {
-            batch.insert(timer_key(d, &state.location), &[][..]);
-        }
-        batch.insert(key(b'o', &state.location), serde_json::to_vec(state)?);
-    }
-    Ok(())
 }
 
 /// A member's stored form: its fields as a JSON line, then its data as is
@@ -407,11 +429,29 @@ impl SledStore {
     /// windows and queued jobs take (the rest stays on disk).
     pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
         let open = Open::new(dir, cache_mib)?;
+        let tally = Tally::default();
+        if let Some(saved) = open.tree.remove(TALLY_KEY)? {
+            // Removed before any write: a crash from now on must not find
+            // totals that miss what was written after them.
+            open.db.flush()?;
+            if let Some(counts) = Counts::decode(&saved) {
+                tally.set(counts);
+                tracing::info!("stored-record totals taken back from the last clean stop");
+            }
+        } else if open.tree.is_empty() {
+            tally.set(Counts::default());
+        }
+        if tally.get().is_none() {
+            tracing::info!(
+                "the store was not closed cleanly: its records are counted by a key scan at the first count"
+            );
+        }
         Ok(SledStore {
             dir: dir.to_owned(),
             cache_mib,
             current: ArcSwapOption::from_pointee(open),
             reopening: Mutex::new(()),
+            tally,
         })
     }
 
@@ -420,6 +460,70 @@ impl SledStore {
         self.current
             .load_full()
             .ok_or_else(|| StoreError("the store is being reopened after a failure".into()))
+    }
+
+    /// Applies a counted write: its retention markers, then its batch,
+    /// then its change to the tally.
+    fn commit(&self, open: &Open, write: Write) -> Result<(), StoreError> {
+        let Write {
+            mut batch,
+            expirable,
+            change,
+        } = write;
+        expirable.write(&open.db, &mut batch)?;
+        self.apply_counted(open, batch, change)
+    }
+
+    /// The change is added only once the batch is applied, and no save or
+    /// recount of the tally runs in between (see `store::tally`).
+    fn apply_counted(
+        &self,
+        open: &Open,
+        mut batch: sled::Batch,
+        change: Counts,
+    ) -> Result<(), StoreError> {
+        let _writing = self.tally.writing();
+        if self.tally.saved() {
+            batch.remove(TALLY_KEY);
+        }
+        open.tree.apply_batch(batch)?;
+        self.tally.add(change);
+        Ok(())
+    }
+
+    /// The totals: the tally, or a count by key scans when it is not known
+    /// (once after a store was not closed cleanly).
+    fn totals(&self) -> Result<Counts, StoreError> {
+        if let Some(counts) = self.tally.get() {
+            return Ok(counts);
+        }
+        let _no_counted_writes = self.tally.exclusive();
+        if let Some(counts) = self.tally.get() {
+            return Ok(counts);
+        }
+        let counts = self.count_by_scan()?;
+        self.tally.set(counts);
+        Ok(counts)
+    }
+
+    /// Counts index keys, which have no values, rather than the records:
+    /// a scan of `e/` and `j/` reads every stored body (3 GB for a million
+    /// deliveries), evicts the cache and stalled listings for seconds.
+    /// Every event is in one retention marker (`r/e/`, or counted in the
+    /// key of an `R/e/`; twice after a pipeline re-run until retention
+    /// reaches it), every job has one listing key (`n/`), both written and
+    /// removed with their record.
+    fn count_by_scan(&self) -> Result<Counts, StoreError> {
+        let mut events = self.count_prefix(b"r/e/")? as i64;
+        for k in self.instance()?.tree.scan_prefix(b"R/e/").keys() {
+            events += parse_marker_key(&k?)?.2 as i64;
+        }
+        Ok(Counts {
+            events,
+            deliveries: self.count_prefix(b"n/")? as i64,
+            pending: self.count_prefix(b"q/")? as i64,
+            dead_letters: self.count_prefix(b"d/")? as i64,
+        })
     }
 
     /// Keys under `prefix` (a key scan, values not read).
@@ -452,14 +556,12 @@ impl SledStore {
 
 impl EventStore for SledStore {
     fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
-        let (mut batch, mut expirable) = (sled::Batch::default(), Expirable::default());
-        for out in processed {
-            add_processed(&mut batch, &mut expirable, out)?;
-        }
         let open = self.instance()?;
-        expirable.write(&open.db, &mut batch)?;
-        open.tree.apply_batch(batch)?;
-        Ok(())
+        let mut write = Write::default();
+        for out in processed {
+            write.processed(out)?;
+        }
+        self.commit(&open, write)
     }
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -478,8 +580,16 @@ impl EventStore for SledStore {
 
 impl DeliveryQueue for SledStore {
     fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
-        let (mut batch, mut expirable) = (sled::Batch::default(), Expirable::default());
+        let open = self.instance()?;
+        let mut write = Write::default();
         for job in jobs {
+            let (was_pending, was_dead) = (
+                open.tree.contains_key(key(b'q', &job.id))?,
+                open.tree.contains_key(key(b'd', &job.id))?,
+            );
+            write.change.pending += (job.status == JobStatus::Pending) as i64 - was_pending as i64;
+            write.change.dead_letters += (job.status == JobStatus::Dead) as i64 - was_dead as i64;
+            let (batch, expirable) = (&mut write.batch, &mut write.expirable);
             batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
             expirable.job(job);
             match job.status {
@@ -500,10 +610,7 @@ impl DeliveryQueue for SledStore {
                 }
             }
         }
-        let open = self.instance()?;
-        expirable.write(&open.db, &mut batch)?;
-        open.tree.apply_batch(batch)?;
-        Ok(())
+        self.commit(&open, write)
     }
 
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -546,8 +653,13 @@ impl DeliveryQueue for SledStore {
         Ok((out, false))
     }
 
+    /// The tally's; before it is known, a scan of the queue markers only
+    /// (called at start, where a full count would hold up delivery).
     fn pending_count(&self) -> Result<usize, StoreError> {
-        self.count_prefix(b"q/")
+        match self.tally.get() {
+            Some(counts) => Ok(counts.pending.max(0) as usize),
+            None => self.count_prefix(b"q/"),
+        }
     }
 
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError> {
@@ -712,21 +824,19 @@ impl WindowStore for SledStore {
         jobs: &[Job],
         closed_through_ms: u64,
     ) -> Result<(), StoreError> {
-        let (mut batch, mut expirable) = (sled::Batch::default(), Expirable::default());
+        let open = self.instance()?;
+        let mut write = Write::default();
         for m in members {
-            batch.remove(window_key(m));
+            write.batch.remove(window_key(m));
         }
         for job in jobs {
-            add_new_job(&mut batch, &mut expirable, job)?;
+            write.new_job(job)?;
         }
-        batch.insert(
+        write.batch.insert(
             key(b'm', "closed_through"),
             &closed_through_ms.to_be_bytes()[..],
         );
-        let open = self.instance()?;
-        expirable.write(&open.db, &mut batch)?;
-        open.tree.apply_batch(batch)?;
-        Ok(())
+        self.commit(&open, write)
     }
 
     fn window_member_count(&self) -> Result<usize, StoreError> {
@@ -867,6 +977,7 @@ struct Removal<'o> {
     /// crash puts an event in a second marker).
     events_gone: std::collections::HashSet<String>,
     done: Expired,
+    change: Counts,
 }
 
 impl Removal<'_> {
@@ -879,6 +990,7 @@ impl Removal<'_> {
                 self.batch.remove(key(b'e', id));
                 self.events_gone.insert(id.to_string());
                 self.done.removed += 1;
+                self.change.events -= 1;
             }
             return Ok(());
         }
@@ -894,8 +1006,14 @@ impl Removal<'_> {
             .compare_and_swap(key(b'j', id), Some(bytes), None::<&[u8]>)?
             .is_ok();
         if removed {
-            self.batch.remove(key(b'd', id));
-            self.batch.remove(listing_key(&job));
+            if tree.contains_key(key(b'd', id))? {
+                self.batch.remove(key(b'd', id));
+                self.change.dead_letters -= 1;
+            }
+            if tree.contains_key(listing_key(&job))? {
+                self.batch.remove(listing_key(&job));
+                self.change.deliveries -= 1;
+            }
             self.done.removed += 1;
         }
         Ok(())
@@ -912,6 +1030,7 @@ impl RetentionStore for SledStore {
             batch: sled::Batch::default(),
             events_gone: std::collections::HashSet::new(),
             done: Expired::default(),
+            change: Counts::default(),
         };
         let mut budget = max;
         // Per-record markers (earlier versions, the one-time index) first.
@@ -960,8 +1079,13 @@ impl RetentionStore for SledStore {
                 );
             }
         }
-        let Removal { batch, done, .. } = removal;
-        open.tree.apply_batch(batch)?;
+        let Removal {
+            batch,
+            done,
+            change,
+            ..
+        } = removal;
+        self.apply_counted(&open, batch, change)?;
         Ok(done)
     }
 
@@ -1009,23 +1133,15 @@ impl RetentionStore for SledStore {
         Ok(n + in_batch)
     }
 
-    /// Counts index keys, which have no values, rather than the records:
-    /// a scan of `e/` and `j/` reads every stored body (3 GB for a million
-    /// deliveries), evicts the cache and stalled listings for seconds.
-    /// Every event is in one retention marker (`r/e/`, or counted in the
-    /// key of an `R/e/`; twice after a pipeline re-run until retention
-    /// reaches it), every job has one listing key (`n/`), both written and
-    /// removed with their record.
+    /// From the running totals (`store::tally`), not a scan.
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        let mut events = self.count_prefix(b"r/e/")? as u64;
-        for k in self.instance()?.tree.scan_prefix(b"R/e/").keys() {
-            events += parse_marker_key(&k?)?.2 as u64;
-        }
+        let counts = self.totals()?;
+        let n = |v: i64| v.max(0) as u64;
         Ok(StoreStats {
-            events,
-            deliveries: self.count_prefix(b"n/")? as u64,
-            pending: self.count_prefix(b"q/")? as u64,
-            dead_letters: self.count_prefix(b"d/")? as u64,
+            events: n(counts.events),
+            deliveries: n(counts.deliveries),
+            pending: n(counts.pending),
+            dead_letters: n(counts.dead_letters),
             bytes: self.instance()?.db.size_on_disk()?,
         })
     }
@@ -1035,6 +1151,19 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.instance()?.db.flush()?;
         Ok(())
+    }
+
+    /// Saves the tally with the last flush, so the next open need not
+    /// count by scanning.
+    fn close(&self) -> Result<(), StoreError> {
+        {
+            let _no_counted_writes = self.tally.exclusive();
+            if let Some(counts) = self.tally.get() {
+                self.instance()?.tree.insert(TALLY_KEY, counts.encode())?;
+                self.tally.mark_saved();
+            }
+        }
+        self.flush()
     }
 
     /// A flush: sled answers it with the I/O error that stopped it, if any
@@ -1054,6 +1183,8 @@ impl Store for SledStore {
         self.current.store(None);
         let open = Open::new(&self.dir, self.cache_mib)?;
         open.db.flush()?;
+        // Writes counted but not flushed before the failure are gone.
+        self.tally.forget();
         self.current.store(Some(Arc::new(open)));
         Ok(())
     }
@@ -1294,6 +1425,114 @@ mod tests {
             1
         );
         assert_eq!(ids(store.jobs().unwrap()), ["w"]);
+    }
+
+    fn counts(events: i64, deliveries: i64, pending: i64, dead_letters: i64) -> Option<Counts> {
+        Some(Counts {
+            events,
+            deliveries,
+            pending,
+            dead_letters,
+        })
+    }
+
+    fn with_jobs(event_id: &str, at_ms: u64, jobs: &[&str]) -> Processed {
+        let mut p = Processed::new(event(event_id, at_ms));
+        p.jobs = jobs
+            .iter()
+            .map(|id| job(id, JobStatus::Pending, at_ms))
+            .collect();
+        p
+    }
+
+    #[test]
+    fn the_tally_follows_every_write_and_agrees_with_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.tally.get(),
+            counts(0, 0, 0, 0),
+            "a new store is known"
+        );
+        let processed = [
+            with_jobs("e0", 100, &["a0", "b0"]),
+            with_jobs("e1", 100, &["a1", "b1"]),
+            with_jobs("e2", 900, &["a2", "b2"]),
+        ];
+        store.complete_pipeline(&processed).unwrap();
+        assert_eq!(store.tally.get(), counts(3, 6, 6, 0));
+        store
+            .update_jobs(&[
+                job("a0", JobStatus::Delivered, 200),
+                job("b0", JobStatus::Dead, 200),
+                job("a1", JobStatus::Dead, 200),
+            ])
+            .unwrap();
+        assert_eq!(store.tally.get(), counts(3, 6, 3, 2));
+        // A dead letter re-sent, and an update that changes nothing counted.
+        store
+            .update_jobs(&[
+                job("a1", JobStatus::Pending, 200),
+                job("b2", JobStatus::Pending, 900),
+            ])
+            .unwrap();
+        assert_eq!(store.tally.get(), counts(3, 6, 4, 1));
+        assert_eq!(store.count_by_scan().unwrap(), store.tally.get().unwrap());
+
+        assert_eq!(
+            store.expire(Expiring::Delivered, 500, 10).unwrap().removed,
+            1
+        );
+        assert_eq!(
+            store
+                .expire(Expiring::DeadLetters, 500, 10)
+                .unwrap()
+                .removed,
+            1
+        );
+        assert_eq!(store.expire(Expiring::Events, 500, 10).unwrap().removed, 2);
+        assert_eq!(store.tally.get(), counts(1, 4, 4, 0));
+        assert_eq!(store.count_by_scan().unwrap(), store.tally.get().unwrap());
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.events, stats.deliveries, stats.pending), (1, 4, 4));
+    }
+
+    #[test]
+    fn the_tally_is_saved_at_close_and_counted_again_after_an_unclean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store
+                .complete_pipeline(&[with_jobs("e0", 100, &["a0", "b0"])])
+                .unwrap();
+            store.close().unwrap();
+        }
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.tally.get(), counts(1, 2, 2, 0), "taken back");
+            store
+                .complete_pipeline(&[with_jobs("e1", 100, &["a1"])])
+                .unwrap();
+            store.flush().unwrap();
+            // Dropped without close, as by kill -9.
+        }
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.tally.get(), None, "the saved totals were taken");
+            assert_eq!(store.pending_count().unwrap(), 3, "by the queue markers");
+            assert_eq!(store.tally.get(), None);
+            assert_eq!(store.stats().unwrap().deliveries, 3, "counted by a scan");
+            assert_eq!(store.tally.get(), counts(2, 3, 3, 0));
+            // Written after a close: the saved totals no longer hold.
+            store.close().unwrap();
+            store
+                .update_jobs(&[job("a1", JobStatus::Delivered, 200)])
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.tally.get(), None);
+        assert_eq!(store.stats().unwrap().pending, 2);
     }
 
     fn listed(store: &SledStore, q: &JobQuery<'_>) -> (Vec<String>, JobPage) {

@@ -22,14 +22,14 @@ pub(super) async fn cluster(State(app): State<App>) -> Response {
     let read = blocking(move || {
         let nodes = membership.nodes()?;
         let pending = store.pending_count()?;
-        let (unfinished, oldest) = match store.clone().inbox() {
-            Some(inbox) => (inbox.unfinished_count()?, inbox.unfinished(None, 1)?.pop()),
-            None => (0, None),
+        let backlog = match store.clone().inbox() {
+            Some(inbox) => inbox.backlog()?,
+            None => Default::default(),
         };
-        Ok::<_, hookhost_core::store::StoreError>((nodes, pending, unfinished, oldest))
+        Ok::<_, hookhost_core::store::StoreError>((nodes, pending, backlog))
     })
     .await;
-    let (nodes, pending, unfinished, oldest) = match read {
+    let (nodes, pending, backlog) = match read {
         Ok(Ok(read)) => read,
         Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => return e.into_response(),
@@ -50,8 +50,8 @@ pub(super) async fn cluster(State(app): State<App>) -> Response {
         leading: app.membership.leads(),
         leader: app.membership.leader_address(),
         pending_deliveries: pending as u64,
-        unfinished_events: unfinished as u64,
-        pipeline_lag_ms: oldest.map(|e| now.saturating_sub(e.received_at_ms)),
+        unfinished_events: backlog.events as u64,
+        pipeline_lag_ms: backlog.oldest_received_ms.map(|at| now.saturating_sub(at)),
         nodes,
     })
     .into_response()

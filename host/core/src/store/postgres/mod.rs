@@ -28,9 +28,9 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use super::{
-    Admitted, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired, Expiring,
-    IdempotencyStore, JobLeases, JobPage, JobQuery, NodeRecord, RetentionStore, SharedPlugin,
-    Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
+    Admitted, Backlog, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired, Expiring,
+    IdempotencyStore, JobLeases, JobPage, JobQuery, NodeRecord, OwnCompleted, RetentionStore,
+    SharedPlugin, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
@@ -978,15 +978,25 @@ impl EventInbox for PgStore {
         )
     }
 
-    fn unfinished_count(&self) -> Result<usize, StoreError> {
-        self.count("SELECT count(*) FROM events WHERE in_pipeline", &[])
+    fn backlog(&self) -> Result<Backlog, StoreError> {
+        let row = self.run(async |c| {
+            Ok(c.query_one(
+                "SELECT count(*), min(received_at_ms) FROM events WHERE in_pipeline",
+                &[],
+            )
+            .await?)
+        })?;
+        Ok(Backlog {
+            events: usize::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            oldest_received_ms: row.get::<_, Option<i64>>(1).map(unms),
+        })
     }
 
     fn complete_own(
         &self,
         processed: &[Processed],
         handed: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    ) -> Result<OwnCompleted, StoreError> {
         let Some(node) = self.node_name() else {
             return Err(StoreError(
                 "only a cluster node stores outcomes of its own events".into(),
@@ -999,7 +1009,7 @@ impl EventInbox for PgStore {
         let epoch = (epoch > STANDBY).then_some(epoch);
         let keeps = |job: &Job| self.keeps(job);
         let (jobs_channel, admissions) = (self.jobs_channel(), self.admission_channel());
-        let (mine, jobs) = self.run(async |c| {
+        let (mine, moved, jobs) = self.run(async |c| {
             let tx = c.transaction().await?;
             // Locked in one order (no deadlock between two batches); an
             // event the leader's sweep took meanwhile is no longer marked
@@ -1023,10 +1033,11 @@ impl EventInbox for PgStore {
                 Holder::New(Some(node), &keeps),
             )?;
             write_processed(&tx, &kept, &jobs, &jobs_channel).await?;
+            let mut moved = 0;
             if !handed.is_empty() {
                 // Unmarked either way, so that the leader's sweep takes
                 // them (this node's own too, if it leads now).
-                let moved = tx
+                moved = tx
                     .execute(
                         "UPDATE events SET pipeline_node = NULL, pipeline_epoch = NULL \
                          WHERE id = ANY($1) AND in_pipeline \
@@ -1040,10 +1051,13 @@ impl EventInbox for PgStore {
                 }
             }
             tx.commit().await?;
-            Ok((mine, jobs))
+            Ok((mine, moved, jobs))
         })?;
         self.note_kept(&jobs);
-        Ok(mine)
+        Ok(OwnCompleted {
+            stored: mine,
+            handed: moved,
+        })
     }
 
     fn take_unfinished(&self, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
