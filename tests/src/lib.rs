@@ -47,6 +47,17 @@ pub fn open_store(config: &str) -> std::sync::Arc<dyn hookhost_core::store::Stor
     hookhost_core::node::open_store(&config).expect("open the store")
 }
 
+/// The delivery id (`webhook-id`) to `subscription` of an event whose id
+/// hookhost made: such an id carries its own time, so the job id needs no
+/// arrival time.
+pub fn delivery_id(event_id: &str, subscription: &str) -> String {
+    assert!(
+        event_id.starts_with("evt_"),
+        "{event_id:?} is not an id hookhost made"
+    );
+    hookhost_core::pipeline::job_id(event_id, 0, subscription)
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

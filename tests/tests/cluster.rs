@@ -233,7 +233,7 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|id| hookhost_core::pipeline::job_id(id.as_str().unwrap(), "sink"))
+        .map(|id| hookhost_tests::delivery_id(id.as_str().unwrap(), "sink"))
         .collect();
 
     // A standby holding deliveries (the cluster view counts each node's).
@@ -314,7 +314,7 @@ fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|id| hookhost_core::pipeline::job_id(id.as_str().unwrap(), "sink"))
+        .map(|id| hookhost_tests::delivery_id(id.as_str().unwrap(), "sink"))
         .collect();
     let standby_holds = || {
         let (_, view) = get(leader_api, "/v1/cluster", &[ADMIN]);
@@ -517,7 +517,7 @@ fn three_nodes_lose_nothing_and_close_each_window_once_while_nodes_are_killed_fi
     let expected_reports: BTreeSet<String> = ack
         .reports
         .iter()
-        .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
+        .map(|id| hookhost_tests::delivery_id(id, "sink"))
         .collect();
     // Every acknowledged report, alarm and outage arrives.
     let start = Instant::now();
@@ -789,7 +789,7 @@ fn three_nodes_ride_out_the_database_stopped_for_ten_seconds() {
     let (ids, refused) = seen.lock().unwrap().clone();
     let expected: BTreeSet<String> = ids
         .iter()
-        .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
+        .map(|id| hookhost_tests::delivery_id(id, "sink"))
         .collect();
     let all = wait_until(Duration::from_secs(120), || {
         expected.is_subset(&receiver.webhook_ids())

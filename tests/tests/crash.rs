@@ -64,7 +64,7 @@ fn kill_9_during_delivery_loses_no_acknowledged_event() {
     server.api_addr(WAIT);
     let expected: HashSet<String> = acknowledged
         .iter()
-        .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
+        .map(|id| hookhost_tests::delivery_id(id, "sink"))
         .collect();
     let start = Instant::now();
     let seen = loop {
@@ -143,7 +143,7 @@ fn kill_9_before_the_pipeline_stored_acknowledged_events_runs_them_after_restart
     );
     let expected: HashSet<String> = acknowledged
         .iter()
-        .map(|id| hookhost_core::pipeline::job_id(id, "sink"))
+        .map(|id| hookhost_tests::delivery_id(id, "sink"))
         .collect();
     let start = Instant::now();
     loop {

@@ -122,7 +122,7 @@ fn attempt_counts_follow_the_retry_policy() {
     let store = hookhost_tests::open_store(&config);
     let job = |sub: &str| {
         store
-            .job(&hookhost_core::pipeline::job_id(&event_id, sub))
+            .job(&hookhost_tests::delivery_id(&event_id, sub))
             .unwrap()
             .unwrap()
     };
@@ -179,7 +179,7 @@ fn attempt_counts_follow_the_retry_policy() {
             subscriptions,
             std::sync::Arc::new(hookhost_core::clock::SystemClock),
         );
-        let down_id = hookhost_core::pipeline::job_id(&event_id, "down");
+        let down_id = hookhost_tests::delivery_id(&event_id, "down");
         // No plugins in this test: a re-run is never asked for.
         let no_plugins: hookhost_core::deliver::Rechain<'_> =
             &|_, _| Err("no plugin chain here".into());
@@ -209,7 +209,7 @@ fn attempt_counts_follow_the_retry_policy() {
         .unwrap();
     assert_eq!(
         last.headers["webhook-id"],
-        hookhost_core::pipeline::job_id(&event_id, "down")
+        hookhost_tests::delivery_id(&event_id, "down")
     );
 }
 
@@ -556,7 +556,7 @@ fn scheduled_retries_survive_a_restart() {
     let api = server.api_addr(WAIT);
     let (status, answer) = post(api, "/v1/events", br#"{"type": "report", "data": {}}"#);
     assert_eq!(status, 202);
-    let job_id = hookhost_core::pipeline::job_id(answer["ids"][0].as_str().unwrap(), "later");
+    let job_id = hookhost_tests::delivery_id(answer["ids"][0].as_str().unwrap(), "later");
     receiver.wait_count("later", 1, WAIT);
     // Stop before the retry is due (8 s ± 25 %, long enough for a stop on a
     // busy machine): it must wait in the store.
@@ -707,7 +707,14 @@ fn plugin_error_deliveries_are_re_run_once_the_plugin_is_fixed() {
         "{} plugin_error deliveries",
         failed()
     );
-    let first = hookhost_core::pipeline::job_id("a1", "guarded");
+    // Producer ids: the delivery id begins with the event's arrival.
+    let delivery_of = |event_id: &str| {
+        let (status, event) = admin("GET", &format!("/v1/events/{event_id}"), b"");
+        assert_eq!(status, 200, "{event}");
+        let at = event["received_at_ms"].as_u64().expect("received_at_ms");
+        hookhost_core::pipeline::job_id(event_id, at, "guarded")
+    };
+    let first = delivery_of("a1");
     // Still missing: the re-run fails again and says why.
     let (status, body) = admin("POST", &format!("/v1/deliveries/{first}/resend"), b"");
     assert_eq!(status, 409, "{body}");
@@ -734,14 +741,8 @@ fn plugin_error_deliveries_are_re_run_once_the_plugin_is_fixed() {
         br#"{"since": "1970-01-01T00:00:00Z"}"#,
     );
     assert_eq!(status, 202, "{body}");
-    assert_eq!(
-        body["ids"],
-        json!([hookhost_core::pipeline::job_id("a2", "guarded")])
-    );
-    assert_eq!(
-        body["filtered"],
-        json!([hookhost_core::pipeline::job_id("a3", "guarded")])
-    );
+    assert_eq!(body["ids"], json!([delivery_of("a2")]));
+    assert_eq!(body["filtered"], json!([delivery_of("a3")]));
     assert_eq!(body["still_failing"], json!([]));
     receiver.wait_count("guarded", 2, WAIT);
     let mut sent: Vec<String> = receiver
@@ -774,7 +775,7 @@ fn a_429_with_retry_after_pauses_the_subscription_that_long() {
     let (status, _) = post(
         server.addr,
         "/v1/events",
-        br#"{"id": "first", "type": "report", "data": {}}"#,
+        br#"{"id": "first", "type": "report", "data": {"n": "first"}}"#,
     );
     assert_eq!(status, 202);
     receiver.wait_count("limited", 1, WAIT);
@@ -782,7 +783,7 @@ fn a_429_with_retry_after_pauses_the_subscription_that_long() {
     let (status, _) = post(
         server.addr,
         "/v1/events",
-        br#"{"id": "second", "type": "report", "data": {}}"#,
+        br#"{"id": "second", "type": "report", "data": {"n": "second"}}"#,
     );
     assert_eq!(status, 202);
     receiver.wait_count("limited", 3, WAIT);
@@ -800,12 +801,22 @@ fn a_429_with_retry_after_pauses_the_subscription_that_long() {
             later.at_ms - limited_at
         );
     }
-    let ids: Vec<&str> = got
+    // Which event each attempt carried (producer ids are not in the
+    // plain envelope; the data says).
+    let sent: Vec<String> = got
         .iter()
-        .map(|r| r.headers["webhook-id"].as_str())
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["n"].to_string())
         .collect();
-    assert_eq!(ids[0], hookhost_core::pipeline::job_id("first", "limited"));
-    assert!(ids[1..].contains(&hookhost_core::pipeline::job_id("second", "limited").as_str()));
+    assert_eq!(sent[0], "\"first\"", "{sent:?}");
+    assert!(sent[1..].contains(&"\"second\"".to_string()), "{sent:?}");
+    // A retry keeps its delivery's id.
+    let first_id = &got[0].headers["webhook-id"];
+    assert_eq!(
+        got.iter()
+            .filter(|r| &r.headers["webhook-id"] == first_id)
+            .count(),
+        sent.iter().filter(|n| *n == "\"first\"").count()
+    );
     server.stop();
 }
 

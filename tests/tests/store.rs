@@ -514,7 +514,7 @@ fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
     assert_eq!(status, 202, "{answer}");
     receiver.wait_count("sink", 1, PATIENCE);
     let event_id = answer["ids"][0].as_str().unwrap().to_string();
-    let job_id = hookhost_core::pipeline::job_id(&event_id, "sink");
+    let job_id = hookhost_tests::delivery_id(&event_id, "sink");
 
     let pg = hookhost_tests::postgres::shared();
     let schema = hookhost_tests::postgres::schema_for(root.path());

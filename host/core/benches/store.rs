@@ -39,7 +39,7 @@ fn event(n: u64, at_ms: u64) -> StoredEvent {
 
 fn job_for(event: &StoredEvent) -> Job {
     Job {
-        id: job_id(&event.id, "bench"),
+        id: job_id(&event.id, event.received_at_ms, "bench"),
         event_id: event.id.clone(),
         subscription_id: "bench".into(),
         event_type: event.event_type.clone(),

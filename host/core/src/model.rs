@@ -581,12 +581,14 @@ impl Job {
 /// The id of the delivery of `event_id` to `subscription_id`: derived, so a
 /// pipeline re-run after a crash writes the same jobs instead of duplicates.
 ///
-/// For an id hookhost made (`evt_` and a UUIDv7), the job id begins with
-/// the event's 48-bit millisecond time, as the event id does: new jobs then
-/// sort after old ones, so the store writes them at the end of its index,
-/// in pages it holds in memory, rather than at random places in a large
-/// history (BENCHMARKS.md: "History"). Other ids get a hash throughout.
-pub fn job_id(event_id: &str, subscription_id: &str) -> String {
+/// The job id begins with 12 hex digits of time: new jobs then sort after
+/// old ones, so the store writes them at the end of its index, in pages it
+/// holds in memory, rather than at random places in a large history
+/// (BENCHMARKS.md: "History"). For an id hookhost made (`evt_` and a
+/// UUIDv7) that is the id's own time; for a producer's id, the event's
+/// arrival (`received_at_ms`, stored with the event, so a re-run on any
+/// node makes the same id). A hash of both ids follows.
+pub fn job_id(event_id: &str, received_at_ms: u64, subscription_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(event_id.as_bytes());
@@ -595,7 +597,12 @@ pub fn job_id(event_id: &str, subscription_id: &str) -> String {
     let hash = hex::encode(h.finalize());
     match time_prefix(event_id) {
         Some(time) => format!("msg_{time}{}", &hash[..20]),
-        None => format!("msg_{}", &hash[..32]),
+        // 48 bits of milliseconds last until the year 10889.
+        None => format!(
+            "msg_{:012x}{}",
+            received_at_ms & 0xffff_ffff_ffff,
+            &hash[..20]
+        ),
     }
 }
 
@@ -699,27 +706,38 @@ mod tests {
         // UUIDv7s 1 ms apart, the later one with a smaller random part.
         let earlier = "evt_0193000000017fffbfffffffffffffff";
         let later = "evt_01930000000270008000000000000000";
-        let (a, b) = (job_id(earlier, "sink"), job_id(later, "sink"));
+        // Arrival times in reverse: the id's own time counts.
+        let (a, b) = (job_id(earlier, 9, "sink"), job_id(later, 1, "sink"));
         assert!(a < b, "{a} !< {b}");
         assert_eq!(a.len(), "msg_".len() + 32);
         assert_eq!(&a[4..16], &earlier[4..16]);
         // What ingest makes qualifies.
         let made = crate::event_json::new_event_id();
-        assert_eq!(&job_id(&made, "sink")[4..16], &made[4..16]);
+        assert_eq!(&job_id(&made, 1, "sink")[4..16], &made[4..16]);
         // Derived: the same event and subscription, the same id; another
         // subscription, another id.
-        assert_eq!(job_id(earlier, "sink"), a);
-        assert_ne!(job_id(earlier, "other"), a);
+        assert_eq!(job_id(earlier, 9, "sink"), a);
+        assert_ne!(job_id(earlier, 9, "other"), a);
     }
 
     #[test]
-    fn other_event_ids_get_a_hash() {
-        let id = job_id("order-17", "sink");
-        assert_eq!(id.len(), "msg_".len() + 32);
-        assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit()));
-        // An `evt_` id that is not a UUIDv7 (version digit 4): no time.
+    fn job_ids_of_producer_event_ids_sort_by_arrival() {
+        // Ids that sort the other way round, arriving 1 ms apart.
+        let at = 1_733_300_000_000;
+        let (a, b) = (
+            job_id("order-18", at, "sink"),
+            job_id("order-17", at + 1, "sink"),
+        );
+        assert!(a < b, "{a} !< {b}");
+        assert_eq!(a.len(), "msg_".len() + 32);
+        assert!(a[4..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(&a[4..16], &format!("{at:012x}"));
+        assert_eq!(job_id("order-18", at, "sink"), a, "derived");
+        assert_ne!(job_id("order-18", at, "other"), a);
+        assert_ne!(job_id("order-17", at, "sink"), a);
+        // An `evt_` id that is not a UUIDv7 (version digit 4) is a
+        // producer's: its arrival counts, not its digits.
         let v4 = "evt_0123456789ab4def8123456789abcdef";
-        assert_ne!(&job_id(v4, "sink")[4..16], &v4[4..16]);
-        assert_ne!(job_id("order-17", "sink"), job_id("order-18", "sink"));
+        assert_eq!(&job_id(v4, at, "sink")[4..16], &format!("{at:012x}"));
     }
 }

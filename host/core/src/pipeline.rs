@@ -96,7 +96,7 @@ impl Pipeline {
                 continue;
             }
             let job = |event_type: String, data: String| Job {
-                id: job_id(&event.id, &sub.id),
+                id: job_id(&event.id, event.received_at_ms, &sub.id),
                 event_id: event.id.clone(),
                 subscription_id: sub.id.clone(),
                 event_type,

@@ -104,7 +104,7 @@ impl Deliverer {
             return Ok(None);
         };
         let job = Job {
-            id: crate::model::job_id(&event.id, &sub.id),
+            id: crate::model::job_id(&event.id, event.received_at_ms, &sub.id),
             event_id: event.id.clone(),
             subscription_id: sub.id.clone(),
             order: crate::subscriptions::order_slot(&sub, &sent_data),
