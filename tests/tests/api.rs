@@ -280,10 +280,16 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     );
     assert!(server.terminate(WAIT).success());
 
-    // sled keeps the totals with its writes and saves them at a clean stop;
-    // after a kill they are counted again. Either way the same figures.
+    // sled keeps the totals with its writes and saves them at a clean stop,
+    // and then shows them at once (here with the next count an hour away);
+    // after a kill they are counted again, one `count_every` after start.
+    // Either way the same figures.
     let expected = [Some(4.0), Some(4.0), Some(0.0), Some(2.0)];
+    let every_100ms = std::fs::read_to_string(&config).unwrap();
+    let hourly = every_100ms.replace("count_every = \"100ms\"", "count_every = \"1h\"");
+    assert_ne!(hourly, every_100ms);
     for (how, last) in [("taken back", false), ("not closed cleanly", true)] {
+        std::fs::write(&config, if last { &every_100ms } else { &hourly }).unwrap();
         let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
         server.wait_for(&[how], WAIT);
         let api = server.api_addr(WAIT);

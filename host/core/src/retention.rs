@@ -36,11 +36,12 @@ impl Retention {
     /// Runs until dropped: indexes a store made before retention existed,
     /// then a pass every `retention.every` (the first at once) and a count
     /// every `retention.count_every`. A count reads sled's running totals,
-    /// but after a stop that was not clean it scans every index key once,
-    /// holding off the store's writes meanwhile: at start, on a store with
-    /// millions of records, that held up the first deliveries and doubled
-    /// the memory (BENCHMARKS.md, "History"), so the first count waits one
-    /// period.
+    /// at once when they are known; after a stop that was not clean (and
+    /// on PostgreSQL, which counts rows) the first waits one period: it
+    /// scans every index key once, holding off the store's writes
+    /// meanwhile, and at start, on a store with millions of records, that
+    /// held up the first deliveries and doubled the memory (BENCHMARKS.md,
+    /// "History").
     pub async fn run(self) {
         if self.config.enabled {
             let store = self.store.clone();
@@ -56,7 +57,11 @@ impl Retention {
         }
         let mut passes = tokio::time::interval(self.config.every);
         passes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let first_count = tokio::time::Instant::now() + self.config.count_every;
+        let first_count = if self.store.stats_are_cheap() {
+            tokio::time::Instant::now()
+        } else {
+            tokio::time::Instant::now() + self.config.count_every
+        };
         let mut counts = tokio::time::interval_at(first_count, self.config.count_every);
         counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

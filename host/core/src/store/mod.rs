@@ -245,6 +245,11 @@ pub trait RetentionStore {
     /// Counts and size for a periodic gauge, not per request (sled keeps
     /// running totals; PostgreSQL counts rows).
     fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Whether [`RetentionStore::stats`] costs next to nothing now (sled's
+    /// totals are known), so it may run at once at start.
+    fn stats_are_cheap(&self) -> bool {
+        false
+    }
 }
 
 /// A store that is its own intake queue (a shared database): an accepted

@@ -1133,6 +1133,10 @@ impl RetentionStore for SledStore {
         Ok(n + in_batch)
     }
 
+    fn stats_are_cheap(&self) -> bool {
+        self.tally.get().is_some()
+    }
+
     /// From the running totals (`store::tally`), not a scan.
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let counts = self.totals()?;
