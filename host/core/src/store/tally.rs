@@ -93,7 +93,7 @@ impl Tally {
     pub fn get(&self) -> Option<Counts> {
         self.known
             .load(Relaxed)
-            .then(|| Counts::from_fields([0, 1, 2, 3].map(|i| self.counts[i].load(Relaxed))))
+            .then(|| Counts::from_fields(self.counts.each_ref().map(|n| n.load(Relaxed))))
     }
 
     /// Takes `counts` as the totals (under [`Tally::exclusive`] unless no

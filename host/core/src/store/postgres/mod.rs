@@ -222,6 +222,11 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A `count(*)` as a count (never negative).
+fn as_count(v: i64) -> usize {
+    usize::try_from(v).unwrap_or(0)
+}
+
 fn unms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -662,13 +667,10 @@ impl PgStore {
 
     /// The newest migration the schema has.
     pub fn schema_version(&self) -> Result<i32, StoreError> {
-        let row = self.run(async |c| {
-            Ok(c.query_one(
-                "SELECT coalesce(max(version), 0) FROM schema_migrations",
-                &[],
-            )
-            .await?)
-        })?;
+        let row = self.row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )?;
         Ok(row.get(0))
     }
 
@@ -755,13 +757,21 @@ impl PgStore {
         Ok(self.bodies(sql, params)?.into_iter().next())
     }
 
+    /// The one row `sql` answers (an aggregate).
+    fn row(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, StoreError> {
+        self.run(async |c| Ok(c.query_one(sql, params).await?))
+    }
+
     fn count(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<usize, StoreError> {
-        let row = self.run(async |c| Ok(c.query_one(sql, params).await?))?;
-        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        Ok(as_count(self.row(sql, params)?.get(0)))
     }
 }
 
@@ -979,15 +989,12 @@ impl EventInbox for PgStore {
     }
 
     fn backlog(&self) -> Result<Backlog, StoreError> {
-        let row = self.run(async |c| {
-            Ok(c.query_one(
-                "SELECT count(*), min(received_at_ms) FROM events WHERE in_pipeline",
-                &[],
-            )
-            .await?)
-        })?;
+        let row = self.row(
+            "SELECT count(*), min(received_at_ms) FROM events WHERE in_pipeline",
+            &[],
+        )?;
         Ok(Backlog {
-            events: usize::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            events: as_count(row.get(0)),
             oldest_received_ms: row.get::<_, Option<i64>>(1).map(unms),
         })
     }
@@ -1914,18 +1921,15 @@ impl RetentionStore for PgStore {
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        let row = self.run(async |c| {
-            Ok(c.query_one(
-                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), \
-                 (SELECT count(*) FROM jobs WHERE status = 'pending'), \
-                 (SELECT count(*) FROM jobs WHERE status = 'dead'), \
-                 (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
-                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                  WHERE n.nspname = current_schema() AND c.relkind = 'r')",
-                &[],
-            )
-            .await?)
-        })?;
+        let row = self.row(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM jobs), \
+             (SELECT count(*) FROM jobs WHERE status = 'pending'), \
+             (SELECT count(*) FROM jobs WHERE status = 'dead'), \
+             (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = current_schema() AND c.relkind = 'r')",
+            &[],
+        )?;
         let n = |i: usize| unms(row.get::<_, i64>(i));
         Ok(StoreStats {
             events: n(0),
