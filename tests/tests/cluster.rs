@@ -142,9 +142,9 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
         "{cluster:#}"
     );
 
-    // Events the standby acknowledged are delivered: reports through its
-    // own pipeline, alarms (one 2 s window per location) through the
-    // leader's.
+    // Events the standby acknowledged are delivered through its own
+    // pipeline: reports at once, alarms placed by it in windows (one 2 s
+    // window per location) that the leader closes.
     let events: Vec<Value> = (0..50)
         .map(|n| json!({"type": "report", "data": {"n": n}}))
         .chain((0..4).map(
@@ -173,9 +173,10 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
             .parse()
             .unwrap()
     };
-    assert_eq!(counter(second_api, "hookhost_pipeline_events"), 50);
-    assert_eq!(counter(second_api, "hookhost_pipeline_handed_over"), 4);
-    assert_eq!(counter(first_api, "hookhost_pipeline_events"), 4);
+    assert_eq!(counter(second_api, "hookhost_pipeline_events"), 54);
+    assert_eq!(counter(second_api, "hookhost_pipeline_handed_over"), 0);
+    assert_eq!(counter(first_api, "hookhost_pipeline_events"), 0);
+    assert_eq!(counter(first_api, "hookhost_windows_closed"), 2);
     // Delivered means through the pipeline: none left behind it.
     let (_, cluster) = get(second_api, "/v1/cluster", &[ADMIN]);
     assert_eq!(cluster["unfinished_events"], 0, "{cluster:#}");

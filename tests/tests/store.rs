@@ -325,6 +325,25 @@ fn windows_close_in_whole_groups_and_outage_timers_fall_due_alike() {
         assert_eq!(store.job("merged").unwrap().unwrap().merged_events.len(), 5);
         assert!(store.due_window_members(250, 100).unwrap().is_empty());
 
+        // Read, merge and close in one step (on PostgreSQL one transaction).
+        let merged_ids = |members: &[WindowMember]| -> Vec<Job> {
+            vec![Job {
+                merged_events: members.iter().map(|m| m.event_id.clone()).collect(),
+                ..job("merged-300", JobStatus::Pending, 1)
+            }]
+        };
+        let closed = store.close_due_windows(299, 100, &merged_ids).unwrap();
+        assert_eq!((closed.members, closed.jobs.len()), (0, 0), "none due");
+        let closed = store.close_due_windows(350, 100, &merged_ids).unwrap();
+        assert_eq!(closed.members, 1);
+        assert_eq!(closed.jobs[0].merged_events, ["e6"]);
+        assert_eq!(store.window_member_count().unwrap(), 0);
+        assert_eq!(store.closed_through().unwrap(), 350);
+        assert_eq!(
+            store.job("merged-300").unwrap().unwrap().merged_events,
+            ["e6"]
+        );
+
         // Outage timers: due once their deadline passed, gone once confirmed.
         let offline = |location: &str, deadline: u64, confirmed: bool| OutageState {
             location: location.into(),
@@ -532,7 +551,7 @@ fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
         pg.psql(&format!(
             "SELECT max(version) FROM {schema}.schema_migrations"
         )),
-        "5"
+        "6"
     );
     // The event went through the pipeline: no longer marked as waiting.
     assert_eq!(
@@ -583,12 +602,12 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         said.trim(),
-        format!("schema {schema} migrated to version 5 (applied [1, 2, 3, 4, 5])")
+        format!("schema {schema} migrated to version 6 (applied [1, 2, 3, 4, 5, 6])")
     );
     let again = migrate();
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        format!("schema {schema} is at version 5: nothing to do")
+        format!("schema {schema} is at version 6: nothing to do")
     );
 
     hookhost_tests::postgres::shared().psql(&format!(
@@ -598,7 +617,7 @@ fn migrate_makes_the_schema_once_and_refuses_a_newer_one() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("is at version 99, newer than this hookhost knows (5)"),
+        err.contains("is at version 99, newer than this hookhost knows (6)"),
         "{err}"
     );
 }
@@ -903,6 +922,102 @@ fn a_standby_runs_its_own_events_until_its_lease_runs_out() {
             .unwrap()
             .stored
             .is_empty()
+    );
+}
+
+/// A standby places its own events' window members: stored when their
+/// window is still open, handed to the leader when it closed before the
+/// standby's transaction (the standby learns where windows are closed
+/// through from it).
+#[test]
+fn a_standby_stores_window_members_only_into_windows_still_open() {
+    use hookhost_core::store::{ClusterStore, DeliveryQueue, EventInbox, NodeRecord, WindowStore};
+    let root = tempfile::tempdir().unwrap();
+    let pg = hookhost_tests::postgres::shared();
+    let schema = hookhost_tests::postgres::schema_for(root.path());
+    let open = |node: &str| {
+        let store = PgStore::open(&pg.settings(schema.clone())).unwrap();
+        store.join(node, 60_000).unwrap();
+        Arc::new(store)
+    };
+    let (one, two) = (open("one"), open("two"));
+    assert!(one.try_lead("one").unwrap());
+    for (store, id) in [(&one, "one"), (&two, "two")] {
+        store
+            .heartbeat(&NodeRecord {
+                id: id.into(),
+                address: format!("http://{id}"),
+                started_at_ms: 1,
+                seen_at_ms: hookhost_core::clock::now_ms(),
+                leading: id == "one",
+                deliveries_held: 0,
+            })
+            .unwrap();
+    }
+    let placed = |end: u64, id: &str| Processed {
+        window_members: vec![member(end, "L1", id)],
+        ..Processed::new(event(id, 1))
+    };
+    // The leader closes windows through 150 (none due yet).
+    let none = |_: &[WindowMember]| -> Vec<Job> { Vec::new() };
+    assert_eq!(one.close_due_windows(150, 100, &none).unwrap().members, 0);
+    assert_eq!(
+        one.closed_through().unwrap(),
+        0,
+        "nothing closed, not moved"
+    );
+    one.close_windows(&[], &[], 150).unwrap();
+
+    two.admit(
+        &[event("open", 1), event("closed", 1), event("plain", 1)],
+        &[],
+    )
+    .unwrap();
+    let done = two
+        .complete_own(
+            &[
+                placed(200, "open"),
+                placed(100, "closed"),
+                Processed::new(event("plain", 1)),
+            ],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        done.stored,
+        ["open".to_string(), "plain".to_string()].into()
+    );
+    assert_eq!(done.late_for_window, 1);
+    assert_eq!(done.handed, 1, "the late one is the leader's");
+    assert_eq!(done.closed_through_ms, Some(150));
+    assert_eq!(one.window_member_count().unwrap(), 1);
+    let taken: Vec<String> = one
+        .take_unfinished(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(taken, ["closed"]);
+
+    // Without members the marker is not read.
+    two.admit(&[event("plain2", 1)], &[]).unwrap();
+    let done = two
+        .complete_own(&[Processed::new(event("plain2", 1))], &[])
+        .unwrap();
+    assert_eq!(done.closed_through_ms, None);
+
+    // The member stored by the standby closes with its window.
+    let merged = |members: &[WindowMember]| -> Vec<Job> {
+        vec![Job {
+            merged_events: members.iter().map(|m| m.event_id.clone()).collect(),
+            ..job("window-200", JobStatus::Pending, 1)
+        }]
+    };
+    let closed = one.close_due_windows(250, 100, &merged).unwrap();
+    assert_eq!(closed.members, 1);
+    assert_eq!(
+        one.job("window-200").unwrap().unwrap().merged_events,
+        ["open"]
     );
 }
 

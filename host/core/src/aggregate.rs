@@ -134,6 +134,13 @@ impl Aggregator {
 
     /// Reads where windows are closed through again (a node taking the
     /// lead: the previous leader closed windows since this one opened).
+    /// Windows were closed through `closed_through_ms` (as a shared store
+    /// read it): a standby places its later events after it.
+    pub fn closed_through_at_least(&self, closed_through_ms: u64) {
+        self.closed_through_ms
+            .fetch_max(closed_through_ms, Ordering::SeqCst);
+    }
+
     pub fn reload(&self) -> Result<(), StoreError> {
         let closed_through = self.store.closed_through()?;
         self.closed_through_ms
@@ -199,26 +206,6 @@ impl Aggregator {
         out.jobs = direct;
         out.window_members = members;
         out
-    }
-
-    /// Whether `event`'s outcome may hold window members or move a
-    /// location's state, judged before the pipeline runs: some enabled
-    /// subscription that wants its type aggregates it (routing aside), or
-    /// it is the tracked type. `false` means it certainly does not.
-    pub fn may_place(&self, event: &StoredEvent) -> bool {
-        if self.tracks_outage(event) {
-            return true;
-        }
-        let settings = self.settings(&event.event_type);
-        self.subscriptions.current().iter().any(|sub| {
-            sub.enabled
-                && sub.wants(&event.event_type)
-                && matches!(
-                    sub.mode_override(&event.event_type)
-                        .unwrap_or(settings.mode),
-                    Mode::Every(_)
-                )
-        })
     }
 
     /// Whether `event` is of the type whose outages are tracked.
@@ -357,34 +344,35 @@ impl Aggregator {
     pub fn close_due(&self) -> Result<Vec<Job>, StoreError> {
         let now = self.clock.now_ms();
         let mut ready = Vec::new();
+        let merge = |members: &[WindowMember]| {
+            members
+                .chunk_by(|a, b| {
+                    a.window_end_ms == b.window_end_ms
+                        && a.group == b.group
+                        && a.window_type == b.window_type
+                        && a.subscription_id == b.subscription_id
+                })
+                .map(|group| self.merged_job(group, now))
+                .collect()
+        };
         loop {
-            let members = self.store.due_window_members(now, CLOSE_CHUNK)?;
-            if members.is_empty() {
+            let closed = self.store.close_due_windows(now, CLOSE_CHUNK, &merge)?;
+            if closed.members == 0 {
                 break;
             }
-            let mut jobs = Vec::new();
-            for group in members.chunk_by(|a, b| {
-                a.window_end_ms == b.window_end_ms
-                    && a.group == b.group
-                    && a.window_type == b.window_type
-                    && a.subscription_id == b.subscription_id
-            }) {
-                jobs.push(self.merged_job(group, now));
-            }
-            self.store.close_windows(&members, &jobs, now)?;
             METRICS
                 .window_events
-                .fetch_sub(members.len() as i64, Ordering::Relaxed);
+                .fetch_sub(closed.members as i64, Ordering::Relaxed);
             METRICS
                 .windows_closed
-                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                .fetch_add(closed.jobs.len() as u64, Ordering::Relaxed);
             tracing::debug!(
-                windows = jobs.len(),
-                events = members.len(),
+                windows = closed.jobs.len(),
+                events = closed.members,
                 "windows closed"
             );
-            ready.extend(jobs);
-            if members.len() < CLOSE_CHUNK {
+            ready.extend(closed.jobs);
+            if closed.members < CLOSE_CHUNK {
                 break;
             }
         }

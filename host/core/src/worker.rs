@@ -1,12 +1,13 @@
 //! The task that takes accepted events through the pipeline and
 //! aggregation, and on a tick closes ended windows and confirms outages.
 //!
-//! Every node runs one. The leader's is the only writer of window and
-//! location state, so it needs no locks: an event is never placed in a
-//! window while that window is being closed. A standby's (on a shared
-//! store) stores the outcome of its own events only when it touches none of
-//! that state, nor an ordered lane's; the other events it hands to the
-//! leader, and it never ticks.
+//! Every node runs one. The leader's closes windows and is the only writer
+//! of location state. A standby's (on a shared store) stores the outcome of
+//! its own events, window members included: the store keeps a member only
+//! if its window has not closed, under a lock that closing takes too
+//! ([`EventInbox::complete_own`]). Events of the tracked outage type, and
+//! outcomes with a delivery in an ordered lane, it hands to the leader; it
+//! never ticks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,11 +56,10 @@ pub struct Worker {
     ticking: AtomicBool,
 }
 
-/// Why a standby leaves an outcome to the leader, once the pipeline ran
-/// on an event [`Aggregator::may_place`] let through: a delivery in an
-/// ordered lane, or a window member (the subscriptions changed in between).
+/// Why a standby leaves an outcome to the leader once the pipeline ran: a
+/// delivery in an ordered lane (its slot is the leader's to give).
 fn needs_leader(outcome: &Processed) -> bool {
-    !outcome.window_members.is_empty() || outcome.jobs.iter().any(|j| j.order.is_some())
+    outcome.jobs.iter().any(|j| j.order.is_some())
 }
 
 /// An event as it was before the pipeline ran (to run again).
@@ -228,8 +228,8 @@ impl Worker {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut handed = Vec::new();
         for mut event in events {
-            // Plugins would run twice for an event the leader must place.
-            if self.aggregator.may_place(&event) {
+            // Location state has one writer: plugins would run twice.
+            if self.aggregator.tracks_outage(&event) {
                 handed.push(event);
                 continue;
             }
@@ -247,11 +247,21 @@ impl Worker {
                 METRICS
                     .pipeline_handed_over
                     .fetch_add(done.handed, Ordering::Relaxed);
+                if let Some(closed_through) = done.closed_through_ms {
+                    self.aggregator.closed_through_at_least(closed_through);
+                }
+                if done.late_for_window > 0 {
+                    tracing::debug!(
+                        events = done.late_for_window,
+                        "handed to the leader: a window they were placed in had closed"
+                    );
+                }
                 let before = outcomes.len();
                 outcomes.retain(|o| done.stored.contains(&o.event.id));
-                if outcomes.len() < before {
+                let taken = before - outcomes.len() - done.late_for_window;
+                if taken > 0 {
                     tracing::debug!(
-                        events = before - outcomes.len(),
+                        events = taken,
                         "outcomes not stored: the leader took those events (this node's lease ran out)"
                     );
                 }
@@ -285,7 +295,14 @@ impl Worker {
             )
             .map_err(|(e, _)| e)?
         };
-        ready.extend(self.aggregator.close_due()?);
+        let closed = self.aggregator.close_due()?;
+        if !closed.is_empty() && self.inbox.is_some() {
+            // Standbys place members too: the gauge is the store's count.
+            METRICS
+                .window_events
+                .store(self.store.window_member_count()? as i64, Ordering::Relaxed);
+        }
+        ready.extend(closed);
         Ok(ready)
     }
 
@@ -467,43 +484,6 @@ seed = "s"
 
     fn of_type<'a>(jobs: &'a [Job], t: &str) -> Vec<&'a Job> {
         jobs.iter().filter(|j| j.event_type == t).collect()
-    }
-
-    /// What a standby may run itself: types no subscription aggregates,
-    /// other than the outage type (the seed's table aggregates `alarm` and
-    /// `status`; a subscription may aggregate a type of its own).
-    #[test]
-    fn only_unaggregated_types_other_than_the_outage_type_stay_with_a_standby() {
-        let s = setup(
-            r#"
-[[subscriptions]]
-id = "acme"
-url = "http://hooks.example.com/"
-types = ["*"]
-seed = "s"
-intervals = { report = "10s" }
-
-[[subscriptions]]
-id = "other"
-url = "http://other.example.com/"
-types = ["status"]
-seed = "s"
-intervals = { status = "direct" }
-"#,
-            None,
-            None,
-        );
-        let of = |event_type: &str| StoredEvent {
-            event_type: event_type.into(),
-            ..connection(&s.clock, "L1", "online", "d1")
-        };
-        let placed = |t: &str| s.worker.aggregator.may_place(&of(t));
-        assert!(placed("connection"), "the outage type");
-        assert!(placed("alarm"), "the seed's table");
-        assert!(placed("report"), "a subscription's own interval");
-        assert!(placed("status"), "aggregated for acme, direct for other");
-        assert!(!placed("billing.invoice.paid"));
-        assert!(!placed("maintenance_log"));
     }
 
     #[test]

@@ -126,6 +126,30 @@ pub trait WindowStore {
         jobs: &[Job],
         closed_through_ms: u64,
     ) -> Result<(), StoreError>;
+    /// Closes due windows in one step: reads the members of windows ending
+    /// at or before `up_to_ms` ([`WindowStore::due_window_members`]), turns
+    /// them into jobs with `merge`, and stores those in their place
+    /// ([`WindowStore::close_windows`]). A shared store does it in one
+    /// transaction that locks `closed_through` before the read, so that no
+    /// other node can place a member in a window between its read and its
+    /// close; this default, for a store with one writer, does not need to.
+    fn close_due_windows(
+        &self,
+        up_to_ms: u64,
+        max_members: usize,
+        merge: &(dyn Fn(&[WindowMember]) -> Vec<Job> + Sync),
+    ) -> Result<ClosedWindows, StoreError> {
+        let members = self.due_window_members(up_to_ms, max_members)?;
+        if members.is_empty() {
+            return Ok(ClosedWindows::default());
+        }
+        let jobs = merge(&members);
+        self.close_windows(&members, &jobs, up_to_ms)?;
+        Ok(ClosedWindows {
+            members: members.len(),
+            jobs,
+        })
+    }
     /// Events waiting in windows (a key scan: for start-up, not per request).
     fn window_member_count(&self) -> Result<usize, StoreError>;
     /// The time up to which windows were closed (0 if never).
@@ -210,6 +234,15 @@ pub struct Backlog {
     pub oldest_received_ms: Option<u64>,
 }
 
+/// What [`WindowStore::close_due_windows`] closed.
+#[derive(Debug, Default)]
+pub struct ClosedWindows {
+    /// Members read and removed (0: nothing was due).
+    pub members: usize,
+    /// Their merged jobs, stored.
+    pub jobs: Vec<Job>,
+}
+
 /// What [`EventInbox::complete_own`] did with a standby's batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct OwnCompleted {
@@ -218,6 +251,12 @@ pub struct OwnCompleted {
     /// How many of the events to hand over were still this node's and
     /// now are the leader's (not those the leader had taken already).
     pub handed: u64,
+    /// Outcomes not stored because a member's window had closed meanwhile;
+    /// handed to the leader like `handed`, and counted there.
+    pub late_for_window: usize,
+    /// Where windows were closed through when the batch held window
+    /// members (read under the lock that orders it with closing).
+    pub closed_through_ms: Option<u64>,
 }
 
 /// Counts and size of what is stored, for `/metrics`.
@@ -279,7 +318,10 @@ pub trait EventInbox: Send + Sync {
     /// with its epoch if it took the lead since; no leader's sweep took
     /// them, as it does once this node's lease ran out) and says which; the
     /// `handed` ones still this node's become the leader's sweep's. Outcomes
-    /// given here must touch no window, outage or ordering state.
+    /// given here must touch no outage or ordering state. Window members
+    /// are stored only into windows not closed yet (checked under a lock
+    /// that [`WindowStore::close_due_windows`] takes too); an outcome with
+    /// a member in a closed window is handed over instead.
     fn complete_own(
         &self,
         processed: &[Processed],

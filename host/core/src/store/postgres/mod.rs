@@ -28,9 +28,9 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use super::{
-    Admitted, Backlog, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired, Expiring,
-    IdempotencyStore, JobLeases, JobPage, JobQuery, NodeRecord, OwnCompleted, RetentionStore,
-    SharedPlugin, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
+    Admitted, Backlog, ClosedWindows, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired,
+    Expiring, IdempotencyStore, JobLeases, JobPage, JobQuery, NodeRecord, OwnCompleted,
+    RetentionStore, SharedPlugin, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
@@ -138,6 +138,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "cluster: every node runs the pipeline of its own events",
         include_str!("migrations/0005_pipeline_node.sql"),
+    ),
+    (
+        6,
+        "cluster: a standby places window members of its own events",
+        include_str!("migrations/0006_standby_windows.sql"),
     ),
 ];
 
@@ -1016,12 +1021,21 @@ impl EventInbox for PgStore {
         let epoch = (epoch > STANDBY).then_some(epoch);
         let keeps = |job: &Job| self.keeps(job);
         let (jobs_channel, admissions) = (self.jobs_channel(), self.admission_channel());
-        let (mine, moved, jobs) = self.run(async |c| {
+        let places = processed.iter().any(|p| !p.window_members.is_empty());
+        let (mine, late, moved, jobs, closed_through) = self.run(async |c| {
             let tx = c.transaction().await?;
+            // First, as closing takes it first: a window cannot close
+            // between this read and the commit, and one that closed before
+            // it takes none of these members.
+            let closed_through = if places {
+                Some(locked_closed_through(&tx, "FOR SHARE").await?)
+            } else {
+                None
+            };
             // Locked in one order (no deadlock between two batches); an
             // event the leader's sweep took meanwhile is no longer marked
             // as this node's and is left to it.
-            let mine: std::collections::HashSet<String> = tx
+            let mut mine: std::collections::HashSet<String> = tx
                 .query(
                     "SELECT id FROM events WHERE id = ANY($1) AND in_pipeline \
                      AND (pipeline_node = $2 OR pipeline_epoch = $3) ORDER BY id FOR UPDATE",
@@ -1031,6 +1045,22 @@ impl EventInbox for PgStore {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
+            // Placed by a standby that did not know the window had closed
+            // (it learns where windows are closed through from here): the
+            // leader places them again.
+            let late: Vec<&str> = processed
+                .iter()
+                .filter(|p| {
+                    mine.contains(&p.event.id)
+                        && p.window_members
+                            .iter()
+                            .any(|m| Some(m.window_end_ms) <= closed_through)
+                })
+                .map(|p| p.event.id.as_str())
+                .collect();
+            for id in &late {
+                mine.remove(*id);
+            }
             let kept: Vec<&Processed> = processed
                 .iter()
                 .filter(|p| mine.contains(&p.event.id))
@@ -1041,7 +1071,8 @@ impl EventInbox for PgStore {
             )?;
             write_processed(&tx, &kept, &jobs, &jobs_channel).await?;
             let mut moved = 0;
-            if !handed.is_empty() {
+            if !handed.is_empty() || !late.is_empty() {
+                let all: Vec<&str> = handed.iter().copied().chain(late.iter().copied()).collect();
                 // Unmarked either way, so that the leader's sweep takes
                 // them (this node's own too, if it leads now).
                 moved = tx
@@ -1049,7 +1080,7 @@ impl EventInbox for PgStore {
                         "UPDATE events SET pipeline_node = NULL, pipeline_epoch = NULL \
                          WHERE id = ANY($1) AND in_pipeline \
                          AND (pipeline_node = $2 OR pipeline_epoch = $3)",
-                        &[&handed, &node, &epoch],
+                        &[&all, &node, &epoch],
                     )
                     .await?;
                 if moved > 0 {
@@ -1058,12 +1089,14 @@ impl EventInbox for PgStore {
                 }
             }
             tx.commit().await?;
-            Ok((mine, moved, jobs))
+            Ok((mine, late.len(), moved, jobs, closed_through))
         })?;
         self.note_kept(&jobs);
         Ok(OwnCompleted {
             stored: mine,
             handed: moved,
+            late_for_window: late,
+            closed_through_ms: closed_through,
         })
     }
 
@@ -1685,39 +1718,105 @@ impl DeliveryQueue for PgStore {
     }
 }
 
+/// Members of windows ending at or before `up_to_ms`, whole groups in
+/// order, stopping after the group that reaches `max_members`.
+async fn due_members(
+    c: &impl tokio_postgres::GenericClient,
+    up_to_ms: u64,
+    max_members: usize,
+) -> Result<Vec<WindowMember>, StoreError> {
+    let limit = ms(max_members as u64);
+    let rows = c
+        .query(
+            "SELECT window_end_ms, group_hash, event_id, body FROM window_members \
+             WHERE window_end_ms <= $1 \
+             ORDER BY window_end_ms, group_hash, event_id LIMIT $2",
+            &[&ms(up_to_ms), &limit],
+        )
+        .await?;
+    let mut out: Vec<WindowMember> = rows
+        .iter()
+        .map(|row| serde_json::from_str(row.get(3)))
+        .collect::<Result<_, _>>()?;
+    // Whole groups: the rest of the group the limit cut into.
+    if let Some(last) = rows.last()
+        && rows.len() as i64 == limit
+    {
+        let (end, group, id): (i64, &str, &str) = (last.get(0), last.get(1), last.get(2));
+        for row in c
+            .query(
+                "SELECT body FROM window_members \
+                 WHERE window_end_ms = $1 AND group_hash = $2 AND event_id > $3 \
+                 ORDER BY event_id",
+                &[&end, &group, &id],
+            )
+            .await?
+        {
+            out.push(serde_json::from_str(row.get(0))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces closed windows' members by their jobs and records where
+/// windows are closed through, in `tx`.
+async fn write_closed(
+    tx: &tokio_postgres::Transaction<'_>,
+    members: &[WindowMember],
+    rows: &JobRows,
+    jobs_channel: &str,
+    closed_through_ms: u64,
+) -> Result<(), StoreError> {
+    let (mut ends, mut groups, mut ids) = (vec![], vec![], vec![]);
+    for m in members {
+        ends.push(ms(m.window_end_ms));
+        groups.push(m.group_hash());
+        ids.push(m.event_id.as_str());
+    }
+    notify_if_claimable(tx, rows, jobs_channel).await?;
+    if !ids.is_empty() {
+        tx.execute(
+            "DELETE FROM window_members w \
+             USING unnest($1::bigint[], $2::text[], $3::text[]) AS d(e, g, id) \
+             WHERE w.window_end_ms = d.e AND w.group_hash = d.g AND w.event_id = d.id",
+            &[&ends, &groups, &ids],
+        )
+        .await?;
+    }
+    rows.upsert(tx).await?;
+    tx.execute(
+        "INSERT INTO markers (name, value) VALUES ('closed_through', $1) \
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        &[&ms(closed_through_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where windows are closed through, read in `tx` with the marker's row
+/// locked: `FOR UPDATE` by the node closing windows, `FOR SHARE` by a
+/// standby placing members, so neither reads it while the other may still
+/// change what it guards. The row exists from migration 6 on.
+async fn locked_closed_through(
+    tx: &tokio_postgres::Transaction<'_>,
+    lock: &str,
+) -> Result<u64, StoreError> {
+    let rows = tx
+        .query(
+            &format!("SELECT value FROM markers WHERE name = 'closed_through' {lock}"),
+            &[],
+        )
+        .await?;
+    Ok(rows.first().map_or(0, |r| unms(r.get(0))))
+}
+
 impl WindowStore for PgStore {
     fn due_window_members(
         &self,
         up_to_ms: u64,
         max_members: usize,
     ) -> Result<Vec<WindowMember>, StoreError> {
-        let limit = ms(max_members as u64);
-        let rows = self.run(async |c| {
-            Ok(c.query(
-                "SELECT window_end_ms, group_hash, event_id, body FROM window_members \
-                 WHERE window_end_ms <= $1 \
-                 ORDER BY window_end_ms, group_hash, event_id LIMIT $2",
-                &[&ms(up_to_ms), &limit],
-            )
-            .await?)
-        })?;
-        let mut out: Vec<WindowMember> = rows
-            .iter()
-            .map(|row| serde_json::from_str(row.get(3)))
-            .collect::<Result<_, _>>()?;
-        // Whole groups: the rest of the group the limit cut into.
-        if let Some(last) = rows.last()
-            && rows.len() as i64 == limit
-        {
-            let (end, group, id): (i64, &str, &str) = (last.get(0), last.get(1), last.get(2));
-            let rest = self.bodies::<WindowMember>(
-                "SELECT body FROM window_members \
-                 WHERE window_end_ms = $1 AND group_hash = $2 AND event_id > $3 ORDER BY event_id",
-                &[&end, &group, &id],
-            )?;
-            out.extend(rest);
-        }
-        Ok(out)
+        self.run(async |c| due_members(c, up_to_ms, max_members).await)
     }
 
     fn close_windows(
@@ -1726,12 +1825,6 @@ impl WindowStore for PgStore {
         jobs: &[Job],
         closed_through_ms: u64,
     ) -> Result<(), StoreError> {
-        let (mut ends, mut groups, mut ids) = (vec![], vec![], vec![]);
-        for m in members {
-            ends.push(ms(m.window_end_ms));
-            groups.push(m.group_hash());
-            ids.push(m.event_id.as_str());
-        }
         let keeps = |job: &Job| self.keeps(job);
         let rows = JobRows::of(jobs, Holder::New(self.node_name(), &keeps))?;
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -1739,28 +1832,49 @@ impl WindowStore for PgStore {
         self.run(async |c| {
             let tx = c.transaction().await?;
             fence(&tx, epoch).await?;
-            notify_if_claimable(&tx, &rows, &channel).await?;
-            if !ids.is_empty() {
-                tx.execute(
-                    "DELETE FROM window_members w \
-                     USING unnest($1::bigint[], $2::text[], $3::text[]) AS d(e, g, id) \
-                     WHERE w.window_end_ms = d.e AND w.group_hash = d.g AND w.event_id = d.id",
-                    &[&ends, &groups, &ids],
-                )
-                .await?;
-            }
-            rows.upsert(&tx).await?;
-            tx.execute(
-                "INSERT INTO markers (name, value) VALUES ('closed_through', $1) \
-                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                &[&ms(closed_through_ms)],
-            )
-            .await?;
+            write_closed(&tx, members, &rows, &channel, closed_through_ms).await?;
             tx.commit().await?;
             Ok(())
         })?;
         self.note_kept(&rows);
         Ok(())
+    }
+
+    fn close_due_windows(
+        &self,
+        up_to_ms: u64,
+        max_members: usize,
+        merge: &(dyn Fn(&[WindowMember]) -> Vec<Job> + Sync),
+    ) -> Result<ClosedWindows, StoreError> {
+        let keeps = |job: &Job| self.keeps(job);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let channel = self.jobs_channel();
+        let (closed, rows) = self.run(async |c| {
+            let tx = c.transaction().await?;
+            fence(&tx, epoch).await?;
+            // Before the read: a standby's members committed after it would
+            // otherwise land in a window this close marks as closed.
+            locked_closed_through(&tx, "FOR UPDATE").await?;
+            let members = due_members(&tx, up_to_ms, max_members).await?;
+            if members.is_empty() {
+                return Ok((ClosedWindows::default(), None));
+            }
+            let jobs = merge(&members);
+            let rows = JobRows::of(&jobs, Holder::New(self.node_name(), &keeps))?;
+            write_closed(&tx, &members, &rows, &channel, up_to_ms).await?;
+            tx.commit().await?;
+            Ok((
+                ClosedWindows {
+                    members: members.len(),
+                    jobs,
+                },
+                Some(rows),
+            ))
+        })?;
+        if let Some(rows) = rows {
+            self.note_kept(&rows);
+        }
+        Ok(closed)
     }
 
     fn window_member_count(&self) -> Result<usize, StoreError> {
