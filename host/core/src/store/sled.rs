@@ -6,7 +6,9 @@
 //! Layout (one sled tree, so a batch spanning kinds is atomic):
 //! - `e/<event id>` → event
 //! - `j/<job id>`   → delivery job with its attempts
-//! - `q/<job id>`   → marker: job still to deliver (resumed at start)
+//! - `Q/<unique, 16 hex>/<count>` → queue marker: ids of jobs that became
+//!   pending in one write, an entry counting while its job is pending
+//!   (`sled/queue.rs`; earlier versions wrote `q/<job id>`: moved at open)
 //! - `d/<job id>`   → marker: job in the dead letters
 //! - `w/<window end, 16 hex>/<group hash>/<event id>` → an event waiting in
 //!   an aggregation window (ordered by end, so closing scans a prefix)
@@ -35,6 +37,8 @@
 //!   wrote `l/<created>/<job id>` for that listing: removed at start)
 //! - `m/tally` → the running totals (`store::tally`), saved at a clean
 //!   close and removed when taken back at open
+
+mod queue;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -73,6 +77,7 @@ pub struct SledStore {
     current: ArcSwapOption<Open>,
     reopening: Mutex<()>,
     tally: Tally,
+    queue_sweep: queue::Sweep,
 }
 
 struct Open {
@@ -210,11 +215,12 @@ impl Expirable {
 struct Write {
     batch: sled::Batch,
     expirable: Expirable,
+    queued: queue::Queued,
     change: Counts,
 }
 
 impl Write {
-    /// A new job with its queue marker and index entries: the listing
+    /// A new job with its queue entry and index entries: the listing
     /// keys go in here, where jobs are made, and never again (a job's
     /// creation time and subscription do not change), so state updates
     /// stay one write. Counted as new without a lookup: job ids derive from
@@ -229,7 +235,7 @@ impl Write {
         self.batch
             .insert(key(b'j', &job.id), serde_json::to_vec(job)?);
         if pending {
-            self.batch.insert(key(b'q', &job.id), &[][..]);
+            self.queued.push(&job.id);
         }
         self.expirable.job(job);
         self.batch.insert(listing_key(job), &[][..]);
@@ -429,6 +435,13 @@ impl SledStore {
     /// windows and queued jobs take (the rest stays on disk).
     pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
         let open = Open::new(dir, cache_mib)?;
+        let moved = queue::adopt_single_markers(&open.db, &open.tree)?;
+        if moved > 0 {
+            tracing::info!(
+                jobs = moved,
+                "queue markers of an earlier version moved into batched ones"
+            );
+        }
         let tally = Tally::default();
         if let Some(saved) = open.tree.remove(TALLY_KEY)? {
             // Removed before any write: a crash from now on must not find
@@ -452,6 +465,7 @@ impl SledStore {
             current: ArcSwapOption::from_pointee(open),
             reopening: Mutex::new(()),
             tally,
+            queue_sweep: queue::Sweep::default(),
         })
     }
 
@@ -468,9 +482,11 @@ impl SledStore {
         let Write {
             mut batch,
             expirable,
+            queued,
             change,
         } = write;
         expirable.write(&open.db, &mut batch)?;
+        queued.write(&open.db, &mut batch)?;
         self.apply_counted(open, batch, change)
     }
 
@@ -512,7 +528,9 @@ impl SledStore {
     /// Every event is in one retention marker (`r/e/`, or counted in the
     /// key of an `R/e/`; twice after a pipeline re-run until retention
     /// reaches it), every job has one listing key (`n/`), both written and
-    /// removed with their record.
+    /// removed with their record. Pending jobs are the exception: a queue
+    /// entry counts only while its job's record says pending, so those
+    /// records (and no others) are read.
     fn count_by_scan(&self) -> Result<Counts, StoreError> {
         let mut events = self.count_prefix(b"r/e/")? as i64;
         for k in self.instance()?.tree.scan_prefix(b"R/e/").keys() {
@@ -521,7 +539,7 @@ impl SledStore {
         Ok(Counts {
             events,
             deliveries: self.count_prefix(b"n/")? as i64,
-            pending: self.count_prefix(b"q/")? as i64,
+            pending: queue::count_pending(&self.instance()?.tree)? as i64,
             dead_letters: self.count_prefix(b"d/")? as i64,
         })
     }
@@ -579,37 +597,50 @@ impl EventStore for SledStore {
 }
 
 impl DeliveryQueue for SledStore {
+    /// A state change must know the state it leaves (for the tally and
+    /// the markers): the stored record's status, or an earlier one of
+    /// `jobs`. A job leaving the queue keeps its stale queue entry (see
+    /// `sled/queue.rs`); the sweep it pays for runs in the same batch.
     fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
         let open = self.instance()?;
         let mut write = Write::default();
+        let mut earlier: std::collections::HashMap<&str, JobStatus> = Default::default();
+        let mut departed = 0;
         for job in jobs {
-            let (was_pending, was_dead) = (
-                open.tree.contains_key(key(b'q', &job.id))?,
-                open.tree.contains_key(key(b'd', &job.id))?,
+            let was = match earlier.get(job.id.as_str()) {
+                Some(status) => Some(*status),
+                None => open
+                    .tree
+                    .get(key(b'j', &job.id))?
+                    .map(|record| queue::stored_status(&record))
+                    .transpose()?,
+            };
+            earlier.insert(&job.id, job.status);
+            let was_pending = was == Some(JobStatus::Pending);
+            let was_dead = was == Some(JobStatus::Dead);
+            let (pending, dead) = (
+                job.status == JobStatus::Pending,
+                job.status == JobStatus::Dead,
             );
-            write.change.pending += (job.status == JobStatus::Pending) as i64 - was_pending as i64;
-            write.change.dead_letters += (job.status == JobStatus::Dead) as i64 - was_dead as i64;
-            let (batch, expirable) = (&mut write.batch, &mut write.expirable);
-            batch.insert(key(b'j', &job.id), serde_json::to_vec(job)?);
-            expirable.job(job);
-            match job.status {
-                JobStatus::Pending => {
-                    batch.insert(key(b'q', &job.id), &[][..]);
-                    batch.remove(key(b'd', &job.id));
-                }
-                JobStatus::Dead => {
-                    batch.remove(key(b'q', &job.id));
-                    batch.insert(key(b'd', &job.id), &[][..]);
-                }
-                JobStatus::Delivered
-                | JobStatus::PluginError
-                | JobStatus::Filtered
-                | JobStatus::Paused => {
-                    batch.remove(key(b'q', &job.id));
-                    batch.remove(key(b'd', &job.id));
-                }
+            write.change.pending += pending as i64 - was_pending as i64;
+            write.change.dead_letters += dead as i64 - was_dead as i64;
+            departed += (was_pending && !pending) as usize;
+            write
+                .batch
+                .insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            write.expirable.job(job);
+            if pending && !was_pending {
+                write.queued.push(&job.id);
+            }
+            if dead && !was_dead {
+                write.batch.insert(key(b'd', &job.id), &[][..]);
+            } else if was_dead && !dead {
+                write.batch.remove(key(b'd', &job.id));
             }
         }
+        let _sweeping = self
+            .queue_sweep
+            .run(&open.tree, departed, &mut write.batch)?;
         self.commit(&open, write)
     }
 
@@ -623,7 +654,12 @@ impl DeliveryQueue for SledStore {
     }
 
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        self.scan(b'q', b'j')
+        let mut out = Vec::new();
+        queue::each_pending(&self.instance()?.tree, &|_| false, |_, record| {
+            out.push(serde_json::from_slice(record)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     fn pending_jobs_except(
@@ -632,33 +668,28 @@ impl DeliveryQueue for SledStore {
         skip: &dyn Fn(&str) -> bool,
         wanted: &dyn Fn(&Job) -> bool,
     ) -> Result<(Vec<Job>, bool), StoreError> {
-        let mut out = Vec::new();
-        let open = self.instance()?;
-        for item in open.tree.scan_prefix(b"q/").keys() {
-            let k = item?;
-            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
-            if skip(id) {
-                continue;
-            }
+        let (mut out, mut more) = (Vec::new(), false);
+        queue::each_pending(&self.instance()?.tree, skip, |_, record| {
             if out.len() == max {
-                return Ok((out, true));
+                more = true;
+                return Ok(false);
             }
-            if let Some(v) = open.tree.get(key(b'j', id))? {
-                let job: Job = serde_json::from_slice(&v)?;
-                if wanted(&job) {
-                    out.push(job);
-                }
+            let job: Job = serde_json::from_slice(record)?;
+            if wanted(&job) {
+                out.push(job);
             }
-        }
-        Ok((out, false))
+            Ok(true)
+        })?;
+        Ok((out, more))
     }
 
-    /// The tally's; before it is known, a scan of the queue markers only
-    /// (called at start, where a full count would hold up delivery).
+    /// The tally's; before it is known, the queue markers' entries from a
+    /// key scan (called at start, where reading every entry's job would
+    /// hold up delivery): an upper bound, stale entries included.
     fn pending_count(&self) -> Result<usize, StoreError> {
         match self.tally.get() {
             Some(counts) => Ok(counts.pending.max(0) as usize),
-            None => self.count_prefix(b"q/"),
+            None => queue::count_entries(&self.instance()?.tree),
         }
     }
 

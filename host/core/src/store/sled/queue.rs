@@ -1,0 +1,440 @@
+//! Which jobs are still to deliver, on sled: queue markers per write.
+//!
+//! `Q/<unique, 16 hex>/<count>` → the ids (a JSON array) of up to
+//! [`MARKER_ENTRIES`] jobs that became pending in one write. One key per
+//! write rather than one per job, because sled's cost is per key
+//! (BENCHMARKS.md). A job that leaves the queue is not taken out of its
+//! marker (that would be a read and a rewrite of a shared key per delivery):
+//! its entry goes stale, and an entry counts only while its job's record
+//! says pending. The sweep drops stale entries a few markers at a time,
+//! paced by the jobs that leave the queue, so the markers hold about twice
+//! the pending jobs' entries at most.
+//!
+//! Invariant: a job whose stored status is pending has an entry in some
+//! marker. A write that makes a job pending from any other status (or
+//! makes a new one) adds an entry in a new marker in the same batch. The
+//! sweep drops only entries whose job it read as not pending, and rewrites
+//! only the marker it read, so an entry added meanwhile is never lost.
+//! A job may have two entries (a pipeline re-run, two writes racing): walks
+//! yield it once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+use serde::Deserialize;
+
+use super::{MARKER_ENTRIES, key};
+use crate::model::JobStatus;
+use crate::store::StoreError;
+
+const PREFIX: &[u8] = b"Q/";
+/// Past every `Q/` key (`0` follows `/`).
+const END: &[u8] = b"Q0";
+
+/// Marker entries the sweep may check per job that left the queue: two
+/// checks per departure empty stale entries about as fast as they come
+/// (stale ≈ pending ÷ (checks − 1) in steady state).
+const CHECKS_PER_DEPARTURE: i64 = 2;
+
+fn marker_key(unique: u64, count: usize) -> Vec<u8> {
+    format!("Q/{unique:016x}/{count}").into_bytes()
+}
+
+/// `Q/<16 hex>/<count>` → (the key's part up to its count, count).
+fn parse_marker_key(k: &[u8]) -> Result<(&[u8], usize), StoreError> {
+    let corrupt = || StoreError("corrupt queue marker".into());
+    let unique = k.get(..18).ok_or_else(corrupt)?;
+    let count = std::str::from_utf8(k.get(19..).ok_or_else(corrupt)?)
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(corrupt)?;
+    Ok((unique, count))
+}
+
+/// A stored job's status, without building the rest of the job.
+pub(super) fn stored_status(record: &[u8]) -> Result<JobStatus, StoreError> {
+    #[derive(Deserialize)]
+    struct StatusOnly {
+        status: JobStatus,
+    }
+    Ok(serde_json::from_slice::<StatusOnly>(record)?.status)
+}
+
+/// Ids of the jobs one write makes pending.
+#[derive(Default)]
+pub(super) struct Queued(Vec<String>);
+
+impl Queued {
+    pub(super) fn push(&mut self, id: &str) {
+        self.0.push(id.to_string());
+    }
+
+    pub(super) fn write(self, db: &sled::Db, batch: &mut sled::Batch) -> Result<(), StoreError> {
+        for chunk in self.0.chunks(MARKER_ENTRIES) {
+            batch.insert(
+                marker_key(db.generate_id()?, chunk.len()),
+                serde_json::to_vec(chunk)?,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Calls `each` with the id and record of every pending job, oldest marker
+/// first, each job once, until it returns false; `skip` is asked before a
+/// job's record is read.
+pub(super) fn each_pending(
+    tree: &sled::Tree,
+    skip: &dyn Fn(&str) -> bool,
+    mut each: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut seen = HashSet::new();
+    for item in tree.range(PREFIX.to_vec()..END.to_vec()) {
+        let (_, ids) = item?;
+        let ids: Vec<String> = serde_json::from_slice(&ids)?;
+        for id in ids {
+            if seen.contains(&id) || skip(&id) {
+                continue;
+            }
+            let Some(record) = tree.get(key(b'j', &id))? else {
+                continue;
+            };
+            if stored_status(&record)? != JobStatus::Pending {
+                continue;
+            }
+            if !each(&id, &record)? {
+                return Ok(());
+            }
+            seen.insert(id);
+        }
+    }
+    Ok(())
+}
+
+/// Pending jobs, each counted once (reads every entry's job record).
+pub(super) fn count_pending(tree: &sled::Tree) -> Result<usize, StoreError> {
+    let mut n = 0;
+    each_pending(tree, &|_| false, |_, _| {
+        n += 1;
+        Ok(true)
+    })?;
+    Ok(n)
+}
+
+/// The markers' entries, stale ones included: at least the pending jobs,
+/// from a key scan alone.
+pub(super) fn count_entries(tree: &sled::Tree) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for k in tree.range(PREFIX.to_vec()..END.to_vec()).keys() {
+        n += parse_marker_key(&k?)?.1;
+    }
+    Ok(n)
+}
+
+/// Moves earlier versions' `q/<job id>` markers, one per pending job, into
+/// `Q/` markers; returns how many.
+pub(super) fn adopt_single_markers(db: &sled::Db, tree: &sled::Tree) -> Result<usize, StoreError> {
+    let mut moved = 0;
+    loop {
+        let (mut batch, mut queued) = (sled::Batch::default(), Queued::default());
+        for k in tree.scan_prefix(b"q/").keys().take(10_000) {
+            let k = k?;
+            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
+            queued.push(id);
+            batch.remove(k);
+        }
+        if queued.0.is_empty() {
+            return Ok(moved);
+        }
+        moved += queued.0.len();
+        queued.write(db, &mut batch)?;
+        tree.apply_batch(batch)?;
+    }
+}
+
+/// The sweep of stale entries: where it goes on, and how many entries it
+/// may check.
+#[derive(Default)]
+pub(super) struct Sweep {
+    /// The first key of the next marker to check (`None`: the first one).
+    from: Mutex<Option<Vec<u8>>>,
+    budget: AtomicI64,
+}
+
+/// Held until the sweep's batch is applied: no other write sweeps the same
+/// markers meanwhile.
+pub(super) struct Sweeping<'a>(#[allow(dead_code)] MutexGuard<'a, Option<Vec<u8>>>);
+
+impl Sweep {
+    /// Allows checks for `departed` jobs that left the queue and sweeps as
+    /// far as the allowance goes, into `batch`; `None` when another write is
+    /// sweeping (the allowance waits for the next one).
+    pub(super) fn run<'a>(
+        &'a self,
+        tree: &sled::Tree,
+        departed: usize,
+        batch: &mut sled::Batch,
+    ) -> Result<Option<Sweeping<'a>>, StoreError> {
+        let allowance = self
+            .budget
+            .fetch_add(departed as i64 * CHECKS_PER_DEPARTURE, Ordering::Relaxed)
+            + departed as i64 * CHECKS_PER_DEPARTURE;
+        if allowance <= 0 {
+            return Ok(None);
+        }
+        let mut from = match self.from.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let start = from.clone().unwrap_or_else(|| PREFIX.to_vec());
+        let mut checked = 0i64;
+        let mut stopped_at = None;
+        for item in tree.range(start..END.to_vec()) {
+            let (k, v) = item?;
+            if checked >= allowance {
+                stopped_at = Some(k.to_vec());
+                break;
+            }
+            let (unique, _) = parse_marker_key(&k)?;
+            let ids: Vec<String> = serde_json::from_slice(&v)?;
+            checked += ids.len() as i64;
+            let mut live: Vec<&String> = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let pending = match tree.get(key(b'j', id))? {
+                    Some(record) => stored_status(&record)? == JobStatus::Pending,
+                    None => false,
+                };
+                if pending && !live.contains(&id) {
+                    live.push(id);
+                }
+            }
+            if live.len() < ids.len() {
+                batch.remove(k.clone());
+                if !live.is_empty() {
+                    // The same unique part: the rewritten marker keeps its
+                    // place and is not met again in this round.
+                    let mut rewritten = unique.to_vec();
+                    rewritten.extend_from_slice(format!("/{}", live.len()).as_bytes());
+                    batch.insert(rewritten, serde_json::to_vec(&live)?);
+                }
+            }
+        }
+        // Ran off the end: the next round starts at the first marker, and
+        // checks not needed are not saved up (a small queue is swept again
+        // only as jobs leave it).
+        if stopped_at.is_none() {
+            self.budget.store(0, Ordering::Relaxed);
+        } else {
+            self.budget.fetch_sub(checked, Ordering::Relaxed);
+        }
+        *from = stopped_at;
+        Ok(Some(Sweeping(from)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Job, Processed, StoredEvent};
+    use crate::store::sled::SledStore;
+    use crate::store::{DeliveryQueue, EventStore};
+
+    fn job(n: usize, status: JobStatus) -> Job {
+        Job {
+            id: format!("job-{n:05}"),
+            event_id: format!("ev-{n:05}"),
+            subscription_id: "s".into(),
+            event_type: "report".into(),
+            data: "{}".into(),
+            status,
+            attempts: Vec::new(),
+            attempts_in_round: 0,
+            next_attempt_at_ms: 0,
+            created_at_ms: 1,
+            error: None,
+            merged_events: Vec::new(),
+            order: None,
+        }
+    }
+
+    fn processed(n: usize) -> Processed {
+        Processed {
+            event: StoredEvent {
+                id: format!("ev-{n:05}"),
+                event_type: "report".into(),
+                timestamp: "2026-01-01T00:00:00Z".into(),
+                data: "{}".into(),
+                received_at_ms: 1,
+                errors: Vec::new(),
+                plugin_decisions: Default::default(),
+            },
+            jobs: vec![job(n, JobStatus::Pending)],
+            window_members: Vec::new(),
+            outage: None,
+        }
+    }
+
+    fn pending_ids(store: &SledStore) -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .pending_jobs()
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn entry_ids(store: &SledStore) -> Vec<String> {
+        let tree = &store.instance().unwrap().tree;
+        let mut ids = Vec::new();
+        for item in tree.scan_prefix(PREFIX).values() {
+            ids.extend(serde_json::from_slice::<Vec<String>>(&item.unwrap()).unwrap());
+        }
+        ids
+    }
+
+    fn entries(store: &SledStore) -> usize {
+        count_entries(&store.instance().unwrap().tree).unwrap()
+    }
+
+    #[test]
+    fn one_marker_per_write_and_stale_entries_are_swept_as_jobs_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let all: Vec<Processed> = (0..600).map(processed).collect();
+        store.complete_pipeline(&all).unwrap();
+        // 600 pending jobs: five markers (128 entries at most), no key per job.
+        let tree = &store.instance().unwrap().tree;
+        assert_eq!(tree.scan_prefix(PREFIX).count(), 5);
+        assert_eq!(entries(&store), 600);
+        assert_eq!(store.pending_count().unwrap(), 600);
+
+        // 500 delivered, 100 at a time: their entries go stale and the
+        // sweep each write pays for removes them.
+        for chunk in (0..500).collect::<Vec<_>>().chunks(100) {
+            let delivered: Vec<Job> = chunk
+                .iter()
+                .map(|&n| job(n, JobStatus::Delivered))
+                .collect();
+            store.update_jobs(&delivered).unwrap();
+        }
+        let expected: Vec<String> = (500..600).map(|n| format!("job-{n:05}")).collect();
+        assert_eq!(pending_ids(&store), expected);
+        assert_eq!(store.pending_count().unwrap(), 100);
+        let left = entries(&store);
+        assert!(left < 600, "nothing swept: {left} entries");
+        assert_eq!(count_pending(tree).unwrap(), 100);
+    }
+
+    #[test]
+    fn in_a_steady_flow_stale_entries_stay_about_as_many_as_pending_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // 100 pending: each round 10 new jobs arrive and the 10 oldest
+        // are delivered.
+        store
+            .complete_pipeline(&(0..100).map(processed).collect::<Vec<_>>())
+            .unwrap();
+        let mut most = 0;
+        for round in 0..300 {
+            let (new, old) = (100 + round * 10, round * 10);
+            store
+                .complete_pipeline(&(new..new + 10).map(processed).collect::<Vec<_>>())
+                .unwrap();
+            let delivered: Vec<Job> = (old..old + 10)
+                .map(|n| job(n, JobStatus::Delivered))
+                .collect();
+            store.update_jobs(&delivered).unwrap();
+            assert_eq!(store.pending_count().unwrap(), 100);
+            most = most.max(entries(&store));
+        }
+        // Without the sweep: 3,100 entries. Two checks per departure keep
+        // the stale ones about as many as the pending ones.
+        assert!(most <= 300, "{most} entries for 100 pending jobs");
+        assert_eq!(pending_ids(&store).len(), 100);
+    }
+
+    #[test]
+    fn a_job_back_in_the_queue_is_pending_again_after_its_entry_was_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.complete_pipeline(&[processed(1)]).unwrap();
+        store.update_jobs(&[job(1, JobStatus::Dead)]).unwrap();
+        // Later departures sweep the first's stale entry.
+        for n in 2..4 {
+            store.complete_pipeline(&[processed(n)]).unwrap();
+            store.update_jobs(&[job(n, JobStatus::Delivered)]).unwrap();
+        }
+        assert!(!entry_ids(&store).contains(&"job-00001".to_string()));
+        assert!(pending_ids(&store).is_empty());
+        assert_eq!(store.dead_letters().unwrap().len(), 1);
+
+        // Replayed: pending again, out of the dead letters.
+        store.update_jobs(&[job(1, JobStatus::Pending)]).unwrap();
+        assert_eq!(pending_ids(&store), vec!["job-00001".to_string()]);
+        assert!(store.dead_letters().unwrap().is_empty());
+        // A retry (pending to pending) adds no second entry.
+        let before = entry_ids(&store).len();
+        store.update_jobs(&[job(1, JobStatus::Pending)]).unwrap();
+        assert_eq!(entry_ids(&store).len(), before);
+        assert_eq!(store.pending_count().unwrap(), 1);
+        // The running totals agree with a count from scratch.
+        let (kept, counted) = (store.totals().unwrap(), store.count_by_scan().unwrap());
+        assert_eq!((kept.pending, kept.dead_letters), (1, 0));
+        assert_eq!((counted.pending, counted.dead_letters), (1, 0));
+    }
+
+    #[test]
+    fn a_job_written_twice_is_yielded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // A pipeline re-run after a crash writes the same job again.
+        store.complete_pipeline(&[processed(7)]).unwrap();
+        store.complete_pipeline(&[processed(7)]).unwrap();
+        assert_eq!(entries(&store), 2);
+        assert_eq!(pending_ids(&store), vec!["job-00007".to_string()]);
+        let (loaded, more) = store.pending_jobs_except(5, &|_| false, &|_| true).unwrap();
+        assert_eq!((loaded.len(), more), (1, false));
+        assert_eq!(count_pending(&store.instance().unwrap().tree).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_refill_stops_at_its_room_and_says_there_is_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .complete_pipeline(&(0..10).map(processed).collect::<Vec<_>>())
+            .unwrap();
+        let skip = |id: &str| id == "job-00000";
+        let (loaded, more) = store.pending_jobs_except(4, &skip, &|_| true).unwrap();
+        let ids: Vec<&str> = loaded.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["job-00001", "job-00002", "job-00003", "job-00004"]);
+        assert!(more);
+        let (loaded, more) = store.pending_jobs_except(9, &skip, &|_| true).unwrap();
+        assert_eq!((loaded.len(), more), (9, false));
+    }
+
+    #[test]
+    fn an_earlier_versions_single_markers_are_moved_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let tree = &store.instance().unwrap().tree;
+            for n in 0..3 {
+                let j = job(n, JobStatus::Pending);
+                tree.insert(format!("j/{}", j.id), serde_json::to_vec(&j).unwrap())
+                    .unwrap();
+                tree.insert(format!("q/{}", j.id), &[][..]).unwrap();
+            }
+            store.instance().unwrap().db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let tree = &store.instance().unwrap().tree;
+        assert_eq!(tree.scan_prefix(b"q/").count(), 0);
+        assert_eq!(entries(&store), 3);
+        assert_eq!(pending_ids(&store).len(), 3);
+    }
+}
