@@ -54,6 +54,14 @@ use hookhost_plugin_runtime::Event;
 use std::sync::atomic::Ordering;
 
 /// A subscription as delivery needs it.
+/// How one turn of a job's delivery ended ([`Deliverer::run`]).
+enum Turn {
+    /// Settled (`Some`), or stopped or left to other nodes (`None`).
+    Ended(Option<JobStatus>),
+    /// Its retry is scheduled (`next_attempt_at_ms`) and stored.
+    Retry(Job),
+}
+
 struct Endpoint {
     sub: Arc<Subscription>,
     uri: Uri,
@@ -490,7 +498,24 @@ impl Deliverer {
         let this = self.clone();
         self.tasks.spawn(async move {
             let id = job.id.clone();
-            let ended = this.clone().run(endpoint, job, held_under).await;
+            // Waits for its time (first or next attempt) in this small
+            // future; a turn's own (~1.3 KB, and the signed body) is made
+            // only when due, so `max_jobs_in_memory` retries waiting hold
+            // about their records. A disabled endpoint's job goes straight
+            // on (`run` settles it).
+            let mut job = job;
+            let ended = loop {
+                let waited = this.health.disabled(&job.subscription_id).is_some()
+                    || this.until_due(job.next_attempt_at_ms).await;
+                if !waited {
+                    break None; // stopped: stays pending in the store
+                }
+                let turn = Box::pin(this.clone().run(endpoint.clone(), job, held_under));
+                match turn.await {
+                    Turn::Ended(status) => break status,
+                    Turn::Retry(next) => job = next,
+                }
+            };
             this.states.release(id);
             if let Some((lane, seq)) = lane
                 && ended.is_some()
@@ -498,6 +523,19 @@ impl Deliverer {
                 this.finished_in_lane(&lane, seq, ended);
             }
         });
+    }
+
+    /// Sleeps until `due_ms` on the deliverer's clock; false when stopped
+    /// first.
+    async fn until_due(&self, due_ms: u64) -> bool {
+        let wait = due_ms.saturating_sub(self.clock.now_ms());
+        if wait == 0 {
+            return true;
+        }
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => true,
+        }
     }
 
     /// Looks in the store again for pending jobs not in memory (after the
@@ -766,8 +804,10 @@ impl Deliverer {
         finished
     }
 
-    /// Attempts `job` until it is settled; returns how it ended (`None`:
-    /// stopped by shutdown, or left to other nodes: still pending).
+    /// One turn of `job`'s delivery: attempts it when due (later when
+    /// its subscription is paused) and returns how it ended (`None`:
+    /// stopped by shutdown, or left to other nodes: still pending), or
+    /// with its retry scheduled, for its task to wait for in less memory.
     /// `held_under`: on a shared store, the count of this node's lease
     /// lapses when it took the job.
     async fn run(
@@ -775,7 +815,7 @@ impl Deliverer {
         endpoint: Arc<Endpoint>,
         mut job: Job,
         held_under: Option<u64>,
-    ) -> Option<JobStatus> {
+    ) -> Turn {
         let body = match sign::body(
             endpoint.sub.envelope,
             &job.event_type,
@@ -787,7 +827,7 @@ impl Deliverer {
                 job.status = JobStatus::Dead;
                 job.error = Some(e.to_string());
                 self.save(&job);
-                return Some(job.status);
+                return Turn::Ended(Some(job.status));
             }
         };
         loop {
@@ -805,7 +845,7 @@ impl Deliverer {
                     }
                 }
                 self.save(&job);
-                return Some(job.status);
+                return Turn::Ended(Some(job.status));
             }
             // Its own time, and the subscription's pause if an endpoint
             // asked for one (`Retry-After`).
@@ -814,7 +854,7 @@ impl Deliverer {
                 .max(endpoint.paused_until_ms.load(Ordering::SeqCst));
             let wait = due.saturating_sub(self.clock.now_ms());
             let permits = tokio::select! {
-                _ = self.stop.cancelled() => return None, // stays pending in the store
+                _ = self.stop.cancelled() => return Turn::Ended(None), // stays pending in the store
                 permits = async {
                     // Not even a zero sleep when due: the timer fires on its
                     // next millisecond tick, a delay every delivery would pay.
@@ -835,7 +875,9 @@ impl Deliverer {
                     Ok::<_, tokio::sync::AcquireError>((mine, host))
                 } => permits,
             };
-            let Ok(_permits) = permits else { return None };
+            let Ok(_permits) = permits else {
+                return Turn::Ended(None);
+            };
             if endpoint.paused_until_ms.load(Ordering::SeqCst) > self.clock.now_ms() {
                 continue; // paused while it waited for a slot
             }
@@ -846,7 +888,7 @@ impl Deliverer {
                     tracing::debug!(job_id = %job.id, "left to the other nodes: this node's lease ran out");
                     self.free_for_others(job.id.clone());
                 }
-                return None;
+                return Turn::Ended(None);
             }
 
             // The span and the HTTP exchange's state (boxed) live only
@@ -886,7 +928,7 @@ impl Deliverer {
                     tracing::debug!(attempts = job.attempts_in_round, "delivered");
                     METRICS.delivered.fetch_add(1, Ordering::Relaxed);
                     self.save(&job);
-                    return Some(job.status);
+                    return Turn::Ended(Some(job.status));
                 }
                 Outcome::Retry { after_ms } if retries_used < endpoint.sub.retry.max_retries => {
                     if job.attempts_in_round == self.failing_after {
@@ -909,6 +951,7 @@ impl Deliverer {
                             .fetch_max(job.next_attempt_at_ms, Ordering::SeqCst);
                     }
                     self.save(&job);
+                    return Turn::Retry(job);
                 }
                 Outcome::Retry { .. } | Outcome::Refused => {
                     job.status = JobStatus::Dead;
@@ -938,7 +981,7 @@ impl Deliverer {
                         &job,
                         &format!("{}_{}", job.id, job.attempts.len()),
                     );
-                    return Some(job.status);
+                    return Turn::Ended(Some(job.status));
                 }
             }
         }
