@@ -53,7 +53,6 @@ use crate::subscriptions::Subscriptions;
 use hookhost_plugin_runtime::Event;
 use std::sync::atomic::Ordering;
 
-/// A subscription as delivery needs it.
 /// How one turn of a job's delivery ended ([`Deliverer::run`]).
 enum Turn {
     /// Settled (`Some`), or stopped or left to other nodes (`None`).
@@ -62,6 +61,7 @@ enum Turn {
     Retry(Job),
 }
 
+/// A subscription as delivery needs it.
 struct Endpoint {
     sub: Arc<Subscription>,
     uri: Uri,
