@@ -53,7 +53,9 @@ use crate::subscriptions::Subscriptions;
 use hookhost_plugin_runtime::Event;
 use std::sync::atomic::Ordering;
 
-/// How one turn of a job's delivery ended ([`Deliverer::run`]).
+/// How one turn of a job's delivery ended ([`Deliverer::run`]): a
+/// return value, moved once, so the job is not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Turn {
     /// Settled (`Some`), or stopped or left to other nodes (`None`).
     Ended(Option<JobStatus>),
