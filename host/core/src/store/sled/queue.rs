@@ -41,15 +41,29 @@ fn marker_key(unique: u64, count: usize) -> Vec<u8> {
     format!("Q/{unique:016x}/{count}").into_bytes()
 }
 
-/// `Q/<16 hex>/<count>` → (the key's part up to its count, count).
-fn parse_marker_key(k: &[u8]) -> Result<(&[u8], usize), StoreError> {
+/// `Q/<16 hex>/<count>` → (unique, count): [`marker_key`]'s inverse.
+fn parse_marker_key(k: &[u8]) -> Result<(u64, usize), StoreError> {
     let corrupt = || StoreError("corrupt queue marker".into());
-    let unique = k.get(..18).ok_or_else(corrupt)?;
-    let count = std::str::from_utf8(k.get(19..).ok_or_else(corrupt)?)
+    let (unique, count) = std::str::from_utf8(k.get(2..).ok_or_else(corrupt)?)
         .ok()
-        .and_then(|c| c.parse().ok())
+        .and_then(|rest| rest.split_once('/'))
         .ok_or_else(corrupt)?;
+    let unique = u64::from_str_radix(unique, 16).map_err(|_| corrupt())?;
+    let count = count.parse().map_err(|_| corrupt())?;
     Ok((unique, count))
+}
+
+/// Every queue marker, oldest first.
+fn markers(tree: &sled::Tree) -> sled::Iter {
+    tree.range(PREFIX.to_vec()..END.to_vec())
+}
+
+/// The record of job `id` if it is stored and pending.
+fn pending_record(tree: &sled::Tree, id: &str) -> Result<Option<sled::IVec>, StoreError> {
+    match tree.get(key(b'j', id))? {
+        Some(record) if stored_status(&record)? == JobStatus::Pending => Ok(Some(record)),
+        _ => Ok(None),
+    }
 }
 
 /// A stored job's status, without building the rest of the job.
@@ -90,19 +104,16 @@ pub(super) fn each_pending(
     mut each: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let mut seen = HashSet::new();
-    for item in tree.range(PREFIX.to_vec()..END.to_vec()) {
+    for item in markers(tree) {
         let (_, ids) = item?;
         let ids: Vec<String> = serde_json::from_slice(&ids)?;
         for id in ids {
             if seen.contains(&id) || skip(&id) {
                 continue;
             }
-            let Some(record) = tree.get(key(b'j', &id))? else {
+            let Some(record) = pending_record(tree, &id)? else {
                 continue;
             };
-            if stored_status(&record)? != JobStatus::Pending {
-                continue;
-            }
             if !each(&id, &record)? {
                 return Ok(());
             }
@@ -126,7 +137,7 @@ pub(super) fn count_pending(tree: &sled::Tree) -> Result<usize, StoreError> {
 /// from a key scan alone.
 pub(super) fn count_entries(tree: &sled::Tree) -> Result<usize, StoreError> {
     let mut n = 0;
-    for k in tree.range(PREFIX.to_vec()..END.to_vec()).keys() {
+    for k in markers(tree).keys() {
         n += parse_marker_key(&k?)?.1;
     }
     Ok(n)
@@ -202,11 +213,7 @@ impl Sweep {
             checked += ids.len() as i64;
             let mut live: Vec<&String> = Vec::with_capacity(ids.len());
             for id in &ids {
-                let pending = match tree.get(key(b'j', id))? {
-                    Some(record) => stored_status(&record)? == JobStatus::Pending,
-                    None => false,
-                };
-                if pending && !live.contains(&id) {
+                if pending_record(tree, id)?.is_some() && !live.contains(&id) {
                     live.push(id);
                 }
             }
@@ -215,9 +222,7 @@ impl Sweep {
                 if !live.is_empty() {
                     // The same unique part: the rewritten marker keeps its
                     // place and is not met again in this round.
-                    let mut rewritten = unique.to_vec();
-                    rewritten.extend_from_slice(format!("/{}", live.len()).as_bytes());
-                    batch.insert(rewritten, serde_json::to_vec(&live)?);
+                    batch.insert(marker_key(unique, live.len()), serde_json::to_vec(&live)?);
                 }
             }
         }
@@ -298,6 +303,15 @@ mod tests {
 
     fn entries(store: &SledStore) -> usize {
         count_entries(&store.instance().unwrap().tree).unwrap()
+    }
+
+    #[test]
+    fn a_marker_key_reads_back_as_written() {
+        let k = marker_key(0x00ab_cdef_0123_4567, 128);
+        assert_eq!(k, b"Q/00abcdef01234567/128");
+        assert_eq!(parse_marker_key(&k).unwrap(), (0x00ab_cdef_0123_4567, 128));
+        assert!(parse_marker_key(b"Q/nothex/3").is_err());
+        assert!(parse_marker_key(b"Q/00abcdef01234567").is_err());
     }
 
     #[test]
