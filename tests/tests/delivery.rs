@@ -214,6 +214,49 @@ fn attempt_counts_follow_the_retry_policy() {
 }
 
 #[test]
+fn a_retry_waiting_seconds_is_read_back_from_the_store_with_every_attempt() {
+    // A wait of a second or more lets the job's record go from memory; it
+    // is read again when due, and what the attempts recorded must all be
+    // there (and nothing attempted twice).
+    let receiver = Receiver::start();
+    receiver.script("flaky", Answer::Sequence(vec![503, 503], 200));
+    let root = tempfile::tempdir().unwrap();
+    let subs = subscription(
+        "flaky",
+        &receiver.url("flaky"),
+        "[subscriptions.retry]\nbackoff_ms = 2000\n",
+    );
+    let config = write_config(root.path(), &subs);
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let (status, answer) = post(
+        api,
+        "/v1/events",
+        bikeep_sample("alarm-case-open").to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let event_id = answer["ids"][0].as_str().unwrap().to_string();
+    receiver.wait_count("flaky", 3, WAIT);
+    stop(server);
+
+    let store = hookhost_tests::open_store(&config);
+    let id = hookhost_tests::delivery_id(&event_id, "flaky");
+    let job = store.job(&id).unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Delivered, "{job:?}");
+    assert_eq!(
+        job.attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [Some(503), Some(503), Some(200)]
+    );
+    assert_eq!(receiver.count("flaky"), 3);
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.headers["webhook-id"] == id)
+    );
+}
+
+#[test]
 fn deliveries_pass_the_seeds_verifiers_and_standard_webhooks() {
     let receiver = Receiver::start();
     let root = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ max_jobs_in_memory = 100000
 [server]
 listen = "127.0.0.1:{port}"
 data_dir = "db"
+{os.environ.get("SERVER_EXTRA", "")}
 [plugins]
 dir = "plugins"
 watch = false

@@ -32,6 +32,7 @@ mod share;
 mod shown;
 mod state_writer;
 mod test_event;
+mod waiting;
 
 pub use shown::{ShownRequest, sent_digest, shown_request};
 pub use test_event::{TEST_EVENT_PREFIX, TestEventError};
@@ -61,6 +62,37 @@ enum Turn {
     Ended(Option<JobStatus>),
     /// Its retry is scheduled (`next_attempt_at_ms`) and stored.
     Retry(Job),
+}
+
+/// A job whose next attempt is this far off or farther waits in the
+/// waiting room ([`waiting`]) rather than in a task of its own.
+const WAITS_ASIDE_FROM_MS: u64 = 1_000;
+
+/// Most pending jobs a refill reads from the store in one go (a few
+/// megabytes of records; the next go follows at the next tick).
+const REFILL_CHUNK: usize = 8_192;
+
+/// Most waiting jobs whose records are read in one go when due.
+const WAKE_CHUNK: usize = 512;
+
+/// A job in the waiting room: what finds its record again, and what its
+/// task had.
+struct Waiter {
+    id: String,
+    /// How many attempts its stored record has (at least): a read that
+    /// shows fewer saw a state since replaced.
+    attempts: usize,
+    endpoint: Arc<Endpoint>,
+    held_under: Option<u64>,
+}
+
+/// How a job's task ended.
+enum TaskEnd {
+    /// Its delivery settled (`Some`), or stopped, was left to other nodes
+    /// or was settled elsewhere (`None`).
+    Ended(Option<JobStatus>),
+    /// It waits in the waiting room, still counted in memory.
+    WaitsAside,
 }
 
 /// A subscription as delivery needs it.
@@ -158,6 +190,10 @@ pub struct Deliverer {
     leases: Option<Arc<dyn JobLeases>>,
     /// Jobs held by this node that it had no room for, to free.
     no_room: std::sync::Mutex<Vec<String>>,
+    /// Jobs waiting long for their next attempt, without a task.
+    waiting: waiting::WaitingRoom<Waiter>,
+    /// The waiting room's timer runs (started on first use).
+    waiting_timer: std::sync::atomic::AtomicBool,
     /// Wakes the claim loop ([`Deliverer::share`]).
     claim_now: Arc<tokio::sync::Notify>,
     /// After a store failure: compare what the store says this node holds
@@ -227,6 +263,8 @@ impl Deliverer {
             no_room: Default::default(),
             claim_now: Default::default(),
             resync: Default::default(),
+            waiting: Default::default(),
+            waiting_timer: Default::default(),
         })
     }
 
@@ -497,26 +535,32 @@ impl Deliverer {
             .as_ref()
             .filter(|_| lane.is_none())
             .map(|l| l.lapses());
+        self.spawn_turns(endpoint, job, held_under, lane);
+    }
+
+    /// Runs `job`'s turns in a task of its own (see [`Deliverer::turns`]).
+    fn spawn_turns(
+        self: &Arc<Self>,
+        endpoint: Arc<Endpoint>,
+        job: Job,
+        held_under: Option<u64>,
+        lane: Option<(order::LaneId, u64)>,
+    ) {
+        if lane.is_none() && self.waits_aside(&job, &endpoint) {
+            // No task until it is due (a refill may load a hundred
+            // thousand such jobs at once).
+            self.wait_aside(job, endpoint, held_under);
+            return;
+        }
         let this = self.clone();
+        // Boxed: a task's future keeps room for what it captured.
+        let job = Box::new(job);
         self.tasks.spawn(async move {
             let id = job.id.clone();
-            // Waits for its time (first or next attempt) in this small
-            // future; a turn's own (~1.3 KB, and the signed body) is made
-            // only when due, so `max_jobs_in_memory` retries waiting hold
-            // about their records. A disabled endpoint's job goes straight
-            // on (`run` settles it).
-            let mut job = job;
-            let ended = loop {
-                let waited = this.health.disabled(&job.subscription_id).is_some()
-                    || this.until_due(job.next_attempt_at_ms).await;
-                if !waited {
-                    break None; // stopped: stays pending in the store
-                }
-                let turn = Box::pin(this.clone().run(endpoint.clone(), job, held_under));
-                match turn.await {
-                    Turn::Ended(status) => break status,
-                    Turn::Retry(next) => job = next,
-                }
+            // An ordered job keeps its task: its lane waits on it anyway.
+            let end = this.turns(endpoint, job, held_under, lane.is_none()).await;
+            let TaskEnd::Ended(ended) = end else {
+                return; // still in memory, in the waiting room
             };
             this.states.release(id);
             if let Some((lane, seq)) = lane
@@ -525,6 +569,129 @@ impl Deliverer {
                 this.finished_in_lane(&lane, seq, ended);
             }
         });
+    }
+
+    /// A job's task from its first turn to its last. It waits for its
+    /// time (first or next attempt) in a small future; a turn's own
+    /// (~1.3 KB, and the signed body) is made only when due. With
+    /// `may_wait_aside`, a wait of [`WAITS_ASIDE_FROM_MS`] or more ends the
+    /// task and the job waits in the waiting room instead. A disabled
+    /// endpoint's job goes straight on (`run` settles it).
+    async fn turns(
+        self: &Arc<Self>,
+        endpoint: Arc<Endpoint>,
+        mut job: Box<Job>,
+        held_under: Option<u64>,
+        may_wait_aside: bool,
+    ) -> TaskEnd {
+        loop {
+            if may_wait_aside && self.waits_aside(&job, &endpoint) {
+                self.wait_aside(*job, endpoint, held_under);
+                return TaskEnd::WaitsAside;
+            }
+            let disabled = self.health.disabled(&endpoint.sub.id).is_some();
+            if !disabled && !self.until_due(job.next_attempt_at_ms).await {
+                return TaskEnd::Ended(None); // stopped: stays pending in the store
+            }
+            let turn = Box::pin(self.clone().run(endpoint.clone(), *job, held_under));
+            match turn.await {
+                Turn::Ended(status) => return TaskEnd::Ended(status),
+                Turn::Retry(next) => *job = next,
+            }
+        }
+    }
+
+    /// Whether `job` is due late enough to wait in the waiting room (a
+    /// disabled endpoint's job goes straight on: `run` settles it).
+    fn waits_aside(&self, job: &Job, endpoint: &Endpoint) -> bool {
+        job.next_attempt_at_ms >= self.clock.now_ms().saturating_add(WAITS_ASIDE_FROM_MS)
+            && self.health.disabled(&endpoint.sub.id).is_none()
+    }
+
+    /// Puts `job` in the waiting room (its latest state is stored or on
+    /// its way); it keeps its place in memory.
+    fn wait_aside(self: &Arc<Self>, job: Job, endpoint: Arc<Endpoint>, held_under: Option<u64>) {
+        let waiter = Waiter {
+            attempts: job.attempts.len(),
+            id: job.id,
+            endpoint,
+            held_under,
+        };
+        self.waiting.put(job.next_attempt_at_ms, waiter);
+        if !self.waiting_timer.swap(true, Ordering::SeqCst) {
+            tokio::spawn(self.clone().waiting_timer());
+        }
+    }
+
+    /// Gives each job of the waiting room a task again when it is due.
+    async fn waiting_timer(self: Arc<Self>) {
+        loop {
+            let now = self.clock.now_ms();
+            let due = self.waiting.take_due(now);
+            let mut due = due.into_iter().peekable();
+            while due.peek().is_some() {
+                self.wake(due.by_ref().take(WAKE_CHUNK).collect()).await;
+            }
+            // Told of an earlier one (or of one put since the take).
+            let wait = self.waiting.next_due().map(|due| due.saturating_sub(now));
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = self.waiting.earlier.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait.unwrap_or(0))), if wait.is_some() => {}
+            }
+        }
+    }
+
+    /// Gives due `waiters` their tasks again, from their records (read in
+    /// one go). One whose record is settled or gone is done; one whose
+    /// record lacks its last state (still on its way to the store) is read
+    /// again once the states are written, and waits a second more if the
+    /// store refuses writes.
+    async fn wake(self: &Arc<Self>, waiters: Vec<Waiter>) {
+        let mut waiters = waiters;
+        for synced in [false, true] {
+            let ids: Vec<String> = waiters.iter().map(|w| w.id.clone()).collect();
+            let store = self.store.clone();
+            let records = match tokio::task::spawn_blocking(move || store.jobs_by_id(&ids)).await {
+                Ok(Ok(records)) => records,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, jobs = waiters.len(), "cannot read waiting deliveries; tried again in a second");
+                    self.wait_again(waiters);
+                    return;
+                }
+                Err(_) => return, // shutting down
+            };
+            let mut behind = Vec::new();
+            for (waiter, record) in waiters.into_iter().zip(records) {
+                match record {
+                    Some(job) if job.attempts.len() < waiter.attempts => behind.push(waiter),
+                    Some(job) if job.status == JobStatus::Pending => {
+                        self.spawn_turns(waiter.endpoint, job, waiter.held_under, None)
+                    }
+                    _ => self.states.release(waiter.id),
+                }
+            }
+            if behind.is_empty() {
+                return;
+            }
+            if synced {
+                tracing::warn!(
+                    jobs = behind.len(),
+                    "waiting deliveries' last states are not stored yet; read again in a second"
+                );
+                self.wait_again(behind);
+                return;
+            }
+            self.states.sync().await;
+            waiters = behind;
+        }
+    }
+
+    fn wait_again(&self, waiters: Vec<Waiter>) {
+        let due = self.clock.now_ms() + 1_000;
+        for waiter in waiters {
+            self.waiting.put(due, waiter);
+        }
     }
 
     /// Sleeps until `due_ms` on the deliverer's clock; false when stopped
@@ -587,11 +754,15 @@ impl Deliverer {
                     // Jobs of a removed subscription stay pending, unloaded,
                     // until it is back.
                     // Ordered ones are in their lanes (`open_lanes`).
-                    store.pending_jobs_except(room, &|id| lock(&live).passes_over(id), &|job| {
-                        subscriptions
-                            .get(&job.subscription_id)
-                            .is_some_and(|sub| job.order.is_none() || sub.ordering.is_none())
-                    })
+                    store.pending_jobs_except(
+                        room.min(REFILL_CHUNK),
+                        &|id| lock(&live).passes_over(id),
+                        &|job| {
+                            subscriptions
+                                .get(&job.subscription_id)
+                                .is_some_and(|sub| job.order.is_none() || sub.ordering.is_none())
+                        },
+                    )
                 })
                 .await;
                 match loaded {

@@ -52,6 +52,10 @@ pub trait DeliveryQueue {
     /// job appears twice the later state wins.
     fn update_jobs(&self, jobs: &[Job]) -> Result<(), StoreError>;
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// The records of `ids` (`None` where there is none), in their order.
+    fn jobs_by_id(&self, ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
+        ids.iter().map(|id| self.job(id)).collect()
+    }
     /// Jobs still to deliver.
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// Up to `max` jobs still to deliver whose ids `skip` does not name and

@@ -1555,6 +1555,14 @@ impl DeliveryQueue for PgStore {
         self.body("SELECT body FROM jobs WHERE id = $1", &[&id])
     }
 
+    fn jobs_by_id(&self, ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
+        // One query, not one per id.
+        let found: Vec<Job> = self.bodies("SELECT body FROM jobs WHERE id = ANY($1)", &[&ids])?;
+        let mut by_id: HashMap<String, Job> =
+            found.into_iter().map(|job| (job.id.clone(), job)).collect();
+        Ok(ids.iter().map(|id| by_id.remove(id)).collect())
+    }
+
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.bodies(
             "SELECT body FROM jobs WHERE status = 'pending' ORDER BY id",
