@@ -8,6 +8,10 @@ the data folder against the events' data, and RSS after a restart on the
 same folder.
 
     python3 tests/tools/pending_1m.py target/release/hookhost after
+
+SERVER_EXTRA adds lines to the config's [server] section (say
+"cache_mib = 64"); WRAP runs the server under a tool (say "heaptrack -o
+/tmp/ht"; the RSS figures are then the tool's, not the server's).
 """
 import http.client, json, os, shutil, subprocess, sys, threading, time
 binary, tag = sys.argv[1], sys.argv[2]
@@ -40,7 +44,7 @@ def rss(pid):
 def du(p):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs) // (1 << 20)
 def start():
-    p = subprocess.Popen([binary, "serve", "--config", f"{root}/hookhost.toml"], stdout=subprocess.DEVNULL, stderr=open(f"{root}/log", "a"))
+    p = subprocess.Popen(os.environ.get("WRAP", "").split() + [binary, "serve", "--config", f"{root}/hookhost.toml"], stdout=subprocess.DEVNULL, stderr=open(f"{root}/log", "a"))
     while True:
         try:
             c = http.client.HTTPConnection("127.0.0.1", port); c.request("GET", "/healthz"); c.getresponse().read(); return p

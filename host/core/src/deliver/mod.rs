@@ -191,7 +191,7 @@ pub struct Deliverer {
     /// Jobs held by this node that it had no room for, to free.
     no_room: std::sync::Mutex<Vec<String>>,
     /// Jobs waiting long for their next attempt, without a task.
-    waiting: waiting::WaitingRoom<Waiter>,
+    waiting: Arc<waiting::WaitingRoom<Waiter>>,
     /// The waiting room's timer runs (started on first use).
     waiting_timer: std::sync::atomic::AtomicBool,
     /// Wakes the claim loop ([`Deliverer::share`]).
@@ -619,24 +619,36 @@ impl Deliverer {
         };
         self.waiting.put(job.next_attempt_at_ms, waiter);
         if !self.waiting_timer.swap(true, Ordering::SeqCst) {
-            tokio::spawn(self.clone().waiting_timer());
+            tokio::spawn(Self::waiting_timer(
+                Arc::downgrade(self),
+                self.waiting.clone(),
+            ));
         }
     }
 
     /// Gives each job of the waiting room a task again when it is due.
-    async fn waiting_timer(self: Arc<Self>) {
+    /// Holds the deliverer only while it wakes some: one dropped without
+    /// a shutdown is not kept alive (with its store) by its timer.
+    async fn waiting_timer(
+        deliverer: std::sync::Weak<Self>,
+        room: Arc<waiting::WaitingRoom<Waiter>>,
+    ) {
         loop {
-            let now = self.clock.now_ms();
-            let due = self.waiting.take_due(now);
-            let mut due = due.into_iter().peekable();
-            while due.peek().is_some() {
-                self.wake(due.by_ref().take(WAKE_CHUNK).collect()).await;
+            let Some(this) = deliverer.upgrade() else {
+                return;
+            };
+            let now = this.clock.now_ms();
+            let mut due = room.take_due(now).into_iter().peekable();
+            while due.peek().is_some() && !this.stop.is_cancelled() {
+                this.wake(due.by_ref().take(WAKE_CHUNK).collect()).await;
             }
+            let stop = this.stop.clone();
+            drop(this);
             // Told of an earlier one (or of one put since the take).
-            let wait = self.waiting.next_due().map(|due| due.saturating_sub(now));
+            let wait = room.next_due().map(|due| due.saturating_sub(now));
             tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = self.waiting.earlier.notified() => {}
+                _ = stop.cancelled() => return,
+                _ = room.earlier.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(wait.unwrap_or(0))), if wait.is_some() => {}
             }
         }
@@ -661,6 +673,9 @@ impl Deliverer {
                 }
                 Err(_) => return, // shutting down
             };
+            if self.stop.is_cancelled() {
+                return; // they stay pending in the store
+            }
             let mut behind = Vec::new();
             for (waiter, record) in waiters.into_iter().zip(records) {
                 match record {
