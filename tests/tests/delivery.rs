@@ -236,7 +236,21 @@ fn a_retry_waiting_seconds_is_read_back_from_the_store_with_every_attempt() {
     );
     assert_eq!(status, 202, "{answer}");
     let event_id = answer["ids"][0].as_str().unwrap().to_string();
+    // Between its attempts it waits as an id, and /metrics says so.
+    let waiting_later = || {
+        let (_, page) = request(api, "GET", "/metrics", &[], b"");
+        page.as_str()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("hookhost_delivery_waiting_later "))
+            .map(|n| n.trim().to_string())
+    };
+    receiver.wait_count("flaky", 1, WAIT);
+    hookhost_tests::wait_until(WAIT, || waiting_later().as_deref() == Some("1"))
+        .expect("the retry waits in the waiting room");
     receiver.wait_count("flaky", 3, WAIT);
+    hookhost_tests::wait_until(WAIT, || waiting_later().as_deref() == Some("0"))
+        .expect("nothing waits once delivered");
     stop(server);
 
     let store = hookhost_tests::open_store(&config);

@@ -116,6 +116,8 @@ impl Metrics {
 pub struct Snapshot {
     /// Deliveries waiting for an attempt or in one.
     pub queue_depth: usize,
+    /// Of those, deliveries waiting a second or more for their next attempt.
+    pub waiting_for_later: usize,
     /// Subscriptions whose endpoint hookhost disabled.
     pub endpoints_disabled: usize,
     /// (name, calls, errors, mean call seconds) per serving plugin.
@@ -290,6 +292,12 @@ impl Collector for Scrape {
         )?;
         gauge(
             &mut enc,
+            "hookhost_delivery_waiting_later",
+            "Of the queue depth, deliveries waiting a second or more for their next attempt.",
+            snapshot.waiting_for_later as i64,
+        )?;
+        gauge(
+            &mut enc,
             "hookhost_window_events",
             "Events waiting in open aggregation windows.",
             m.window_events.load(Relaxed).max(0),
@@ -433,6 +441,7 @@ mod tests {
     fn the_page_keeps_the_names_and_escapes_label_values() {
         let page = render(Snapshot {
             queue_depth: 3,
+            waiting_for_later: 2,
             endpoints_disabled: 0,
             plugins: vec![("a\"b\\c\nd".into(), 7, 1, 0.5)],
             shadows: Vec::new(),
@@ -441,6 +450,7 @@ mod tests {
         });
         for line in [
             "hookhost_delivery_queue_depth 3",
+            "hookhost_delivery_waiting_later 2",
             "hookhost_plugin_reloads_total{result=\"loaded\"} 2",
             "hookhost_plugin_calls_total{plugin=\"a\\\"b\\\\c\\nd\"} 7",
             "# TYPE hookhost_attempt_duration_seconds histogram",

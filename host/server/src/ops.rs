@@ -83,6 +83,7 @@ pub(crate) async fn metrics(State(app): State<App>) -> Response {
     let (plugin_loads, plugin_refusals) = app.registry.load_counts();
     let page = hookhost_core::metrics::render(hookhost_core::metrics::Snapshot {
         queue_depth: app.deliverer.queued(),
+        waiting_for_later: app.deliverer.waiting_for_later(),
         endpoints_disabled: app.deliverer.disabled_endpoints(),
         plugins,
         shadows,

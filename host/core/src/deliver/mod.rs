@@ -968,6 +968,12 @@ impl Deliverer {
         lock(&self.live).len() + self.lanes.waiting()
     }
 
+    /// Of [`Deliverer::queued`], those waiting in memory a second or more
+    /// for their next attempt (retries, mostly).
+    pub fn waiting_for_later(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Stops starting attempts and waits up to `grace` for those in flight;
     /// then every recorded state is in the store.
     pub async fn shutdown(&self, grace: Duration) -> bool {

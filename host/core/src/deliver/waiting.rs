@@ -66,6 +66,10 @@ impl<T> WaitingRoom<T> {
             .map(|(&(due, _), _)| due)
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.lock().by_due.len()
+    }
+
     /// Takes out every waiter due by `now_ms`, earliest first.
     pub(super) fn take_due(&self, now_ms: u64) -> Vec<T> {
         let mut waiting = self.lock();
@@ -90,7 +94,7 @@ mod tests {
         assert_eq!(room.next_due(), Some(100));
         assert!(room.take_due(99).is_empty());
         assert_eq!(room.take_due(200), ["a", "b1", "b2"]);
-        assert_eq!(room.next_due(), Some(300));
+        assert_eq!((room.len(), room.next_due()), (1, Some(300)));
         assert_eq!(room.take_due(u64::MAX), ["c"]);
         assert_eq!(room.next_due(), None);
     }
