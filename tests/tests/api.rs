@@ -219,12 +219,14 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     let (status, page) = request(api, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);
     let m = parse_metrics(page.as_str().expect("a text page"));
-    // The deliverer records outcomes just after the receiver answers.
+    // The deliverer records outcomes just after the receiver answers, and
+    // a delivery leaves the queue once its state is stored.
     let settled = wait_until(WAIT, || {
         let (_, page) = request(api, "GET", "/metrics", &[], b"");
         let m = parse_metrics(page.as_str().unwrap());
         m["hookhost_deliveries_total{outcome=\"delivered\"}"] == 2.0
             && m["hookhost_deliveries_total{outcome=\"dead\"}"] == 2.0
+            && m["hookhost_delivery_queue_depth"] == 0.0
     });
     assert!(settled.is_some(), "{m:#?}");
     let (_, page) = request(api, "GET", "/metrics", &[], b"");
