@@ -75,6 +75,11 @@ end_rss = rss(srv.pid)
 time.sleep(30); later = rss(srv.pid)
 srv.terminate(); srv.wait()
 folder = du(f"{root}/db")
-srv = start(); time.sleep(20); restart = rss(srv.pid); srv.terminate(); srv.wait()
+srv = start(); time.sleep(20); restart = rss(srv.pid)
+c = http.client.HTTPConnection("127.0.0.1", port); c.request("GET", "/metrics")
+gauges = {l.split()[0]: l.split()[1] for l in c.getresponse().read().decode().splitlines()
+          if l.startswith(("hookhost_delivery_queue_depth ", "hookhost_delivery_waiting_later "))}
+srv.terminate(); srv.wait()
 print(f"{tag}: ingest {N/secs:.0f} ev/s; RSS peak {peak} MiB, end {end_rss}, +30 s {later}; folder {folder} MiB "
-      f"({folder/(data_bytes[0]/(1<<20)):.0f}x of {data_bytes[0]>>20} MiB data); after restart {restart} MiB")
+      f"({folder/(data_bytes[0]/(1<<20)):.0f}x of {data_bytes[0]>>20} MiB data); after restart {restart} MiB "
+      f"(in memory: {gauges.get('hookhost_delivery_queue_depth')}, waiting later: {gauges.get('hookhost_delivery_waiting_later')})")

@@ -749,6 +749,9 @@ impl Deliverer {
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(100));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The last read stopped at REFILL_CHUNK with room left: the
+            // refill goes on whatever the room.
+            let mut filling = false;
             loop {
                 tokio::select! {
                     _ = this.stop.cancelled() => return,
@@ -756,9 +759,12 @@ impl Deliverer {
                 }
                 let room = this.max_live.saturating_sub(lock(&this.live).len());
                 // Refill in chunks, not one job at a time.
-                if !this.overflow.load(Ordering::SeqCst) || room < (this.max_live / 4).max(1) {
+                let worth_it = filling && room > 0 || room >= (this.max_live / 4).max(1);
+                if !this.overflow.load(Ordering::SeqCst) || !worth_it {
+                    filling = false;
                     continue;
                 }
+                let chunk = room.min(REFILL_CHUNK);
                 this.overflow.store(false, Ordering::SeqCst);
                 let (store, live) = (this.store.clone(), this.live.clone());
                 let subscriptions = this.subscriptions.clone();
@@ -769,15 +775,11 @@ impl Deliverer {
                     // Jobs of a removed subscription stay pending, unloaded,
                     // until it is back.
                     // Ordered ones are in their lanes (`open_lanes`).
-                    store.pending_jobs_except(
-                        room.min(REFILL_CHUNK),
-                        &|id| lock(&live).passes_over(id),
-                        &|job| {
-                            subscriptions
-                                .get(&job.subscription_id)
-                                .is_some_and(|sub| job.order.is_none() || sub.ordering.is_none())
-                        },
-                    )
+                    store.pending_jobs_except(chunk, &|id| lock(&live).passes_over(id), &|job| {
+                        subscriptions
+                            .get(&job.subscription_id)
+                            .is_some_and(|sub| job.order.is_none() || sub.ordering.is_none())
+                    })
                 })
                 .await;
                 match loaded {
@@ -785,6 +787,7 @@ impl Deliverer {
                         if more {
                             this.overflow.store(true, Ordering::SeqCst);
                         }
+                        filling = more && chunk < room;
                         let claimed = lock(&this.live).claim_read(jobs);
                         for job in claimed {
                             if this.lane_of(&job).is_some() {
