@@ -643,6 +643,8 @@ impl Deliverer {
                 this.wake(due.by_ref().take(WAKE_CHUNK).collect()).await;
             }
             let stop = this.stop.clone();
+            // From now, not from before the wakes (which may take a while).
+            let now = this.clock.now_ms();
             drop(this);
             // Told of an earlier one (or of one put since the take).
             let wait = room.next_due().map(|due| due.saturating_sub(now));
