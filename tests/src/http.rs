@@ -241,6 +241,31 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, Value) {
     request(addr, "GET", path, headers, b"")
 }
 
+/// The samples of the server's `/metrics` page by name (labels included,
+/// e.g. `hookhost_deliveries_total{outcome="delivered"}`). Panics unless
+/// the page is there and every sample's value is a number.
+pub fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, page) = get(addr, "/metrics", &[]);
+    assert_eq!(status, 200, "/metrics: {page}");
+    parse_metrics(page.as_str().expect("/metrics is text"))
+}
+
+/// The samples of a Prometheus text page by name (comments skipped).
+fn parse_metrics(page: &str) -> BTreeMap<String, f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("a sample without a value: {l}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("a sample whose value is not a number: {l}"));
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
 /// One HTTP/1.1 request on a fresh connection; returns the status and the
 /// answer parsed as JSON (or as a JSON string if it is not JSON).
 pub fn request(

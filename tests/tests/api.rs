@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hookhost_tests::http::{Answer, Receiver, request, request_with_headers};
+use hookhost_tests::http::{Answer, Receiver, metrics, request, request_with_headers};
 use hookhost_tests::{Running, built_plugin, wait_until};
 use serde_json::{Value, json};
 
@@ -152,16 +152,6 @@ fn an_idempotency_key_is_accepted_once_and_answered_alike_even_after_a_crash() {
 }
 
 /// `name{labels} value` lines of a Prometheus text page.
-fn parse_metrics(page: &str) -> std::collections::BTreeMap<String, f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap();
-            (name.to_string(), value.parse().unwrap())
-        })
-        .collect()
-}
-
 #[test]
 fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     let receiver = Receiver::start();
@@ -216,21 +206,17 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
     receiver.wait_count("sink", 2, WAIT);
     receiver.wait_count("gone", 2, WAIT);
 
-    let (status, page) = request(api, "GET", "/metrics", &[], b"");
-    assert_eq!(status, 200);
-    let m = parse_metrics(page.as_str().expect("a text page"));
+    let m = metrics(api);
     // The deliverer records outcomes just after the receiver answers, and
     // a delivery leaves the queue once its state is stored.
     let settled = wait_until(WAIT, || {
-        let (_, page) = request(api, "GET", "/metrics", &[], b"");
-        let m = parse_metrics(page.as_str().unwrap());
+        let m = metrics(api);
         m["hookhost_deliveries_total{outcome=\"delivered\"}"] == 2.0
             && m["hookhost_deliveries_total{outcome=\"dead\"}"] == 2.0
             && m["hookhost_delivery_queue_depth"] == 0.0
     });
     assert!(settled.is_some(), "{m:#?}");
-    let (_, page) = request(api, "GET", "/metrics", &[], b"");
-    let m = parse_metrics(page.as_str().unwrap());
+    let m = metrics(api);
     assert_eq!(m["hookhost_events_ingested_total"], 2.0);
     assert_eq!(m["hookhost_ingest_refused_total"], 1.0);
     assert_eq!(m["hookhost_attempts_total{outcome=\"ok\"}"], 2.0);
@@ -269,17 +255,11 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
         })
     };
     let counted = wait_until(WAIT, || {
-        let (_, page) = request(api, "GET", "/metrics", &[], b"");
-        let m = parse_metrics(page.as_str().unwrap());
+        let m = metrics(api);
         stored(&m) == [Some(4.0), Some(4.0), Some(0.0), Some(2.0)]
             && m.get("hookhost_store_bytes").is_some_and(|b| *b > 0.0)
     });
-    let (_, page) = request(api, "GET", "/metrics", &[], b"");
-    assert!(
-        counted.is_some(),
-        "{:?}",
-        stored(&parse_metrics(page.as_str().unwrap()))
-    );
+    assert!(counted.is_some(), "{:?}", stored(&metrics(api)));
     assert!(server.terminate(WAIT).success());
 
     // sled keeps the totals with its writes and saves them at a clean stop,
@@ -295,16 +275,8 @@ fn readyz_names_missing_plugins_and_metrics_count_what_happened() {
         let mut server = Running::start(&["serve", "--config", config.to_str().unwrap()]);
         server.wait_for(&[how], WAIT);
         let api = server.api_addr(WAIT);
-        let counted = wait_until(WAIT, || {
-            let (_, page) = request(api, "GET", "/metrics", &[], b"");
-            stored(&parse_metrics(page.as_str().unwrap())) == expected
-        });
-        let (_, page) = request(api, "GET", "/metrics", &[], b"");
-        assert!(
-            counted.is_some(),
-            "{how}: {:?}",
-            stored(&parse_metrics(page.as_str().unwrap()))
-        );
+        let counted = wait_until(WAIT, || stored(&metrics(api)) == expected);
+        assert!(counted.is_some(), "{how}: {:?}", stored(&metrics(api)));
         if last {
             assert!(server.terminate(WAIT).success());
         } else {

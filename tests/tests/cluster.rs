@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hookhost_tests::http::{Answer, Receiver, get, post_events, try_post};
+use hookhost_tests::http::{Answer, Receiver, get, metrics, post_events, try_post};
 use hookhost_tests::{PATIENCE, Running, seed_event, wait_until};
 use serde_json::{Value, json};
 
@@ -164,14 +164,11 @@ fn a_standby_takes_events_in_names_the_leader_and_leads_once_the_leader_dies() {
         "{types:?}"
     );
     let counter = |api: SocketAddr, name: &str| -> u64 {
-        let (status, page) = hookhost_tests::http::request(api, "GET", "/metrics", &[], b"");
-        assert_eq!(status, 200);
-        let page = page.as_str().unwrap().to_string();
-        page.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}_total ")))
-            .unwrap_or_else(|| panic!("no {name} in {page}"))
-            .parse()
-            .unwrap()
+        let samples = metrics(api);
+        let total = format!("{name}_total");
+        *samples
+            .get(&total)
+            .unwrap_or_else(|| panic!("no {total} in {samples:?}")) as u64
     };
     assert_eq!(counter(second_api, "hookhost_pipeline_events"), 54);
     assert_eq!(counter(second_api, "hookhost_pipeline_handed_over"), 0);
@@ -271,12 +268,9 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
         "deliveries of the killed node were never taken over"
     );
     let delivered_by = |api: SocketAddr| {
-        let (_, page) = get(api, "/metrics", &[]);
-        page.as_str()
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("hookhost_deliveries_total{outcome=\"delivered\"} "))
-            .and_then(|v| v.parse::<f64>().ok())
+        metrics(api)
+            .get("hookhost_deliveries_total{outcome=\"delivered\"}")
+            .copied()
             .unwrap_or(0.0)
     };
     let survivors: Vec<f64> = nodes.iter().map(|(_, api)| delivered_by(*api)).collect();

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hookhost_core::model::JobStatus;
-use hookhost_tests::http::{Answer, Receiver, post, post_events, request};
+use hookhost_tests::http::{Answer, Receiver, metrics, post, post_events, request};
 use hookhost_tests::{Running, bikeep_sample, output_within, run_verifier, save_deliveries};
 use serde_json::{Value, json};
 
@@ -237,19 +237,12 @@ fn a_retry_waiting_seconds_is_read_back_from_the_store_with_every_attempt() {
     assert_eq!(status, 202, "{answer}");
     let event_id = answer["ids"][0].as_str().unwrap().to_string();
     // Between its attempts it waits as an id, and /metrics says so.
-    let waiting_later = || {
-        let (_, page) = request(api, "GET", "/metrics", &[], b"");
-        page.as_str()
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("hookhost_delivery_waiting_later "))
-            .map(|n| n.trim().to_string())
-    };
+    let waiting_later = || metrics(api).get("hookhost_delivery_waiting_later").copied();
     receiver.wait_count("flaky", 1, WAIT);
-    hookhost_tests::wait_until(WAIT, || waiting_later().as_deref() == Some("1"))
+    hookhost_tests::wait_until(WAIT, || waiting_later() == Some(1.0))
         .expect("the retry waits in the waiting room");
     receiver.wait_count("flaky", 3, WAIT);
-    hookhost_tests::wait_until(WAIT, || waiting_later().as_deref() == Some("0"))
+    hookhost_tests::wait_until(WAIT, || waiting_later() == Some(0.0))
         .expect("nothing waits once delivered");
     stop(server);
 
@@ -574,14 +567,7 @@ fn deliveries_beyond_the_memory_bound_wait_in_the_store_and_all_go_out() {
             "only {} of 300 delivered",
             receiver.count("slow")
         );
-        let (_, page) = request(api, "GET", "/metrics", &[], b"");
-        let depth = page
-            .as_str()
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("hookhost_delivery_queue_depth "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .expect("hookhost_delivery_queue_depth in /metrics");
+        let depth = metrics(api)["hookhost_delivery_queue_depth"];
         most_in_memory = most_in_memory.max(depth);
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -940,13 +926,11 @@ fn gone_and_failing_endpoints_are_disabled_and_re_enabling_sends_what_waited() {
         paused()
     );
     assert_eq!(receiver.count("gone"), 1);
-    let (_, metrics) = request(api, "GET", "/metrics", &[], b"");
-    assert!(
-        metrics
-            .as_str()
-            .unwrap_or_default()
-            .contains("hookhost_endpoints_disabled 1"),
-        "{metrics}"
+    let samples = metrics(api);
+    assert_eq!(
+        samples.get("hookhost_endpoints_disabled"),
+        Some(&1.0),
+        "{samples:?}"
     );
     // The receiver is back; enabling sends what waited.
     receiver.script("gone", Answer::Status(200));

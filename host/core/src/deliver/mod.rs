@@ -546,7 +546,9 @@ impl Deliverer {
         held_under: Option<u64>,
         lane: Option<(order::LaneId, u64)>,
     ) {
-        if lane.is_none() && self.waits_aside(&job, &endpoint) {
+        // An ordered job keeps its task: its lane waits on it anyway.
+        let may_wait_aside = lane.is_none();
+        if may_wait_aside && self.waits_aside(&job, &endpoint) {
             // No task until it is due (a refill may load a hundred
             // thousand such jobs at once).
             self.wait_aside(job, endpoint, held_under);
@@ -557,8 +559,7 @@ impl Deliverer {
         let job = Box::new(job);
         self.tasks.spawn(async move {
             let id = job.id.clone();
-            // An ordered job keeps its task: its lane waits on it anyway.
-            let end = this.turns(endpoint, job, held_under, lane.is_none()).await;
+            let end = this.turns(endpoint, job, held_under, may_wait_aside).await;
             let TaskEnd::Ended(ended) = end else {
                 return; // still in memory, in the waiting room
             };
@@ -575,8 +576,9 @@ impl Deliverer {
     /// time (first or next attempt) in a small future; a turn's own
     /// (~1.3 KB, and the signed body) is made only when due. With
     /// `may_wait_aside`, a wait of [`WAITS_ASIDE_FROM_MS`] or more ends the
-    /// task and the job waits in the waiting room instead. A disabled
-    /// endpoint's job goes straight on (`run` settles it).
+    /// task and the job waits in the waiting room instead (the first turn's
+    /// wait was judged by [`Self::spawn_turns`]). A disabled endpoint's job
+    /// goes straight on (`run` settles it).
     async fn turns(
         self: &Arc<Self>,
         endpoint: Arc<Endpoint>,
@@ -585,10 +587,6 @@ impl Deliverer {
         may_wait_aside: bool,
     ) -> TaskEnd {
         loop {
-            if may_wait_aside && self.waits_aside(&job, &endpoint) {
-                self.wait_aside(*job, endpoint, held_under);
-                return TaskEnd::WaitsAside;
-            }
             let disabled = self.health.disabled(&endpoint.sub.id).is_some();
             if !disabled && !self.until_due(job.next_attempt_at_ms).await {
                 return TaskEnd::Ended(None); // stopped: stays pending in the store
@@ -597,6 +595,10 @@ impl Deliverer {
             match turn.await {
                 Turn::Ended(status) => return TaskEnd::Ended(status),
                 Turn::Retry(next) => *job = next,
+            }
+            if may_wait_aside && self.waits_aside(&job, &endpoint) {
+                self.wait_aside(*job, endpoint, held_under);
+                return TaskEnd::WaitsAside;
             }
         }
     }
