@@ -12,7 +12,9 @@ use hookhost_core::model::{
 };
 use hookhost_core::store::postgres::PgStore;
 use hookhost_core::store::sled::SledStore;
-use hookhost_core::store::{Backlog, Expired, Expiring, JobPage, JobQuery, OwnCompleted, Store};
+use hookhost_core::store::{
+    Backlog, Expired, Expiring, JobPage, JobQuery, OwnCompleted, QueuePosition, Store,
+};
 
 /// Runs `scenario` on a fresh sled store and on a fresh PostgreSQL schema.
 fn on_both_backends(scenario: fn(&dyn Store)) {
@@ -117,15 +119,23 @@ fn events_and_jobs_move_between_pending_dead_and_done_alike() {
         assert_eq!(ids(&store.pending_jobs().unwrap()), ["b", "c"]);
         assert!(store.dead_letters().unwrap().is_empty());
 
-        // Skipped ids do not count against `max`; past it, "more".
-        let (some, more) = store
-            .pending_jobs_except(1, &|id| id == "b", &|_| true)
+        // Skipped ids do not count against `max`; past it, where to go on.
+        let front = QueuePosition::default();
+        let (some, next) = store
+            .pending_jobs_from(&front, 1, &|id| id == "b", &|_| true)
             .unwrap();
-        assert_eq!((ids(&some), more), (vec!["c".to_string()], false));
-        let (some, more) = store.pending_jobs_except(1, &|_| false, &|_| true).unwrap();
-        assert_eq!((some.len(), more), (1, true));
+        assert_eq!((ids(&some), next), (vec!["c".to_string()], None));
+        let (some, next) = store
+            .pending_jobs_from(&front, 1, &|_| false, &|_| true)
+            .unwrap();
+        assert_eq!(ids(&some), ["b"]);
+        let next = next.expect("stopped at its max");
+        let (rest, end) = store
+            .pending_jobs_from(&next, 10, &|id| id == "b", &|_| true)
+            .unwrap();
+        assert_eq!((ids(&rest), end), (vec!["c".to_string()], None));
         let (none, _) = store
-            .pending_jobs_except(10, &|_| false, &|j| j.id == "zz")
+            .pending_jobs_from(&front, 10, &|_| false, &|j| j.id == "zz")
             .unwrap();
         assert!(none.is_empty());
         assert_eq!(store.jobs().unwrap().len(), 4);

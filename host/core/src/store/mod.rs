@@ -22,6 +22,11 @@ use crate::model::{
 #[error("storage: {0}")]
 pub struct StoreError(pub String);
 
+/// Where a read of pending jobs ([`DeliveryQueue::pending_jobs_from`])
+/// goes on: a position of the backend's own (the default: the first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuePosition(Vec<u8>);
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError(format!("corrupt record: {e}"))
@@ -58,14 +63,19 @@ pub trait DeliveryQueue {
     }
     /// Jobs still to deliver.
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError>;
-    /// Up to `max` jobs still to deliver whose ids `skip` does not name and
-    /// that `wanted` accepts, and whether there are more.
-    fn pending_jobs_except(
+    /// Up to `max` jobs still to deliver, oldest first from `from` on,
+    /// whose ids `skip` does not name and that `wanted` accepts; and, if it
+    /// stopped at `max`, where the next read goes on (`None`: it reached the
+    /// last). Reading on from there, rather than from the first again, does
+    /// not re-read what a deep queue holds in front (jobs in memory, or
+    /// delivered ones whose sled queue entries the sweep has not reached).
+    fn pending_jobs_from(
         &self,
+        from: &QueuePosition,
         max: usize,
         skip: &dyn Fn(&str) -> bool,
         wanted: &dyn Fn(&Job) -> bool,
-    ) -> Result<(Vec<Job>, bool), StoreError>;
+    ) -> Result<(Vec<Job>, Option<QueuePosition>), StoreError>;
     /// How many jobs are still to deliver.
     fn pending_count(&self) -> Result<usize, StoreError>;
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError>;

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use super::tally::{Counts, Tally};
 use super::{
     DeliveryQueue, EventStore, Expired, Expiring, IdempotencyStore, JobPage, JobQuery,
-    RetentionStore, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
+    QueuePosition, RetentionStore, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, WindowMember,
@@ -655,23 +655,25 @@ impl DeliveryQueue for SledStore {
 
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let mut out = Vec::new();
-        queue::each_pending(&self.instance()?.tree, &|_| false, |_, record| {
+        queue::each_pending(&self.instance()?.tree, &[], &|_| false, |_, record| {
             out.push(serde_json::from_slice(record)?);
             Ok(true)
         })?;
         Ok(out)
     }
 
-    fn pending_jobs_except(
+    /// The position is a queue marker's key prefix (`Q/<unique>/`): the
+    /// marker the last read stopped in is read again from its first entry.
+    fn pending_jobs_from(
         &self,
+        from: &QueuePosition,
         max: usize,
         skip: &dyn Fn(&str) -> bool,
         wanted: &dyn Fn(&Job) -> bool,
-    ) -> Result<(Vec<Job>, bool), StoreError> {
-        let (mut out, mut more) = (Vec::new(), false);
-        queue::each_pending(&self.instance()?.tree, skip, |_, record| {
+    ) -> Result<(Vec<Job>, Option<QueuePosition>), StoreError> {
+        let mut out = Vec::new();
+        let stopped = queue::each_pending(&self.instance()?.tree, &from.0, skip, |_, record| {
             if out.len() == max {
-                more = true;
                 return Ok(false);
             }
             let job: Job = serde_json::from_slice(record)?;
@@ -680,7 +682,7 @@ impl DeliveryQueue for SledStore {
             }
             Ok(true)
         })?;
-        Ok((out, more))
+        Ok((out, stopped.map(QueuePosition)))
     }
 
     /// The tally's; before it is known, the queue markers' entries from a

@@ -30,7 +30,8 @@ use tokio_postgres::Client;
 use super::{
     Admitted, Backlog, ClosedWindows, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired,
     Expiring, IdempotencyStore, JobLeases, JobPage, JobQuery, NodeRecord, OwnCompleted,
-    RetentionStore, SharedPlugin, Store, StoreError, StoreStats, SubscriptionStore, WindowStore,
+    QueuePosition, RetentionStore, SharedPlugin, Store, StoreError, StoreStats, SubscriptionStore,
+    WindowStore,
 };
 use crate::model::{
     EndpointHealth, Job, JobStatus, OutageState, Processed, Remembered, StoredEvent, Subscription,
@@ -1570,30 +1571,30 @@ impl DeliveryQueue for PgStore {
         )
     }
 
-    fn pending_jobs_except(
+    /// The position is the id of the job the last read stopped at.
+    fn pending_jobs_from(
         &self,
+        from: &QueuePosition,
         max: usize,
         skip: &dyn Fn(&str) -> bool,
         wanted: &dyn Fn(&Job) -> bool,
-    ) -> Result<(Vec<Job>, bool), StoreError> {
+    ) -> Result<(Vec<Job>, Option<QueuePosition>), StoreError> {
         let mut out = Vec::new();
-        let mut after = String::new();
+        // From the position on, then past the last id read.
+        let (mut bound, mut query) = (
+            String::from_utf8_lossy(&from.0).into_owned(),
+            "SELECT id, body FROM jobs WHERE status = 'pending' AND id >= $1 \
+             ORDER BY id LIMIT $2",
+        );
         loop {
-            let rows = self.run(async |c| {
-                Ok(c.query(
-                    "SELECT id, body FROM jobs WHERE status = 'pending' AND id > $1 \
-                     ORDER BY id LIMIT $2",
-                    &[&after, &CHUNK],
-                )
-                .await?)
-            })?;
+            let rows = self.run(async |c| Ok(c.query(query, &[&bound, &CHUNK]).await?))?;
             for row in &rows {
                 let id: &str = row.get(0);
                 if skip(id) {
                     continue;
                 }
                 if out.len() == max {
-                    return Ok((out, true));
+                    return Ok((out, Some(QueuePosition(id.as_bytes().to_vec()))));
                 }
                 let job: Job = serde_json::from_str(row.get(1))?;
                 if wanted(&job) {
@@ -1601,8 +1602,12 @@ impl DeliveryQueue for PgStore {
                 }
             }
             match rows.last() {
-                Some(last) if rows.len() as i64 == CHUNK => after = last.get::<_, String>(0),
-                _ => return Ok((out, false)),
+                Some(last) if rows.len() as i64 == CHUNK => {
+                    bound = last.get(0);
+                    query = "SELECT id, body FROM jobs WHERE status = 'pending' AND id > $1 \
+                             ORDER BY id LIMIT $2";
+                }
+                _ => return Ok((out, None)),
             }
         }
     }

@@ -38,7 +38,7 @@ const END: &[u8] = b"Q0";
 const CHECKS_PER_DEPARTURE: i64 = 2;
 
 fn marker_key(unique: u64, count: usize) -> Vec<u8> {
-    format!("Q/{unique:016x}/{count}").into_bytes()
+    [marker_prefix(unique), count.to_string().into_bytes()].concat()
 }
 
 /// `Q/<16 hex>/<count>` → (unique, count): [`marker_key`]'s inverse.
@@ -56,6 +56,12 @@ fn parse_marker_key(k: &[u8]) -> Result<(u64, usize), StoreError> {
 /// Every queue marker, oldest first.
 fn markers(tree: &sled::Tree) -> sled::Iter {
     tree.range(PREFIX.to_vec()..END.to_vec())
+}
+
+/// The key prefix of marker `unique` (`Q/<unique>/`), which the sweep keeps
+/// when it rewrites the marker (the count after it may change).
+fn marker_prefix(unique: u64) -> Vec<u8> {
+    format!("Q/{unique:016x}/").into_bytes()
 }
 
 /// The record of job `id` if it is stored and pending.
@@ -96,16 +102,20 @@ impl Queued {
 }
 
 /// Calls `each` with the id and record of every pending job, oldest marker
-/// first, each job once, until it returns false; `skip` is asked before a
-/// job's record is read.
+/// first from the marker prefix `from` on (empty: the first), each job
+/// once, until it returns false; `skip` is asked before a job's record is
+/// read. Returns the prefix of the marker it stopped in (`None`: it ran off
+/// the end), so that a later walk can go on from there.
 pub(super) fn each_pending(
     tree: &sled::Tree,
+    from: &[u8],
     skip: &dyn Fn(&str) -> bool,
     mut each: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
-) -> Result<(), StoreError> {
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let start = if from.is_empty() { PREFIX } else { from };
     let mut seen = HashSet::new();
-    for item in markers(tree) {
-        let (_, ids) = item?;
+    for item in tree.range(start.to_vec()..END.to_vec()) {
+        let (k, ids) = item?;
         let ids: Vec<String> = serde_json::from_slice(&ids)?;
         for id in ids {
             if seen.contains(&id) || skip(&id) {
@@ -115,18 +125,18 @@ pub(super) fn each_pending(
                 continue;
             };
             if !each(&id, &record)? {
-                return Ok(());
+                return Ok(Some(marker_prefix(parse_marker_key(&k)?.0)));
             }
             seen.insert(id);
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Pending jobs, each counted once (reads every entry's job record).
 pub(super) fn count_pending(tree: &sled::Tree) -> Result<usize, StoreError> {
     let mut n = 0;
-    each_pending(tree, &|_| false, |_, _| {
+    each_pending(tree, &[], &|_| false, |_, _| {
         n += 1;
         Ok(true)
     })?;
@@ -244,7 +254,7 @@ mod tests {
     use super::*;
     use crate::model::{Job, Processed, StoredEvent};
     use crate::store::sled::SledStore;
-    use crate::store::{DeliveryQueue, EventStore};
+    use crate::store::{DeliveryQueue, EventStore, QueuePosition};
 
     fn job(n: usize, status: JobStatus) -> Job {
         Job {
@@ -410,8 +420,10 @@ mod tests {
         store.complete_pipeline(&[processed(7)]).unwrap();
         assert_eq!(entries(&store), 2);
         assert_eq!(pending_ids(&store), vec!["job-00007".to_string()]);
-        let (loaded, more) = store.pending_jobs_except(5, &|_| false, &|_| true).unwrap();
-        assert_eq!((loaded.len(), more), (1, false));
+        let (loaded, next) = store
+            .pending_jobs_from(&QueuePosition::default(), 5, &|_| false, &|_| true)
+            .unwrap();
+        assert_eq!((loaded.len(), next), (1, None));
         assert_eq!(count_pending(&store.instance().unwrap().tree).unwrap(), 1);
     }
 
@@ -423,12 +435,62 @@ mod tests {
             .complete_pipeline(&(0..10).map(processed).collect::<Vec<_>>())
             .unwrap();
         let skip = |id: &str| id == "job-00000";
-        let (loaded, more) = store.pending_jobs_except(4, &skip, &|_| true).unwrap();
+        let front = QueuePosition::default();
+        let (loaded, next) = store
+            .pending_jobs_from(&front, 4, &skip, &|_| true)
+            .unwrap();
         let ids: Vec<&str> = loaded.iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, ["job-00001", "job-00002", "job-00003", "job-00004"]);
-        assert!(more);
-        let (loaded, more) = store.pending_jobs_except(9, &skip, &|_| true).unwrap();
-        assert_eq!((loaded.len(), more), (9, false));
+        assert!(next.is_some());
+        let (loaded, next) = store
+            .pending_jobs_from(&front, 9, &skip, &|_| true)
+            .unwrap();
+        assert_eq!((loaded.len(), next), (9, None));
+    }
+
+    #[test]
+    fn a_read_goes_on_from_the_marker_it_stopped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // Three writes: three markers of four entries.
+        for write in 0..3 {
+            let outcomes: Vec<Processed> = (write * 4..write * 4 + 4).map(processed).collect();
+            store.complete_pipeline(&outcomes).unwrap();
+        }
+        let (first, next) = store
+            .pending_jobs_from(&QueuePosition::default(), 5, &|_| false, &|_| true)
+            .unwrap();
+        let loaded: HashSet<String> = first.into_iter().map(|j| j.id).collect();
+        assert_eq!(loaded.len(), 5);
+        let next = next.expect("stopped at its max");
+        // The front's jobs are delivered; the read from the position does
+        // not go through them, and the marker it stopped in is read from
+        // its first entry (the one loaded is skipped as in memory).
+        store
+            .update_jobs(
+                &(0..4)
+                    .map(|n| job(n, JobStatus::Delivered))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let (rest, end) = store
+            .pending_jobs_from(&next, 100, &|id| loaded.contains(id), &|_| true)
+            .unwrap();
+        let rest: Vec<String> = rest.into_iter().map(|j| j.id).collect();
+        let expected: Vec<String> = (5..12).map(|n| format!("job-{n:05}")).collect();
+        assert_eq!((rest, end), (expected, None));
+    }
+
+    #[test]
+    fn a_markers_position_holds_whatever_count_the_sweep_leaves_it() {
+        for unique in [0, 7, 0xff, u64::MAX - 1] {
+            for count in [1, 9, 10, 99, 128] {
+                let k = marker_key(unique, count);
+                assert!(marker_prefix(unique) <= k, "{unique} {count}");
+                assert!(k < marker_prefix(unique + 1), "{unique} {count}");
+                assert_eq!(parse_marker_key(&k).unwrap(), (unique, count));
+            }
+        }
     }
 
     #[test]
