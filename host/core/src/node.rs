@@ -261,7 +261,10 @@ impl Node {
                 {
                     tracing::error!(error = %e, "cannot read the store's state on taking the lead; using what was read at start");
                 }
-                let resumed_jobs = store.pending_count().unwrap_or(0);
+                let resumed_jobs = store.pending_count().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot count pending deliveries; reading the queue");
+                    usize::MAX
+                });
                 // Events queued from now on are stored as the leader's.
                 worker.lead();
                 // On a shared store: every event still to run, queued for
@@ -279,7 +282,7 @@ impl Node {
                     "resuming unfinished work"
                 );
                 let _enter = runtime.enter();
-                deliverer.resume();
+                deliverer.resume(resumed_jobs);
                 worker.start_ticking();
                 let retention =
                     tokio::spawn(Retention::new(store, config.retention.clone(), clock).run());
