@@ -11,17 +11,24 @@ use hookhost_core::model::{
     Subscription, WindowMember,
 };
 use hookhost_core::store::postgres::PgStore;
-use hookhost_core::store::sled::SledStore;
+use hookhost_core::store::sled::{SledSettings, SledStore};
 use hookhost_core::store::{
     Backlog, Expired, Expiring, JobPage, JobQuery, OwnCompleted, QueuePosition, Store,
 };
 
-/// Runs `scenario` on a fresh sled store and on a fresh PostgreSQL schema.
+/// Runs `scenario` on a fresh sled store (its log plain, then compressed:
+/// `server.compress_store`) and on a fresh PostgreSQL schema.
 fn on_both_backends(scenario: fn(&dyn Store)) {
     let dir = tempfile::tempdir().unwrap();
-    let sled = SledStore::open(&dir.path().join("db")).unwrap();
-    scenario(&sled);
-    drop(sled);
+    for compress in [false, true] {
+        let settings = SledSettings {
+            compress,
+            ..SledSettings::default()
+        };
+        let sled =
+            SledStore::open_with(&dir.path().join(format!("db-{compress}")), settings).unwrap();
+        scenario(&sled);
+    }
     let pg = postgres_store(dir.path());
     scenario(pg.as_ref());
 }

@@ -6,13 +6,14 @@
 //! µs of CPU and of wall time per event for each phase, the data folder's
 //! size and the process's RSS. Method and figures: BENCHMARKS.md.
 //! `BENCH_EVENTS=N` (default 100,000); `BENCH_CACHE_MIB=N` sets sled's page
-//! cache (default: the server's default).
+//! cache (default: the server's default); `BENCH_COMPRESS=1` compresses
+//! the log (`server.compress_store`).
 
 use std::time::Instant;
 
 use hookhost_core::model::{Attempt, Job, JobStatus, Processed, StoredEvent, job_id};
 use hookhost_core::process_stats::Process;
-use hookhost_core::store::sled::{DEFAULT_CACHE_MIB, SledStore};
+use hookhost_core::store::sled::{DEFAULT_CACHE_MIB, SledSettings, SledStore};
 use hookhost_core::store::{DeliveryQueue, EventStore, Store};
 
 mod common;
@@ -79,7 +80,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_CACHE_MIB);
-    let store = SledStore::open_with_cache(dir.path(), cache_mib).expect("open sled");
+    // BENCH_COMPRESS=1: the log zstd-compressed.
+    let compress = std::env::var("BENCH_COMPRESS").is_ok_and(|v| v == "1");
+    let settings = SledSettings {
+        cache_mib,
+        compress,
+    };
+    let store = SledStore::open_with(dir.path(), settings).expect("open sled");
     let start_ms = 1_800_000_000_000;
 
     let all: Vec<StoredEvent> = (0..events).map(|n| event(n, start_ms + n / 10)).collect();
@@ -116,7 +123,9 @@ fn main() {
     let flushed = timed(|| store.flush().expect("flush"));
     let json_bytes: u64 = all.iter().map(|e| e.data.len() as u64).sum();
     let per = |us: u64| us as f64 / events as f64;
-    println!("{events} events, one delivery each, sled store (cache {cache_mib} MiB), one thread");
+    println!(
+        "{events} events, one delivery each, sled store (cache {cache_mib} MiB, compressed: {compress}), one thread"
+    );
     println!("| phase | CPU µs per event | wall µs per event |");
     println!("|---|---|---|");
     for (name, p) in [

@@ -308,6 +308,10 @@ pub struct ServerConfig {
     pub ingest_token: Option<String>,
     /// sled's page cache: bounds the memory stored state takes.
     pub cache_mib: u64,
+    /// zstd-compress a new sled data folder's log: a quarter of the disk,
+    /// at the cost of memory during fast ingest and latency at saturation
+    /// (BENCHMARKS.md). A folder keeps the way it was first written.
+    pub compress_store: bool,
     /// How often journal segments whose events are all in the store are
     /// retired (after a store flush).
     pub checkpoint_ms: u64,
@@ -338,6 +342,7 @@ impl Default for ServerConfig {
             admin_token: None,
             ingest_token: None,
             cache_mib: crate::store::sled::DEFAULT_CACHE_MIB,
+            compress_store: false,
             checkpoint_ms: 1000,
             pipeline_backlog: 100_000,
             header_timeout_ms: 20_000,

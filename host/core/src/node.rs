@@ -29,7 +29,7 @@ use crate::intake::{Intake, IntakeError, JournalIntake, StoreIntake};
 use crate::pipeline::Pipeline;
 use crate::retention::Retention;
 use crate::store::postgres::PgStore;
-use crate::store::sled::SledStore;
+use crate::store::sled::{SledSettings, SledStore};
 use crate::store::{Store, StoreError};
 use crate::subscriptions::Subscriptions;
 use crate::worker::{Accepted, Worker};
@@ -74,9 +74,12 @@ pub struct Node {
 /// is a tool's (nothing fenced).
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     Ok(match config.store.backend {
-        StoreBackend::Sled => Arc::new(SledStore::open_with_cache(
+        StoreBackend::Sled => Arc::new(SledStore::open_with(
             &config.server.data_dir,
-            config.server.cache_mib,
+            SledSettings {
+                cache_mib: config.server.cache_mib,
+                compress: config.server.compress_store,
+            },
         )?),
         StoreBackend::Postgres => {
             let store = PgStore::open(&config.store.postgres_settings())?;

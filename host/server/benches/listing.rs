@@ -109,7 +109,7 @@ async fn main() {
                 })
                 .unwrap(),
             ),
-            None => Box::new(SledStore::open_with_cache(&db, 256).unwrap()),
+            None => Box::new(SledStore::open(&db).unwrap()),
         };
         // A store this version made: indexed from its first start, nothing
         // older to index later (see the one-off figure below).

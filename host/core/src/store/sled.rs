@@ -67,12 +67,50 @@ impl From<sled::Error> for StoreError {
 /// at full speed (BENCHMARKS.md).
 pub const DEFAULT_CACHE_MIB: u64 = 256;
 
+/// How the sled files are opened (`[server]`'s `cache_mib` and
+/// `compress_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SledSettings {
+    /// sled's page cache: what bounds the memory open windows and queued
+    /// jobs take (the rest stays on disk).
+    pub cache_mib: u64,
+    /// Whether a new data folder's log is zstd-compressed: a quarter of the
+    /// disk, but more memory while ingest is fast and a longer backlog at
+    /// saturation (BENCHMARKS.md), hence off by default. A folder keeps the
+    /// way it was first written.
+    pub compress: bool,
+}
+
+impl Default for SledSettings {
+    fn default() -> Self {
+        SledSettings {
+            cache_mib: DEFAULT_CACHE_MIB,
+            compress: false,
+        }
+    }
+}
+
+/// zstd's fastest level: higher ones took more CPU per write and saved no
+/// space on hookhost's records (BENCHMARKS.md).
+const COMPRESSION_LEVEL: i32 = 1;
+
+/// Whether the data folder `dir` was first written compressed, from the
+/// settings sled keeps in its `conf` file (`None`: a new folder). sled
+/// refuses to open a folder with the other setting.
+fn written_compressed(dir: &Path) -> Option<bool> {
+    let conf = std::fs::read(dir.join("conf")).ok()?;
+    String::from_utf8_lossy(&conf).lines().find_map(|line| {
+        line.strip_prefix("use_compression: ")
+            .and_then(|value| value.trim().parse().ok())
+    })
+}
+
 /// The store stays usable across a failed disk: sled stops writing for
 /// good after an I/O error (disk full), so [`Store::recover`] opens the
 /// files again in place of the failed instance.
 pub struct SledStore {
     dir: PathBuf,
-    cache_mib: u64,
+    settings: SledSettings,
     /// `None` while a failed instance is being replaced.
     current: ArcSwapOption<Open>,
     reopening: Mutex<()>,
@@ -411,13 +449,27 @@ fn timer_key(deadline_ms: u64, location: &str) -> Vec<u8> {
 }
 
 impl Open {
-    fn new(dir: &Path, cache_mib: u64) -> Result<Open, StoreError> {
+    fn new(dir: &Path, settings: &SledSettings) -> Result<Open, StoreError> {
+        let compress = match written_compressed(dir) {
+            Some(written) => {
+                if written != settings.compress {
+                    tracing::info!(
+                        compressed = written,
+                        "the data folder keeps the compression it was first written with"
+                    );
+                }
+                written
+            }
+            None => settings.compress,
+        };
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(cache_mib << 20)
+            .cache_capacity(settings.cache_mib << 20)
             // Group commit flushes on demand; the background flush is a backstop.
             .flush_every_ms(Some(1000))
             .mode(sled::Mode::HighThroughput)
+            .use_compression(compress)
+            .compression_factor(COMPRESSION_LEVEL)
             .open()
             .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         let tree = db.open_tree("hookhost")?;
@@ -426,15 +478,13 @@ impl Open {
 }
 
 impl SledStore {
-    /// Opens with sled's page cache at [`DEFAULT_CACHE_MIB`].
+    /// Opens with the default [`SledSettings`].
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        SledStore::open_with_cache(dir, DEFAULT_CACHE_MIB)
+        SledStore::open_with(dir, SledSettings::default())
     }
 
-    /// Opens with a page cache of `cache_mib`: what bounds the memory open
-    /// windows and queued jobs take (the rest stays on disk).
-    pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
-        let open = Open::new(dir, cache_mib)?;
+    pub fn open_with(dir: &Path, settings: SledSettings) -> Result<SledStore, StoreError> {
+        let open = Open::new(dir, &settings)?;
         let moved = queue::adopt_single_markers(&open.db, &open.tree)?;
         if moved > 0 {
             tracing::info!(
@@ -461,7 +511,7 @@ impl SledStore {
         }
         Ok(SledStore {
             dir: dir.to_owned(),
-            cache_mib,
+            settings,
             current: ArcSwapOption::from_pointee(open),
             reopening: Mutex::new(()),
             tally,
@@ -1218,7 +1268,7 @@ impl Store for SledStore {
         // lock) once calls still holding it return. Until then opening fails
         // and the caller tries again later.
         self.current.store(None);
-        let open = Open::new(&self.dir, self.cache_mib)?;
+        let open = Open::new(&self.dir, &self.settings)?;
         open.db.flush()?;
         // Writes counted but not flushed before the failure are gone.
         self.tally.forget();
@@ -1265,6 +1315,37 @@ mod tests {
             error: None,
             merged_events: Vec::new(),
             order: None,
+        }
+    }
+
+    #[test]
+    fn a_data_folder_keeps_the_compression_it_was_first_written_with() {
+        let plain = SledSettings::default();
+        let compressed = SledSettings {
+            compress: true,
+            ..plain
+        };
+        for (first, then) in [(plain, compressed), (compressed, plain)] {
+            let dir = tempfile::tempdir().unwrap();
+            assert_eq!(written_compressed(dir.path()), None);
+            {
+                let store = SledStore::open_with(dir.path(), first).unwrap();
+                store
+                    .update_jobs(&[job("a", JobStatus::Pending, 1)])
+                    .unwrap();
+                store.close().unwrap();
+            }
+            assert_eq!(written_compressed(dir.path()), Some(first.compress));
+            // Opened with the other setting (sled alone would refuse), the
+            // folder reads and writes as it was written.
+            let store = SledStore::open_with(dir.path(), then).unwrap();
+            assert_eq!(ids(store.pending_jobs().unwrap()), ["a"]);
+            store
+                .update_jobs(&[job("b", JobStatus::Pending, 1)])
+                .unwrap();
+            assert_eq!(ids(store.pending_jobs().unwrap()), ["a", "b"]);
+            drop(store);
+            assert_eq!(written_compressed(dir.path()), Some(first.compress));
         }
     }
 
