@@ -53,9 +53,11 @@ fn parse_marker_key(k: &[u8]) -> Result<(u64, usize), StoreError> {
     Ok((unique, count))
 }
 
-/// Every queue marker, oldest first.
-fn markers(tree: &sled::Tree) -> sled::Iter {
-    tree.range(PREFIX.to_vec()..END.to_vec())
+/// Every queue marker from the marker prefix `from` on (empty: the
+/// first), oldest first.
+fn markers(tree: &sled::Tree, from: &[u8]) -> sled::Iter {
+    let start = if from.is_empty() { PREFIX } else { from };
+    tree.range(start.to_vec()..END.to_vec())
 }
 
 /// The key prefix of marker `unique` (`Q/<unique>/`), which the sweep keeps
@@ -112,9 +114,8 @@ pub(super) fn each_pending(
     skip: &dyn Fn(&str) -> bool,
     mut each: impl FnMut(&str, &[u8]) -> Result<bool, StoreError>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let start = if from.is_empty() { PREFIX } else { from };
     let mut seen = HashSet::new();
-    for item in tree.range(start.to_vec()..END.to_vec()) {
+    for item in markers(tree, from) {
         let (k, ids) = item?;
         let ids: Vec<String> = serde_json::from_slice(&ids)?;
         for id in ids {
@@ -147,7 +148,7 @@ pub(super) fn count_pending(tree: &sled::Tree) -> Result<usize, StoreError> {
 /// from a key scan alone.
 pub(super) fn count_entries(tree: &sled::Tree) -> Result<usize, StoreError> {
     let mut n = 0;
-    for k in markers(tree).keys() {
+    for k in markers(tree, &[]).keys() {
         n += parse_marker_key(&k?)?.1;
     }
     Ok(n)
