@@ -83,13 +83,7 @@ pub mod stream {
         }
         if size != zstd_safe::CONTENTSIZE_UNKNOWN {
             let size = usize::try_from(size).map_err(|_| invalid("zstd frame too large"))?;
-            let mut content = Vec::with_capacity(size);
-            DECOMPRESSOR.with(|dctx| {
-                dctx.borrow_mut()
-                    .decompress(&mut content, frame)
-                    .map_err(zstd_error)
-            })?;
-            out.extend_from_slice(&content);
+            out.extend_from_slice(&block::decompress(frame, size)?);
             return Ok(());
         }
         let mut dctx = DCtx::create();
