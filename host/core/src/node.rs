@@ -264,10 +264,12 @@ impl Node {
                 {
                     tracing::error!(error = %e, "cannot read the store's state on taking the lead; using what was read at start");
                 }
-                let resumed_jobs = store.pending_count().unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "cannot count pending deliveries; reading the queue");
-                    usize::MAX
-                });
+                let resumed_jobs = store
+                    .pending_count()
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "cannot count pending deliveries; reading the queue");
+                    })
+                    .ok();
                 // Events queued from now on are stored as the leader's.
                 worker.lead();
                 // On a shared store: every event still to run, queued for

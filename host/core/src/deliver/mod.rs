@@ -742,11 +742,12 @@ impl Deliverer {
     /// Loads the store's pending jobs (all of them, up to the memory bound;
     /// the rest as room frees up): at start, and when submits overflowed.
     /// On a shared store only the ordered jobs (the others are claimed:
-    /// [`Deliverer::share`]). With `stored_pending` (the store's count, or
-    /// an upper bound) 0 the queue is not read: on a large sled store its
-    /// front may hold millions of entries of delivered jobs.
-    pub fn resume(self: &Arc<Self>, stored_pending: usize) {
-        if stored_pending > 0 {
+    /// [`Deliverer::share`]). When `stored_pending` (the store's count, or
+    /// an upper bound; `None`: not known) is 0 the queue is not read: on a
+    /// large sled store its front may hold millions of entries of delivered
+    /// jobs.
+    pub fn resume(self: &Arc<Self>, stored_pending: Option<usize>) {
+        if stored_pending != Some(0) {
             self.overflow.store(true, Ordering::SeqCst);
         }
         self.clone().open_lanes();
