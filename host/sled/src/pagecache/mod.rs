@@ -2077,7 +2077,13 @@ impl PageCache {
 
             trace!("load_snapshot pid {} {:?}", pid, state);
 
-            let mut cache_infos = Vec::default();
+            // hookhost: sized to fit. Grown from empty, a page's one entry
+            // took room for four: 160 bytes for each of the millions of
+            // pages of a large store (1.2 GB RSS at 10 M records).
+            let mut cache_infos = Vec::with_capacity(match *state {
+                PageState::Present { ref frags, .. } => 1 + frags.len(),
+                _ => 1,
+            });
 
             let guard = pin();
 
