@@ -472,10 +472,27 @@ impl Open {
             .compression_factor(COMPRESSION_LEVEL)
             .open()
             .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        give_back_freed_memory();
         let tree = db.open_tree("hookhost")?;
         Ok(Open { db, tree })
     }
 }
+
+/// sled's open reads its whole page-table snapshot into memory and frees it
+/// again: ~350 MB of small allocations for a 10-million-record store, which
+/// glibc would keep in the process (RSS 842 MB after such an open, 470 MB
+/// of it live). Handing it back to the system once costs a few ms.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim only releases free heap memory; it takes the
+    // allocator's own locks and may run while other threads allocate.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_freed_memory() {}
 
 impl SledStore {
     /// Opens with the default [`SledSettings`].
