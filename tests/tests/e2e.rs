@@ -5,6 +5,7 @@
 
 mod aggregation;
 mod api;
+mod backlog;
 mod catalog;
 mod cli;
 mod cluster;

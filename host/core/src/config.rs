@@ -318,6 +318,14 @@ pub struct ServerConfig {
     /// Acknowledged events that may wait for the pipeline; beyond it, ingest
     /// answers only as the pipeline catches up.
     pub pipeline_backlog: usize,
+    /// Acknowledged work not yet started (events queued for the pipeline,
+    /// new deliveries due and waiting for a slot of an endpoint that keeps
+    /// pace) at which ingest waits before accepting more: at saturation an
+    /// event waits at the door instead of in a queue. 0: never waits.
+    pub ingest_backlog: usize,
+    /// The longest a request waits at that door (then it goes on): what a
+    /// misjudged endpoint can cost ingest at most.
+    pub ingest_wait_ms: u64,
     /// A connection must send a complete request head within this long of
     /// opening, or of its previous answer: the bound on slow headers and the
     /// keep-alive idle timeout in one.
@@ -345,6 +353,8 @@ impl Default for ServerConfig {
             compress_store: false,
             checkpoint_ms: 1000,
             pipeline_backlog: 100_000,
+            ingest_backlog: 64,
+            ingest_wait_ms: 100,
             header_timeout_ms: 20_000,
             body_timeout_ms: 30_000,
             max_connections: None,

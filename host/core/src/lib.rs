@@ -12,6 +12,8 @@
 //! - [`pipeline`]: router plugins, subscription matching, filter/transform chains.
 //! - [`aggregate`]: aggregation windows and the derived outage event.
 //! - [`deliver`]: HTTP delivery, retries, dead letters.
+//! - [`backlog`]: acknowledged work not yet started, and ingest's wait
+//!   while it is at its bound (delivery keeps pace at saturation).
 //! - [`retention`]: removing finished work after its period; stored counts.
 //! - [`subscriptions`]: the live set of subscriptions (config file + API).
 //! - [`verify`]: checking a delivery as a receiver would.
@@ -27,6 +29,7 @@
 //! - [`model`]: the domain types every other module shares.
 
 pub mod aggregate;
+pub mod backlog;
 pub mod catalog;
 pub mod clock;
 pub mod cluster;

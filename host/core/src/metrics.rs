@@ -46,6 +46,10 @@ pub struct Metrics {
     pub connections_shed: AtomicU64,
     /// API connections answered 503 at the cap (none idle to close).
     pub connections_refused: AtomicU64,
+    /// Ingest requests that waited for the backlog to shrink and were let in.
+    pub ingest_backlog_waits: AtomicU64,
+    /// Those whose wait ran out (`server.ingest_wait_ms`) first.
+    pub ingest_backlog_waits_out: AtomicU64,
     /// Records removed by retention: delivered, dead letters, events.
     pub retention_removed: [AtomicU64; 3],
     /// What is stored, as last counted (shown once `stored_counted`):
@@ -80,6 +84,8 @@ impl Metrics {
             windows_closed: AtomicU64::new(0),
             outages_confirmed: AtomicU64::new(0),
             pipeline_events: AtomicU64::new(0),
+            ingest_backlog_waits: AtomicU64::new(0),
+            ingest_backlog_waits_out: AtomicU64::new(0),
             pipeline_handed_over: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             connections_shed: AtomicU64::new(0),
@@ -120,6 +126,8 @@ pub struct Snapshot {
     pub waiting_for_later: usize,
     /// Subscriptions whose endpoint hookhost disabled.
     pub endpoints_disabled: usize,
+    /// Acknowledged work not yet started ([`crate::backlog`]).
+    pub ingest_backlog: usize,
     /// (name, calls, errors, mean call seconds) per serving plugin.
     pub plugins: Vec<(String, u64, u64, f64)>,
     /// Each plugin with a candidate in shadow, and how they compared.
@@ -221,6 +229,21 @@ impl Collector for Scrape {
             "hookhost_ingest_refused",
             "Ingest requests refused (4xx).",
             load(&m.ingest_refused),
+        )?;
+        gauge(
+            &mut enc,
+            "hookhost_ingest_backlog",
+            "Acknowledged work not yet started: events queued for the pipeline and new deliveries due and waiting for a slot of an endpoint that keeps pace. Ingest waits at server.ingest_backlog.",
+            snapshot.ingest_backlog as i64,
+        )?;
+        counters(
+            &mut enc,
+            "hookhost_ingest_backlog_waits",
+            "Ingest requests that waited for the backlog to shrink: let in, or on after server.ingest_wait_ms.",
+            vec![
+                ([("ended", "let_in")], load(&m.ingest_backlog_waits)),
+                ([("ended", "waited_out")], load(&m.ingest_backlog_waits_out)),
+            ],
         )?;
         gauge(
             &mut enc,
@@ -441,6 +464,7 @@ mod tests {
     fn the_page_keeps_the_names_and_escapes_label_values() {
         let page = render(Snapshot {
             queue_depth: 3,
+            ingest_backlog: 0,
             waiting_for_later: 2,
             endpoints_disabled: 0,
             plugins: vec![("a\"b\\c\nd".into(), 7, 1, 0.5)],

@@ -133,6 +133,7 @@ impl Node {
         )?);
         let worker = Worker::new(pipeline.clone(), aggregator.clone(), store.clone());
         let (to_worker, from_intake) = mpsc::unbounded_channel();
+        let to_worker = crate::worker::ToPipeline::new(to_worker, deliverer.backlog());
         // A store that is its own queue (PostgreSQL) takes events straight
         // in; the embedded one has the journal in front of it.
         let mut store_intake = None;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::metrics::METRICS;
 
 use crate::aggregate::Aggregator;
+use crate::backlog::Backlog;
 use crate::deliver::Deliverer;
 use crate::model::{Job, JobStatus, OutageState, OutageUpdate, Processed, StoredEvent};
 use crate::pipeline::Pipeline;
@@ -27,6 +28,11 @@ use crate::store::{EventInbox, Store, StoreError};
 
 /// Events per store batch.
 const STORE_CHUNK: usize = 512;
+
+/// Events the worker takes from the ingest queue per round; the rest wait
+/// for the next one, so ticks (windows, outages) are not held up behind a
+/// deep queue.
+const ROUND_EVENTS: usize = 16 * STORE_CHUNK;
 
 /// How often a batch the store refused is tried again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
@@ -42,6 +48,31 @@ pub type Ack = Box<dyn FnOnce(bool) + Send>;
 pub struct Accepted {
     pub events: Vec<StoredEvent>,
     pub ack: Option<Ack>,
+}
+
+/// The intake's way to the worker: what it queues counts in the ingest
+/// backlog until the worker has stored its pipeline outcome.
+#[derive(Clone)]
+pub struct ToPipeline {
+    sender: mpsc::UnboundedSender<Accepted>,
+    backlog: Arc<Backlog>,
+}
+
+impl ToPipeline {
+    pub fn new(sender: mpsc::UnboundedSender<Accepted>, backlog: Arc<Backlog>) -> ToPipeline {
+        ToPipeline { sender, backlog }
+    }
+
+    /// Queues `accepted`; gives it back if the worker is gone.
+    pub fn send(&self, accepted: Accepted) -> Result<(), Accepted> {
+        // Counted first: the worker may take it off before `send` returns.
+        let n = accepted.events.len();
+        self.backlog.add(n);
+        self.sender.send(accepted).map_err(|back| {
+            self.backlog.remove(n);
+            back.0
+        })
+    }
 }
 
 pub struct Worker {
@@ -123,14 +154,21 @@ impl Worker {
     /// Runs events through the pipeline and stores the outcome; returns the
     /// jobs to deliver now. Blocking (plugin calls, store writes).
     pub fn process(&self, events: Vec<StoredEvent>) -> Vec<Job> {
-        self.process_all(events).0
+        let mut ready = Vec::new();
+        self.process_all(events, |_, jobs| ready.extend(jobs));
+        ready
     }
 
-    /// [`Worker::process`], also returning the events of batches that could
-    /// not be stored (to run again).
-    fn process_all(&self, events: Vec<StoredEvent>) -> (Vec<Job>, Vec<StoredEvent>) {
+    /// [`Worker::process`], handing each chunk's jobs to `stored` (with
+    /// the chunk's number of events) as soon as that chunk is in the store:
+    /// a job need not wait for the chunks behind it. Returns the events of
+    /// chunks that could not be stored (to run again).
+    fn process_all(
+        &self,
+        events: Vec<StoredEvent>,
+        mut stored: impl FnMut(usize, Vec<Job>),
+    ) -> Vec<StoredEvent> {
         let mut failed = Vec::new();
-        let mut ready = Vec::new();
         let mut events = events.into_iter().peekable();
         // A standby's own outcomes; a leader's (or a store of one node's
         // own) go the leader's way.
@@ -141,12 +179,13 @@ impl Worker {
         while events.peek().is_some() {
             // One store batch per chunk: fewer, larger writes, bounded size.
             let chunk: Vec<StoredEvent> = events.by_ref().take(STORE_CHUNK).collect();
+            let chunk_len = chunk.len();
             let outcome = match own_inbox {
                 Some(inbox) => self.process_own_batch(inbox, chunk),
                 None => self.process_batch(chunk.into_iter().map(|e| (e, None)).collect()),
             };
             match outcome {
-                Ok(jobs) => ready.extend(jobs),
+                Ok(jobs) => stored(chunk_len, jobs),
                 Err((e, events)) => {
                     tracing::error!(
                         error = %e,
@@ -157,7 +196,7 @@ impl Worker {
                 }
             }
         }
-        (ready, failed)
+        failed
     }
 
     /// Runs each event (with, for derived events, the location state to store
@@ -333,40 +372,54 @@ impl Worker {
             let result = tokio::select! {
                 received = from_ingest.recv() => {
                     let Some(first) = received else { break };
-                    // Take whatever else queued up: one blocking hop per batch.
-                    let mut accepted = vec![first];
-                    while let Ok(more) = from_ingest.try_recv() {
-                        accepted.push(more);
+                    // Take more of what queued up, up to a round's worth:
+                    // one blocking hop per round.
+                    let mut events = first.events;
+                    let mut acks: Vec<Ack> = first.ack.into_iter().collect();
+                    while events.len() < ROUND_EVENTS
+                        && let Ok(more) = from_ingest.try_recv()
+                    {
+                        events.extend(more.events);
+                        acks.extend(more.ack);
                     }
                     catching_up = false;
-                    let mut acks = Vec::with_capacity(accepted.len());
-                    let mut events = Vec::new();
-                    for a in accepted {
-                        events.extend(a.events);
-                        acks.extend(a.ack);
-                    }
+                    let to_deliverer = deliverer.clone();
+                    let backlog = deliverer.backlog();
+                    let hand_over = move |events: usize, jobs: Vec<Job>| {
+                        for job in jobs {
+                            to_deliverer.take_new(job);
+                        }
+                        // Its jobs count on their own now (while they
+                        // wait for a slot).
+                        backlog.remove(events);
+                    };
+                    let handing = hand_over.clone();
                     let mut processed =
-                        tokio::task::spawn_blocking(move || this.process_all(events)).await;
+                        tokio::task::spawn_blocking(move || this.process_all(events, handing))
+                            .await;
                     // Batches the store did not take run again (their ids
                     // stay claimed) once it writes: the intake recovers it.
                     // At shutdown they stay with the intake for next start.
-                    while let Ok((ready, failed)) = &mut processed
+                    while let Ok(failed) = &mut processed
                         && !failed.is_empty()
                         && !from_ingest.is_closed()
                     {
-                        for job in ready.drain(..) {
-                            deliverer.take_new(job);
-                        }
                         tokio::time::sleep(STORE_RETRY).await;
                         let (this, failed) = (self.clone(), std::mem::take(failed));
+                        let handing = hand_over.clone();
                         processed =
-                            tokio::task::spawn_blocking(move || this.process_all(failed)).await;
+                            tokio::task::spawn_blocking(move || this.process_all(failed, handing))
+                                .await;
                     }
-                    let all_stored = matches!(&processed, Ok((_, failed)) if failed.is_empty());
+                    if let Ok(failed) = &processed {
+                        // Left for the next start.
+                        deliverer.backlog().remove(failed.len());
+                    }
+                    let all_stored = matches!(&processed, Ok(failed) if failed.is_empty());
                     for ack in acks {
                         ack(all_stored);
                     }
-                    processed.map(|(ready, _)| Ok(ready))
+                    processed.map(|_| Ok(Vec::new()))
                 }
                 _ = ticker.tick(), if !catching_up => {
                     if !ticks {

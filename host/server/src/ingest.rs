@@ -74,6 +74,9 @@ async fn ingest_request(app: App, request: Request<Body>) -> Response {
         Ok(parsed) => parsed,
         Err((status, message)) => return error(status, message),
     };
+    // At saturation the event waits here, before it is acknowledged, not
+    // in a queue after (see `hookhost_core::backlog`).
+    app.deliverer.backlog().admit().await;
     // From here on the request must not stop half-way (a client that hangs
     // up would leave ids claimed but never stored, and a retry of them would
     // be answered as accepted): the rest runs as its own task.

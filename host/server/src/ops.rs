@@ -85,6 +85,7 @@ pub(crate) async fn metrics(State(app): State<App>) -> Response {
         queue_depth: app.deliverer.queued(),
         waiting_for_later: app.deliverer.waiting_for_later(),
         endpoints_disabled: app.deliverer.disabled_endpoints(),
+        ingest_backlog: app.deliverer.backlog().count(),
         plugins,
         shadows,
         plugin_loads,

@@ -42,6 +42,7 @@ use in_memory::{JobsInMemory, lock};
 use retry::{Outcome, backoff_ms};
 use state_writer::StateWriter;
 
+use crate::backlog::{Backlog, EndpointLoad, SlotWait};
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::model::Subscription;
@@ -107,6 +108,8 @@ struct Endpoint {
     in_flight: Semaphore,
     /// Shared by every subscription on the same scheme, host and port.
     host_in_flight: Arc<Semaphore>,
+    /// Its new deliveries waiting for a slot, for the ingest backlog.
+    load: Arc<EndpointLoad>,
     /// No attempt starts before this (ms since the epoch): set by an
     /// endpoint's `Retry-After`.
     paused_until_ms: std::sync::atomic::AtomicU64,
@@ -118,6 +121,7 @@ impl Endpoint {
         sub: Arc<Subscription>,
         policy: &TargetPolicy,
         host_in_flight: impl FnOnce(&Uri) -> Arc<Semaphore>,
+        load: Arc<EndpointLoad>,
     ) -> Result<Endpoint, String> {
         let uri: Uri = sub.url.parse().map_err(|e| format!("url: {e}"))?;
         // Again here: the allowlist may have changed since the subscription
@@ -148,6 +152,7 @@ impl Endpoint {
                 .collect::<Result<_, String>>()?,
             in_flight: Semaphore::new(sub.max_in_flight),
             host_in_flight: host_in_flight(&uri),
+            load,
             paused_until_ms: std::sync::atomic::AtomicU64::new(0),
             rate: sub.rate_limit.as_ref().map(rate::TokenBucket::new),
             uri,
@@ -199,6 +204,9 @@ pub struct Deliverer {
     /// After a store failure: compare what the store says this node holds
     /// with what it has in memory ([`Deliverer::share`]).
     resync: std::sync::atomic::AtomicBool,
+    /// Acknowledged work not yet started: new deliveries waiting for a
+    /// slot count in it (see [`crate::backlog`]).
+    backlog: Arc<Backlog>,
 }
 
 /// Takes an operational event to accept like an ingested one.
@@ -265,7 +273,17 @@ impl Deliverer {
             resync: Default::default(),
             waiting: Default::default(),
             waiting_timer: Default::default(),
+            backlog: Backlog::new(
+                config.server.ingest_backlog,
+                Duration::from_millis(config.server.ingest_wait_ms),
+            ),
         })
+    }
+
+    /// The node's ingest backlog: the intake and the pipeline count their
+    /// part of it, ingest waits at its door.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.backlog.clone()
     }
 
     /// The time attempts, retries and rotations run on.
@@ -367,7 +385,7 @@ impl Deliverer {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
                 .clone()
         };
-        match Endpoint::new(sub, &self.policy, host_in_flight) {
+        match Endpoint::new(sub, &self.policy, host_in_flight, self.backlog.endpoint()) {
             Ok(e) => {
                 let e = Arc::new(e);
                 endpoints.insert(id.to_string(), e.clone());
@@ -385,12 +403,18 @@ impl Deliverer {
     /// in the store (where it is pending) for a refill. An ordered job goes
     /// into its lane and starts when it is the lane's head.
     pub fn submit(self: &Arc<Self>, job: Job) {
+        self.submit_as(job, false)
+    }
+
+    /// [`Deliverer::submit`]; a `fresh` job (new from the pipeline) counts
+    /// in the ingest backlog while it is due and waits for a slot.
+    fn submit_as(self: &Arc<Self>, job: Job, fresh: bool) {
         match self.lane_of(&job) {
             Some((lane, seq)) => {
                 self.lanes.enqueue(&lane, seq, &job.id);
                 self.advance(&lane, Some(job));
             }
-            None => self.start(job, None),
+            None => self.start(job, None, fresh),
         }
     }
 
@@ -414,7 +438,7 @@ impl Deliverer {
                     self.lanes.enqueue(&lane, seq, &job.id);
                     lanes.push(lane);
                 }
-                None => self.start(job, None),
+                None => self.start(job, None, false),
             }
         }
         for lane in lanes {
@@ -432,7 +456,7 @@ impl Deliverer {
             return;
         };
         if let Some(job) = have.filter(|j| j.id == id) {
-            self.start(job, Some((lane.clone(), seq)));
+            self.start(job, Some((lane.clone(), seq)), false);
             return;
         }
         // Waiting jobs of a lane are ids only: read the head's job.
@@ -443,7 +467,7 @@ impl Deliverer {
                 let lookup = id.clone();
                 match tokio::task::spawn_blocking(move || store.job(&lookup)).await {
                     Ok(Ok(Some(job))) if job.status == JobStatus::Pending => {
-                        this.start(job, Some((lane, seq)));
+                        this.start(job, Some((lane, seq)), false);
                         return;
                     }
                     Ok(Ok(_)) => {
@@ -484,7 +508,7 @@ impl Deliverer {
     /// Gives `job` a task. An unordered one waits in the store instead when
     /// `max_jobs_in_memory` is reached; an ordered one (its lane's head)
     /// always gets one: at most one per active key.
-    fn start(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>) {
+    fn start(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>, fresh: bool) {
         {
             let mut live = lock(&self.live);
             let full = lane.is_none() && live.len() >= self.max_live;
@@ -514,11 +538,11 @@ impl Deliverer {
             }
             live.insert(&job.id);
         }
-        self.spawn_task(job, lane);
+        self.spawn_task(job, lane, fresh);
     }
 
     /// Runs `job`'s task; its id has its place in `live`.
-    fn spawn_task(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>) {
+    fn spawn_task(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>, fresh: bool) {
         let Some(endpoint) = self.endpoint(&job.subscription_id) else {
             tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
             lock(&self.live).remove(&job.id);
@@ -535,7 +559,7 @@ impl Deliverer {
             .as_ref()
             .filter(|_| lane.is_none())
             .map(|l| l.lapses());
-        self.spawn_turns(endpoint, job, held_under, lane);
+        self.spawn_turns(endpoint, job, held_under, lane, fresh);
     }
 
     /// Runs `job`'s turns in a task of its own (see [`Deliverer::turns`]).
@@ -545,6 +569,7 @@ impl Deliverer {
         job: Job,
         held_under: Option<u64>,
         lane: Option<(order::LaneId, u64)>,
+        fresh: bool,
     ) {
         // An ordered job keeps its task: its lane waits on it anyway.
         let may_wait_aside = lane.is_none();
@@ -554,12 +579,16 @@ impl Deliverer {
             self.wait_aside(job, endpoint, held_under);
             return;
         }
+        let slot_wait =
+            (fresh && job.next_attempt_at_ms <= self.clock.now_ms()).then(|| endpoint.load.waits());
         let this = self.clone();
         // Boxed: a task's future keeps room for what it captured.
         let job = Box::new(job);
         self.tasks.spawn(async move {
             let id = job.id.clone();
-            let end = this.turns(endpoint, job, held_under, may_wait_aside).await;
+            let end = this
+                .turns(endpoint, job, held_under, may_wait_aside, slot_wait)
+                .await;
             let TaskEnd::Ended(ended) = end else {
                 return; // still in memory, in the waiting room
             };
@@ -585,13 +614,18 @@ impl Deliverer {
         mut job: Box<Job>,
         held_under: Option<u64>,
         may_wait_aside: bool,
+        mut slot_wait: Option<SlotWait>,
     ) -> TaskEnd {
         loop {
             let disabled = self.health.disabled(&endpoint.sub.id).is_some();
             if !disabled && !self.until_due(job.next_attempt_at_ms).await {
                 return TaskEnd::Ended(None); // stopped: stays pending in the store
             }
-            let turn = Box::pin(self.clone().run(endpoint.clone(), *job, held_under));
+            let turn =
+                Box::pin(
+                    self.clone()
+                        .run(endpoint.clone(), *job, held_under, slot_wait.take()),
+                );
             match turn.await {
                 Turn::Ended(status) => return TaskEnd::Ended(status),
                 Turn::Retry(next) => *job = next,
@@ -685,7 +719,7 @@ impl Deliverer {
                 match record {
                     Some(job) if job.attempts.len() < waiter.attempts => behind.push(waiter),
                     Some(job) if job.status == JobStatus::Pending => {
-                        self.spawn_turns(waiter.endpoint, job, waiter.held_under, None)
+                        self.spawn_turns(waiter.endpoint, job, waiter.held_under, None, false)
                     }
                     _ => self.states.release(waiter.id),
                 }
@@ -814,7 +848,7 @@ impl Deliverer {
                                 lock(&this.live).remove(&job.id);
                                 this.submit(job);
                             } else {
-                                this.spawn_task(job, None);
+                                this.spawn_task(job, None, false);
                             }
                         }
                     }
@@ -894,7 +928,7 @@ impl Deliverer {
                 match registered {
                     Ok(Ok(unlaned)) => {
                         for job in unlaned {
-                            self.start(job, None);
+                            self.start(job, None, false);
                         }
                         break;
                     }
@@ -1034,6 +1068,7 @@ impl Deliverer {
         endpoint: Arc<Endpoint>,
         mut job: Job,
         held_under: Option<u64>,
+        mut slot_wait: Option<SlotWait>,
     ) -> Turn {
         let body = match sign::body(
             endpoint.sub.envelope,
@@ -1077,7 +1112,10 @@ impl Deliverer {
                 permits = async {
                     // Not even a zero sleep when due: the timer fires on its
                     // next millisecond tick, a delay every delivery would pay.
+                    // Waiting for a pause or a rate limit is the endpoint's
+                    // pace, not the CPU's: it stops counting in the backlog.
                     if wait > 0 {
+                        drop(slot_wait.take());
                         tokio::time::sleep(Duration::from_millis(wait)).await;
                     }
                     // Its turn under the rate limit before any slot is taken:
@@ -1086,6 +1124,7 @@ impl Deliverer {
                     if let Some(rate) = &endpoint.rate {
                         let turn = rate.take(std::time::Instant::now());
                         if !turn.is_zero() {
+                            drop(slot_wait.take());
                             tokio::time::sleep(turn).await;
                         }
                     }
@@ -1097,6 +1136,8 @@ impl Deliverer {
             let Ok(_permits) = permits else {
                 return Turn::Ended(None);
             };
+            // Started: no longer acknowledged work waiting.
+            drop(slot_wait.take());
             if endpoint.paused_until_ms.load(Ordering::SeqCst) > self.clock.now_ms() {
                 continue; // paused while it waited for a slot
             }
@@ -1118,6 +1159,7 @@ impl Deliverer {
             let (attempt, outcome) = Box::pin(self.attempt(&endpoint, &job.id, body.clone()))
                 .instrument(span.clone())
                 .await;
+            endpoint.load.attempt_ended(attempt.latency_ms);
             // Nothing below awaits until the next turn of the loop.
             let _in_span = span.enter();
             let succeeded = matches!(outcome, Outcome::Delivered);

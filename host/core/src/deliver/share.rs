@@ -33,7 +33,7 @@ impl Deliverer {
         {
             return;
         }
-        self.submit(job);
+        self.submit_as(job, true);
     }
 
     /// Whether jobs are claimed from a store other nodes deliver from too.

@@ -7,8 +7,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::journal::{Journal, JournalError, Recovered};
 use super::parse::answer;
 use super::{
@@ -17,14 +15,14 @@ use super::{
 };
 use crate::model::{Remembered, StoredEvent};
 use crate::store::{Store, StoreError};
-use crate::worker::{Accepted, Ack};
+use crate::worker::{Accepted, Ack, ToPipeline};
 use std::sync::atomic::Ordering;
 
 pub struct JournalIntake {
     journal: Arc<Journal>,
     store: Arc<dyn Store>,
     /// Taken at shutdown, so that the worker sees the end of its queue.
-    to_pipeline: Mutex<Option<mpsc::UnboundedSender<Accepted>>>,
+    to_pipeline: Mutex<Option<ToPipeline>>,
     health: Health,
     /// Checkpoints and store recovery exclude each other: a checkpoint must
     /// not retire a segment between a store's reopening and the journal's
@@ -98,7 +96,7 @@ impl JournalIntake {
         dir: &Path,
         backlog: usize,
         store: Arc<dyn Store>,
-        to_pipeline: mpsc::UnboundedSender<Accepted>,
+        to_pipeline: ToPipeline,
     ) -> Result<(Arc<JournalIntake>, usize), IntakeError> {
         let unavailable = |e: JournalError| IntakeError::Unavailable(e.to_string());
         let (journal, recovered) = Journal::open(dir, backlog).map_err(unavailable)?;

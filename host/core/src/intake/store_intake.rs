@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::parse::answer;
 use super::{
@@ -20,7 +20,7 @@ use super::{
 };
 use crate::model::{Remembered, StoredEvent};
 use crate::store::{EventInbox, Store, StoreError};
-use crate::worker::Accepted;
+use crate::worker::{Accepted, ToPipeline};
 
 /// Events admitted in one transaction at most (a single larger request
 /// still goes in one, alone).
@@ -45,7 +45,7 @@ pub struct StoreIntake {
     inbox: Arc<dyn EventInbox>,
     commits: std_mpsc::Sender<Commit>,
     /// Taken at shutdown, so that the worker sees the end of its queue.
-    to_pipeline: Mutex<Option<mpsc::UnboundedSender<Accepted>>>,
+    to_pipeline: Mutex<Option<ToPipeline>>,
     /// Room in the pipeline's queue, in events (`server.pipeline_backlog`).
     backlog: Arc<Semaphore>,
     backlog_limit: usize,
@@ -62,7 +62,7 @@ impl StoreIntake {
         inbox: Arc<dyn EventInbox>,
         store: Arc<dyn Store>,
         backlog: usize,
-        to_pipeline: mpsc::UnboundedSender<Accepted>,
+        to_pipeline: ToPipeline,
     ) -> Result<Arc<StoreIntake>, IntakeError> {
         let (commits, queued) = std_mpsc::channel();
         std::thread::Builder::new()
