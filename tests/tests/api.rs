@@ -1403,3 +1403,63 @@ fn real_answers_match_the_schemas_of_the_openapi_document() {
     );
     server.stop();
 }
+
+#[test]
+fn a_replaced_subscription_takes_its_waiting_retries_along() {
+    // Each delivery fails once at the old URL; its retry (1.5 s later:
+    // the waiting room, or 0.3 s: its own task) goes to the URL the
+    // subscription has by then.
+    let receiver = Receiver::start();
+    receiver.script("old", Answer::Status(503));
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), &receiver.url("sink"));
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(WAIT);
+    let admin = |method: &str, path: &str, body: &Value| {
+        request(api, method, path, &[ADMIN], body.to_string().as_bytes())
+    };
+    let subscription = |id: &str, path: &str, backoff_ms: u64| {
+        json!({
+            "id": id,
+            "url": receiver.url(path),
+            "types": ["report"],
+            "seed": "s33d",
+            "intervals": {"*": "direct"},
+            "retry": {"backoff": "fixed", "backoff_ms": backoff_ms, "max_retries": 3}
+        })
+    };
+    for (id, backoff_ms) in [("later", 1_500), ("soon", 300)] {
+        let (status, body) = admin(
+            "POST",
+            "/v1/subscriptions",
+            &subscription(id, "old", backoff_ms),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = request(
+        api,
+        "POST",
+        "/v1/events",
+        &[INGEST],
+        br#"{"type": "report", "data": {"n": 1}}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    receiver.wait_count("old", 2, WAIT);
+    for (id, backoff_ms) in [("later", 1_500), ("soon", 300)] {
+        let (status, body) = admin(
+            "PUT",
+            &format!("/v1/subscriptions/{id}"),
+            &subscription(id, "new", backoff_ms),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    receiver.wait_count("new", 2, WAIT);
+    let to: std::collections::BTreeSet<String> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.path == "new")
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(to.len(), 2, "each retry went to the new URL once");
+    assert!(server.terminate(WAIT).success());
+}

@@ -610,7 +610,7 @@ impl Deliverer {
     /// goes straight on (`run` settles it).
     async fn turns(
         self: &Arc<Self>,
-        endpoint: Arc<Endpoint>,
+        mut endpoint: Arc<Endpoint>,
         mut job: Box<Job>,
         held_under: Option<u64>,
         may_wait_aside: bool,
@@ -620,6 +620,15 @@ impl Deliverer {
             let disabled = self.health.disabled(&endpoint.sub.id).is_some();
             if !disabled && !self.until_due(job.next_attempt_at_ms).await {
                 return TaskEnd::Ended(None); // stopped: stays pending in the store
+            }
+            // Each turn on the subscription as it is now: one changed while
+            // this job waited (a new URL or secret) is what its retry uses.
+            match self.endpoint(&job.subscription_id) {
+                Some(current) => endpoint = current,
+                None => {
+                    tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
+                    return TaskEnd::Ended(None);
+                }
             }
             let turn =
                 Box::pin(
