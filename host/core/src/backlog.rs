@@ -72,11 +72,6 @@ impl Backlog {
         })
     }
 
-    /// Counting only, no door: for a node in tests and tools.
-    pub fn unbounded() -> Arc<Backlog> {
-        Backlog::new(0, Duration::ZERO)
-    }
-
     /// Acknowledged work not yet started, as counted now.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
@@ -255,11 +250,6 @@ impl EndpointLoad {
             self.backlog.remove(s.waiting);
         }
     }
-
-    /// Whether its waiting deliveries count now.
-    pub fn counted(&self) -> bool {
-        lock(&self.state).counted
-    }
 }
 
 /// A new delivery waiting for its endpoint's slot.
@@ -298,13 +288,13 @@ mod tests {
         assert_eq!(backlog.count(), 4);
         // One very slow attempt moves the average past the bound.
         load.attempt_ended(1_000.0);
-        assert!(!load.counted());
+        assert!(!lock(&load.state).counted);
         assert_eq!(backlog.count(), 0);
         // Quick again for long enough: counted again.
         for _ in 0..40 {
             load.attempt_ended(1.0);
         }
-        assert!(load.counted());
+        assert!(lock(&load.state).counted);
         assert_eq!(backlog.count(), 4);
     }
 
@@ -361,7 +351,10 @@ mod tests {
         assert_eq!(backlog.count(), 5);
         lock(&load.state).progress_ms = 0;
         backlog.admit().await; // nothing lets it in: its wait runs out
-        assert!(!load.counted(), "a stalled endpoint stops counting");
+        assert!(
+            !lock(&load.state).counted,
+            "a stalled endpoint stops counting"
+        );
         assert_eq!(backlog.count(), 0);
         backlog.admit().await; // and the door is open again
         assert!(lock(&backlog.waiters).iter().all(|w| w.is_closed()));
@@ -369,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_open_door_never_waits() {
-        let backlog = Backlog::unbounded();
+        let backlog = Backlog::new(0, Duration::ZERO);
         backlog.add(1_000_000);
         backlog.admit().await;
     }

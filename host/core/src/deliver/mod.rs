@@ -83,7 +83,6 @@ struct Waiter {
     /// How many attempts its stored record has (at least): a read that
     /// shows fewer saw a state since replaced.
     attempts: usize,
-    endpoint: Arc<Endpoint>,
     held_under: Option<u64>,
 }
 
@@ -576,7 +575,7 @@ impl Deliverer {
         if may_wait_aside && self.waits_aside(&job, &endpoint) {
             // No task until it is due (a refill may load a hundred
             // thousand such jobs at once).
-            self.wait_aside(job, endpoint, held_under);
+            self.wait_aside(job, held_under);
             return;
         }
         let slot_wait =
@@ -618,16 +617,20 @@ impl Deliverer {
     ) -> TaskEnd {
         loop {
             let disabled = self.health.disabled(&endpoint.sub.id).is_some();
-            if !disabled && !self.until_due(job.next_attempt_at_ms).await {
+            let waits = !disabled && job.next_attempt_at_ms > self.clock.now_ms();
+            if waits && !self.until_due(job.next_attempt_at_ms).await {
                 return TaskEnd::Ended(None); // stopped: stays pending in the store
             }
-            // Each turn on the subscription as it is now: one changed while
-            // this job waited (a new URL or secret) is what its retry uses.
-            match self.endpoint(&job.subscription_id) {
-                Some(current) => endpoint = current,
-                None => {
-                    tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
-                    return TaskEnd::Ended(None);
+            // A turn after a wait runs on the subscription as it is now: one
+            // changed meanwhile (a new URL or secret) is what the attempt
+            // uses. A turn due at once has an endpoint just looked up.
+            if waits {
+                match self.endpoint(&job.subscription_id) {
+                    Some(current) => endpoint = current,
+                    None => {
+                        tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
+                        return TaskEnd::Ended(None);
+                    }
                 }
             }
             let turn =
@@ -640,7 +643,7 @@ impl Deliverer {
                 Turn::Retry(next) => *job = next,
             }
             if may_wait_aside && self.waits_aside(&job, &endpoint) {
-                self.wait_aside(*job, endpoint, held_under);
+                self.wait_aside(*job, held_under);
                 return TaskEnd::WaitsAside;
             }
         }
@@ -655,11 +658,10 @@ impl Deliverer {
 
     /// Puts `job` in the waiting room (its latest state is stored or on
     /// its way); it keeps its place in memory.
-    fn wait_aside(self: &Arc<Self>, job: Job, endpoint: Arc<Endpoint>, held_under: Option<u64>) {
+    fn wait_aside(self: &Arc<Self>, job: Job, held_under: Option<u64>) {
         let waiter = Waiter {
             attempts: job.attempts.len(),
             id: job.id,
-            endpoint,
             held_under,
         };
         self.waiting.put(job.next_attempt_at_ms, waiter);
@@ -727,8 +729,18 @@ impl Deliverer {
             for (waiter, record) in waiters.into_iter().zip(records) {
                 match record {
                     Some(job) if job.attempts.len() < waiter.attempts => behind.push(waiter),
+                    // On its subscription as it is now (it may have
+                    // changed while the job waited).
                     Some(job) if job.status == JobStatus::Pending => {
-                        self.spawn_turns(waiter.endpoint, job, waiter.held_under, None, false)
+                        match self.endpoint(&job.subscription_id) {
+                            Some(endpoint) => {
+                                self.spawn_turns(endpoint, job, waiter.held_under, None, false)
+                            }
+                            None => {
+                                tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
+                                self.states.release(waiter.id);
+                            }
+                        }
                     }
                     _ => self.states.release(waiter.id),
                 }
