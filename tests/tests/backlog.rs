@@ -160,22 +160,29 @@ fn deliveries_paced_by_a_rate_limit_do_not_count() {
     for n in 1..40 {
         post_one(api, n);
     }
+    // Once the pipeline is through, the paced deliveries (2 a second)
+    // still queue, and none of them is in the backlog. (Requests may have
+    // waited briefly behind the pipeline on a busy machine: that is the
+    // pipeline's part, not the queue's.)
     hookhost_tests::wait_until(WAIT, || {
-        let m = metrics(api);
-        m.get("hookhost_pipeline_events_total").copied() == Some(40.0)
-            && m.get("hookhost_ingest_backlog").copied() == Some(0.0)
+        metrics(api).get("hookhost_pipeline_events_total").copied() == Some(40.0)
     })
-    .expect("the paced queue is not in the backlog");
+    .expect("the pipeline runs every event");
     let m = metrics(api);
-    for ended in ["let_in", "waited_out"] {
-        assert_eq!(
-            m.get(&format!(
-                "hookhost_ingest_backlog_waits_total{{ended=\"{ended}\"}}"
-            )),
-            Some(&0.0),
-            "no request waited: {m:?}"
-        );
-    }
+    assert!(
+        m["hookhost_delivery_queue_depth"] >= 20.0,
+        "the rate limit keeps a queue: {m:?}"
+    );
+    assert_eq!(
+        m.get("hookhost_ingest_backlog"),
+        Some(&0.0),
+        "the paced queue is not in the backlog: {m:?}"
+    );
+    assert_eq!(
+        m.get("hookhost_ingest_backlog_waits_total{ended=\"waited_out\"}"),
+        Some(&0.0),
+        "no request waited its longest wait: {m:?}"
+    );
     assert!(
         receiver.count("s") < 40,
         "the rate limit still paces the deliveries"
