@@ -21,7 +21,7 @@ use crate::metrics::METRICS;
 
 use crate::aggregate::Aggregator;
 use crate::backlog::Backlog;
-use crate::deliver::Deliverer;
+use crate::deliver::{Deliverer, StoredGate};
 use crate::model::{Job, JobStatus, OutageState, OutageUpdate, Processed, StoredEvent};
 use crate::pipeline::Pipeline;
 use crate::store::{EventInbox, Store, StoreError};
@@ -93,6 +93,15 @@ fn needs_leader(outcome: &Processed) -> bool {
     outcome.jobs.iter().any(|j| j.order.is_some())
 }
 
+/// Hands a batch's new jobs to the deliverer before the batch is stored
+/// (see [`Deliverer::take_new_before_stored`]); gives back those it did not take.
+type Early<'a> = &'a dyn Fn(Vec<Job>) -> Result<StoredGate, Vec<Job>>;
+
+/// Whether a job goes to the deliverer before its batch is stored.
+fn goes_early(job: &Job) -> bool {
+    job.status == JobStatus::Pending && job.order.is_none()
+}
+
 /// An event as it was before the pipeline ran (to run again).
 fn unrun(event: StoredEvent) -> StoredEvent {
     StoredEvent {
@@ -155,18 +164,21 @@ impl Worker {
     /// jobs to deliver now. Blocking (plugin calls, store writes).
     pub fn process(&self, events: Vec<StoredEvent>) -> Vec<Job> {
         let mut ready = Vec::new();
-        self.process_all(events, |_, jobs| ready.extend(jobs));
+        self.process_all(events, |_, jobs| ready.extend(jobs), None);
         ready
     }
 
     /// [`Worker::process`], handing each chunk's jobs to `stored` (with
     /// the chunk's number of events) as soon as that chunk is in the store:
-    /// a job need not wait for the chunks behind it. Returns the events of
-    /// chunks that could not be stored (to run again).
+    /// a job need not wait for the chunks behind it. With `early`, a
+    /// leader's (or a lone node's) chunk hands its jobs over before it is
+    /// stored instead. Returns the events of chunks that could not be stored
+    /// (to run again).
     fn process_all(
         &self,
         events: Vec<StoredEvent>,
         mut stored: impl FnMut(usize, Vec<Job>),
+        early: Option<Early>,
     ) -> Vec<StoredEvent> {
         let mut failed = Vec::new();
         let mut events = events.into_iter().peekable();
@@ -182,7 +194,7 @@ impl Worker {
             let chunk_len = chunk.len();
             let outcome = match own_inbox {
                 Some(inbox) => self.process_own_batch(inbox, chunk),
-                None => self.process_batch(chunk.into_iter().map(|e| (e, None)).collect()),
+                None => self.process_batch(chunk.into_iter().map(|e| (e, None)).collect(), early),
             };
             match outcome {
                 Ok(jobs) => stored(chunk_len, jobs),
@@ -200,11 +212,13 @@ impl Worker {
     }
 
     /// Runs each event (with, for derived events, the location state to store
-    /// with it) and writes all outcomes in one atomic batch.
+    /// with it) and writes all outcomes in one atomic batch; returns the jobs
+    /// to deliver (those `early` did not take before the write).
     /// On failure, the events are given back as they came (to run again).
     fn process_batch(
         &self,
         events: Vec<(StoredEvent, Option<OutageUpdate>)>,
+        early: Option<Early>,
     ) -> Result<Vec<Job>, (StoreError, Vec<StoredEvent>)> {
         let mut outcomes: Vec<Processed> = Vec::with_capacity(events.len());
         // Location states decided in this batch, not yet in the store.
@@ -230,6 +244,17 @@ impl Worker {
             out.outage = outage;
             outcomes.push(out);
         }
+        // Delivering while the store writes saves the write's time (~1 ms
+        // at low rates) on every delivery's latency.
+        let gate = early.filter(|_| failure.is_none()).and_then(|early| {
+            let jobs: Vec<Job> = outcomes
+                .iter()
+                .flat_map(|o| &o.jobs)
+                .filter(|j| goes_early(j))
+                .cloned()
+                .collect();
+            early(jobs).ok()
+        });
         // Until this batch lands (and is flushed) the intake keeps its
         // events: a crash re-runs it.
         let stored = match failure {
@@ -239,6 +264,10 @@ impl Worker {
                 .complete_pipeline(&outcomes)
                 .map_err(|e| (e, None)),
         };
+        let handed_early = gate.is_some();
+        if let Some(gate) = gate {
+            gate.open(stored.is_ok());
+        }
         if let Err((e, current)) = stored {
             let back = outcomes
                 .into_iter()
@@ -252,7 +281,11 @@ impl Worker {
         METRICS
             .window_events
             .fetch_add(placed as i64, Ordering::Relaxed);
-        Ok(stored_jobs(outcomes))
+        let mut jobs = stored_jobs(outcomes);
+        if handed_early {
+            jobs.retain(|j| !goes_early(j));
+        }
+        Ok(jobs)
     }
 
     /// A standby's batch of its own events: runs each, stores the outcomes
@@ -331,6 +364,7 @@ impl Worker {
                     .into_iter()
                     .map(|(event, state)| (event, Some(state)))
                     .collect(),
+                None,
             )
             .map_err(|(e, _)| e)?
         };
@@ -393,10 +427,14 @@ impl Worker {
                         // wait for a slot).
                         backlog.remove(events);
                     };
+                    let early_to = deliverer.clone();
+                    let early = move |jobs| early_to.take_new_before_stored(jobs);
                     let handing = hand_over.clone();
-                    let mut processed =
-                        tokio::task::spawn_blocking(move || this.process_all(events, handing))
-                            .await;
+                    let early_now = early.clone();
+                    let mut processed = tokio::task::spawn_blocking(move || {
+                        this.process_all(events, handing, Some(&early_now))
+                    })
+                    .await;
                     // Batches the store did not take run again (their ids
                     // stay claimed) once it writes: the intake recovers it.
                     // At shutdown they stay with the intake for next start.
@@ -407,9 +445,11 @@ impl Worker {
                         tokio::time::sleep(STORE_RETRY).await;
                         let (this, failed) = (self.clone(), std::mem::take(failed));
                         let handing = hand_over.clone();
-                        processed =
-                            tokio::task::spawn_blocking(move || this.process_all(failed, handing))
-                                .await;
+                        let early_now = early.clone();
+                        processed = tokio::task::spawn_blocking(move || {
+                            this.process_all(failed, handing, Some(&early_now))
+                        })
+                        .await;
                     }
                     if let Ok(failed) = &processed {
                         // Left for the next start.

@@ -41,6 +41,7 @@ use client::HttpsClient;
 use in_memory::{JobsInMemory, lock};
 use retry::{Outcome, backoff_ms};
 use state_writer::StateWriter;
+pub use state_writer::StoredGate;
 
 use crate::backlog::{Backlog, EndpointLoad, SlotWait};
 use crate::config::Config;
@@ -502,6 +503,38 @@ impl Deliverer {
             .unwrap_or_default();
         self.lanes.finished(lane, seq, status, on_dead);
         self.advance(lane, None);
+    }
+
+    /// New jobs whose pipeline batch the store is still writing: started
+    /// now, so their first attempt overlaps that write, while their states
+    /// wait for the returned gate (a state must not land before its job).
+    /// Unordered jobs only (a lane reads its next job from the store), on a
+    /// store of this node's own (a shared one decides by that write which
+    /// node keeps a job), and all of them within `max_jobs_in_memory`;
+    /// otherwise they are given back, to hand over once stored.
+    pub fn take_new_before_stored(
+        self: &Arc<Self>,
+        jobs: Vec<Job>,
+    ) -> Result<StoredGate, Vec<Job>> {
+        if jobs.is_empty() || self.leases.is_some() || jobs.iter().any(|j| j.order.is_some()) {
+            return Err(jobs);
+        }
+        {
+            let mut live = lock(&self.live);
+            if live.len() + jobs.len() > self.max_live || jobs.iter().any(|j| live.contains(&j.id))
+            {
+                return Err(jobs);
+            }
+            for job in &jobs {
+                live.insert(&job.id);
+            }
+        }
+        // Before any of them can save a state.
+        let gate = self.states.gate();
+        for job in jobs {
+            self.spawn_task(job, None, true);
+        }
+        Ok(gate)
     }
 
     /// Gives `job` a task. An unordered one waits in the store instead when

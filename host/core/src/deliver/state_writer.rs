@@ -27,6 +27,22 @@ enum StateWrite {
     Health(String, EndpointHealth),
     /// Answered once every earlier write is applied.
     Sync(tokio::sync::oneshot::Sender<()>),
+    /// Later writes wait until the pipeline batch this stands for is in the
+    /// store (or failed): they may be states of its jobs, which must not
+    /// land before the jobs themselves.
+    After(std::sync::mpsc::Receiver<bool>),
+}
+
+/// Held by the pipeline while it stores a batch whose jobs are already
+/// being delivered; tells the state writer when the batch is in the store.
+/// Dropped unopened, it counts as a failed write.
+pub struct StoredGate(std::sync::mpsc::SyncSender<bool>);
+
+impl StoredGate {
+    /// The batch is stored (`true`) or the store refused it (`false`).
+    pub fn open(self, stored: bool) {
+        let _ = self.0.send(stored);
+    }
 }
 
 /// Most job states per store batch.
@@ -117,6 +133,17 @@ impl StateWriter {
                     let mut next = first;
                     while let Some(write) = next {
                         match write {
+                            // The states gathered so far wait too (a
+                            // store write at most): simpler than splitting.
+                            StateWrite::After(stored) => {
+                                if !matches!(stored.recv(), Ok(true)) {
+                                    // Its events run again, and their jobs
+                                    // are delivered again: at least once.
+                                    tracing::debug!(
+                                        "a pipeline batch delivered early was not stored"
+                                    );
+                                }
+                            }
                             StateWrite::Save(job) => jobs.push(job),
                             StateWrite::Release(id) => released.push(id),
                             StateWrite::Health(id, h) => health.push((id, h)),
@@ -174,6 +201,14 @@ impl StateWriter {
             .send(StateWrite::Health(subscription, health));
     }
 
+    /// States saved from now on are written only once the returned gate
+    /// is opened (or dropped).
+    pub(super) fn gate(&self) -> StoredGate {
+        let (open, opened) = std::sync::mpsc::sync_channel(1);
+        let _ = self.to_thread.send(StateWrite::After(opened));
+        StoredGate(open)
+    }
+
     pub(super) fn release(&self, job_id: String) {
         let _ = self.to_thread.send(StateWrite::Release(job_id));
     }
@@ -203,5 +238,95 @@ impl Drop for StateWriter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attempt, JobStatus, Processed, StoredEvent};
+    use crate::store::sled::SledStore;
+
+    fn job(status: JobStatus) -> Job {
+        Job {
+            id: "j1".into(),
+            event_id: "e1".into(),
+            subscription_id: "s".into(),
+            event_type: "report".into(),
+            data: "{}".into(),
+            status,
+            attempts: Vec::new(),
+            attempts_in_round: 0,
+            next_attempt_at_ms: 0,
+            created_at_ms: 1,
+            error: None,
+            merged_events: Vec::new(),
+            order: None,
+        }
+    }
+
+    fn batch_with(job: Job) -> Processed {
+        let mut p = Processed::new(StoredEvent {
+            id: "e1".into(),
+            event_type: "report".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            data: "{}".into(),
+            received_at_ms: 1,
+            errors: Vec::new(),
+            plugin_decisions: Default::default(),
+        });
+        p.jobs = vec![job];
+        p
+    }
+
+    /// A job delivered while its pipeline batch is being stored: its
+    /// delivered state lands after the batch, not under it.
+    #[test]
+    fn a_state_behind_a_gate_lands_after_the_batch_it_waits_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let writer = StateWriter::start(store.clone(), None, JobsInMemory::default());
+        let gate = writer.gate();
+        let mut delivered = job(JobStatus::Delivered);
+        delivered.attempts.push(Attempt {
+            at_ms: 2,
+            status: Some(204),
+            latency_ms: 1.0,
+            error: None,
+            sent_sha256: None,
+        });
+        writer.save(delivered);
+        // Without the gate the writer would store it within moments; give
+        // it the chance to (a working gate never takes it).
+        for _ in 0..50 {
+            assert!(
+                store.job("j1").unwrap().is_none(),
+                "a state landed before its job's batch"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(4));
+        }
+        store
+            .complete_pipeline(&[batch_with(job(JobStatus::Pending))])
+            .unwrap();
+        gate.open(true);
+        writer.sync_blocking();
+        let stored = store.job("j1").unwrap().unwrap();
+        assert_eq!(stored.status, JobStatus::Delivered);
+        assert_eq!(store.pending_count().unwrap(), 0);
+    }
+
+    /// A pipeline that dies with its gate shut does not stop the writer.
+    #[test]
+    fn a_gate_dropped_unopened_lets_later_states_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        store
+            .complete_pipeline(&[batch_with(job(JobStatus::Pending))])
+            .unwrap();
+        let writer = StateWriter::start(store.clone(), None, JobsInMemory::default());
+        drop(writer.gate());
+        writer.save(job(JobStatus::Dead));
+        writer.sync_blocking();
+        assert_eq!(store.job("j1").unwrap().unwrap().status, JobStatus::Dead);
     }
 }
