@@ -427,12 +427,11 @@ impl Worker {
                         // wait for a slot).
                         backlog.remove(events);
                     };
-                    let early_to = deliverer.clone();
-                    let early = move |jobs| early_to.take_new_before_stored(jobs);
                     let handing = hand_over.clone();
-                    let early_now = early.clone();
+                    let early_to = deliverer.clone();
                     let mut processed = tokio::task::spawn_blocking(move || {
-                        this.process_all(events, handing, Some(&early_now))
+                        let early = |jobs| early_to.take_new_before_stored(jobs);
+                        this.process_all(events, handing, Some(&early))
                     })
                     .await;
                     // Batches the store did not take run again (their ids
@@ -445,9 +444,10 @@ impl Worker {
                         tokio::time::sleep(STORE_RETRY).await;
                         let (this, failed) = (self.clone(), std::mem::take(failed));
                         let handing = hand_over.clone();
-                        let early_now = early.clone();
+                        let early_to = deliverer.clone();
                         processed = tokio::task::spawn_blocking(move || {
-                            this.process_all(failed, handing, Some(&early_now))
+                            let early = |jobs| early_to.take_new_before_stored(jobs);
+                            this.process_all(failed, handing, Some(&early))
                         })
                         .await;
                     }

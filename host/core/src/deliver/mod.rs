@@ -364,6 +364,16 @@ impl Deliverer {
         Ok(resumed)
     }
 
+    /// The endpoint `job` is sent to now; `None` (and said so) once its
+    /// subscription is no longer configured: the job stays pending.
+    fn endpoint_for(&self, job: &Job) -> Option<Arc<Endpoint>> {
+        let found = self.endpoint(&job.subscription_id);
+        if found.is_none() {
+            tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
+        }
+        found
+    }
+
     /// The endpoint of the current version of subscription `id`.
     fn endpoint(&self, id: &str) -> Option<Arc<Endpoint>> {
         let sub = self.subscriptions.get(id)?;
@@ -575,8 +585,7 @@ impl Deliverer {
 
     /// Runs `job`'s task; its id has its place in `live`.
     fn spawn_task(self: &Arc<Self>, job: Job, lane: Option<(order::LaneId, u64)>, fresh: bool) {
-        let Some(endpoint) = self.endpoint(&job.subscription_id) else {
-            tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
+        let Some(endpoint) = self.endpoint_for(&job) else {
             lock(&self.live).remove(&job.id);
             if let Some((lane, seq)) = &lane {
                 // Its lane stays until the next start.
@@ -658,12 +667,9 @@ impl Deliverer {
             // changed meanwhile (a new URL or secret) is what the attempt
             // uses. A turn due at once has an endpoint just looked up.
             if waits {
-                match self.endpoint(&job.subscription_id) {
+                match self.endpoint_for(&job) {
                     Some(current) => endpoint = current,
-                    None => {
-                        tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
-                        return TaskEnd::Ended(None);
-                    }
+                    None => return TaskEnd::Ended(None),
                 }
             }
             let turn =
@@ -765,14 +771,11 @@ impl Deliverer {
                     // On its subscription as it is now (it may have
                     // changed while the job waited).
                     Some(job) if job.status == JobStatus::Pending => {
-                        match self.endpoint(&job.subscription_id) {
+                        match self.endpoint_for(&job) {
                             Some(endpoint) => {
                                 self.spawn_turns(endpoint, job, waiter.held_under, None, false)
                             }
-                            None => {
-                                tracing::warn!(job_id = %job.id, subscription = %job.subscription_id, "subscription no longer configured; job left pending");
-                                self.states.release(waiter.id);
-                            }
+                            None => self.states.release(waiter.id),
                         }
                     }
                     _ => self.states.release(waiter.id),
