@@ -578,6 +578,29 @@ impl Job {
     }
 }
 
+#[cfg(test)]
+impl Job {
+    /// A never-attempted job of a `report` with `{}` as its data to
+    /// subscription `s`: what the crate's unit tests start from.
+    pub(crate) fn for_test(id: &str, event_id: &str, status: JobStatus) -> Job {
+        Job {
+            id: id.into(),
+            event_id: event_id.into(),
+            subscription_id: "s".into(),
+            event_type: "report".into(),
+            data: "{}".into(),
+            status,
+            attempts: Vec::new(),
+            attempts_in_round: 0,
+            next_attempt_at_ms: 0,
+            created_at_ms: 1,
+            error: None,
+            merged_events: Vec::new(),
+            order: None,
+        }
+    }
+}
+
 /// The id of the delivery of `event_id` to `subscription_id`: derived, so a
 /// pipeline re-run after a crash writes the same jobs instead of duplicates.
 ///

@@ -88,12 +88,7 @@ mod tests {
     use crate::model::JobStatus;
 
     fn job(id: &str) -> Job {
-        serde_json::from_value(serde_json::json!({
-            "id": id, "event_id": "e", "subscription_id": "s", "type": "t",
-            "data": "{}", "status": "pending", "attempts": [],
-            "next_attempt_at_ms": 0, "created_at_ms": 0,
-        }))
-        .unwrap()
+        Job::for_test(id, "e", JobStatus::Pending)
     }
 
     #[test]

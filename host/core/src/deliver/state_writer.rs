@@ -248,21 +248,7 @@ mod tests {
     use crate::store::sled::SledStore;
 
     fn job(status: JobStatus) -> Job {
-        Job {
-            id: "j1".into(),
-            event_id: "e1".into(),
-            subscription_id: "s".into(),
-            event_type: "report".into(),
-            data: "{}".into(),
-            status,
-            attempts: Vec::new(),
-            attempts_in_round: 0,
-            next_attempt_at_ms: 0,
-            created_at_ms: 1,
-            error: None,
-            merged_events: Vec::new(),
-            order: None,
-        }
+        Job::for_test("j1", "e1", status)
     }
 
     fn batch_with(job: Job) -> Processed {

@@ -1313,12 +1313,6 @@ mod tests {
 
     fn job(id: &str, status: JobStatus, attempt_at_ms: u64) -> Job {
         Job {
-            id: id.into(),
-            event_id: format!("ev-{id}"),
-            subscription_id: "s".into(),
-            event_type: "report".into(),
-            data: "{}".into(),
-            status,
             attempts: vec![Attempt {
                 at_ms: attempt_at_ms,
                 status: Some(200),
@@ -1327,11 +1321,7 @@ mod tests {
                 sent_sha256: None,
             }],
             attempts_in_round: 1,
-            next_attempt_at_ms: 0,
-            created_at_ms: 1,
-            error: None,
-            merged_events: Vec::new(),
-            order: None,
+            ..Job::for_test(id, &format!("ev-{id}"), status)
         }
     }
 

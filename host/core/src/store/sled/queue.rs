@@ -258,21 +258,7 @@ mod tests {
     use crate::store::{DeliveryQueue, EventStore, QueuePosition};
 
     fn job(n: usize, status: JobStatus) -> Job {
-        Job {
-            id: format!("job-{n:05}"),
-            event_id: format!("ev-{n:05}"),
-            subscription_id: "s".into(),
-            event_type: "report".into(),
-            data: "{}".into(),
-            status,
-            attempts: Vec::new(),
-            attempts_in_round: 0,
-            next_attempt_at_ms: 0,
-            created_at_ms: 1,
-            error: None,
-            merged_events: Vec::new(),
-            order: None,
-        }
+        Job::for_test(&format!("job-{n:05}"), &format!("ev-{n:05}"), status)
     }
 
     fn processed(n: usize) -> Processed {
