@@ -57,6 +57,10 @@ pub struct BenchOptions {
     /// 'ordering = { key = "/n" }'.
     #[arg(long = "subscription", default_value = "")]
     pub subscription_extra: String,
+    /// Extra TOML lines for the server's `[server]` section, e.g.
+    /// 'ingest_backlog = 256'.
+    #[arg(long = "server", default_value = "")]
+    pub server_extra: String,
     /// Put the server's store on this PostgreSQL (a connection string);
     /// each run gets a fresh schema (one schema for all with `--data`).
     #[arg(long)]
@@ -142,6 +146,7 @@ impl Server {
         run_dir: &Path,
         data: &Path,
         receiver: SocketAddr,
+        server_extra: &str,
         extra: &str,
     ) -> anyhow::Result<Server> {
         let api = free_port()?;
@@ -151,7 +156,7 @@ impl Server {
             &config,
             format!(
                 "[delivery]\nallowed_networks = [\"127.0.0.1\"]\n\
-                 [server]\nlisten = \"{api}\"\ndata_dir = \"{}\"\n\
+                 [server]\nlisten = \"{api}\"\ndata_dir = \"{}\"\n{server_extra}\n\
                  [plugins]\ndir = \"plugins\"\nwatch = false\n\
                  [[subscriptions]]\nid = \"bench\"\nurl = \"http://{receiver}/bench\"\ntypes = [\"*\"]\n\
                  envelope = \"plain\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n{extra}\n",
@@ -402,7 +407,13 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
                     data.join(format!("node{node}")),
                 ),
             };
-            servers.push(Server::start(&dir, &data, receiver, &extra)?);
+            servers.push(Server::start(
+                &dir,
+                &data,
+                receiver,
+                &options.server_extra,
+                &extra,
+            )?);
         }
         let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
         let apis: Vec<SocketAddr> = servers.iter().map(|s| s.api).collect();
