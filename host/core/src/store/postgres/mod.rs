@@ -1571,7 +1571,11 @@ impl DeliveryQueue for PgStore {
         )
     }
 
-    /// The position is the id of the job the last read stopped at.
+    /// The position is the id of the job the last read stopped at. Ids
+    /// are read first and only the records of jobs not skipped (not in
+    /// memory already) are fetched, no more at a time than can still be
+    /// taken: a refill beside 100,000 jobs in memory does not carry their
+    /// bodies over the wire.
     fn pending_jobs_from(
         &self,
         from: &QueuePosition,
@@ -1583,28 +1587,38 @@ impl DeliveryQueue for PgStore {
         // From the position on, then past the last id read.
         let (mut bound, mut query) = (
             String::from_utf8_lossy(&from.0).into_owned(),
-            "SELECT id, body FROM jobs WHERE status = 'pending' AND id >= $1 \
-             ORDER BY id LIMIT $2",
+            "SELECT id FROM jobs WHERE status = 'pending' AND id >= $1 ORDER BY id LIMIT $2",
         );
         loop {
-            let rows = self.run(async |c| Ok(c.query(query, &[&bound, &CHUNK]).await?))?;
-            for row in &rows {
-                let id: &str = row.get(0);
-                if skip(id) {
-                    continue;
-                }
-                if out.len() == max {
-                    return Ok((out, Some(QueuePosition(id.as_bytes().to_vec()))));
-                }
-                let job: Job = serde_json::from_str(row.get(1))?;
-                if wanted(&job) {
-                    out.push(job);
+            let ids: Vec<String> = self
+                .run(async |c| Ok(c.query(query, &[&bound, &CHUNK]).await?))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let unseen: Vec<&String> = ids.iter().filter(|id| !skip(id)).collect();
+            let mut rest = &unseen[..];
+            while !rest.is_empty() {
+                // One more than can be taken: the first left over is the
+                // position to go on from.
+                let (now, later) = rest.split_at(rest.len().min(max - out.len() + 1));
+                rest = later;
+                let found: Vec<Job> = self.bodies(
+                    "SELECT body FROM jobs WHERE id = ANY($1) AND status = 'pending' ORDER BY id",
+                    &[&now],
+                )?;
+                for job in found {
+                    if out.len() == max {
+                        return Ok((out, Some(QueuePosition(job.id.into_bytes()))));
+                    }
+                    if wanted(&job) {
+                        out.push(job);
+                    }
                 }
             }
-            match rows.last() {
-                Some(last) if rows.len() as i64 == CHUNK => {
-                    bound = last.get(0);
-                    query = "SELECT id, body FROM jobs WHERE status = 'pending' AND id > $1 \
+            match ids.last() {
+                Some(last) if ids.len() as i64 == CHUNK => {
+                    bound = last.clone();
+                    query = "SELECT id FROM jobs WHERE status = 'pending' AND id > $1 \
                              ORDER BY id LIMIT $2";
                 }
                 _ => return Ok((out, None)),
