@@ -145,6 +145,14 @@ fn events_and_jobs_move_between_pending_dead_and_done_alike() {
             .pending_jobs_from(&front, 10, &|_| false, &|j| j.id == "zz")
             .unwrap();
         assert!(none.is_empty());
+        // No bound at all (how the ordered lanes read them at start).
+        let (all, end) = store
+            .pending_jobs_from(&front, usize::MAX, &|_| false, &|_| true)
+            .unwrap();
+        assert_eq!(
+            (ids(&all), end),
+            (vec!["b".to_string(), "c".to_string()], None)
+        );
         assert_eq!(store.jobs().unwrap().len(), 4);
         store.flush().unwrap();
         store.health().unwrap();

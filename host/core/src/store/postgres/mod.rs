@@ -1599,8 +1599,9 @@ impl DeliveryQueue for PgStore {
             let mut rest = &unseen[..];
             while !rest.is_empty() {
                 // One more than can be taken: the first left over is the
-                // position to go on from.
-                let (now, later) = rest.split_at(rest.len().min(max - out.len() + 1));
+                // position to go on from (`max` may be `usize::MAX`: all).
+                let room = (max - out.len()).saturating_add(1);
+                let (now, later) = rest.split_at(rest.len().min(room));
                 rest = later;
                 let found: Vec<Job> = self.bodies(
                     "SELECT body FROM jobs WHERE id = ANY($1) AND status = 'pending' ORDER BY id",
