@@ -316,8 +316,8 @@ pub struct ServerConfig {
     /// retired (after a store flush).
     pub checkpoint_ms: u64,
     /// Acknowledged events that may wait for the pipeline; beyond it, ingest
-    /// answers only as the pipeline catches up. A batch of 10,000 events
-    /// takes the worker about a second: more queue buys no throughput,
+    /// answers only as the pipeline catches up. The worker takes 10,000
+    /// events in under a second: more queue buys no throughput,
     /// only memory (~0.4 KB an event) when large batches outrun it.
     pub pipeline_backlog: usize,
     /// Acknowledged work not yet started (events queued for the pipeline,

@@ -66,9 +66,10 @@ impl From<sled::Error> for StoreError {
 /// sled's own default is 1 GiB; open windows and queues need far less to run
 /// at full speed. sled holds about twice its setting while ingest is fast
 /// (its accounting undercounts), so 48 rather than 256: with a million
-/// deliveries pending the server stays under 300 MB during their ingest,
-/// at the same deliveries/s on an empty store and on a million-record one
-/// (BENCHMARKS.md, "Memory while a million deliveries are ingested").
+/// deliveries pending the server stays under 300 MB during their ingest.
+/// Deliveries/s on an empty store stay within the spread, and are 5–6 %
+/// lower on a million-record one (BENCHMARKS.md, "Memory while a million
+/// deliveries are ingested").
 pub const DEFAULT_CACHE_MIB: u64 = 48;
 
 /// How the sled files are opened (`[server]`'s `cache_mib` and
