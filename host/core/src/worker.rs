@@ -427,13 +427,17 @@ impl Worker {
                         // wait for a slot).
                         backlog.remove(events);
                     };
-                    let handing = hand_over.clone();
-                    let early_to = deliverer.clone();
-                    let mut processed = tokio::task::spawn_blocking(move || {
-                        let early = |jobs| early_to.take_new_before_stored(jobs);
-                        this.process_all(events, handing, Some(&early))
-                    })
-                    .await;
+                    // One blocking hop runs a round's events, handing jobs
+                    // early where the deliverer takes them.
+                    let run = |events: Vec<StoredEvent>| {
+                        let (this, handing, early_to) =
+                            (self.clone(), hand_over.clone(), deliverer.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let early = |jobs| early_to.take_new_before_stored(jobs);
+                            this.process_all(events, handing, Some(&early))
+                        })
+                    };
+                    let mut processed = run(events).await;
                     // Batches the store did not take run again (their ids
                     // stay claimed) once it writes: the intake recovers it.
                     // At shutdown they stay with the intake for next start.
@@ -442,14 +446,7 @@ impl Worker {
                         && !from_ingest.is_closed()
                     {
                         tokio::time::sleep(STORE_RETRY).await;
-                        let (this, failed) = (self.clone(), std::mem::take(failed));
-                        let handing = hand_over.clone();
-                        let early_to = deliverer.clone();
-                        processed = tokio::task::spawn_blocking(move || {
-                            let early = |jobs| early_to.take_new_before_stored(jobs);
-                            this.process_all(failed, handing, Some(&early))
-                        })
-                        .await;
+                        processed = run(std::mem::take(failed)).await;
                     }
                     if let Ok(failed) = &processed {
                         // Left for the next start.
