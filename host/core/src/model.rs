@@ -579,6 +579,23 @@ impl Job {
 }
 
 #[cfg(test)]
+impl StoredEvent {
+    /// A `report` with `{}` as its data, received at 1 ms: what the
+    /// crate's store and delivery unit tests start from.
+    pub(crate) fn for_test(id: &str) -> StoredEvent {
+        StoredEvent {
+            id: id.into(),
+            event_type: "report".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            data: "{}".into(),
+            received_at_ms: 1,
+            errors: Vec::new(),
+            plugin_decisions: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
 impl Job {
     /// A never-attempted job of a `report` with `{}` as its data to
     /// subscription `s`: what the crate's unit tests start from.

@@ -252,15 +252,7 @@ mod tests {
     }
 
     fn batch_with(job: Job) -> Processed {
-        let mut p = Processed::new(StoredEvent {
-            id: "e1".into(),
-            event_type: "report".into(),
-            timestamp: "2026-01-01T00:00:00Z".into(),
-            data: "{}".into(),
-            received_at_ms: 1,
-            errors: Vec::new(),
-            plugin_decisions: Default::default(),
-        });
+        let mut p = Processed::new(StoredEvent::for_test("e1"));
         p.jobs = vec![job];
         p
     }

@@ -1306,13 +1306,8 @@ mod tests {
 
     fn event(id: &str, received_at_ms: u64) -> StoredEvent {
         StoredEvent {
-            id: id.into(),
-            event_type: "report".into(),
-            timestamp: "2026-01-01T00:00:00Z".into(),
-            data: "{}".into(),
             received_at_ms,
-            errors: Vec::new(),
-            plugin_decisions: Default::default(),
+            ..StoredEvent::for_test(id)
         }
     }
 

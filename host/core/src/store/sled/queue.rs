@@ -263,15 +263,7 @@ mod tests {
 
     fn processed(n: usize) -> Processed {
         Processed {
-            event: StoredEvent {
-                id: format!("ev-{n:05}"),
-                event_type: "report".into(),
-                timestamp: "2026-01-01T00:00:00Z".into(),
-                data: "{}".into(),
-                received_at_ms: 1,
-                errors: Vec::new(),
-                plugin_decisions: Default::default(),
-            },
+            event: StoredEvent::for_test(&format!("ev-{n:05}")),
             jobs: vec![job(n, JobStatus::Pending)],
             window_members: Vec::new(),
             outage: None,
