@@ -16,6 +16,7 @@
 //! in `migrations/`, applied in order under an advisory lock, each in its
 //! own transaction, the versions applied kept in `schema_migrations`.
 
+mod conn;
 mod own_lease;
 mod tls;
 
@@ -26,6 +27,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_postgres::Client;
+
+use conn::{Conn, Query, Tx};
 
 use super::{
     Admitted, Backlog, ClosedWindows, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired,
@@ -50,7 +53,7 @@ const NODE_FORGOTTEN_MS: u64 = 3_600_000;
 /// ([`TOOL`]: no check). `FOR SHARE` holds the leader row until `tx` ends,
 /// so a new leader's epoch raise waits for it: nothing fenced commits after
 /// another node took the lead.
-async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<(), StoreError> {
+async fn fence(tx: &Tx<'_>, epoch: i64) -> Result<(), StoreError> {
     if epoch == TOOL {
         return Ok(());
     }
@@ -185,7 +188,7 @@ pub struct PgStore {
     schema: String,
     /// Drives the connections; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
-    pool: Vec<Mutex<Option<Client>>>,
+    pool: Vec<Mutex<Option<Conn>>>,
     next: AtomicUsize,
     applied_at_open: Vec<i32>,
     /// This store's part in leading: [`TOOL`] (not a node's: nothing is
@@ -342,7 +345,7 @@ impl JobRows {
         Ok(rows)
     }
 
-    async fn upsert(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    async fn upsert(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
         if !self.id.is_empty() {
             tx.execute(
                 UPSERT_JOBS,
@@ -503,7 +506,7 @@ impl PgStore {
             kept: Mutex::new(Default::default()),
             owner: Mutex::new(None),
         };
-        let applied = store.run(async |c| migrate(c, &settings.schema).await)?;
+        let applied = store.run(async |c| migrate(c.client(), &settings.schema).await)?;
         if !applied.is_empty() {
             tracing::info!(schema = %settings.schema, versions = ?applied, "database schema migrated");
         }
@@ -708,7 +711,7 @@ impl PgStore {
     }
 
     /// A free pooled connection slot, or the next one to wait for.
-    fn checkout(&self) -> MutexGuard<'_, Option<Client>> {
+    fn checkout(&self) -> MutexGuard<'_, Option<Conn>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.pool.len();
         for i in 0..n {
@@ -727,19 +730,23 @@ impl PgStore {
     /// next call that finds it back.
     fn run<T>(
         &self,
-        f: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut slot = self.checkout();
-        if slot.as_ref().is_none_or(Client::is_closed) {
+        if slot.as_ref().is_none_or(Conn::is_closed) {
             *slot = None;
-            *slot = Some(self.connect()?);
+            *slot = Some(Conn::new(self.connect()?));
         }
-        let Some(client) = slot.as_mut() else {
+        let Some(conn) = slot.as_mut() else {
             return Err(StoreError("no database connection".into()));
         };
-        let out = futures_executor::block_on(f(client));
-        if out.is_err() && client.is_closed() {
-            *slot = None;
+        let out = futures_executor::block_on(f(conn));
+        if out.is_err() {
+            if conn.is_closed() {
+                *slot = None;
+            } else {
+                conn.forget_statements();
+            }
         }
         out
     }
@@ -782,11 +789,7 @@ impl PgStore {
 }
 
 /// Tells every node (at commit) that `jobs` holds some to claim.
-async fn notify_if_claimable(
-    tx: &tokio_postgres::Transaction<'_>,
-    jobs: &JobRows,
-    channel: &str,
-) -> Result<(), StoreError> {
+async fn notify_if_claimable(tx: &Tx<'_>, jobs: &JobRows, channel: &str) -> Result<(), StoreError> {
     if jobs.any_claimable() {
         tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
     }
@@ -795,7 +798,7 @@ async fn notify_if_claimable(
 
 /// Writes one pipeline batch's rows in `tx`.
 async fn write_processed(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     processed: &[&Processed],
     jobs: &JobRows,
     jobs_channel: &str,
@@ -1749,7 +1752,7 @@ impl DeliveryQueue for PgStore {
 /// Members of windows ending at or before `up_to_ms`, whole groups in
 /// order, stopping after the group that reaches `max_members`.
 async fn due_members(
-    c: &impl tokio_postgres::GenericClient,
+    c: &impl Query,
     up_to_ms: u64,
     max_members: usize,
 ) -> Result<Vec<WindowMember>, StoreError> {
@@ -1789,7 +1792,7 @@ async fn due_members(
 /// Replaces closed windows' members by their jobs and records where
 /// windows are closed through, in `tx`.
 async fn write_closed(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Tx<'_>,
     members: &[WindowMember],
     rows: &JobRows,
     jobs_channel: &str,
@@ -1825,10 +1828,7 @@ async fn write_closed(
 /// locked: `FOR UPDATE` by the node closing windows, `FOR SHARE` by a
 /// standby placing members, so neither reads it while the other may still
 /// change what it guards. The row exists from migration 6 on.
-async fn locked_closed_through(
-    tx: &tokio_postgres::Transaction<'_>,
-    lock: &str,
-) -> Result<u64, StoreError> {
+async fn locked_closed_through(tx: &Tx<'_>, lock: &str) -> Result<u64, StoreError> {
     let rows = tx
         .query(
             &format!("SELECT value FROM markers WHERE name = 'closed_through' {lock}"),
@@ -2092,7 +2092,7 @@ impl Store for PgStore {
     /// One round trip: a lost database is an error here.
     fn health(&self) -> Result<(), StoreError> {
         self.run(async |c| {
-            c.simple_query("SELECT 1").await?;
+            c.batch_execute("SELECT 1").await?;
             Ok(())
         })
     }
