@@ -796,7 +796,9 @@ async fn notify_if_claimable(tx: &Tx<'_>, jobs: &JobRows, channel: &str) -> Resu
     Ok(())
 }
 
-/// Writes one pipeline batch's rows in `tx`.
+/// Writes one pipeline batch's rows in `tx`. The statements are sent
+/// together and answered together (tokio-postgres pipelines requests that
+/// are awaited at once): one round trip for all of them, not one each.
 async fn write_processed(
     tx: &Tx<'_>,
     processed: &[&Processed],
@@ -804,49 +806,28 @@ async fn write_processed(
     jobs_channel: &str,
 ) -> Result<(), StoreError> {
     let events = last_wins(processed.iter().map(|p| &p.event), |e| &e.id);
-    if !events.is_empty() {
-        let mut ids = Vec::with_capacity(events.len());
-        let mut received = Vec::with_capacity(events.len());
-        let mut bodies = Vec::with_capacity(events.len());
-        for event in events {
-            ids.push(event.id.as_str());
-            received.push(ms(event.received_at_ms));
-            bodies.push(serde_json::to_string(event)?);
-        }
-        tx.execute(
-            "INSERT INTO events (id, received_at_ms, body) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
-             ON CONFLICT (id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms, \
-             body = EXCLUDED.body, in_pipeline = false",
-            &[&ids, &received, &bodies],
-        )
-        .await?;
+    let mut event_ids = Vec::with_capacity(events.len());
+    let mut received = Vec::with_capacity(events.len());
+    let mut event_bodies = Vec::with_capacity(events.len());
+    for event in events {
+        event_ids.push(event.id.as_str());
+        received.push(ms(event.received_at_ms));
+        event_bodies.push(serde_json::to_string(event)?);
     }
-    jobs.upsert(tx).await?;
-    notify_if_claimable(tx, jobs, jobs_channel).await?;
-    let members: Vec<&WindowMember> = processed.iter().flat_map(|p| &p.window_members).collect();
-    if !members.is_empty() {
-        let mut by_key: HashMap<(i64, String, &str), String> = HashMap::new();
-        for m in members {
-            by_key.insert(
-                (ms(m.window_end_ms), m.group_hash(), &m.event_id),
-                serde_json::to_string(m)?,
-            );
-        }
-        let (mut ends, mut groups, mut ids, mut bodies) = (vec![], vec![], vec![], vec![]);
-        for ((end, group, id), body) in by_key {
-            ends.push(end);
-            groups.push(group);
-            ids.push(id);
-            bodies.push(body);
-        }
-        tx.execute(
-            "INSERT INTO window_members (window_end_ms, group_hash, event_id, body) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
-             ON CONFLICT (window_end_ms, group_hash, event_id) DO UPDATE SET body = EXCLUDED.body",
-            &[&ends, &groups, &ids, &bodies],
-        )
-        .await?;
+    let mut by_key: HashMap<(i64, String, &str), String> = HashMap::new();
+    for m in processed.iter().flat_map(|p| &p.window_members) {
+        by_key.insert(
+            (ms(m.window_end_ms), m.group_hash(), &m.event_id),
+            serde_json::to_string(m)?,
+        );
+    }
+    let (mut ends, mut groups, mut member_ids, mut member_bodies) =
+        (vec![], vec![], vec![], vec![]);
+    for ((end, group, id), body) in by_key {
+        ends.push(end);
+        groups.push(group);
+        member_ids.push(id);
+        member_bodies.push(body);
     }
     let outages = last_wins(
         processed
@@ -854,22 +835,58 @@ async fn write_processed(
             .filter_map(|p| p.outage.as_ref().map(|(s, _)| s)),
         |s| &s.location,
     );
-    if !outages.is_empty() {
-        let (mut locations, mut timers, mut bodies) = (vec![], vec![], vec![]);
-        for state in outages {
-            locations.push(state.location.as_str());
-            timers.push(state.deadline_ms.filter(|_| !state.confirmed).map(ms));
-            bodies.push(serde_json::to_string(state)?);
-        }
-        tx.execute(
-            "INSERT INTO outages (location, timer_ms, body) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
-             ON CONFLICT (location) DO UPDATE SET timer_ms = EXCLUDED.timer_ms, \
-             body = EXCLUDED.body",
-            &[&locations, &timers, &bodies],
-        )
-        .await?;
+    let (mut locations, mut timers, mut outage_bodies) = (vec![], vec![], vec![]);
+    for state in outages {
+        locations.push(state.location.as_str());
+        timers.push(state.deadline_ms.filter(|_| !state.confirmed).map(ms));
+        outage_bodies.push(serde_json::to_string(state)?);
     }
+    let events = async {
+        if !event_ids.is_empty() {
+            tx.execute(
+                "INSERT INTO events (id, received_at_ms, body) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+                 ON CONFLICT (id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms, \
+                 body = EXCLUDED.body, in_pipeline = false",
+                &[&event_ids, &received, &event_bodies],
+            )
+            .await?;
+        }
+        Ok::<_, StoreError>(())
+    };
+    let members = async {
+        if !ends.is_empty() {
+            tx.execute(
+                "INSERT INTO window_members (window_end_ms, group_hash, event_id, body) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+                 ON CONFLICT (window_end_ms, group_hash, event_id) DO UPDATE SET body = EXCLUDED.body",
+                &[&ends, &groups, &member_ids, &member_bodies],
+            )
+            .await?;
+        }
+        Ok(())
+    };
+    let outages = async {
+        if !locations.is_empty() {
+            tx.execute(
+                "INSERT INTO outages (location, timer_ms, body) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+                 ON CONFLICT (location) DO UPDATE SET timer_ms = EXCLUDED.timer_ms, \
+                 body = EXCLUDED.body",
+                &[&locations, &timers, &outage_bodies],
+            )
+            .await?;
+        }
+        Ok(())
+    };
+    tokio::try_join!(
+        biased;
+        events,
+        jobs.upsert(tx),
+        notify_if_claimable(tx, jobs, jobs_channel),
+        members,
+        outages,
+    )?;
     Ok(())
 }
 
@@ -888,8 +905,13 @@ impl EventStore for PgStore {
         let processed: Vec<&Processed> = processed.iter().collect();
         self.run(async |c| {
             let tx = c.transaction().await?;
-            fence(&tx, epoch).await?;
-            write_processed(&tx, &processed, &jobs, &channel).await?;
+            // The fence goes first and the writes with it: its lock is
+            // taken before theirs, and nothing commits unless it holds.
+            tokio::try_join!(
+                biased;
+                fence(&tx, epoch),
+                write_processed(&tx, &processed, &jobs, &channel),
+            )?;
             tx.commit().await?;
             Ok(())
         })?;
@@ -946,32 +968,41 @@ impl EventInbox for PgStore {
         let to_pipeline = epoch != STANDBY || standby_node.is_some();
         let taken_in = (epoch > STANDBY).then_some(epoch);
         let channel = self.admission_channel();
+        const INSERT: &str = "INSERT INTO events (id, received_at_ms, body, in_pipeline, \
+             pipeline_epoch, pipeline_node) SELECT id, at, body, true, $4, $5 \
+             FROM unnest($1::text[], $2::bigint[], $3::text[]) AS a(id, at, body) \
+             ON CONFLICT (id) DO NOTHING RETURNING id";
+        let ids_of = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|row| row.get(0)).collect();
         let new: std::collections::HashSet<String> = self.run(async |c| {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&ids, &received, &bodies, &taken_in, &standby_node];
+            if to_pipeline && keys.is_empty() {
+                // One statement is its own transaction: one round trip.
+                // tokio-postgres returns once the server is ready for the
+                // next query, which is after the commit.
+                return Ok(ids_of(c.query(INSERT, &params).await?));
+            }
             let tx = c.transaction().await?;
-            let inserted = tx
-                .query(
-                    "INSERT INTO events (id, received_at_ms, body, in_pipeline, pipeline_epoch, \
-                     pipeline_node) SELECT id, at, body, true, $4, $5 \
-                     FROM unnest($1::text[], $2::bigint[], $3::text[]) AS a(id, at, body) \
-                     ON CONFLICT (id) DO NOTHING RETURNING id",
-                    &[&ids, &received, &bodies, &taken_in, &standby_node],
-                )
-                .await?;
+            let answers = async {
+                if !keys.is_empty() {
+                    tx.execute(
+                        "INSERT INTO idempotency (key, at_ms, body) \
+                         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+                         ON CONFLICT (key) DO UPDATE SET at_ms = EXCLUDED.at_ms, body = EXCLUDED.body",
+                        &[&keys, &answered, &answer_bodies],
+                    )
+                    .await?;
+                }
+                Ok::<_, StoreError>(())
+            };
+            let inserted = async { Ok::<_, StoreError>(tx.query(INSERT, &params).await?) };
+            let (inserted, ()) = tokio::try_join!(biased; inserted, answers)?;
             if !to_pipeline && !inserted.is_empty() {
                 // Sent at commit: wakes the leader's sweep.
                 tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
             }
-            if !keys.is_empty() {
-                tx.execute(
-                    "INSERT INTO idempotency (key, at_ms, body) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
-                     ON CONFLICT (key) DO UPDATE SET at_ms = EXCLUDED.at_ms, body = EXCLUDED.body",
-                    &[&keys, &answered, &answer_bodies],
-                )
-                .await?;
-            }
             tx.commit().await?;
-            Ok(inserted.iter().map(|row| row.get(0)).collect())
+            Ok(ids_of(inserted))
         })?;
         // Only an id's first place in `events` counts as new.
         let mut seen = std::collections::HashSet::new();
@@ -1548,8 +1579,7 @@ impl DeliveryQueue for PgStore {
         let epoch = self.epoch.load(Ordering::SeqCst);
         self.run(async |c| {
             let tx = c.transaction().await?;
-            fence(&tx, epoch).await?;
-            rows.upsert(&tx).await?;
+            tokio::try_join!(biased; fence(&tx, epoch), rows.upsert(&tx))?;
             tx.commit().await?;
             Ok(())
         })
