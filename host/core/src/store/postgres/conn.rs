@@ -6,12 +6,20 @@
 //! run by its prepared statement afterwards, so a statement costs one round
 //! trip. The methods keep tokio-postgres's names, so the store's SQL reads
 //! the same as with a plain client.
+//!
+//! Requests that are awaited together go out together (tokio-postgres
+//! writes each request when its future is first polled, and the answers
+//! come back in order), which [`Conn::at_once`] uses to send a whole
+//! transaction before reading any answer.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Error, GenericClient, Row, Statement, Transaction};
+use tokio_postgres::{Client, GenericClient, Row, Statement, Transaction};
+
+use crate::store::StoreError;
 
 /// Distinct SQL texts kept per connection at most. The store's texts are a
 /// fixed set well below this; the bound only keeps a mistake from growing
@@ -22,25 +30,41 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 /// Statements prepared on one connection, by SQL text.
 #[derive(Default)]
-struct Statements(Mutex<HashMap<String, Statement>>);
+struct Statements {
+    prepared: Mutex<HashMap<String, Statement>>,
+    /// Set while [`Conn::at_once`] sends: a statement not prepared then
+    /// would go out after the `COMMIT`, so it is refused instead.
+    sealed: AtomicBool,
+}
 
 impl Statements {
-    async fn get(&self, client: &impl GenericClient, sql: &str) -> Result<Statement, Error> {
+    async fn get(&self, client: &impl GenericClient, sql: &str) -> Result<Statement, StoreError> {
         if let Some(statement) = self.lock().get(sql) {
             return Ok(statement.clone());
         }
-        let statement = client.prepare(sql).await?;
-        let mut statements = self.lock();
-        if statements.len() >= MAX_STATEMENTS {
-            statements.clear();
+        if self.sealed.load(Ordering::SeqCst) {
+            return Err(StoreError(format!(
+                "statement not prepared before its transaction was sent: {sql}"
+            )));
         }
-        statements.insert(sql.to_string(), statement.clone());
+        let statement = client.prepare(sql).await?;
+        let mut prepared = self.lock();
+        if prepared.len() >= MAX_STATEMENTS {
+            prepared.clear();
+        }
+        prepared.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What runs statements: a connection outside a transaction, or one.
+pub(super) trait Sql {
+    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError>;
+    async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError>;
 }
 
 /// A connection of the pool.
@@ -72,39 +96,78 @@ impl Conn {
         &mut self.client
     }
 
-    pub(super) async fn transaction(&mut self) -> Result<Tx<'_>, Error> {
+    pub(super) async fn transaction(&mut self) -> Result<Tx<'_>, StoreError> {
         Ok(Tx {
             tx: self.client.transaction().await?,
             statements: &self.statements,
         })
     }
 
-    pub(super) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
-        let statement = self.statements.get(&self.client, sql).await?;
-        self.client.query(&statement, params).await
+    /// Runs `body` as one transaction written in one go: `BEGIN`, the
+    /// statements `body` sends, `COMMIT`, before any answer is read. One
+    /// round trip instead of one per statement and two more.
+    ///
+    /// For that, `body` must send all its statements when first polled
+    /// (statements awaited together, none after an answer: the `COMMIT` is
+    /// on its way by then), and each of them must be in `sqls`, which are
+    /// prepared first; one that is not fails the transaction. A statement
+    /// that fails makes the server roll the transaction back (the `COMMIT`
+    /// of a failed transaction is a rollback), and its error is returned.
+    pub(super) async fn at_once<T>(
+        &self,
+        sqls: &[&str],
+        body: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        for sql in sqls {
+            self.statements.get(&self.client, sql).await?;
+        }
+        self.statements.sealed.store(true, Ordering::SeqCst);
+        let result = tokio::try_join!(
+            biased;
+            async { Ok::<_, StoreError>(self.client.batch_execute("BEGIN").await?) },
+            body,
+            async { Ok(self.client.batch_execute("COMMIT").await?) },
+        );
+        self.statements.sealed.store(false, Ordering::SeqCst);
+        match result {
+            Ok(((), out, ())) => Ok(out),
+            Err(e) => {
+                // `body` may have failed before the `COMMIT` went out, with
+                // the transaction begun: close it, whatever state it is in.
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
     }
 
-    pub(super) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, Error> {
+    pub(super) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
         let statement = self.statements.get(&self.client, sql).await?;
-        self.client.query_one(&statement, params).await
+        Ok(self.client.query_one(&statement, params).await?)
     }
 
     pub(super) async fn query_opt(
         &self,
         sql: &str,
         params: Params<'_>,
-    ) -> Result<Option<Row>, Error> {
+    ) -> Result<Option<Row>, StoreError> {
         let statement = self.statements.get(&self.client, sql).await?;
-        self.client.query_opt(&statement, params).await
+        Ok(self.client.query_opt(&statement, params).await?)
     }
 
-    pub(super) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+    pub(super) async fn batch_execute(&self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.client.batch_execute(sql).await?)
+    }
+}
+
+impl Sql for Conn {
+    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
         let statement = self.statements.get(&self.client, sql).await?;
-        self.client.execute(&statement, params).await
+        Ok(self.client.query(&statement, params).await?)
     }
 
-    pub(super) async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
-        self.client.batch_execute(sql).await
+    async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+        let statement = self.statements.get(&self.client, sql).await?;
+        Ok(self.client.execute(&statement, params).await?)
     }
 }
 
@@ -115,34 +178,19 @@ pub(super) struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    pub(super) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl Sql for Tx<'_> {
+    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
         let statement = self.statements.get(&self.tx, sql).await?;
-        self.tx.query(&statement, params).await
+        Ok(self.tx.query(&statement, params).await?)
     }
 
-    pub(super) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+    async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
         let statement = self.statements.get(&self.tx, sql).await?;
-        self.tx.execute(&statement, params).await
-    }
-
-    pub(super) async fn commit(self) -> Result<(), Error> {
-        self.tx.commit().await
-    }
-}
-
-/// What reads rows, outside a transaction or in one.
-pub(super) trait Query {
-    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error>;
-}
-
-impl Query for Conn {
-    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
-        Conn::query(self, sql, params).await
-    }
-}
-
-impl Query for Tx<'_> {
-    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
-        Tx::query(self, sql, params).await
+        Ok(self.tx.execute(&statement, params).await?)
     }
 }

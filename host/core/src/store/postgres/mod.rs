@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use conn::{Conn, Query, Tx};
+use conn::{Conn, Sql};
 
 use super::{
     Admitted, Backlog, ClosedWindows, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired,
@@ -53,7 +53,12 @@ const NODE_FORGOTTEN_MS: u64 = 3_600_000;
 /// ([`TOOL`]: no check). `FOR SHARE` holds the leader row until `tx` ends,
 /// so a new leader's epoch raise waits for it: nothing fenced commits after
 /// another node took the lead.
-async fn fence(tx: &Tx<'_>, epoch: i64) -> Result<(), StoreError> {
+///
+/// A fence that does not hold is a statement error (a division by the
+/// zero rows found), not an empty answer: the database then rolls the
+/// transaction back by itself, so the fence can go out with the writes it
+/// guards and their `COMMIT` ([`Conn::at_once`]).
+async fn fence(tx: &impl Sql, epoch: i64) -> Result<(), StoreError> {
     if epoch == TOOL {
         return Ok(());
     }
@@ -62,19 +67,23 @@ async fn fence(tx: &Tx<'_>, epoch: i64) -> Result<(), StoreError> {
             "this node does not lead: the pipeline and delivery run on the leader".into(),
         ));
     }
-    let rows = tx
-        .query(
-            "SELECT 1 FROM leader WHERE id = 1 AND epoch = $1 FOR SHARE",
-            &[&epoch],
-        )
-        .await?;
-    if rows.is_empty() {
-        return Err(StoreError(
-            "another node leads now: this node's lead has ended (fenced)".into(),
-        ));
+    match tx.query(FENCE, &[&epoch]).await {
+        Err(e) if has_code(&e, &tokio_postgres::error::SqlState::DIVISION_BY_ZERO) => Err(
+            StoreError("another node leads now: this node's lead has ended (fenced)".into()),
+        ),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
     }
-    Ok(())
 }
+
+/// Whether `e` is the database's error `code` (see the `From` below).
+fn has_code(e: &StoreError, code: &tokio_postgres::error::SqlState) -> bool {
+    e.0.strip_prefix("database: ")
+        .is_some_and(|rest| rest.starts_with(&format!("{}:", code.code())))
+}
+
+const FENCE: &str = "SELECT 1 / count(*) FROM \
+     (SELECT 1 FROM leader WHERE id = 1 AND epoch = $1 FOR SHARE) AS held";
 
 /// Keeps a connection listening on `channel`, waking `wake` on each
 /// notification, and once per (re)connection (what was sent while it was
@@ -292,6 +301,35 @@ const UPSERT_JOBS: &str = "INSERT INTO jobs \
      expiring = EXCLUDED.expiring, settled_at_ms = EXCLUDED.settled_at_ms, body = EXCLUDED.body, \
      lease_node = EXCLUDED.lease_node, ordered = EXCLUDED.ordered";
 
+/// Wakes the listeners of `$1` when the transaction commits.
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
+/// A pipeline batch's events, done with the pipeline.
+const UPSERT_EVENTS: &str = "INSERT INTO events (id, received_at_ms, body) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+     ON CONFLICT (id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms, \
+     body = EXCLUDED.body, in_pipeline = false";
+
+const UPSERT_MEMBERS: &str = "INSERT INTO window_members \
+     (window_end_ms, group_hash, event_id, body) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+     ON CONFLICT (window_end_ms, group_hash, event_id) DO UPDATE SET body = EXCLUDED.body";
+
+const UPSERT_OUTAGES: &str = "INSERT INTO outages (location, timer_ms, body) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
+     ON CONFLICT (location) DO UPDATE SET timer_ms = EXCLUDED.timer_ms, body = EXCLUDED.body";
+
+/// Every statement of a leader's pipeline batch ([`write_processed`]
+/// after a [`fence`]), prepared before it is sent at once.
+const PIPELINE_BATCH: [&str; 6] = [
+    FENCE,
+    UPSERT_EVENTS,
+    UPSERT_JOBS,
+    NOTIFY,
+    UPSERT_MEMBERS,
+    UPSERT_OUTAGES,
+];
+
 /// Who holds jobs written with [`UPSERT_JOBS`] (pending ones; a settled job
 /// is held by nobody).
 #[derive(Clone, Copy)]
@@ -345,7 +383,7 @@ impl JobRows {
         Ok(rows)
     }
 
-    async fn upsert(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
+    async fn upsert(&self, tx: &impl Sql) -> Result<(), StoreError> {
         if !self.id.is_empty() {
             tx.execute(
                 UPSERT_JOBS,
@@ -617,7 +655,7 @@ impl PgStore {
             let tx = c.transaction().await?;
             let changed = tx.execute(sql, params).await?;
             if changed > 0 {
-                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+                tx.execute(NOTIFY, &[&channel]).await?;
             }
             tx.commit().await?;
             Ok(changed)
@@ -789,9 +827,13 @@ impl PgStore {
 }
 
 /// Tells every node (at commit) that `jobs` holds some to claim.
-async fn notify_if_claimable(tx: &Tx<'_>, jobs: &JobRows, channel: &str) -> Result<(), StoreError> {
+async fn notify_if_claimable(
+    tx: &impl Sql,
+    jobs: &JobRows,
+    channel: &str,
+) -> Result<(), StoreError> {
     if jobs.any_claimable() {
-        tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+        tx.execute(NOTIFY, &[&channel]).await?;
     }
     Ok(())
 }
@@ -800,7 +842,7 @@ async fn notify_if_claimable(tx: &Tx<'_>, jobs: &JobRows, channel: &str) -> Resu
 /// together and answered together (tokio-postgres pipelines requests that
 /// are awaited at once): one round trip for all of them, not one each.
 async fn write_processed(
-    tx: &Tx<'_>,
+    tx: &impl Sql,
     processed: &[&Processed],
     jobs: &JobRows,
     jobs_channel: &str,
@@ -843,23 +885,15 @@ async fn write_processed(
     }
     let events = async {
         if !event_ids.is_empty() {
-            tx.execute(
-                "INSERT INTO events (id, received_at_ms, body) \
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
-                 ON CONFLICT (id) DO UPDATE SET received_at_ms = EXCLUDED.received_at_ms, \
-                 body = EXCLUDED.body, in_pipeline = false",
-                &[&event_ids, &received, &event_bodies],
-            )
-            .await?;
+            tx.execute(UPSERT_EVENTS, &[&event_ids, &received, &event_bodies])
+                .await?;
         }
         Ok::<_, StoreError>(())
     };
     let members = async {
         if !ends.is_empty() {
             tx.execute(
-                "INSERT INTO window_members (window_end_ms, group_hash, event_id, body) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
-                 ON CONFLICT (window_end_ms, group_hash, event_id) DO UPDATE SET body = EXCLUDED.body",
+                UPSERT_MEMBERS,
                 &[&ends, &groups, &member_ids, &member_bodies],
             )
             .await?;
@@ -868,14 +902,8 @@ async fn write_processed(
     };
     let outages = async {
         if !locations.is_empty() {
-            tx.execute(
-                "INSERT INTO outages (location, timer_ms, body) \
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
-                 ON CONFLICT (location) DO UPDATE SET timer_ms = EXCLUDED.timer_ms, \
-                 body = EXCLUDED.body",
-                &[&locations, &timers, &outage_bodies],
-            )
-            .await?;
+            tx.execute(UPSERT_OUTAGES, &[&locations, &timers, &outage_bodies])
+                .await?;
         }
         Ok(())
     };
@@ -903,17 +931,17 @@ impl EventStore for PgStore {
         )?;
         let channel = self.jobs_channel();
         let processed: Vec<&Processed> = processed.iter().collect();
+        // One round trip: the fence first (its lock before the writes'),
+        // the writes, the commit, which the fence fails if it does not hold.
         self.run(async |c| {
-            let tx = c.transaction().await?;
-            // The fence goes first and the writes with it: its lock is
-            // taken before theirs, and nothing commits unless it holds.
-            tokio::try_join!(
-                biased;
-                fence(&tx, epoch),
-                write_processed(&tx, &processed, &jobs, &channel),
-            )?;
-            tx.commit().await?;
-            Ok(())
+            c.at_once(&PIPELINE_BATCH, async {
+                tokio::try_join!(
+                    biased;
+                    fence(c, epoch),
+                    write_processed(c, &processed, &jobs, &channel),
+                )
+            })
+            .await
         })?;
         self.note_kept(&jobs);
         Ok(())
@@ -995,11 +1023,11 @@ impl EventInbox for PgStore {
                 }
                 Ok::<_, StoreError>(())
             };
-            let inserted = async { Ok::<_, StoreError>(tx.query(INSERT, &params).await?) };
+            let inserted = async { tx.query(INSERT, &params).await };
             let (inserted, ()) = tokio::try_join!(biased; inserted, answers)?;
             if !to_pipeline && !inserted.is_empty() {
                 // Sent at commit: wakes the leader's sweep.
-                tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+                tx.execute(NOTIFY, &[&channel]).await?;
             }
             tx.commit().await?;
             Ok(ids_of(inserted))
@@ -1119,8 +1147,7 @@ impl EventInbox for PgStore {
                     )
                     .await?;
                 if moved > 0 {
-                    tx.execute("SELECT pg_notify($1, '')", &[&admissions])
-                        .await?;
+                    tx.execute(NOTIFY, &[&admissions]).await?;
                 }
             }
             tx.commit().await?;
@@ -1338,10 +1365,8 @@ impl ClusterStore for PgStore {
 
     fn agreed_config(&self) -> Result<Option<String>, StoreError> {
         let row = self.run(async |c| {
-            Ok(
-                c.query_opt("SELECT subscriptions FROM agreed_config WHERE id = 1", &[])
-                    .await?,
-            )
+            c.query_opt("SELECT subscriptions FROM agreed_config WHERE id = 1", &[])
+                .await
         })?;
         Ok(row.map(|row| row.get(0)))
     }
@@ -1362,11 +1387,11 @@ impl ClusterStore for PgStore {
 
     fn shared_plugins(&self) -> Result<Vec<SharedPlugin>, StoreError> {
         let rows = self.run(async |c| {
-            Ok(c.query(
+            c.query(
                 "SELECT name, candidate, sha256 FROM plugins ORDER BY name, candidate",
                 &[],
             )
-            .await?)
+            .await
         })?;
         Ok(rows
             .iter()
@@ -1384,11 +1409,11 @@ impl ClusterStore for PgStore {
         candidate: bool,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let row = self.run(async |c| {
-            Ok(c.query_opt(
+            c.query_opt(
                 "SELECT bytes FROM plugins WHERE name = $1 AND candidate = $2",
                 &[&name, &candidate],
             )
-            .await?)
+            .await
         })?;
         Ok(row.and_then(|row| row.get::<_, Option<Vec<u8>>>(0)))
     }
@@ -1407,13 +1432,13 @@ impl ClusterStore for PgStore {
 
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = self.run(async |c| {
-            Ok(c.query(
+            c.query(
                 "SELECT id, address, started_at_ms, seen_at_ms, is_leader, \
                      (SELECT count(*) FROM jobs WHERE lease_node = nodes.id AND status = 'pending') \
                  FROM nodes ORDER BY id",
                 &[],
             )
-            .await?)
+            .await
         })?;
         Ok(rows
             .iter()
@@ -1435,7 +1460,7 @@ impl JobLeases for PgStore {
             return Ok(Vec::new());
         };
         let rows = self.run(async |c| {
-            Ok(c.query(
+            c.query(
                 "UPDATE jobs SET lease_node = $1 WHERE id IN ( \
                      SELECT id FROM jobs \
                      WHERE status = 'pending' AND lease_node IS NULL AND NOT ordered \
@@ -1444,7 +1469,7 @@ impl JobLeases for PgStore {
                  RETURNING body",
                 &[&node, &ms(max as u64), &known],
             )
-            .await?)
+            .await
         })?;
         rows.iter()
             .map(|row| Ok(serde_json::from_str(row.get::<_, &str>(0))?))
@@ -1460,7 +1485,7 @@ impl JobLeases for PgStore {
         }
         let rows = JobRows::of(jobs, Holder::All(None))?;
         let written = self.run(async |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE jobs SET status = u.status, expiring = u.expiring, \
                      settled_at_ms = u.settled, body = u.body, \
                      lease_node = CASE WHEN u.status = 'pending' THEN jobs.lease_node END \
@@ -1476,7 +1501,7 @@ impl JobLeases for PgStore {
                     &node,
                 ],
             )
-            .await?)
+            .await
         })?;
         Ok(rows.id.len().saturating_sub(written as usize))
     }
@@ -1517,11 +1542,11 @@ impl JobLeases for PgStore {
             return Ok(Vec::new());
         };
         let rows = self.run(async |c| {
-            Ok(c.query(
+            c.query(
                 "SELECT id FROM jobs WHERE lease_node = $1 AND status = 'pending' AND NOT ordered",
                 &[&node],
             )
-            .await?)
+            .await
         })?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
@@ -1531,11 +1556,11 @@ impl JobLeases for PgStore {
             return Ok(0);
         };
         let adopted = self.run(async |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE jobs SET lease_node = $1 WHERE status = 'pending' AND ordered",
                 &[&node],
             )
-            .await?)
+            .await
         })?;
         Ok(adopted as usize)
     }
@@ -1578,10 +1603,10 @@ impl DeliveryQueue for PgStore {
         let rows = JobRows::of(jobs, Holder::All(self.node_name()))?;
         let epoch = self.epoch.load(Ordering::SeqCst);
         self.run(async |c| {
-            let tx = c.transaction().await?;
-            tokio::try_join!(biased; fence(&tx, epoch), rows.upsert(&tx))?;
-            tx.commit().await?;
-            Ok(())
+            c.at_once(&[FENCE, UPSERT_JOBS], async {
+                tokio::try_join!(biased; fence(c, epoch), rows.upsert(c)).map(drop)
+            })
+            .await
         })
     }
 
@@ -1723,7 +1748,7 @@ impl DeliveryQueue for PgStore {
             let chunk =
                 CHUNK.min(ms(q.max_examined.saturating_sub(examined) as u64).saturating_add(1));
             let rows = self.run(async |c| {
-                Ok(c.query(
+                c.query(
                     "SELECT created_at_ms, id, body FROM jobs \
                      WHERE ($1::text IS NULL OR subscription_id = $1) \
                      AND created_at_ms >= $2 AND created_at_ms < $3 \
@@ -1731,7 +1756,7 @@ impl DeliveryQueue for PgStore {
                      ORDER BY created_at_ms DESC, id DESC LIMIT $6",
                     &[&q.subscription, &since, &until, &at, &below, &chunk],
                 )
-                .await?)
+                .await
             })?;
             for row in &rows {
                 if examined == q.max_examined {
@@ -1782,7 +1807,7 @@ impl DeliveryQueue for PgStore {
 /// Members of windows ending at or before `up_to_ms`, whole groups in
 /// order, stopping after the group that reaches `max_members`.
 async fn due_members(
-    c: &impl Query,
+    c: &impl Sql,
     up_to_ms: u64,
     max_members: usize,
 ) -> Result<Vec<WindowMember>, StoreError> {
@@ -1822,7 +1847,7 @@ async fn due_members(
 /// Replaces closed windows' members by their jobs and records where
 /// windows are closed through, in `tx`.
 async fn write_closed(
-    tx: &Tx<'_>,
+    tx: &impl Sql,
     members: &[WindowMember],
     rows: &JobRows,
     jobs_channel: &str,
@@ -1858,7 +1883,7 @@ async fn write_closed(
 /// locked: `FOR UPDATE` by the node closing windows, `FOR SHARE` by a
 /// standby placing members, so neither reads it while the other may still
 /// change what it guards. The row exists from migration 6 on.
-async fn locked_closed_through(tx: &Tx<'_>, lock: &str) -> Result<u64, StoreError> {
+async fn locked_closed_through(tx: &impl Sql, lock: &str) -> Result<u64, StoreError> {
     let rows = tx
         .query(
             &format!("SELECT value FROM markers WHERE name = 'closed_through' {lock}"),
@@ -1941,11 +1966,11 @@ impl WindowStore for PgStore {
 
     fn closed_through(&self) -> Result<u64, StoreError> {
         let rows = self.run(async |c| {
-            Ok(c.query(
+            c.query(
                 "SELECT value FROM markers WHERE name = 'closed_through'",
                 &[],
             )
-            .await?)
+            .await
         })?;
         Ok(rows.first().map_or(0, |r| unms(r.get(0))))
     }
@@ -1990,11 +2015,11 @@ impl SubscriptionStore for PgStore {
 
     fn endpoint_health(&self) -> Result<Vec<(String, EndpointHealth)>, StoreError> {
         let rows = self.run(async |c| {
-            Ok(c.query(
+            c.query(
                 "SELECT subscription_id, body FROM endpoint_health ORDER BY subscription_id",
                 &[],
             )
-            .await?)
+            .await
         })?;
         rows.iter()
             .map(|row| Ok((row.get::<_, String>(0), serde_json::from_str(row.get(1))?)))
@@ -2042,11 +2067,11 @@ impl IdempotencyStore for PgStore {
 
     fn forget_answers(&self, before_ms: u64) -> Result<usize, StoreError> {
         let n = self.run(async |c| {
-            Ok(c.execute(
+            c.execute(
                 "DELETE FROM idempotency WHERE at_ms < $1",
                 &[&ms(before_ms)],
             )
-            .await?)
+            .await
         })?;
         Ok(n as usize)
     }
