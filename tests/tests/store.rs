@@ -744,6 +744,37 @@ fn a_second_node_on_the_same_schema_stands_by() {
     assert_eq!(first.terminate(PATIENCE).code(), Some(0));
 }
 
+/// A standby's pipeline write is refused after its transaction began (the
+/// leader's batch goes out `BEGIN` to `COMMIT` at once): that transaction is
+/// closed, so the next statement on the same connection commits on its own
+/// and the leader sees it. Left open, the standby's next admission (one
+/// statement) would never commit.
+#[test]
+fn a_refused_write_leaves_its_connection_fit_for_the_next() {
+    use hookhost_core::store::{ClusterStore, EventInbox, EventStore};
+    let root = tempfile::tempdir().unwrap();
+    let pg = hookhost_tests::postgres::shared();
+    let schema = hookhost_tests::postgres::schema_for(root.path());
+    let leader = PgStore::open(&pg.settings(schema.clone())).unwrap();
+    leader.join_cluster();
+    assert!(leader.try_lead("leader").unwrap());
+    // One connection: every call below uses the one the refusal used.
+    let mut settings = pg.settings(schema);
+    settings.pool_size = 1;
+    let standby = PgStore::open(&settings).unwrap();
+    standby.join("standby", 60_000).unwrap();
+    assert!(!standby.try_lead("standby").unwrap());
+
+    let refused = standby
+        .complete_pipeline(&[Processed::new(event("x", 1))])
+        .unwrap_err();
+    assert!(refused.0.contains("does not lead"), "{refused}");
+    let admitted = standby.admit(&[event("after", 2)], &[]).unwrap();
+    assert_eq!((admitted.new, admitted.to_pipeline), (vec![true], true));
+    assert!(leader.has_event("after").unwrap());
+    assert!(!leader.has_event("x").unwrap());
+}
+
 /// Taking the lead fences the previous leader: once its session is gone
 /// and another store took the lead, its pipeline and window writes fail,
 /// it learns it no longer leads, and the new leader takes up (once) the

@@ -61,6 +61,23 @@ impl Statements {
     }
 }
 
+/// Keeps [`Statements::sealed`] set while it lives, and clears it however
+/// it ends (a panic included: the connection stays in the pool).
+struct Sealed<'a>(&'a AtomicBool);
+
+impl<'a> Sealed<'a> {
+    fn new(flag: &'a AtomicBool) -> Sealed<'a> {
+        flag.store(true, Ordering::SeqCst);
+        Sealed(flag)
+    }
+}
+
+impl Drop for Sealed<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// What runs statements: a connection outside a transaction, or one.
 pub(super) trait Sql {
     async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError>;
@@ -71,6 +88,11 @@ pub(super) trait Sql {
 pub(super) struct Conn {
     client: Client,
     statements: Statements,
+    /// Set while [`Conn::at_once`] has a transaction open: still set
+    /// afterwards only if it never finished (a panic), and then the
+    /// connection must not be used again, or its next statements would run
+    /// in that transaction and never commit.
+    unfinished: AtomicBool,
 }
 
 impl Conn {
@@ -78,11 +100,14 @@ impl Conn {
         Conn {
             client,
             statements: Statements::default(),
+            unfinished: AtomicBool::new(false),
         }
     }
 
+    /// Whether the connection is gone, or cannot be trusted with another
+    /// statement (see [`Conn::unfinished`]).
     pub(super) fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.unfinished.load(Ordering::SeqCst)
     }
 
     /// Forgets the prepared statements: after an error, in case a schema
@@ -121,15 +146,16 @@ impl Conn {
         for sql in sqls {
             self.statements.get(&self.client, sql).await?;
         }
-        self.statements.sealed.store(true, Ordering::SeqCst);
+        self.unfinished.store(true, Ordering::SeqCst);
+        let sealed = Sealed::new(&self.statements.sealed);
         let result = tokio::try_join!(
             biased;
             async { Ok::<_, StoreError>(self.client.batch_execute("BEGIN").await?) },
             body,
             async { Ok(self.client.batch_execute("COMMIT").await?) },
         );
-        self.statements.sealed.store(false, Ordering::SeqCst);
-        match result {
+        drop(sealed);
+        let out = match result {
             Ok(((), out, ())) => Ok(out),
             Err(e) => {
                 // `body` may have failed before the `COMMIT` went out, with
@@ -137,7 +163,9 @@ impl Conn {
                 let _ = self.client.batch_execute("ROLLBACK").await;
                 Err(e)
             }
-        }
+        };
+        self.unfinished.store(false, Ordering::SeqCst);
+        out
     }
 
     pub(super) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, StoreError> {
