@@ -206,6 +206,16 @@ pub(super) struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// Prepares `sqls` now, so that statements awaited together later go
+    /// out in the order they are polled (one not prepared yet would wait
+    /// for its preparation while the next went ahead).
+    pub(super) async fn prepare(&self, sqls: &[&str]) -> Result<(), StoreError> {
+        for sql in sqls {
+            self.statements.get(&self.tx, sql).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit().await?)
     }

@@ -76,6 +76,15 @@ async fn fence(tx: &impl Sql, epoch: i64) -> Result<(), StoreError> {
     }
 }
 
+/// Reads `closed_through`, locked with `lock` (`FOR SHARE`, `FOR UPDATE`).
+fn closed_through_sql(lock: &str) -> String {
+    format!("SELECT value FROM markers WHERE name = 'closed_through' {lock}")
+}
+
+/// A standby's batch of its own events still marked as its own, locked.
+const OWN_EVENTS: &str = "SELECT id FROM events WHERE id = ANY($1) AND in_pipeline \
+     AND (pipeline_node = $2 OR pipeline_epoch = $3) ORDER BY id FOR UPDATE";
+
 /// Whether `e` is the database's error `code` (see the `From` below).
 fn has_code(e: &StoreError, code: &tokio_postgres::error::SqlState) -> bool {
     e.0.strip_prefix("database: ")
@@ -1087,27 +1096,28 @@ impl EventInbox for PgStore {
         let places = processed.iter().any(|p| !p.window_members.is_empty());
         let (mine, late, moved, jobs, closed_through) = self.run(async |c| {
             let tx = c.transaction().await?;
-            // First, as closing takes it first: a window cannot close
-            // between this read and the commit, and one that closed before
-            // it takes none of these members.
-            let closed_through = if places {
-                Some(locked_closed_through(&tx, "FOR SHARE").await?)
-            } else {
-                None
+            let closed_through_sql = closed_through_sql("FOR SHARE");
+            tx.prepare(&[&closed_through_sql, OWN_EVENTS]).await?;
+            // Both reads go out together, `closed_through` first, as
+            // closing takes it first: a window cannot close between this
+            // read and the commit, and one that closed before it takes none
+            // of these members. The events are locked in one order (no
+            // deadlock between two batches); one the leader's sweep took
+            // meanwhile is no longer marked as this node's and is left to it.
+            let closed_through = async {
+                Ok::<_, StoreError>(if places {
+                    Some(locked_closed_through(&tx, "FOR SHARE").await?)
+                } else {
+                    None
+                })
             };
-            // Locked in one order (no deadlock between two batches); an
-            // event the leader's sweep took meanwhile is no longer marked
-            // as this node's and is left to it.
-            let mut mine: std::collections::HashSet<String> = tx
-                .query(
-                    "SELECT id FROM events WHERE id = ANY($1) AND in_pipeline \
-                     AND (pipeline_node = $2 OR pipeline_epoch = $3) ORDER BY id FOR UPDATE",
-                    &[&ids, &node, &epoch],
-                )
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            let (closed_through, mine) = tokio::try_join!(
+                biased;
+                closed_through,
+                async { tx.query(OWN_EVENTS, &[&ids, &node, &epoch]).await },
+            )?;
+            let mut mine: std::collections::HashSet<String> =
+                mine.iter().map(|row| row.get(0)).collect();
             // Placed by a standby that did not know the window had closed
             // (it learns where windows are closed through from here): the
             // leader places them again.
@@ -1132,24 +1142,34 @@ impl EventInbox for PgStore {
                 kept.iter().flat_map(|p| &p.jobs),
                 Holder::New(Some(node), &keeps),
             )?;
-            write_processed(&tx, &kept, &jobs, &jobs_channel).await?;
-            let mut moved = 0;
-            if !handed.is_empty() || !late.is_empty() {
-                let all: Vec<&str> = handed.iter().copied().chain(late.iter().copied()).collect();
-                // Unmarked either way, so that the leader's sweep takes
-                // them (this node's own too, if it leads now).
-                moved = tx
-                    .execute(
-                        "UPDATE events SET pipeline_node = NULL, pipeline_epoch = NULL \
-                         WHERE id = ANY($1) AND in_pipeline \
-                         AND (pipeline_node = $2 OR pipeline_epoch = $3)",
-                        &[&all, &node, &epoch],
-                    )
-                    .await?;
-                if moved > 0 {
-                    tx.execute(NOTIFY, &[&admissions]).await?;
+            let all: Vec<&str> = handed.iter().copied().chain(late.iter().copied()).collect();
+            // Unmarked either way, so that the leader's sweep takes them
+            // (this node's own too, if it leads now); sent with the writes.
+            let unmark = async {
+                if all.is_empty() {
+                    return Ok(0);
                 }
-            }
+                let (moved, ()) = tokio::try_join!(
+                    biased;
+                    async {
+                        tx.execute(
+                            "UPDATE events SET pipeline_node = NULL, pipeline_epoch = NULL \
+                             WHERE id = ANY($1) AND in_pipeline \
+                             AND (pipeline_node = $2 OR pipeline_epoch = $3)",
+                            &[&all, &node, &epoch],
+                        )
+                        .await
+                    },
+                    // Wakes the sweep; for nothing if none was still marked.
+                    async { tx.execute(NOTIFY, &[&admissions]).await.map(drop) },
+                )?;
+                Ok::<_, StoreError>(moved)
+            };
+            let ((), moved) = tokio::try_join!(
+                biased;
+                write_processed(&tx, &kept, &jobs, &jobs_channel),
+                unmark,
+            )?;
             tx.commit().await?;
             Ok((mine, late.len(), moved, jobs, closed_through))
         })?;
@@ -1884,12 +1904,7 @@ async fn write_closed(
 /// standby placing members, so neither reads it while the other may still
 /// change what it guards. The row exists from migration 6 on.
 async fn locked_closed_through(tx: &impl Sql, lock: &str) -> Result<u64, StoreError> {
-    let rows = tx
-        .query(
-            &format!("SELECT value FROM markers WHERE name = 'closed_through' {lock}"),
-            &[],
-        )
-        .await?;
+    let rows = tx.query(&closed_through_sql(lock), &[]).await?;
     Ok(rows.first().map_or(0, |r| unms(r.get(0))))
 }
 
