@@ -189,14 +189,34 @@ impl Conn {
 
 impl Sql for Conn {
     async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        let statement = self.statements.get(&self.client, sql).await?;
-        Ok(self.client.query(&statement, params).await?)
+        query(&self.client, &self.statements, sql, params).await
     }
 
     async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        let statement = self.statements.get(&self.client, sql).await?;
-        Ok(self.client.execute(&statement, params).await?)
+        execute(&self.client, &self.statements, sql, params).await
     }
+}
+
+/// Runs `sql` by its prepared statement on `client` (a connection or a
+/// transaction on it).
+async fn query(
+    client: &impl GenericClient,
+    statements: &Statements,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, StoreError> {
+    let statement = statements.get(client, sql).await?;
+    Ok(client.query(&statement, params).await?)
+}
+
+async fn execute(
+    client: &impl GenericClient,
+    statements: &Statements,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, StoreError> {
+    let statement = statements.get(client, sql).await?;
+    Ok(client.execute(&statement, params).await?)
 }
 
 /// A transaction on a [`Conn`], using its prepared statements.
@@ -223,12 +243,10 @@ impl Tx<'_> {
 
 impl Sql for Tx<'_> {
     async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
-        let statement = self.statements.get(&self.tx, sql).await?;
-        Ok(self.tx.query(&statement, params).await?)
+        query(&self.tx, self.statements, sql, params).await
     }
 
     async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
-        let statement = self.statements.get(&self.tx, sql).await?;
-        Ok(self.tx.execute(&statement, params).await?)
+        execute(&self.tx, self.statements, sql, params).await
     }
 }

@@ -847,6 +847,21 @@ async fn notify_if_claimable(
     Ok(())
 }
 
+/// Events as the columns of an `unnest` insert: ids, arrival, bodies.
+type EventColumns<'a> = (Vec<&'a str>, Vec<i64>, Vec<String>);
+
+fn event_columns(events: Vec<&StoredEvent>) -> Result<EventColumns<'_>, StoreError> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut received = Vec::with_capacity(events.len());
+    let mut bodies = Vec::with_capacity(events.len());
+    for event in events {
+        ids.push(event.id.as_str());
+        received.push(ms(event.received_at_ms));
+        bodies.push(serde_json::to_string(event)?);
+    }
+    Ok((ids, received, bodies))
+}
+
 /// Writes one pipeline batch's rows in `tx`. The statements are sent
 /// together and answered together (tokio-postgres pipelines requests that
 /// are awaited at once): one round trip for all of them, not one each.
@@ -856,15 +871,8 @@ async fn write_processed(
     jobs: &JobRows,
     jobs_channel: &str,
 ) -> Result<(), StoreError> {
-    let events = last_wins(processed.iter().map(|p| &p.event), |e| &e.id);
-    let mut event_ids = Vec::with_capacity(events.len());
-    let mut received = Vec::with_capacity(events.len());
-    let mut event_bodies = Vec::with_capacity(events.len());
-    for event in events {
-        event_ids.push(event.id.as_str());
-        received.push(ms(event.received_at_ms));
-        event_bodies.push(serde_json::to_string(event)?);
-    }
+    let (event_ids, received, event_bodies) =
+        event_columns(last_wins(processed.iter().map(|p| &p.event), |e| &e.id))?;
     let mut by_key: HashMap<(i64, String, &str), String> = HashMap::new();
     for m in processed.iter().flat_map(|p| &p.window_members) {
         by_key.insert(
@@ -979,14 +987,7 @@ impl EventInbox for PgStore {
         }
         let mut rows: Vec<&StoredEvent> = first.into_values().collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut received = Vec::with_capacity(rows.len());
-        let mut bodies = Vec::with_capacity(rows.len());
-        for event in rows {
-            ids.push(event.id.as_str());
-            received.push(ms(event.received_at_ms));
-            bodies.push(serde_json::to_string(event)?);
-        }
+        let (ids, received, bodies) = event_columns(rows)?;
         let answers = last_wins(answers, |a| &a.key);
         let mut keys = Vec::with_capacity(answers.len());
         let mut answered = Vec::with_capacity(answers.len());
