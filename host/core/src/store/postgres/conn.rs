@@ -56,6 +56,14 @@ impl Statements {
         Ok(statement)
     }
 
+    /// Prepares those of `sqls` not prepared yet.
+    async fn prepare(&self, client: &impl GenericClient, sqls: &[&str]) -> Result<(), StoreError> {
+        for sql in sqls {
+            self.get(client, sql).await?;
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
         self.prepared.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -143,9 +151,7 @@ impl Conn {
         sqls: &[&str],
         body: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        for sql in sqls {
-            self.statements.get(&self.client, sql).await?;
-        }
+        self.statements.prepare(&self.client, sqls).await?;
         self.unfinished.store(true, Ordering::SeqCst);
         let sealed = Sealed::new(&self.statements.sealed);
         let result = tokio::try_join!(
@@ -230,10 +236,7 @@ impl Tx<'_> {
     /// out in the order they are polled (one not prepared yet would wait
     /// for its preparation while the next went ahead).
     pub(super) async fn prepare(&self, sqls: &[&str]) -> Result<(), StoreError> {
-        for sql in sqls {
-            self.statements.get(&self.tx, sql).await?;
-        }
-        Ok(())
+        self.statements.prepare(&self.tx, sqls).await
     }
 
     pub(super) async fn commit(self) -> Result<(), StoreError> {

@@ -76,7 +76,8 @@ async fn fence(tx: &impl Sql, epoch: i64) -> Result<(), StoreError> {
     }
 }
 
-/// Reads `closed_through`, locked with `lock` (`FOR SHARE`, `FOR UPDATE`).
+/// Reads `closed_through`, locked with `lock` (`FOR SHARE`, `FOR UPDATE`,
+/// or nothing: a plain read).
 fn closed_through_sql(lock: &str) -> String {
     format!("SELECT value FROM markers WHERE name = 'closed_through' {lock}")
 }
@@ -1670,7 +1671,7 @@ impl DeliveryQueue for PgStore {
         );
         loop {
             let ids: Vec<String> = self
-                .run(async |c| Ok(c.query(query, &[&bound, &CHUNK]).await?))?
+                .run(async |c| c.query(query, &[&bound, &CHUNK]).await)?
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
@@ -1903,7 +1904,8 @@ async fn write_closed(
 /// Where windows are closed through, read in `tx` with the marker's row
 /// locked: `FOR UPDATE` by the node closing windows, `FOR SHARE` by a
 /// standby placing members, so neither reads it while the other may still
-/// change what it guards. The row exists from migration 6 on.
+/// change what it guards; with no `lock`, a plain read
+/// ([`WindowStore::closed_through`]). The row exists from migration 6 on.
 async fn locked_closed_through(tx: &impl Sql, lock: &str) -> Result<u64, StoreError> {
     let rows = tx.query(&closed_through_sql(lock), &[]).await?;
     Ok(rows.first().map_or(0, |r| unms(r.get(0))))
@@ -1981,14 +1983,7 @@ impl WindowStore for PgStore {
     }
 
     fn closed_through(&self) -> Result<u64, StoreError> {
-        let rows = self.run(async |c| {
-            c.query(
-                "SELECT value FROM markers WHERE name = 'closed_through'",
-                &[],
-            )
-            .await
-        })?;
-        Ok(rows.first().map_or(0, |r| unms(r.get(0))))
+        self.run(async |c| locked_closed_through(c, "").await)
     }
 
     fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError> {
