@@ -10,7 +10,7 @@ same folder.
     python3 tests/tools/pending_1m.py target/release/hookhost after
 
 SERVER_EXTRA adds lines to the config's [server] section (say
-"cache_mib = 64"); WRAP runs the server under a tool (say "heaptrack -o
+"cache_mib = 64"); EVENTS posts fewer (a multiple of 8,000); WRAP runs the server under a tool (say "heaptrack -o
 /tmp/ht"; the RSS figures are then the tool's, not the server's).
 """
 import http.client, json, os, shutil, subprocess, sys, threading, time
@@ -50,7 +50,7 @@ def start():
             c = http.client.HTTPConnection("127.0.0.1", port); c.request("GET", "/healthz"); c.getresponse().read(); return p
         except OSError: time.sleep(0.1)
 srv = start()
-N, B, C = 1_000_000, 1000, 8
+N, B, C = int(os.environ.get("EVENTS", 1_000_000)), 1000, 8
 data_bytes = [0]
 counting = threading.Lock()
 def client(k):

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+#[cfg(unix)]
+mod allocator;
 mod commands;
 mod logging;
 
@@ -129,27 +131,7 @@ enum PluginCommand {
     Build(commands::plugin_new::BuildOptions),
 }
 
-/// glibc gives threads that allocate at once arenas of their own, up to 8
-/// per core; under a steady load freed memory scatters over them and the
-/// resident size creeps up (soak: +25 % in 20 min). Two arenas keep it
-/// near flat (+4 %); throughput at saturation moved within the run-to-run
-/// spread in one comparison and was ~15 % lower in another (BENCHMARKS.md,
-/// "Soak"). `MALLOC_ARENA_MAX` in the environment still decides when set.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: called first in main, before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     // One-off plugin commands show the plugin's own log lines, not the host's.
     let default_filter = match cli.command {

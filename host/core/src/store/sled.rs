@@ -486,7 +486,9 @@ impl Open {
 /// sled's open reads its whole page-table snapshot into memory and frees it
 /// again: ~350 MB of small allocations for a 10-million-record store, which
 /// glibc would keep in the process (RSS 842 MB after such an open, 470 MB
-/// of it live). Handing it back to the system once costs a few ms.
+/// of it live). Handing it back to the system once costs a few ms. (The
+/// `hookhost` binary allocates through jemalloc, whose decay hands it back
+/// by itself; this is for programs on glibc's malloc, such as the tests.)
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn give_back_freed_memory() {
     // SAFETY: malloc_trim only releases free heap memory; it takes the
