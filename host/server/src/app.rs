@@ -13,8 +13,27 @@ use serde_json::Value;
 
 use crate::auth::Tokens;
 
+/// Cloned for every request (axum hands each handler its own), so one
+/// shared pointer rather than a dozen: their reference counts are atomics
+/// that both cores would otherwise bounce for each request.
 #[derive(Clone)]
-pub(crate) struct App {
+pub(crate) struct App(Arc<AppState>);
+
+impl App {
+    pub(crate) fn new(state: AppState) -> App {
+        App(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for App {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+pub(crate) struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) tokens: Tokens,

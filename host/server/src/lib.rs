@@ -30,7 +30,7 @@ use hookhost_core::node::{Node, Running};
 use hookhost_plugin_runtime::Registry;
 use tokio::net::TcpListener;
 
-use crate::app::App;
+use crate::app::{App, AppState};
 use crate::auth::Tokens;
 
 /// Opens the node (store, intake; resuming unfinished work), listens on
@@ -65,7 +65,7 @@ pub async fn run(
     }
     node.membership.listening_on(local);
     let routes = routes::all();
-    let app = App {
+    let app = App::new(AppState {
         config: config.clone(),
         registry: node.registry.clone(),
         tokens: Tokens {
@@ -81,7 +81,7 @@ pub async fn run(
         openapi: Arc::new(openapi::document(&routes)),
         history: Default::default(),
         membership: node.membership.clone(),
-    };
+    });
     let sampler = {
         let (history, deliverer) = (app.history.clone(), app.deliverer.clone());
         tokio::spawn(async move {
