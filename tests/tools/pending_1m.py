@@ -10,8 +10,9 @@ same folder.
     python3 tests/tools/pending_1m.py target/release/hookhost after
 
 SERVER_EXTRA adds lines to the config's [server] section (say
-"cache_mib = 64"); EVENTS posts fewer (a multiple of 8,000); WRAP runs the server under a tool (say "heaptrack -o
-/tmp/ht"; the RSS figures are then the tool's, not the server's).
+"cache_mib = 64"); EVENTS posts another number (a multiple of 8,000); WRAP
+runs the server under a tool (say "heaptrack -o /tmp/ht"; the RSS figures
+are then the tool's, not the server's).
 """
 import http.client, json, os, shutil, subprocess, sys, threading, time
 binary, tag = sys.argv[1], sys.argv[2]
