@@ -848,19 +848,29 @@ async fn notify_if_claimable(
     Ok(())
 }
 
-/// Events as the columns of an `unnest` insert: ids, arrival, bodies.
-type EventColumns<'a> = (Vec<&'a str>, Vec<i64>, Vec<String>);
+/// Rows as the columns of an `unnest` insert: keys, times, JSON bodies.
+type UnnestColumns<'a> = (Vec<&'a str>, Vec<i64>, Vec<String>);
 
-fn event_columns(events: Vec<&StoredEvent>) -> Result<EventColumns<'_>, StoreError> {
-    let mut ids = Vec::with_capacity(events.len());
-    let mut received = Vec::with_capacity(events.len());
-    let mut bodies = Vec::with_capacity(events.len());
-    for event in events {
-        ids.push(event.id.as_str());
-        received.push(ms(event.received_at_ms));
-        bodies.push(serde_json::to_string(event)?);
+/// `key_and_time` picks a row's key and time (an event's id and arrival, an
+/// idempotency answer's key and time).
+fn unnest_columns<'a, T: serde::Serialize>(
+    rows: Vec<&'a T>,
+    key_and_time: impl Fn(&'a T) -> (&'a str, u64),
+) -> Result<UnnestColumns<'a>, StoreError> {
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut times = Vec::with_capacity(rows.len());
+    let mut bodies = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (key, at_ms) = key_and_time(row);
+        keys.push(key);
+        times.push(ms(at_ms));
+        bodies.push(serde_json::to_string(row)?);
     }
-    Ok((ids, received, bodies))
+    Ok((keys, times, bodies))
+}
+
+fn event_key_and_time(event: &StoredEvent) -> (&str, u64) {
+    (&event.id, event.received_at_ms)
 }
 
 /// Writes one pipeline batch's rows in `tx`. The statements are sent
@@ -872,8 +882,10 @@ async fn write_processed(
     jobs: &JobRows,
     jobs_channel: &str,
 ) -> Result<(), StoreError> {
-    let (event_ids, received, event_bodies) =
-        event_columns(last_wins(processed.iter().map(|p| &p.event), |e| &e.id))?;
+    let (event_ids, received, event_bodies) = unnest_columns(
+        last_wins(processed.iter().map(|p| &p.event), |e| &e.id),
+        event_key_and_time,
+    )?;
     let mut by_key: HashMap<(i64, String, &str), String> = HashMap::new();
     for m in processed.iter().flat_map(|p| &p.window_members) {
         by_key.insert(
@@ -988,16 +1000,9 @@ impl EventInbox for PgStore {
         }
         let mut rows: Vec<&StoredEvent> = first.into_values().collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
-        let (ids, received, bodies) = event_columns(rows)?;
-        let answers = last_wins(answers, |a| &a.key);
-        let mut keys = Vec::with_capacity(answers.len());
-        let mut answered = Vec::with_capacity(answers.len());
-        let mut answer_bodies = Vec::with_capacity(answers.len());
-        for answer in answers {
-            keys.push(answer.key.as_str());
-            answered.push(ms(answer.at_ms));
-            answer_bodies.push(serde_json::to_string(answer)?);
-        }
+        let (ids, received, bodies) = unnest_columns(rows, event_key_and_time)?;
+        let (keys, answered, answer_bodies) =
+            unnest_columns(last_wins(answers, |a| &a.key), |a| (&a.key, a.at_ms))?;
         // Every node's own events go straight into its pipeline: a leader's
         // marked with its epoch, a standby's with its name (the leader's
         // sweep leaves them alone while it lives). A store that joined no
