@@ -4,8 +4,9 @@
 //! the next flush the intake's journal holds the events durably.
 //!
 //! Layout (one sled tree, so a batch spanning kinds is atomic):
-//! - `e/<event id>` → event
-//! - `j/<job id>`   → delivery job with its attempts
+//! - `e/<event id>` → event (a compact record, `sled/record.rs`; JSON in
+//!   stores written before it, still read)
+//! - `j/<job id>`   → delivery job with its attempts (likewise)
 //! - `Q/<unique, 16 hex>/<count>` → queue marker: ids of jobs that became
 //!   pending in one write, an entry counting while its job is pending
 //!   (`sled/queue.rs`; earlier versions wrote `q/<job id>`: moved at open)
@@ -39,6 +40,7 @@
 //!   close and removed when taken back at open
 
 mod queue;
+mod record;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -130,6 +132,13 @@ struct Open {
 
 /// Where the tally is saved at a clean close (`m/tally`).
 const TALLY_KEY: &[u8] = b"m/tally";
+
+/// The id in a record's key `<kind>/<id>` (see [`key`]).
+fn record_id(k: &[u8]) -> Result<&str, StoreError> {
+    k.get(2..)
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .ok_or_else(|| StoreError("corrupt record key".into()))
+}
 
 fn key(kind: u8, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(id.len() + 2);
@@ -276,7 +285,7 @@ impl Write {
         self.change.deliveries += 1;
         self.change.pending += pending as i64;
         self.batch
-            .insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+            .insert(key(b'j', &job.id), record::encode_job(job)?);
         if pending {
             self.queued.push(&job.id);
         }
@@ -290,7 +299,7 @@ impl Write {
         let event = &out.event;
         self.change.events += 1;
         self.batch
-            .insert(key(b'e', &event.id), serde_json::to_vec(event)?);
+            .insert(key(b'e', &event.id), record::encode_event(event)?);
         self.expirable.event(event);
         for job in &out.jobs {
             self.new_job(job)?;
@@ -628,18 +637,15 @@ impl SledStore {
         Ok(n)
     }
 
-    fn scan<T: for<'de> Deserialize<'de>>(
-        &self,
-        marker: u8,
-        record: u8,
-    ) -> Result<Vec<T>, StoreError> {
+    /// The jobs that markers `<marker>/<job id>` point to.
+    fn marked_jobs(&self, marker: u8) -> Result<Vec<Job>, StoreError> {
         let mut out = Vec::new();
         let open = self.instance()?;
         for item in open.tree.scan_prefix([marker, b'/']) {
             let (k, _) = item?;
             let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
-            if let Some(v) = open.tree.get(key(record, id))? {
-                out.push(serde_json::from_slice(&v)?);
+            if let Some(v) = open.tree.get(key(b'j', id))? {
+                out.push(record::decode_job(id, &v)?);
             }
         }
         Ok(out)
@@ -657,12 +663,11 @@ impl EventStore for SledStore {
     }
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        Ok(self
-            .instance()?
+        self.instance()?
             .tree
             .get(key(b'e', id))?
-            .map(|v| serde_json::from_slice(&v))
-            .transpose()?)
+            .map(|v| record::decode_event(id, &v))
+            .transpose()
     }
 
     fn has_event(&self, id: &str) -> Result<bool, StoreError> {
@@ -686,7 +691,7 @@ impl DeliveryQueue for SledStore {
                 None => open
                     .tree
                     .get(key(b'j', &job.id))?
-                    .map(|record| queue::stored_status(&record))
+                    .map(|bytes| record::job_status(&bytes))
                     .transpose()?,
             };
             earlier.insert(&job.id, job.status);
@@ -701,7 +706,7 @@ impl DeliveryQueue for SledStore {
             departed += (was_pending && !pending) as usize;
             write
                 .batch
-                .insert(key(b'j', &job.id), serde_json::to_vec(job)?);
+                .insert(key(b'j', &job.id), record::encode_job(job)?);
             write.expirable.job(job);
             if pending && !was_pending {
                 write.queued.push(&job.id);
@@ -719,18 +724,17 @@ impl DeliveryQueue for SledStore {
     }
 
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        Ok(self
-            .instance()?
+        self.instance()?
             .tree
             .get(key(b'j', id))?
-            .map(|v| serde_json::from_slice(&v))
-            .transpose()?)
+            .map(|v| record::decode_job(id, &v))
+            .transpose()
     }
 
     fn pending_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let mut out = Vec::new();
-        queue::each_pending(&self.instance()?.tree, &[], &|_| false, |_, record| {
-            out.push(serde_json::from_slice(record)?);
+        queue::each_pending(&self.instance()?.tree, &[], &|_| false, |id, bytes| {
+            out.push(record::decode_job(id, bytes)?);
             Ok(true)
         })?;
         Ok(out)
@@ -746,11 +750,11 @@ impl DeliveryQueue for SledStore {
         wanted: &dyn Fn(&Job) -> bool,
     ) -> Result<(Vec<Job>, Option<QueuePosition>), StoreError> {
         let mut out = Vec::new();
-        let stopped = queue::each_pending(&self.instance()?.tree, &from.0, skip, |_, record| {
+        let stopped = queue::each_pending(&self.instance()?.tree, &from.0, skip, |id, bytes| {
             if out.len() == max {
                 return Ok(false);
             }
-            let job: Job = serde_json::from_slice(record)?;
+            let job = record::decode_job(id, bytes)?;
             if wanted(&job) {
                 out.push(job);
             }
@@ -770,13 +774,14 @@ impl DeliveryQueue for SledStore {
     }
 
     fn dead_letters(&self) -> Result<Vec<Job>, StoreError> {
-        self.scan(b'd', b'j')
+        self.marked_jobs(b'd')
     }
 
     fn jobs(&self) -> Result<Vec<Job>, StoreError> {
         let mut out = Vec::new();
         for item in self.instance()?.tree.scan_prefix(b"j/") {
-            out.push(serde_json::from_slice(&item?.1)?);
+            let (k, v) = item?;
+            out.push(record::decode_job(record_id(&k)?, &v)?);
         }
         Ok(out)
     }
@@ -836,7 +841,7 @@ impl DeliveryQueue for SledStore {
             let Some(bytes) = open.tree.get(key(b'j', id))? else {
                 continue; // removed by retention between the two reads
             };
-            let job: Job = serde_json::from_slice(&bytes)?;
+            let job = record::decode_job(id, &bytes)?;
             if q.wanted.is_some_and(|wanted| !wanted(&job)) {
                 continue;
             }
@@ -883,8 +888,8 @@ impl DeliveryQueue for SledStore {
         }
         let (mut n, mut batch) = (0, sled::Batch::default());
         for item in open.tree.scan_prefix(b"j/") {
-            let (_, v) = item?;
-            let job: Job = serde_json::from_slice(&v)?;
+            let (k, v) = item?;
+            let job = record::decode_job(record_id(&k)?, &v)?;
             batch.insert(listing_key(&job), &[][..]);
             n += 1;
             if n % 10_000 == 0 {
@@ -1033,7 +1038,8 @@ impl SubscriptionStore for SledStore {
     fn paused_jobs(&self, subscription_id: &str) -> Result<Vec<Job>, StoreError> {
         let mut out = Vec::new();
         for item in self.instance()?.tree.scan_prefix(b"j/") {
-            let job: Job = serde_json::from_slice(&item?.1)?;
+            let (k, v) = item?;
+            let job = record::decode_job(record_id(&k)?, &v)?;
             if job.status == JobStatus::Paused && job.subscription_id == subscription_id {
                 out.push(job);
             }
@@ -1104,7 +1110,7 @@ impl Removal<'_> {
         let Some(bytes) = tree.get(key(b'j', id))? else {
             return Ok(());
         };
-        let job: Job = serde_json::from_slice(&bytes)?;
+        let job = record::decode_job(id, &bytes)?;
         if Expiring::of(job.status) != Some(self.what) || job.settled_at_ms() != at {
             return Ok(());
         }
@@ -1208,8 +1214,8 @@ impl RetentionStore for SledStore {
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for item in open.tree.scan_prefix(b"e/") {
-            let (_, v) = item?;
-            let event: StoredEvent = serde_json::from_slice(&v)?;
+            let (k, v) = item?;
+            let event = record::decode_event(record_id(&k)?, &v)?;
             batch.insert(
                 retention_key(Expiring::Events, event.received_at_ms, &event.id),
                 &[][..],
@@ -1222,8 +1228,8 @@ impl RetentionStore for SledStore {
             }
         }
         for item in open.tree.scan_prefix(b"j/") {
-            let (_, v) = item?;
-            let job: Job = serde_json::from_slice(&v)?;
+            let (k, v) = item?;
+            let job = record::decode_job(record_id(&k)?, &v)?;
             if Expiring::of(job.status).is_some() {
                 index_job(&mut batch, &job);
                 in_batch += 1;

@@ -22,8 +22,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use serde::Deserialize;
-
 use super::{MARKER_ENTRIES, key};
 use crate::model::JobStatus;
 use crate::store::StoreError;
@@ -69,18 +67,11 @@ fn marker_prefix(unique: u64) -> Vec<u8> {
 /// The record of job `id` if it is stored and pending.
 fn pending_record(tree: &sled::Tree, id: &str) -> Result<Option<sled::IVec>, StoreError> {
     match tree.get(key(b'j', id))? {
-        Some(record) if stored_status(&record)? == JobStatus::Pending => Ok(Some(record)),
+        Some(record) if super::record::job_status(&record)? == JobStatus::Pending => {
+            Ok(Some(record))
+        }
         _ => Ok(None),
     }
-}
-
-/// A stored job's status, without building the rest of the job.
-pub(super) fn stored_status(record: &[u8]) -> Result<JobStatus, StoreError> {
-    #[derive(Deserialize)]
-    struct StatusOnly {
-        status: JobStatus,
-    }
-    Ok(serde_json::from_slice::<StatusOnly>(record)?.status)
 }
 
 /// Ids of the jobs one write makes pending.
