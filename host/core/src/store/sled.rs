@@ -643,7 +643,7 @@ impl SledStore {
         let open = self.instance()?;
         for item in open.tree.scan_prefix([marker, b'/']) {
             let (k, _) = item?;
-            let id = std::str::from_utf8(&k[2..]).map_err(|e| StoreError(e.to_string()))?;
+            let id = record_id(&k)?;
             if let Some(v) = open.tree.get(key(b'j', id))? {
                 out.push(record::decode_job(id, &v)?);
             }
