@@ -185,9 +185,6 @@ fn run_reports_plugin_failures_and_bad_input() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
 }
 
-/// `hookhost bench` runs the server as a child process, loads it and reports
-/// every acknowledged event delivered; with `--data` the second run starts
-/// on the first one's data folder, which is kept.
 #[test]
 fn test_runs_events_and_catalog_samples_and_fails_on_a_missed_expectation() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,6 +251,9 @@ fn test_runs_events_and_catalog_samples_and_fails_on_a_missed_expectation() {
     );
 }
 
+/// `hookhost bench` runs the server as a child process, loads it and reports
+/// every acknowledged event delivered; with `--data` the second run starts
+/// on the first one's data folder, which is kept.
 #[test]
 fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
     let data = tempfile::tempdir().unwrap();

@@ -43,8 +43,9 @@ pub struct BenchOptions {
     /// Bytes of padding in each event's data (about the payload size).
     #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,
-    /// Pace the clients at this many events/s in all (open loop); unset:
-    /// each client posts again as soon as answered.
+    /// Pace the clients at this many events/s in all (open loop), their
+    /// posts spread evenly over time; unset: each client posts again as
+    /// soon as answered.
     #[arg(long)]
     pub rate: Option<u64>,
     #[arg(long, default_value_t = 3)]
@@ -265,10 +266,16 @@ async fn load(options: &BenchOptions, apis: &[SocketAddr], sink: &Sink) -> RunRe
         .map(|i| {
             let (client, next, refused, pad) = (client.clone(), next.clone(), refused.clone(), pad.clone());
             let api = apis[i % apis.len()];
-            let (total, batch) = (options.events, options.batch as u64);
+            let (total, batch, clients) = (options.events, options.batch as u64, options.clients);
             tokio::spawn(async move {
                 let mut answers_us = Vec::new();
-                let mut ticker = per_client_interval.map(tokio::time::interval);
+                // Client i starts i/N of an interval after the first: paced
+                // clients then post evenly spread over time, where clients
+                // started together would post in bursts of N.
+                let mut ticker = per_client_interval.map(|every| {
+                    let offset = every.mul_f64(i as f64 / clients as f64);
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, every)
+                });
                 loop {
                     if let Some(t) = &mut ticker {
                         t.tick().await;
