@@ -799,6 +799,18 @@ impl Tree {
         self.context.pagecache.flush()
     }
 
+    /// hookhost: [`Tree::flush`], then `fdatasync` of the log file. The
+    /// flush waits for each io buffer's `sync_file_range`, which starts and
+    /// waits for the data's writeback but neither records a grown file's
+    /// size nor flushes the disk's write cache: what was flushed survives
+    /// a crash of this process, not always a power loss, until the
+    /// background flusher's next `fsync`. This one covers both.
+    pub fn flush_durably(&self) -> Result<usize> {
+        let flushed = self.context.pagecache.flush()?;
+        self.context.pagecache.config.file.sync_data()?;
+        Ok(flushed)
+    }
+
     /// Asynchronously flushes all dirty IO buffers
     /// and calls fsync. If this succeeds, it is
     /// guaranteed that all previous writes will
