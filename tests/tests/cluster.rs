@@ -343,6 +343,22 @@ fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
         arrived.is_some(),
         "the leader never delivered what the paused standby held"
     );
+    // The leader can take what the standby held only once its lease ran
+    // out, but on a busy machine the standby may have sent all it held
+    // before the pause: wait for the lapse itself (no heartbeat for twice
+    // the 1.5 s lease), or the resumed node has nothing to notice.
+    let standby_silent_ms = || {
+        let (_, view) = get(leader_api, "/v1/cluster", &[ADMIN]);
+        view["nodes"].as_array().unwrap().iter().find_map(|n| {
+            (n["leading"] == false)
+                .then(|| n["seen_ago_ms"].as_u64())
+                .flatten()
+        })
+    };
+    let lapsed = wait_until(PATIENCE, || {
+        standby_silent_ms().is_some_and(|ms| ms > 3_000)
+    });
+    assert!(lapsed.is_some(), "the paused standby kept its heartbeat");
     let before_resume = receiver.count("sink");
     signal("-CONT");
     standby.wait_for(&["lease had run out"], PATIENCE);
