@@ -311,14 +311,16 @@ fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
         .iter()
         .map(|id| hookhost_tests::delivery_id(id.as_str().unwrap(), "sink"))
         .collect();
-    let standby_holds = || {
+    // A number the leader's cluster view gives for the standby.
+    let of_standby = |field: &str| {
         let (_, view) = get(leader_api, "/v1/cluster", &[ADMIN]);
-        view["nodes"].as_array().unwrap().iter().find_map(|n| {
-            (n["leading"] == false)
-                .then(|| n["deliveries_held"].as_u64())
-                .flatten()
-        })
+        view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|n| (n["leading"] == false).then(|| n[field].as_u64()).flatten())
     };
+    let standby_holds = || of_standby("deliveries_held");
     let held = std::cell::Cell::new(0);
     let holding = wait_until(PATIENCE, || {
         held.set(standby_holds().unwrap_or(0));
@@ -347,16 +349,8 @@ fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
     // out, but on a busy machine the standby may have sent all it held
     // before the pause: wait for the lapse itself (no heartbeat for twice
     // the 1.5 s lease), or the resumed node has nothing to notice.
-    let standby_silent_ms = || {
-        let (_, view) = get(leader_api, "/v1/cluster", &[ADMIN]);
-        view["nodes"].as_array().unwrap().iter().find_map(|n| {
-            (n["leading"] == false)
-                .then(|| n["seen_ago_ms"].as_u64())
-                .flatten()
-        })
-    };
     let lapsed = wait_until(PATIENCE, || {
-        standby_silent_ms().is_some_and(|ms| ms > 3_000)
+        of_standby("seen_ago_ms").is_some_and(|ms| ms > 3_000)
     });
     assert!(lapsed.is_some(), "the paused standby kept its heartbeat");
     let before_resume = receiver.count("sink");

@@ -1355,8 +1355,15 @@ mod tests {
             }
             assert_eq!(written_compressed(dir.path()), Some(first.compress));
             // Opened with the other setting (sled alone would refuse), the
-            // folder reads and writes as it was written.
-            let store = SledStore::open_with(dir.path(), then).unwrap();
+            // folder reads and writes as it was written. sled's io threads
+            // may hold its file lock a moment after the close.
+            let store = (0..500)
+                .find_map(|_| {
+                    SledStore::open_with(dir.path(), then)
+                        .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(10)))
+                        .ok()
+                })
+                .expect("the closed store let go of its lock");
             assert_eq!(ids(store.pending_jobs().unwrap()), ["a"]);
             store
                 .update_jobs(&[job("b", JobStatus::Pending, 1)])
