@@ -320,10 +320,9 @@ fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
             .iter()
             .find_map(|n| (n["leading"] == false).then(|| n[field].as_u64()).flatten())
     };
-    let standby_holds = || of_standby("deliveries_held");
     let held = std::cell::Cell::new(0);
     let holding = wait_until(PATIENCE, || {
-        held.set(standby_holds().unwrap_or(0));
+        held.set(of_standby("deliveries_held").unwrap_or(0));
         held.get() >= 10
     });
     assert!(
