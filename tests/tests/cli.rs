@@ -292,3 +292,81 @@ fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
     }
     assert!(folder.join("db").is_file(), "the data folder is kept");
 }
+
+/// `hookhost compact` copies a stopped server's sled folder into a new one
+/// the server then runs on with every event still there; while the server
+/// runs, the copy is refused (sled's lock) and says to stop it.
+#[test]
+fn compact_copies_a_stopped_servers_folder_and_refuses_a_running_one() {
+    use hookhost_tests::Running;
+    use hookhost_tests::http::{get, post_events};
+    let root = tempfile::tempdir().unwrap();
+    let config = hookhost_tests::write_config(
+        root.path(),
+        "",
+        "admin_token = \"adm1n\"\n",
+        "[store]\nbackend = \"sled\"\n",
+    );
+    let into = root.path().join("db.new");
+    let compact = || {
+        output_within(
+            Command::new(hookhost_bin()).args([
+                "compact",
+                "--config",
+                &config,
+                "--into",
+                into.to_str().unwrap(),
+            ]),
+            hookhost_tests::PATIENCE,
+        )
+    };
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(hookhost_tests::PATIENCE);
+    let mut ids = Vec::new();
+    for batch in 0..3 {
+        let events = (0..100)
+            .map(|i| serde_json::json!({"type": "report", "data": {"n": batch * 100 + i}}))
+            .collect();
+        let answer = post_events(api, events);
+        ids.extend(
+            answer["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap().to_string()),
+        );
+    }
+    let refused = compact();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("stop it first"), "{stderr}");
+    assert!(server.terminate(hookhost_tests::PATIENCE).success());
+
+    let out = compact();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("copied") && stdout.contains("db.new"),
+        "{stdout}"
+    );
+    let db = root.path().join("db");
+    std::fs::rename(&db, root.path().join("db.old")).unwrap();
+    std::fs::rename(&into, &db).unwrap();
+
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(hookhost_tests::PATIENCE);
+    for (n, id) in ids.iter().enumerate().step_by(37) {
+        let (status, event) = get(
+            api,
+            &format!("/v1/events/{id}"),
+            &["Authorization: Bearer adm1n"],
+        );
+        assert_eq!(status, 200, "{id}: {event}");
+        assert_eq!(event["data"]["n"], n, "{event}");
+    }
+    assert!(server.terminate(hookhost_tests::PATIENCE).success());
+}

@@ -47,6 +47,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Copy the sled data folder the config names into a new folder that
+    /// holds only its live records (the server must be stopped); prints
+    /// both sizes and how to swap the folders.
+    Compact {
+        /// TOML configuration file (its `server.data_dir` is copied).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new folder (absent or empty).
+        #[arg(long)]
+        into: PathBuf,
+    },
     /// Check and run plugins without a server.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -135,7 +146,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One-off plugin commands show the plugin's own log lines, not the host's.
     let default_filter = match cli.command {
-        Command::Serve { .. } | Command::Migrate { .. } => "info".to_string(),
+        Command::Serve { .. } | Command::Migrate { .. } | Command::Compact { .. } => {
+            "info".to_string()
+        }
         Command::Plugin(_) => format!("warn,{LOG_TARGET}=trace"),
         Command::Receive { .. }
         | Command::Verify { .. }
@@ -148,6 +161,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, plugins } => commands::serve::serve(config.as_deref(), plugins),
         Command::Migrate { config } => commands::migrate::migrate(&config),
+        Command::Compact { config, into } => commands::compact::compact(&config, &into),
         Command::Plugin(PluginCommand::Check { file }) => commands::plugin::plugin_check(&file),
         Command::Plugin(PluginCommand::Run {
             file,

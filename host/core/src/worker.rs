@@ -52,26 +52,40 @@ pub struct Accepted {
 
 /// The intake's way to the worker: what it queues counts in the ingest
 /// backlog until the worker has stored its pipeline outcome.
-#[derive(Clone)]
 pub struct ToPipeline {
-    sender: mpsc::UnboundedSender<Accepted>,
+    /// Taken at shutdown ([`ToPipeline::close`]), so that the worker sees
+    /// the end of its queue.
+    sender: std::sync::Mutex<Option<mpsc::UnboundedSender<Accepted>>>,
     backlog: Arc<Backlog>,
 }
 
 impl ToPipeline {
     pub fn new(sender: mpsc::UnboundedSender<Accepted>, backlog: Arc<Backlog>) -> ToPipeline {
-        ToPipeline { sender, backlog }
+        ToPipeline {
+            sender: std::sync::Mutex::new(Some(sender)),
+            backlog,
+        }
     }
 
-    /// Queues `accepted`; gives it back if the worker is gone.
+    /// Queues `accepted`; gives it back if the way is closed or the worker
+    /// is gone.
     pub fn send(&self, accepted: Accepted) -> Result<(), Accepted> {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(sender) = &*sender else {
+            return Err(accepted);
+        };
         // Counted first: the worker may take it off before `send` returns.
         let n = accepted.events.len();
         self.backlog.add(n);
-        self.sender.send(accepted).map_err(|back| {
+        sender.send(accepted).map_err(|back| {
             self.backlog.remove(n);
             back.0
         })
+    }
+
+    /// Queues nothing more: the worker drains what it has and ends.
+    pub fn close(&self) {
+        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod compact;
 pub mod migrate;
 pub mod plugin;
 pub mod plugin_new;

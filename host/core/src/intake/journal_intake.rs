@@ -21,8 +21,7 @@ use std::sync::atomic::Ordering;
 pub struct JournalIntake {
     journal: Arc<Journal>,
     store: Arc<dyn Store>,
-    /// Taken at shutdown, so that the worker sees the end of its queue.
-    to_pipeline: Mutex<Option<ToPipeline>>,
+    to_pipeline: ToPipeline,
     health: Health,
     /// Checkpoints and store recovery exclude each other: a checkpoint must
     /// not retire a segment between a store's reopening and the journal's
@@ -109,7 +108,7 @@ impl JournalIntake {
         let intake = JournalIntake {
             journal,
             store,
-            to_pipeline: Mutex::new(Some(to_pipeline)),
+            to_pipeline,
             health: Health::default(),
             upkeep: Mutex::new(()),
         };
@@ -281,9 +280,7 @@ impl JournalIntake {
     }
 
     fn queue(&self, accepted: Accepted) {
-        if let Some(to_pipeline) = &*self.to_pipeline.lock().unwrap_or_else(|p| p.into_inner()) {
-            let _ = to_pipeline.send(accepted);
-        }
+        let _ = self.to_pipeline.send(accepted);
     }
 }
 
@@ -313,10 +310,7 @@ impl DurableIntake for JournalIntake {
 
 impl Intake for JournalIntake {
     fn stop_queueing(&self) {
-        self.to_pipeline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.to_pipeline.close();
     }
 
     fn maintain(

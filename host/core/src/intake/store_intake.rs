@@ -44,8 +44,7 @@ pub struct StoreIntake {
     store: Arc<dyn Store>,
     inbox: Arc<dyn EventInbox>,
     commits: std_mpsc::Sender<Commit>,
-    /// Taken at shutdown, so that the worker sees the end of its queue.
-    to_pipeline: Mutex<Option<ToPipeline>>,
+    to_pipeline: ToPipeline,
     /// Room in the pipeline's queue, in events (`server.pipeline_backlog`).
     backlog: Arc<Semaphore>,
     backlog_limit: usize,
@@ -77,7 +76,7 @@ impl StoreIntake {
             store,
             inbox,
             commits,
-            to_pipeline: Mutex::new(Some(to_pipeline)),
+            to_pipeline,
             backlog: Arc::new(Semaphore::new(backlog_limit)),
             backlog_limit,
             failing: AtomicBool::new(false),
@@ -97,13 +96,10 @@ impl StoreIntake {
                 return Ok(taken);
             }
             taken += page.len();
-            if let Some(to_pipeline) = &*self.to_pipeline.lock().unwrap_or_else(|p| p.into_inner())
-            {
-                let _ = to_pipeline.send(Accepted {
-                    events: page,
-                    ack: None,
-                });
-            }
+            let _ = self.to_pipeline.send(Accepted {
+                events: page,
+                ack: None,
+            });
         }
     }
 
@@ -131,17 +127,12 @@ impl StoreIntake {
             .acquire_many_owned(taken as u32)
             .await
             .map_err(|e| StoreError(format!("sweep: {e}")))?;
-        match &*self.to_pipeline.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(to_pipeline) => {
-                let _ = to_pipeline.send(Accepted {
-                    events,
-                    ack: Some(Box::new(move |_stored| drop(permits))),
-                });
-            }
-            // Stopping: they stay unfinished for the next leader.
-            None => return Ok(0),
-        }
-        Ok(taken)
+        let queued = self.to_pipeline.send(Accepted {
+            events,
+            ack: Some(Box::new(move |_stored| drop(permits))),
+        });
+        // Not queued (stopping): they stay unfinished for the next leader.
+        Ok(if queued.is_ok() { taken } else { 0 })
     }
 
     /// Sets or clears why the store cannot take events; true if that
@@ -201,13 +192,10 @@ impl StoreIntake {
             .collect();
         count_ingested(&fresh);
         // A standby's events wait in the database for the leader's sweep.
-        if !fresh.is_empty()
-            && to_pipeline
-            && let Some(to_pipeline) = &*self.to_pipeline.lock().unwrap_or_else(|p| p.into_inner())
-        {
+        if !fresh.is_empty() && to_pipeline {
             // Stored either way: `false` (not stored until shutdown) leaves
             // them marked unfinished in the database for the next start.
-            let _ = to_pipeline.send(Accepted {
+            let _ = self.to_pipeline.send(Accepted {
                 events: fresh,
                 ack: Some(Box::new(move |_stored| drop(room))),
             });
@@ -327,10 +315,7 @@ impl DurableIntake for StoreIntake {
 
 impl Intake for StoreIntake {
     fn stop_queueing(&self) {
-        self.to_pipeline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.to_pipeline.close();
     }
 
     fn maintain(

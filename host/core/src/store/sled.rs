@@ -39,8 +39,11 @@
 //! - `m/tally` → the running totals (`store::tally`), saved at a clean
 //!   close and removed when taken back at open
 
+mod compact;
 mod queue;
 mod record;
+
+pub use compact::{Compacted, compact};
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};

@@ -88,8 +88,18 @@ impl Drop for Sealed<'_> {
 
 /// What runs statements: a connection outside a transaction, or one.
 pub(super) trait Sql {
-    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError>;
+    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        Ok(self.query_db(sql, params).await??)
+    }
     async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError>;
+    /// [`Sql::query`] with the database's error given back as it is (the
+    /// outer error: the statement could not be prepared), for a caller
+    /// that tells errors apart by their SQLSTATE.
+    async fn query_db(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError>;
 }
 
 /// A connection of the pool.
@@ -194,7 +204,11 @@ impl Conn {
 }
 
 impl Sql for Conn {
-    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+    async fn query_db(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError> {
         query(&self.client, &self.statements, sql, params).await
     }
 
@@ -210,9 +224,9 @@ async fn query(
     statements: &Statements,
     sql: &str,
     params: Params<'_>,
-) -> Result<Vec<Row>, StoreError> {
+) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError> {
     let statement = statements.get(client, sql).await?;
-    Ok(client.query(&statement, params).await?)
+    Ok(client.query(&statement, params).await)
 }
 
 async fn execute(
@@ -245,7 +259,11 @@ impl Tx<'_> {
 }
 
 impl Sql for Tx<'_> {
-    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+    async fn query_db(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError> {
         query(&self.tx, self.statements, sql, params).await
     }
 

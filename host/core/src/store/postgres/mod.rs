@@ -67,30 +67,29 @@ async fn fence(tx: &impl Sql, epoch: i64) -> Result<(), StoreError> {
             "this node does not lead: the pipeline and delivery run on the leader".into(),
         ));
     }
-    match tx.query(FENCE, &[&epoch]).await {
-        Err(e) if has_code(&e, &tokio_postgres::error::SqlState::DIVISION_BY_ZERO) => Err(
+    match tx.query_db(FENCE, &[&epoch]).await? {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) => Err(
             StoreError("another node leads now: this node's lead has ended (fenced)".into()),
         ),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
         Ok(_) => Ok(()),
     }
 }
 
 /// Reads `closed_through`, locked with `lock` (`FOR SHARE`, `FOR UPDATE`,
 /// or nothing: a plain read).
-fn closed_through_sql(lock: &str) -> String {
-    format!("SELECT value FROM markers WHERE name = 'closed_through' {lock}")
+macro_rules! closed_through_sql {
+    ($lock:literal) => {
+        concat!(
+            "SELECT value FROM markers WHERE name = 'closed_through' ",
+            $lock
+        )
+    };
 }
 
 /// A standby's batch of its own events still marked as its own, locked.
 const OWN_EVENTS: &str = "SELECT id FROM events WHERE id = ANY($1) AND in_pipeline \
      AND (pipeline_node = $2 OR pipeline_epoch = $3) ORDER BY id FOR UPDATE";
-
-/// Whether `e` is the database's error `code` (see the `From` below).
-fn has_code(e: &StoreError, code: &tokio_postgres::error::SqlState) -> bool {
-    e.0.strip_prefix("database: ")
-        .is_some_and(|rest| rest.starts_with(&format!("{}:", code.code())))
-}
 
 const FENCE: &str = "SELECT 1 / count(*) FROM \
      (SELECT 1 FROM leader WHERE id = 1 AND epoch = $1 FOR SHARE) AS held";
@@ -1103,8 +1102,8 @@ impl EventInbox for PgStore {
         let places = processed.iter().any(|p| !p.window_members.is_empty());
         let (mine, late, moved, jobs, closed_through) = self.run(async |c| {
             let tx = c.transaction().await?;
-            let closed_through_sql = closed_through_sql("FOR SHARE");
-            tx.prepare(&[&closed_through_sql, OWN_EVENTS]).await?;
+            const CLOSED_THROUGH: &str = closed_through_sql!("FOR SHARE");
+            tx.prepare(&[CLOSED_THROUGH, OWN_EVENTS]).await?;
             // Both reads go out together, `closed_through` first, as
             // closing takes it first: a window cannot close between this
             // read and the commit, and one that closed before it takes none
@@ -1113,7 +1112,7 @@ impl EventInbox for PgStore {
             // meanwhile is no longer marked as this node's and is left to it.
             let closed_through = async {
                 Ok::<_, StoreError>(if places {
-                    Some(locked_closed_through(&tx, "FOR SHARE").await?)
+                    Some(locked_closed_through(&tx, CLOSED_THROUGH).await?)
                 } else {
                     None
                 })
@@ -1906,13 +1905,14 @@ async fn write_closed(
     Ok(())
 }
 
-/// Where windows are closed through, read in `tx` with the marker's row
-/// locked: `FOR UPDATE` by the node closing windows, `FOR SHARE` by a
-/// standby placing members, so neither reads it while the other may still
-/// change what it guards; with no `lock`, a plain read
+/// Where windows are closed through, read in `tx` by `sql` (a
+/// `closed_through_sql!` with its lock) with the marker's row locked:
+/// `FOR UPDATE` by the node closing windows, `FOR SHARE` by a standby
+/// placing members, so neither reads it while the other may still change
+/// what it guards; with no lock, a plain read
 /// ([`WindowStore::closed_through`]). The row exists from migration 6 on.
-async fn locked_closed_through(tx: &impl Sql, lock: &str) -> Result<u64, StoreError> {
-    let rows = tx.query(&closed_through_sql(lock), &[]).await?;
+async fn locked_closed_through(tx: &impl Sql, sql: &str) -> Result<u64, StoreError> {
+    let rows = tx.query(sql, &[]).await?;
     Ok(rows.first().map_or(0, |r| unms(r.get(0))))
 }
 
@@ -1960,7 +1960,7 @@ impl WindowStore for PgStore {
             fence(&tx, epoch).await?;
             // Before the read: a standby's members committed after it would
             // otherwise land in a window this close marks as closed.
-            locked_closed_through(&tx, "FOR UPDATE").await?;
+            locked_closed_through(&tx, closed_through_sql!("FOR UPDATE")).await?;
             let members = due_members(&tx, up_to_ms, max_members).await?;
             if members.is_empty() {
                 return Ok((ClosedWindows::default(), None));
@@ -1988,7 +1988,7 @@ impl WindowStore for PgStore {
     }
 
     fn closed_through(&self) -> Result<u64, StoreError> {
-        self.run(async |c| locked_closed_through(c, "").await)
+        self.run(async |c| locked_closed_through(c, closed_through_sql!("")).await)
     }
 
     fn outage(&self, location: &str) -> Result<Option<OutageState>, StoreError> {
