@@ -28,14 +28,13 @@ pub fn compact(config_file: &Path, into: &Path) -> Result<ExitCode> {
             compress: config.server.compress_store,
         },
     )?;
-    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     println!(
-        "copied {} records from {} ({:.1} MiB) into {} ({:.1} MiB)",
+        "copied {} records from {} ({}) into {} ({})",
         done.records,
         from.display(),
-        mib(done.bytes_before),
+        size(done.bytes_before),
         into.display(),
-        mib(done.bytes_after),
+        size(done.bytes_after),
     );
     println!(
         "to use it, with the server stopped: mv {from} {from}.old && mv {into} {from}",
@@ -43,4 +42,28 @@ pub fn compact(config_file: &Path, into: &Path) -> Result<ExitCode> {
         into = into.display(),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `bytes` in the largest binary unit that keeps a whole number before the
+/// point.
+fn size(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["B", "KiB", "MiB"] {
+        if value < 1024.0 {
+            return format!("{value:.1} {unit}");
+        }
+        value /= 1024.0;
+    }
+    format!("{value:.1} GiB")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_in_their_unit() {
+        assert_eq!(super::size(13_330), "13.0 KiB");
+        assert_eq!(super::size(715_972_643), "682.8 MiB");
+        assert_eq!(super::size(3 << 30), "3.0 GiB");
+        assert_eq!(super::size(12), "12.0 B");
+    }
 }
