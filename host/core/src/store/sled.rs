@@ -1318,6 +1318,25 @@ mod tests {
     use super::*;
     use crate::model::Attempt;
 
+    /// Runs `open` (something that opens a data folder) again while it
+    /// fails on sled's file lock, for up to 5 s: sled's io threads may hold
+    /// the lock a moment after the store that used the folder was dropped.
+    pub(super) fn once_unlocked<T>(
+        mut open: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut result = open();
+        for _ in 0..500 {
+            match &result {
+                Err(e) if e.0.contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    result = open();
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
     fn event(id: &str, received_at_ms: u64) -> StoredEvent {
         StoredEvent {
             received_at_ms,
@@ -1358,14 +1377,8 @@ mod tests {
             }
             assert_eq!(written_compressed(dir.path()), Some(first.compress));
             // Opened with the other setting (sled alone would refuse), the
-            // folder reads and writes as it was written. sled's io threads
-            // may hold its file lock a moment after the close.
-            let store = (0..500)
-                .find_map(|_| {
-                    SledStore::open_with(dir.path(), then)
-                        .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(10)))
-                        .ok()
-                })
+            // folder reads and writes as it was written.
+            let store = once_unlocked(|| SledStore::open_with(dir.path(), then))
                 .expect("the closed store let go of its lock");
             assert_eq!(ids(store.pending_jobs().unwrap()), ["a"]);
             store

@@ -146,6 +146,7 @@ mod tests {
     use super::*;
     use crate::model::{Job, JobStatus, Processed, StoredEvent};
     use crate::store::sled::SledStore;
+    use crate::store::sled::tests::once_unlocked;
     use crate::store::{DeliveryQueue, EventStore, Store};
 
     fn processed(i: usize) -> Processed {
@@ -179,19 +180,7 @@ mod tests {
         std::fs::create_dir_all(from.join("journal")).unwrap();
         std::fs::write(from.join("journal/0000000001.seg"), b"frames").unwrap();
 
-        // The source is locked while the store is open: sled lets go of it
-        // shortly after the close (see the compression test in `sled.rs`).
-        let mut done = compact(&from, &into, SledSettings::default());
-        for _ in 0..500 {
-            match &done {
-                Err(e) if e.0.contains("lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                    done = compact(&from, &into, SledSettings::default());
-                }
-                _ => break,
-            }
-        }
-        let done = done.unwrap();
+        let done = once_unlocked(|| compact(&from, &into, SledSettings::default())).unwrap();
         assert!(done.bytes_after < done.bytes_before, "no smaller: {done:?}");
         assert_eq!(
             std::fs::read(into.join("journal/0000000001.seg")).unwrap(),
