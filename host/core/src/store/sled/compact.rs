@@ -58,9 +58,14 @@ pub fn compact(from: &Path, into: &Path, settings: SledSettings) -> Result<Compa
         ..settings
     };
     let source = Open::new(from, &settings).map_err(|e| {
-        StoreError(format!(
-            "{e} (a running server holds its data folder: stop it first)"
-        ))
+        if e.0.contains("could not acquire lock") {
+            StoreError(format!(
+                "{} (a running server holds its data folder: stop it first)",
+                e.0
+            ))
+        } else {
+            e
+        }
     })?;
     let target = Open::new(into, &settings)?;
     let mut records = 0;
@@ -108,7 +113,17 @@ fn copy_other_files(from: &Path, into: &Path) -> Result<(), StoreError> {
         }
         copy_tree(&entry.path(), &into.join(&name)).map_err(|e| io(&entry.path(), e))?;
     }
-    Ok(())
+    // The new folder's entries, and the folder in its parent, survive a
+    // crash too.
+    sync_dir(into).map_err(|e| io(into, e))?;
+    match into.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent).map_err(|e| io(parent, e)),
+        None => sync_dir(Path::new(".")).map_err(|e| io(into, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn copy_tree(from: &Path, into: &Path) -> std::io::Result<()> {
@@ -118,7 +133,7 @@ fn copy_tree(from: &Path, into: &Path) -> std::io::Result<()> {
             let entry = entry?;
             copy_tree(&entry.path(), &into.join(entry.file_name()))?;
         }
-        std::fs::File::open(into)?.sync_all()
+        sync_dir(into)
     } else {
         std::fs::copy(from, into)?;
         std::fs::File::open(into)?.sync_all()
