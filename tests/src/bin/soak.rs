@@ -12,7 +12,8 @@
 //! and `soak.svg` to the folder and exits non-zero when memory or files
 //! grew after warm-up, or when an acknowledged event was not delivered by
 //! the end. The store's size on disk (data folder without the journal) is
-//! sampled too.
+//! sampled too. With `SOAK_KEEP_DATA` set, the data folder is kept and
+//! its path printed.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -220,6 +221,10 @@ fn main() -> anyhow::Result<()> {
     }
     let delivered = receiver.delivered.lock().map_or(0, |d| d.len());
     let status = server.terminate(PATIENCE);
+    if std::env::var_os("SOAK_KEEP_DATA").is_some() {
+        // To compact or inspect the store after the run.
+        println!("data folder kept: {}", root.keep().join("db").display());
+    }
 
     write_csv(&out.join("soak.csv"), &samples)?;
     write_svg(&out.join("soak.svg"), &samples, rate, cache_mib)?;
