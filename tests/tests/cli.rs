@@ -1,5 +1,6 @@
-//! The `hookhost plugin` commands, run as a plugin author would: the real
-//! binary on the real compiled components.
+//! The `hookhost` commands besides `serve`, run as their users would: the
+//! real binary, on the real compiled components (`plugin`), a server it
+//! starts (`bench`) or a stopped server's data folder (`compact`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
