@@ -495,6 +495,13 @@ impl Open {
     }
 }
 
+/// Whether `e` is sled refusing to open a folder whose file lock another
+/// store holds (a running server, or one whose io threads are still
+/// closing). sled says so only in its message.
+fn is_locked_elsewhere(e: &StoreError) -> bool {
+    e.0.contains("could not acquire lock")
+}
+
 /// sled's open reads its whole page-table snapshot into memory and frees it
 /// again: ~350 MB of small allocations for a 10-million-record store, which
 /// glibc would keep in the process (RSS 842 MB after such an open, 470 MB
@@ -1327,7 +1334,7 @@ mod tests {
         let mut result = open();
         for _ in 0..500 {
             match &result {
-                Err(e) if e.0.contains("could not acquire lock") => {
+                Err(e) if is_locked_elsewhere(e) => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                     result = open();
                 }

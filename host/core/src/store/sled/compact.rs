@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::{Open, SledSettings, written_compressed};
+use super::{Open, SledSettings, is_locked_elsewhere, written_compressed};
 use crate::store::StoreError;
 
 /// Records per write into the new folder: of one record, a thousand or all
@@ -58,7 +58,7 @@ pub fn compact(from: &Path, into: &Path, settings: SledSettings) -> Result<Compa
         ..settings
     };
     let source = Open::new(from, &settings).map_err(|e| {
-        if e.0.contains("could not acquire lock") {
+        if is_locked_elsewhere(&e) {
             StoreError(format!(
                 "{} (a running server holds its data folder: stop it first)",
                 e.0
