@@ -254,11 +254,13 @@ fn test_runs_events_and_catalog_samples_and_fails_on_a_missed_expectation() {
 
 /// `hookhost bench` runs the server as a child process, loads it and reports
 /// every acknowledged event delivered; with `--data` the second run starts
-/// on the first one's data folder, which is kept.
+/// on the first one's data folder, which is kept; `--latency-log` holds a
+/// row per delivery.
 #[test]
 fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
     let data = tempfile::tempdir().unwrap();
     let folder = data.path().join("db");
+    let latency_log = data.path().join("latencies.csv");
     let out = output_within(
         Command::new(hookhost_bin()).args([
             "bench",
@@ -270,6 +272,8 @@ fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
             "2",
             "--data",
             folder.to_str().unwrap(),
+            "--latency-log",
+            latency_log.to_str().unwrap(),
         ]),
         hookhost_tests::PATIENCE * 2,
     );
@@ -292,6 +296,24 @@ fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
         assert!(row[8].ends_with("MiB") && row[8] != "0 MiB", "{text}");
     }
     assert!(folder.join("db").is_file(), "the data folder is kept");
+
+    let log = std::fs::read_to_string(&latency_log).unwrap();
+    let mut lines = log.lines();
+    assert_eq!(lines.next(), Some("run,sent_ms,latency_ms"));
+    let mut per_run = [Vec::new(), Vec::new()];
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        let run: usize = fields[0].parse().unwrap();
+        let sent: f64 = fields[1].parse().unwrap();
+        let latency: f64 = fields[2].parse().unwrap();
+        assert!(latency >= 0.0, "{line}");
+        per_run[run - 1].push(sent);
+    }
+    for sent in per_run {
+        assert_eq!(sent.len(), 300, "a row per delivery");
+        assert_eq!(sent[0], 0.0, "times count from the run's first send");
+        assert!(sent.is_sorted(), "rows in the order events were sent");
+    }
 }
 
 /// `hookhost compact` copies a stopped server's sled folder into a new one

@@ -11,7 +11,9 @@
 //! `--data DIR` keeps the data folder across runs (and after), so a run can
 //! start on the history of the ones before. `--nodes N` (with `--postgres`)
 //! runs N servers on one schema; RSS and CPU are then the nodes' sums.
+//! `--latency-log FILE` writes every delivery's latency by send time (CSV).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,6 +72,11 @@ pub struct BenchOptions {
     /// clients spread over them round-robin: a cluster on one machine.
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// Write every delivery's send time and latency here (CSV: run, ms
+    /// since the run's first send, latency in ms), to see when the slow
+    /// ones happened, not only how many there were.
+    #[arg(long)]
+    pub latency_log: Option<PathBuf>,
 }
 
 /// How long the deliveries may take after the last POST before the run is
@@ -79,7 +86,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(300);
 #[derive(Default)]
 struct Sink {
     delivered: AtomicU64,
-    latencies_us: Mutex<Vec<u64>>,
+    /// Per delivery: when it was sent and how long it took to arrive.
+    sent_and_latency_us: Mutex<Vec<(u64, u64)>>,
 }
 
 fn now_us() -> u64 {
@@ -116,10 +124,10 @@ fn start_receiver(sink: Arc<Sink>) -> anyhow::Result<SocketAddr> {
                             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
                                 && let Some(sent) = v["sent_us"].as_u64()
                             {
-                                sink.latencies_us
+                                sink.sent_and_latency_us
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
-                                    .push(now.saturating_sub(sent));
+                                    .push((sent, now.saturating_sub(sent)));
                             }
                             sink.delivered.fetch_add(1, Ordering::Relaxed);
                             axum::http::StatusCode::NO_CONTENT
@@ -327,11 +335,13 @@ async fn load(options: &BenchOptions, apis: &[SocketAddr], sink: &Sink) -> RunRe
     let total_secs = started.elapsed().as_secs_f64();
     let delivered = sink.delivered.load(Ordering::Relaxed);
     answers_us.sort_unstable();
-    let mut latencies = sink
-        .latencies_us
+    let mut latencies: Vec<u64> = sink
+        .sent_and_latency_us
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .clone();
+        .iter()
+        .map(|&(_, latency)| latency)
+        .collect();
     latencies.sort_unstable();
     RunResult {
         deliveries_per_s: delivered as f64 / total_secs,
@@ -388,6 +398,16 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut all_delivered = true;
+    let mut latency_log = match &options.latency_log {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+            );
+            writeln!(file, "run,sent_ms,latency_ms")?;
+            Some(file)
+        }
+        None => None,
+    };
     for run in 1..=options.runs {
         let run_dir = scratch.join(format!("run{run}"));
         std::fs::create_dir_all(&run_dir)?;
@@ -437,6 +457,9 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         for server in servers {
             server.stop()?;
         }
+        if let Some(file) = &mut latency_log {
+            write_latencies(file, run, &sink)?;
+        }
         let expected = options.events - result.refused;
         all_delivered &= result.delivered >= expected;
         println!(
@@ -464,6 +487,26 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One run's deliveries as CSV rows, in the order they were sent.
+fn write_latencies(out: &mut impl Write, run: usize, sink: &Sink) -> std::io::Result<()> {
+    let mut rows = sink
+        .sent_and_latency_us
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    rows.sort_unstable();
+    let first = rows.first().map_or(0, |&(sent, _)| sent);
+    for (sent, latency) in rows {
+        writeln!(
+            out,
+            "{run},{:.3},{:.3}",
+            (sent - first) as f64 / 1000.0,
+            latency as f64 / 1000.0
+        )?;
+    }
+    out.flush()
 }
 
 /// `text` as a TOML basic string.
