@@ -291,8 +291,14 @@ fn nodes_share_deliveries_and_take_over_those_of_a_node_that_died() {
 /// A standby holding deliveries is paused (`SIGSTOP`) until its lease has
 /// run out and the leader has delivered what it held, then resumed: it
 /// must not send the deliveries it held and had not started (the leader
-/// owns them now). Only the attempts it had in flight when paused (at most
-/// `max_in_flight`, 2) may arrive twice.
+/// owns them now). After it resumes only the attempts it had in flight
+/// when paused (at most `max_in_flight`, 2) may arrive.
+///
+/// Before the resume the leader may repeat deliveries the standby had sent
+/// but not yet recorded (its in-flight attempts, and states still on their
+/// way to the database; on a starved machine also any its lease lapsed on
+/// before the pause): at least once allows those, so they are counted and
+/// printed, and bounded only by one copy per node.
 #[test]
 fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
     let receiver = Receiver::start();
@@ -352,6 +358,20 @@ fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
         of_standby("seen_ago_ms").is_some_and(|ms| ms > 3_000)
     });
     assert!(lapsed.is_some(), "the paused standby kept its heartbeat");
+    // Until no node holds a pending delivery (the leader has recorded all
+    // it took over): whatever arrives after the resume is the standby's.
+    let settled = wait_until(PATIENCE, || {
+        let (_, view) = get(leader_api, "/v1/cluster", &[ADMIN]);
+        view["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .all(|n| n["deliveries_held"].as_u64() == Some(0))
+        })
+    });
+    assert!(
+        settled.is_some(),
+        "the leader never finished the deliveries it took over"
+    );
     let before_resume = receiver.count("sink");
     signal("-CONT");
     standby.wait_for(&["lease had run out"], PATIENCE);
@@ -368,16 +388,27 @@ fn a_node_resumed_after_its_lease_ran_out_leaves_what_it_held_to_the_others() {
     assert!(standby.terminate(PATIENCE).success());
     assert!(leader.terminate(PATIENCE).success());
     let requests = receiver.count("sink");
-    let repeats = requests - expected.len();
+    let after_resume = requests - before_resume;
+    let mut copies = std::collections::BTreeMap::<String, usize>::new();
+    for r in receiver.received() {
+        *copies.entry(r.headers["webhook-id"].clone()).or_default() += 1;
+    }
     println!(
         "lease lapse: the standby held {} deliveries when paused; {before_resume} requests \
-         before it resumed, {requests} in all for {} deliveries: {repeats} repeats",
+         before it resumed ({} repeats), {after_resume} after, for {} deliveries",
         held.get(),
+        before_resume - expected.len(),
         expected.len()
     );
     assert!(
-        repeats <= 2,
-        "{repeats} deliveries were sent again: the resumed node sent deliveries it no longer held"
+        after_resume <= 2,
+        "{after_resume} requests arrived after the standby resumed, more than the 2 it may \
+         have had in flight: it sent deliveries it no longer held"
+    );
+    let thrice: Vec<_> = copies.iter().filter(|(_, n)| **n > 2).collect();
+    assert!(
+        thrice.is_empty(),
+        "deliveries sent more than once by a node: {thrice:?}"
     );
 }
 
