@@ -1135,20 +1135,26 @@ impl SegmentAccountant {
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
-        let (completer, promise) = OneShot::pair();
-
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
-            debug!("truncating file to length {}", at);
-            let res = config
-                .file
-                .set_len(at)
-                .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
-        })?;
+        // hookhost: on a thread of its own, not sled's io threadpool.
+        // `bump_tip` waits for this truncation while holding the segment
+        // accountant's lock; io threads block on that lock (in
+        // `sa_stabilize`), and the pool adds a thread only once more than
+        // 7 tasks are queued. With every io thread blocked, a truncation
+        // queued behind them never ran: the store hung for good.
+        let (completer, mut promise) = OneShot::pair();
+        let on_thread = config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sled-truncate".into())
+            .spawn(move || completer.fill(truncate_file(&on_thread, at)));
+        if spawned.is_err() {
+            // No thread to be had: truncate here, under the lock.
+            let (completer, here) = OneShot::pair();
+            completer.fill(truncate_file(&config, at));
+            promise = here;
+        }
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
@@ -1185,5 +1191,55 @@ impl SegmentAccountant {
         }
 
         idx
+    }
+}
+
+/// hookhost: sets the log file's length and syncs it (a truncation).
+fn truncate_file(config: &RunningConfig, at: LogOffset) -> Result<()> {
+    debug!("truncating file to length {}", at);
+    config.file.set_len(at).and_then(|_| config.file.sync_all()).map_err(|e| e.into())
+}
+
+#[cfg(test)]
+mod hookhost_tests {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use super::*;
+    use crate::{threadpool, Config};
+
+    /// hookhost: `bump_tip` waits for a pending truncation under the
+    /// accountant's lock, so a truncation must complete while every io
+    /// thread is busy (there, blocked on that lock). Run with
+    /// `cargo test --manifest-path host/sled/Cargo.toml --lib hookhost`.
+    #[test]
+    fn a_truncation_completes_while_every_io_thread_is_busy() {
+        let config = Config::new().temporary(true).build();
+        let segment = config.segment_size as LogOffset;
+        let mut sa = SegmentAccountant::start(
+            config,
+            &Snapshot::default(),
+            SegmentCleaner::default(),
+        )
+        .unwrap();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        // More tasks than the pool's 128 threads: every thread is taken
+        // and the rest wait in its queue.
+        for _ in 0..200 {
+            let gate = gate.clone();
+            threadpool::spawn(move || {
+                let (open, opened) = &*gate;
+                let mut is_open = open.lock().unwrap();
+                while !*is_open {
+                    is_open = opened.wait(is_open).unwrap();
+                }
+            })
+            .unwrap();
+        }
+        sa.truncate(segment).unwrap();
+        let tip = sa.bump_tip();
+        let (open, opened) = &*gate;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+        assert_eq!(tip.unwrap(), segment);
     }
 }
