@@ -341,13 +341,6 @@ pub trait EventInbox: Send + Sync {
         processed: &[Processed],
         handed: &[&str],
     ) -> Result<OwnCompleted, StoreError>;
-    /// Up to `max` admitted events whose outcome is not stored, oldest
-    /// first, after `after` (the last one of the previous call).
-    fn unfinished(
-        &self,
-        after: Option<&StoredEvent>,
-        max: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
 }
 
 /// What [`EventInbox::admit`] did.

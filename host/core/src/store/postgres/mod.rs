@@ -1058,19 +1058,6 @@ impl EventInbox for PgStore {
         })
     }
 
-    fn unfinished(
-        &self,
-        after: Option<&StoredEvent>,
-        max: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let (at, id) = after.map_or((-1, ""), |e| (ms(e.received_at_ms), e.id.as_str()));
-        self.bodies(
-            "SELECT body FROM events WHERE in_pipeline AND (received_at_ms, id) > ($1, $2) \
-             ORDER BY received_at_ms, id LIMIT $3",
-            &[&at, &id, &ms(max as u64)],
-        )
-    }
-
     fn backlog(&self) -> Result<Backlog, StoreError> {
         let row = self.row(
             "SELECT count(*), min(received_at_ms) FROM events WHERE in_pipeline",
