@@ -1209,8 +1209,8 @@ mod hookhost_tests {
 
     /// hookhost: `bump_tip` waits for a pending truncation under the
     /// accountant's lock, so a truncation must complete while every io
-    /// thread is busy (there, blocked on that lock). Run with
-    /// `cargo test --manifest-path host/sled/Cargo.toml --lib hookhost`.
+    /// thread is busy (there, blocked on that lock). Not run by the
+    /// workspace's tests: HOOKHOST.md (item 5) says how to run it.
     #[test]
     fn a_truncation_completes_while_every_io_thread_is_busy() {
         let config = Config::new().temporary(true).build();
