@@ -1135,9 +1135,7 @@ impl SegmentAccountant {
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
-        let config = self.config.clone();
-
-        io_fail!(&config, "file truncation");
+        io_fail!(self.config, "file truncation");
         // hookhost: on a thread of its own, not sled's io threadpool.
         // `bump_tip` waits for this truncation while holding the segment
         // accountant's lock; io threads block on that lock (in
@@ -1145,14 +1143,14 @@ impl SegmentAccountant {
         // 7 tasks are queued. With every io thread blocked, a truncation
         // queued behind them never ran: the store hung for good.
         let (completer, mut promise) = OneShot::pair();
-        let on_thread = config.clone();
+        let config = self.config.clone();
         let spawned = std::thread::Builder::new()
             .name("sled-truncate".into())
-            .spawn(move || completer.fill(truncate_file(&on_thread, at)));
+            .spawn(move || completer.fill(truncate_file(&config, at)));
         if spawned.is_err() {
             // No thread to be had: truncate here, under the lock.
             let (completer, here) = OneShot::pair();
-            completer.fill(truncate_file(&config, at));
+            completer.fill(truncate_file(&self.config, at));
             promise = here;
         }
 
