@@ -12,6 +12,7 @@
 //! start on the history of the ones before. `--nodes N` (with `--postgres`)
 //! runs N servers on one schema; RSS and CPU are then the nodes' sums.
 //! `--latency-log FILE` writes every delivery's latency by send time (CSV).
+//! `--server-bin PATH` runs another build as the server (A/B of two builds).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -77,6 +78,10 @@ pub struct BenchOptions {
     /// ones happened, not only how many there were.
     #[arg(long)]
     pub latency_log: Option<PathBuf>,
+    /// Run this `hookhost` binary as the server instead of this one: two
+    /// builds (say, before and after a change) under the same load tool.
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
 }
 
 /// How long the deliveries may take after the last POST before the run is
@@ -152,6 +157,7 @@ struct Server {
 
 impl Server {
     fn start(
+        binary: &Path,
         run_dir: &Path,
         data: &Path,
         receiver: SocketAddr,
@@ -173,7 +179,7 @@ impl Server {
             ),
         )?;
         let log = std::fs::File::create(run_dir.join("server.log"))?;
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -425,6 +431,10 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
                 toml_string(url)
             ));
         }
+        let binary = match &options.server_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?,
+        };
         let mut servers = Vec::with_capacity(options.nodes);
         for node in 0..options.nodes {
             let (dir, data) = match options.nodes {
@@ -435,6 +445,7 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
                 ),
             };
             servers.push(Server::start(
+                &binary,
                 &dir,
                 &data,
                 receiver,
