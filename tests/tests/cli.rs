@@ -316,6 +316,52 @@ fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
     }
 }
 
+/// `hookhost bench --server-bin PATH` runs that binary as the server: here
+/// a wrapper that leaves a mark, then runs the real one.
+#[test]
+fn bench_runs_the_server_binary_it_is_given() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("started");
+    let wrapper = dir.path().join("other-build");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec '{}' \"$@\"\n",
+            mark.display(),
+            hookhost_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = output_within(
+        Command::new(hookhost_bin()).args([
+            "bench",
+            "--events",
+            "100",
+            "--clients",
+            "2",
+            "--runs",
+            "1",
+            "--server-bin",
+            wrapper.to_str().unwrap(),
+        ]),
+        hookhost_tests::PATIENCE * 2,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = std::fs::read_to_string(&mark).unwrap_or_default();
+    assert!(
+        started.starts_with("serve --config "),
+        "the given binary ran as the server: {started:?}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("| 1 |")), "{text}");
+}
+
 /// `hookhost compact` copies a stopped server's sled folder into a new one
 /// the server then runs on with every event still there; while the server
 /// runs, the copy is refused (sled's lock) and says to stop it.
