@@ -252,6 +252,21 @@ fn test_runs_events_and_catalog_samples_and_fails_on_a_missed_expectation() {
     );
 }
 
+/// Runs `hookhost bench ARGS`, which must succeed; its table.
+fn bench(args: &[&str]) -> String {
+    let out = output_within(
+        Command::new(hookhost_bin()).arg("bench").args(args),
+        hookhost_tests::PATIENCE * 2,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// `hookhost bench` runs the server as a child process, loads it and reports
 /// every acknowledged event delivered; with `--data` the second run starts
 /// on the first one's data folder, which is kept; `--latency-log` holds a
@@ -261,28 +276,18 @@ fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
     let data = tempfile::tempdir().unwrap();
     let folder = data.path().join("db");
     let latency_log = data.path().join("latencies.csv");
-    let out = output_within(
-        Command::new(hookhost_bin()).args([
-            "bench",
-            "--events",
-            "300",
-            "--clients",
-            "4",
-            "--runs",
-            "2",
-            "--data",
-            folder.to_str().unwrap(),
-            "--latency-log",
-            latency_log.to_str().unwrap(),
-        ]),
-        hookhost_tests::PATIENCE * 2,
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = bench(&[
+        "--events",
+        "300",
+        "--clients",
+        "4",
+        "--runs",
+        "2",
+        "--data",
+        folder.to_str().unwrap(),
+        "--latency-log",
+        latency_log.to_str().unwrap(),
+    ]);
     let rows: Vec<Vec<&str>> = text
         .lines()
         .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
@@ -334,26 +339,16 @@ fn bench_runs_the_server_binary_it_is_given() {
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = output_within(
-        Command::new(hookhost_bin()).args([
-            "bench",
-            "--events",
-            "100",
-            "--clients",
-            "2",
-            "--runs",
-            "1",
-            "--server-bin",
-            wrapper.to_str().unwrap(),
-        ]),
-        hookhost_tests::PATIENCE * 2,
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = bench(&[
+        "--events",
+        "100",
+        "--clients",
+        "2",
+        "--runs",
+        "1",
+        "--server-bin",
+        wrapper.to_str().unwrap(),
+    ]);
     let started = std::fs::read_to_string(&mark).unwrap_or_default();
     assert!(
         started.starts_with("serve --config "),

@@ -51,6 +51,16 @@ const STATE_BATCH: usize = 1024;
 /// How often states the store refused are tried again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long the writer waits for more states after the first of a batch
+/// when they trickle in. On sled every store batch rolls its io buffer
+/// and costs two synchronous disk writes: at 1,000 deliveries/s, with one
+/// state per batch, sled's io threads took a third of the server's CPU
+/// (BENCHMARKS.md, "At 1,000 events/s"). A state recorded this much later
+/// only widens the window in which a crash leads to a delivery sent again
+/// (at least once). Not on a store shared by a cluster: there a state held
+/// back is one the other nodes cannot see, and PostgreSQL showed no gain.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Each job's last state only (the later state wins in the store anyway):
 /// what waits for a failed store is bounded by the jobs, not the attempts.
 fn latest_only(jobs: Vec<Job>) -> Vec<Job> {
@@ -131,6 +141,12 @@ impl StateWriter {
                     let mut synced = Vec::new();
                     let mut health = Vec::new();
                     let mut next = first;
+                    let linger_until = std::time::Instant::now()
+                        + if leases.is_none() {
+                            LINGER
+                        } else {
+                            std::time::Duration::ZERO
+                        };
                     while let Some(write) = next {
                         match write {
                             // The states gathered so far wait too (a
@@ -149,10 +165,20 @@ impl StateWriter {
                             StateWrite::Health(id, h) => health.push((id, h)),
                             StateWrite::Sync(done) => synced.push(done),
                         }
-                        next = if jobs.len() < STATE_BATCH {
-                            writes.try_recv().ok()
-                        } else {
+                        next = if jobs.len() >= STATE_BATCH {
                             None
+                        } else {
+                            match writes.try_recv() {
+                                Ok(write) => Some(write),
+                                // Nobody waits for these (no `Sync`):
+                                // give more states a moment to join them.
+                                Err(_) if !jobs.is_empty() && synced.is_empty() => {
+                                    let left = linger_until
+                                        .saturating_duration_since(std::time::Instant::now());
+                                    writes.recv_timeout(left).ok()
+                                }
+                                Err(_) => None,
+                            }
                         };
                     }
                     if !jobs.is_empty()
