@@ -414,6 +414,10 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let binary = match &options.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
     for run in 1..=options.runs {
         let run_dir = scratch.join(format!("run{run}"));
         std::fs::create_dir_all(&run_dir)?;
@@ -431,10 +435,6 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
                 toml_string(url)
             ));
         }
-        let binary = match &options.server_bin {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()?,
-        };
         let mut servers = Vec::with_capacity(options.nodes);
         for node in 0..options.nodes {
             let (dir, data) = match options.nodes {
