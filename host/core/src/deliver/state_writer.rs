@@ -123,6 +123,11 @@ impl StateWriter {
                 let mut unwritten: Vec<Job> = Vec::new();
                 let mut held: Vec<String> = Vec::new();
                 let mut failing = false;
+                let linger = if leases.is_none() {
+                    LINGER
+                } else {
+                    std::time::Duration::ZERO
+                };
                 loop {
                     let first = if unwritten.is_empty() {
                         match writes.recv() {
@@ -141,12 +146,7 @@ impl StateWriter {
                     let mut synced = Vec::new();
                     let mut health = Vec::new();
                     let mut next = first;
-                    let linger_until = std::time::Instant::now()
-                        + if leases.is_none() {
-                            LINGER
-                        } else {
-                            std::time::Duration::ZERO
-                        };
+                    let linger_until = std::time::Instant::now() + linger;
                     while let Some(write) = next {
                         match write {
                             // The states gathered so far wait too (a
