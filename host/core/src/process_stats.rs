@@ -36,16 +36,44 @@ impl Process {
 
     /// User + system CPU time, in milliseconds.
     pub fn cpu_ms(self) -> Option<u64> {
-        let ticks = cpu_ticks(&std::fs::read_to_string(self.path("stat")).ok()?)?;
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some(ticks * 1000 / per_second)
+        Some(ticks_to_ms(cpu_ticks(
+            &std::fs::read_to_string(self.path("stat")).ok()?,
+        )?))
     }
 
     /// Open file descriptors (sockets included).
     pub fn open_files(self) -> Option<usize> {
         Some(std::fs::read_dir(self.path("fd")).ok()?.count())
     }
+}
+
+fn ticks_to_ms(ticks: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / per_second
+}
+
+/// CPU time the whole machine has spent busy since boot (every core, every
+/// process and the kernel; idle and I/O wait not counted), in milliseconds:
+/// what a server costs together with its database and its clients.
+pub fn machine_busy_ms() -> Option<u64> {
+    Some(ticks_to_ms(busy_ticks(
+        &std::fs::read_to_string("/proc/stat").ok()?,
+    )?))
+}
+
+/// The busy ticks of `/proc/stat`'s first (`cpu`) line: user, nice, system,
+/// irq, softirq and steal (guest time is already inside user and nice).
+fn busy_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
 }
 
 /// A `kB` line of `/proc/<pid>/status`, e.g. `VmRSS:     1234 kB`.
@@ -86,6 +114,15 @@ mod tests {
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0";
         assert_eq!(cpu_ticks(stat), Some(12));
         assert_eq!(cpu_ticks("42 (x) S 1"), None);
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_io_wait() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 2 30 5000 700 4 5 6 9 1\ncpu0 50 1 15 2500 350 2 2 3 4 0\n";
+        assert_eq!(busy_ticks(stat), Some(100 + 2 + 30 + 4 + 5 + 6));
+        assert_eq!(busy_ticks("intr 1 2 3\n"), None);
+        assert!(machine_busy_ms().is_some(), "/proc/stat on this machine");
     }
 
     #[test]

@@ -7,12 +7,18 @@
 //! events (closed loop, or paced with `--rate`). It prints one Markdown row
 //! per run: deliveries/s end to end, ingest/s, ingest-answer and
 //! ingest-to-delivery percentiles, how many were delivered when the last
-//! POST returned, and the server's RSS and CPU per delivery (from /proc).
+//! POST returned, the server's RSS and CPU per delivery (from /proc), and
+//! the whole machine's busy CPU per delivery (the server with its database,
+//! the load tool and the kernel).
 //! `--data DIR` keeps the data folder across runs (and after), so a run can
 //! start on the history of the ones before. `--nodes N` (with `--postgres`)
 //! runs N servers on one schema; RSS and CPU are then the nodes' sums.
 //! `--latency-log FILE` writes every delivery's latency by send time (CSV).
 //! `--server-bin PATH` runs another build as the server (A/B of two builds).
+//! `--svix-server PATH` runs svix-server instead, the peer the issues measure
+//! against, under the same clients and receiver (see `svix.rs`).
+
+mod svix;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bytes::Bytes;
-use hookhost_core::process_stats::Process;
+use hookhost_core::process_stats::{self, Process};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -82,7 +88,16 @@ pub struct BenchOptions {
     /// builds (say, before and after a change) under the same load tool.
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Run this svix-server binary as the server instead of hookhost, on
+    /// the `--postgres` database (a `postgres://` URL), with its in-memory
+    /// queue and cache: the same load and receiver against the peer.
+    #[arg(long, conflicts_with = "server_bin")]
+    pub svix_server: Option<PathBuf>,
 }
+
+/// The receiving endpoint's signing secret (Standard Webhooks form, which
+/// hookhost and svix both take).
+const BENCH_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// How long the deliveries may take after the last POST before the run is
 /// called stalled.
@@ -149,10 +164,49 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// Where and how a client posts events to a server under test.
+#[derive(Clone)]
+struct IngestRoute {
+    uri: String,
+    authorization: Option<String>,
+    envelope: Envelope,
+}
+
+/// The JSON around one event's data.
+#[derive(Clone, Copy)]
+enum Envelope {
+    /// `{"type": …, "data": …}`, one or an array of them per request.
+    Hookhost,
+    /// svix's `{"eventType": …, "payload": …}`, one per request.
+    Svix,
+}
+
+impl IngestRoute {
+    fn hookhost(api: SocketAddr) -> IngestRoute {
+        IngestRoute {
+            uri: format!("http://{api}/v1/events"),
+            authorization: None,
+            envelope: Envelope::Hookhost,
+        }
+    }
+
+    /// The request body for these events' data.
+    fn body(&self, data: &[String]) -> String {
+        let wrapped = data.iter().map(|d| match self.envelope {
+            Envelope::Hookhost => format!(r#"{{"type":"bench","data":{d}}}"#),
+            Envelope::Svix => format!(r#"{{"eventType":"bench","payload":{d}}}"#),
+        });
+        match data.len() {
+            1 => wrapped.collect(),
+            _ => format!("[{}]", wrapped.collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
 /// The server under test, a child process; stopped with SIGTERM on drop.
 struct Server {
     child: Child,
-    api: SocketAddr,
+    route: IngestRoute,
 }
 
 impl Server {
@@ -174,19 +228,30 @@ impl Server {
                  [server]\nlisten = \"{api}\"\ndata_dir = \"{}\"\n{server_extra}\n\
                  [plugins]\ndir = \"plugins\"\nwatch = false\n\
                  [[subscriptions]]\nid = \"bench\"\nurl = \"http://{receiver}/bench\"\ntypes = [\"*\"]\n\
-                 envelope = \"plain\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n{extra}\n",
+                 envelope = \"plain\"\nsecrets = [\"{BENCH_SECRET}\"]\n{extra}\n",
                 data.display()
             ),
         )?;
+        let mut command = Command::new(binary);
+        command.args(["serve", "--config"]).arg(&config);
+        Server::spawn(command, api, run_dir, IngestRoute::hookhost(api))
+    }
+
+    /// Starts `command` (its stderr into `run_dir/server.log`) and waits
+    /// until it listens on `api`.
+    fn spawn(
+        mut command: Command,
+        api: SocketAddr,
+        run_dir: &Path,
+        route: IngestRoute,
+    ) -> anyhow::Result<Server> {
         let log = std::fs::File::create(run_dir.join("server.log"))?;
-        let child = Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(&config)
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("starting hookhost serve")?;
-        let mut server = Server { child, api };
+            .with_context(|| format!("starting {:?}", command.get_program()))?;
+        let mut server = Server { child, route };
         let started = Instant::now();
         while std::net::TcpStream::connect(api).is_err() {
             if let Some(status) = server.child.try_wait()? {
@@ -245,17 +310,24 @@ struct RunResult {
     refused: u64,
     rss_mib: f64,
     cpu_ms_per_delivery: f64,
+    machine_cpu_ms_per_delivery: f64,
 }
 
-async fn post(client: &Client<HttpConnector, Full<Bytes>>, api: SocketAddr, body: String) -> bool {
-    let Ok(request) = hyper::Request::post(format!("http://{api}/v1/events"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-    else {
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    route: &IngestRoute,
+    body: String,
+) -> bool {
+    let mut request = hyper::Request::post(&route.uri).header("content-type", "application/json");
+    if let Some(authorization) = &route.authorization {
+        request = request.header("authorization", authorization);
+    }
+    let Ok(request) = request.body(Full::new(Bytes::from(body))) else {
         return false;
     };
     match client.request(request).await {
         Ok(answer) => {
+            // Both hookhost and svix answer 202 Accepted.
             let accepted = answer.status() == 202;
             let _ = answer.into_body().collect().await;
             accepted
@@ -264,7 +336,7 @@ async fn post(client: &Client<HttpConnector, Full<Bytes>>, api: SocketAddr, body
     }
 }
 
-async fn load(options: &BenchOptions, apis: &[SocketAddr], sink: &Sink) -> RunResult {
+async fn load(options: &BenchOptions, routes: &[IngestRoute], sink: &Sink) -> RunResult {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let client: Client<HttpConnector, Full<Bytes>> =
@@ -278,8 +350,9 @@ async fn load(options: &BenchOptions, apis: &[SocketAddr], sink: &Sink) -> RunRe
     });
     let tasks: Vec<_> = (0..options.clients)
         .map(|i| {
-            let (client, next, refused, pad) = (client.clone(), next.clone(), refused.clone(), pad.clone());
-            let api = apis[i % apis.len()];
+            let (client, next, refused, pad) =
+                (client.clone(), next.clone(), refused.clone(), pad.clone());
+            let route = routes[i % routes.len()].clone();
             let (total, batch, clients) = (options.events, options.batch as u64, options.clients);
             tokio::spawn(async move {
                 let mut answers_us = Vec::new();
@@ -299,21 +372,11 @@ async fn load(options: &BenchOptions, apis: &[SocketAddr], sink: &Sink) -> RunRe
                         break;
                     }
                     let last = (first + batch).min(total);
-                    let events: Vec<String> = (first..last)
-                        .map(|n| {
-                            format!(
-                                r#"{{"type":"bench","data":{{"n":{n},"sent_us":{},"pad":"{pad}"}}}}"#,
-                                now_us()
-                            )
-                        })
+                    let data: Vec<String> = (first..last)
+                        .map(|n| format!(r#"{{"n":{n},"sent_us":{},"pad":"{pad}"}}"#, now_us()))
                         .collect();
-                    let body = if batch == 1 {
-                        events.concat()
-                    } else {
-                        format!("[{}]", events.join(","))
-                    };
                     let t0 = Instant::now();
-                    if post(&client, api, body).await {
+                    if post(&client, &route, route.body(&data)).await {
                         answers_us.push(t0.elapsed().as_micros() as u64);
                     } else {
                         refused.fetch_add(last - first, Ordering::Relaxed);
@@ -361,6 +424,7 @@ async fn load(options: &BenchOptions, apis: &[SocketAddr], sink: &Sink) -> RunRe
         refused,
         rss_mib: 0.0,
         cpu_ms_per_delivery: 0.0,
+        machine_cpu_ms_per_delivery: 0.0,
     }
 }
 
@@ -373,6 +437,18 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         options.nodes == 1 || options.postgres.is_some(),
         "--nodes needs --postgres: nodes share a PostgreSQL schema"
     );
+    if options.svix_server.is_some() {
+        anyhow::ensure!(
+            options.batch == 1 && options.nodes == 1 && options.data.is_none(),
+            "--svix-server takes single events (svix has no batch ingest) on one node, without --data"
+        );
+        anyhow::ensure!(
+            options.postgres.as_deref().is_some_and(
+                |url| url.starts_with("postgres://") || url.starts_with("postgresql://")
+            ),
+            "--svix-server needs --postgres as a postgres:// URL (svix's store)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -394,15 +470,16 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map_or(String::new(), |d| format!(", data kept in {}", d.display())),
         match (&options.postgres, options.nodes) {
+            _ if options.svix_server.is_some() => ", svix-server on PostgreSQL".into(),
             (None, _) => String::new(),
             (Some(_), 1) => ", store on PostgreSQL".into(),
             (Some(_), n) => format!(", {n} nodes on one PostgreSQL schema"),
         }
     );
     println!(
-        "| run | deliveries/s | ingest events/s | ingest answer p50 / p99 | ingest → delivery p50 / p99 | delivered at last POST | delivered | RSS at end | CPU per delivery |"
+        "| run | deliveries/s | ingest events/s | ingest answer p50 / p99 | ingest → delivery p50 / p99 | delivered at last POST | delivered | RSS at end | CPU per delivery | machine CPU per delivery |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut all_delivered = true;
     let mut latency_log = match &options.latency_log {
         Some(path) => {
@@ -436,35 +513,43 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
             ));
         }
         let mut servers = Vec::with_capacity(options.nodes);
-        for node in 0..options.nodes {
-            let (dir, data) = match options.nodes {
-                1 => (run_dir.clone(), data.clone()),
-                _ => (
-                    run_dir.join(format!("node{node}")),
-                    data.join(format!("node{node}")),
-                ),
-            };
-            servers.push(Server::start(
-                &binary,
-                &dir,
-                &data,
-                receiver,
-                &options.server_extra,
-                &extra,
-            )?);
+        if let (Some(svix), Some(url)) = (&options.svix_server, &options.postgres) {
+            servers.push(runtime.block_on(svix::start(svix, &run_dir, url, receiver, run))?);
+        } else {
+            for node in 0..options.nodes {
+                let (dir, data) = match options.nodes {
+                    1 => (run_dir.clone(), data.clone()),
+                    _ => (
+                        run_dir.join(format!("node{node}")),
+                        data.join(format!("node{node}")),
+                    ),
+                };
+                servers.push(Server::start(
+                    &binary,
+                    &dir,
+                    &data,
+                    receiver,
+                    &options.server_extra,
+                    &extra,
+                )?);
+            }
         }
         let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
-        let apis: Vec<SocketAddr> = servers.iter().map(|s| s.api).collect();
+        let routes: Vec<IngestRoute> = servers.iter().map(|s| s.route.clone()).collect();
         // The servers' sum of one reading (0 for one that cannot be read).
         let total = |read: fn(Process) -> Option<u64>| -> u64 {
             pids.iter().filter_map(|&pid| read(Process::Pid(pid))).sum()
         };
         let cpu_before = total(Process::cpu_ms);
-        let mut result = runtime.block_on(load(&options, &apis, &sink));
+        let machine_before = process_stats::machine_busy_ms().unwrap_or(0);
+        let mut result = runtime.block_on(load(&options, &routes, &sink));
         result.rss_mib = total(Process::rss_kib) as f64 / 1024.0;
         let cpu_after = total(Process::cpu_ms);
-        result.cpu_ms_per_delivery =
-            cpu_after.saturating_sub(cpu_before) as f64 / result.delivered.max(1) as f64;
+        let machine_after = process_stats::machine_busy_ms().unwrap_or(0);
+        let per_delivery = |ms: u64| ms as f64 / result.delivered.max(1) as f64;
+        result.cpu_ms_per_delivery = per_delivery(cpu_after.saturating_sub(cpu_before));
+        result.machine_cpu_ms_per_delivery =
+            per_delivery(machine_after.saturating_sub(machine_before));
         for server in servers {
             server.stop()?;
         }
@@ -474,7 +559,7 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         let expected = options.events - result.refused;
         all_delivered &= result.delivered >= expected;
         println!(
-            "| {run} | {:.0} | {:.0} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {} of {expected} | {}{} | {:.0} MiB | {:.3} ms |",
+            "| {run} | {:.0} | {:.0} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {} of {expected} | {}{} | {:.0} MiB | {:.3} ms | {:.3} ms |",
             result.deliveries_per_s,
             result.ingest_per_s,
             result.answer_p50_ms,
@@ -490,6 +575,7 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
             },
             result.rss_mib,
             result.cpu_ms_per_delivery,
+            result.machine_cpu_ms_per_delivery,
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -530,4 +616,32 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("hookhost-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_wrap_the_data_in_each_servers_envelope() {
+        let data = [r#"{"n":1}"#.to_string(), r#"{"n":2}"#.to_string()];
+        let hookhost = IngestRoute::hookhost(SocketAddr::from(([127, 0, 0, 1], 1)));
+        assert_eq!(
+            hookhost.body(&data[..1]),
+            r#"{"type":"bench","data":{"n":1}}"#
+        );
+        assert_eq!(
+            hookhost.body(&data),
+            r#"[{"type":"bench","data":{"n":1}},{"type":"bench","data":{"n":2}}]"#
+        );
+        let svix = IngestRoute {
+            envelope: Envelope::Svix,
+            ..hookhost
+        };
+        let body: serde_json::Value = serde_json::from_str(&svix.body(&data[..1])).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "eventType": "bench", "payload": { "n": 1 } })
+        );
+    }
 }
