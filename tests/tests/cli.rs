@@ -362,6 +362,33 @@ fn bench_runs_the_server_binary_it_is_given() {
     assert!(text.lines().any(|l| l.starts_with("| 1 |")), "{text}");
 }
 
+/// `hookhost bench --postgres` runs each run on a fresh schema and drops it
+/// once read: the database it is pointed at does not fill up with runs.
+#[test]
+fn bench_on_postgres_drops_each_runs_schema() {
+    let pg = hookhost_tests::postgres::shared();
+    let text = bench(&[
+        "--events",
+        "100",
+        "--clients",
+        "2",
+        "--runs",
+        "2",
+        "--postgres",
+        &pg.url(),
+    ]);
+    let rows = text
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
+        .count();
+    assert_eq!(rows, 2, "{text}");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'hookhost_bench_%'"),
+        "0",
+        "the runs' schemas are gone"
+    );
+}
+
 /// `hookhost compact` copies a stopped server's sled folder into a new one
 /// the server then runs on with every event still there; while the server
 /// runs, the copy is refused (sled's lock) and says to stop it.

@@ -72,7 +72,8 @@ pub struct BenchOptions {
     #[arg(long = "server", default_value = "")]
     pub server_extra: String,
     /// Put the server's store on this PostgreSQL (a connection string);
-    /// each run gets a fresh schema (one schema for all with `--data`).
+    /// each run gets a fresh schema, dropped after it (one schema for all,
+    /// kept, with `--data`).
     #[arg(long)]
     pub postgres: Option<String>,
     /// Run this many nodes on the PostgreSQL schema (`--postgres`), the
@@ -505,7 +506,7 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         if let Some(url) = &options.postgres {
             let schema = match options.data {
                 Some(_) => "hookhost_bench".to_string(),
-                None => format!("hookhost_bench_{}_{run}", std::process::id()),
+                None => bench_schema(run),
             };
             extra.push_str(&format!(
                 "\n[store]\nbackend = \"postgres\"\nurl = {}\nschema = \"{schema}\"\n",
@@ -553,6 +554,11 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         for server in servers {
             server.stop()?;
         }
+        if let (Some(url), None, None) = (&options.postgres, &options.data, &options.svix_server) {
+            // A fresh schema per run: dropped once read, so that runs do not
+            // pile up events in the database they were pointed at.
+            drop_schema(url, bench_schema(run))?;
+        }
         if let Some(file) = &mut latency_log {
             write_latencies(file, run, &sink)?;
         }
@@ -584,6 +590,23 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The schema of run `run` when it starts on a fresh one.
+fn bench_schema(run: usize) -> String {
+    format!("hookhost_bench_{}_{run}", std::process::id())
+}
+
+fn drop_schema(url: &str, schema: String) -> anyhow::Result<()> {
+    let store = hookhost_core::store::postgres::PgStore::open(
+        &hookhost_core::store::postgres::PgSettings {
+            url: url.to_string(),
+            schema,
+            pool_size: 1,
+            tls_ca_file: None,
+        },
+    )?;
+    Ok(store.drop_schema()?)
 }
 
 /// One run's deliveries as CSV rows, in the order they were sent.

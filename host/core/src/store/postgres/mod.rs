@@ -561,6 +561,13 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Drops this store's schema and everything in it: the load tool's
+    /// schema of one run, which nothing reads afterwards.
+    pub fn drop_schema(self) -> Result<(), StoreError> {
+        let sql = format!("DROP SCHEMA {} CASCADE", self.schema);
+        self.run(async |c| Ok(c.client().batch_execute(&sql).await?))
+    }
+
     /// Makes this store a running node's: from now on the pipeline's,
     /// windows' and delivery states' writes need the lead
     /// ([`ClusterStore::try_lead`]). `hookhost migrate` and tools do not join.
