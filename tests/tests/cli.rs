@@ -267,6 +267,14 @@ fn bench(args: &[&str]) -> String {
     text
 }
 
+/// `hookhost bench` with 100 events from 2 clients per run, and `extra`.
+fn small_bench(runs: usize, extra: &[&str]) -> String {
+    let runs = runs.to_string();
+    let mut args = vec!["--events", "100", "--clients", "2", "--runs", &runs];
+    args.extend_from_slice(extra);
+    bench(&args)
+}
+
 /// `hookhost bench` runs the server as a child process, loads it and reports
 /// every acknowledged event delivered; with `--data` the second run starts
 /// on the first one's data folder, which is kept; `--latency-log` holds a
@@ -344,16 +352,7 @@ fn bench_runs_the_server_binary_it_is_given() {
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let text = bench(&[
-        "--events",
-        "100",
-        "--clients",
-        "2",
-        "--runs",
-        "1",
-        "--server-bin",
-        wrapper.to_str().unwrap(),
-    ]);
+    let text = small_bench(1, &["--server-bin", wrapper.to_str().unwrap()]);
     let started = std::fs::read_to_string(&mark).unwrap_or_default();
     assert!(
         started.starts_with("serve --config "),
@@ -367,16 +366,7 @@ fn bench_runs_the_server_binary_it_is_given() {
 #[test]
 fn bench_on_postgres_drops_each_runs_schema() {
     let pg = hookhost_tests::postgres::shared();
-    let text = bench(&[
-        "--events",
-        "100",
-        "--clients",
-        "2",
-        "--runs",
-        "2",
-        "--postgres",
-        &pg.url(),
-    ]);
+    let text = small_bench(2, &["--postgres", &pg.url()]);
     let rows = text
         .lines()
         .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
