@@ -314,27 +314,40 @@ struct RunResult {
     machine_cpu_ms_per_delivery: f64,
 }
 
+/// POSTs the JSON `body` to `uri`: the answer's status and body (empty if
+/// it could not be read).
+async fn post_json(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: &str,
+    authorization: Option<&str>,
+    body: String,
+) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+    let mut request = hyper::Request::post(uri).header("content-type", "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let answer = client
+        .request(request.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = answer.status();
+    let text = answer
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, text))
+}
+
+/// Posts events on `route`: whether they were accepted.
 async fn post(
     client: &Client<HttpConnector, Full<Bytes>>,
     route: &IngestRoute,
     body: String,
 ) -> bool {
-    let mut request = hyper::Request::post(&route.uri).header("content-type", "application/json");
-    if let Some(authorization) = &route.authorization {
-        request = request.header("authorization", authorization);
-    }
-    let Ok(request) = request.body(Full::new(Bytes::from(body))) else {
-        return false;
-    };
-    match client.request(request).await {
-        Ok(answer) => {
-            // Both hookhost and svix answer 202 Accepted.
-            let accepted = answer.status() == 202;
-            let _ = answer.into_body().collect().await;
-            accepted
-        }
-        Err(_) => false,
-    }
+    let answer = post_json(client, &route.uri, route.authorization.as_deref(), body).await;
+    // Both hookhost and svix answer 202 Accepted.
+    matches!(answer, Ok((status, _)) if status == 202)
 }
 
 async fn load(options: &BenchOptions, routes: &[IngestRoute], sink: &Sink) -> RunResult {

@@ -15,12 +15,10 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::{BENCH_SECRET, Envelope, IngestRoute, Server, free_port, toml_string};
+use super::{BENCH_SECRET, Envelope, IngestRoute, Server, free_port, post_json, toml_string};
 
 /// Starts svix-server for run `run` and makes its application and endpoint.
 pub(super) async fn start(
@@ -51,23 +49,16 @@ pub(super) async fn start(
     };
     let server = Server::spawn(command, api, run_dir, route)?;
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let make = |uri: String, body: serde_json::Value| {
-        let (client, authorization) = (client.clone(), authorization.clone());
-        async move {
-            let request = hyper::Request::post(&uri)
-                .header("content-type", "application/json")
-                .header("authorization", authorization)
-                .body(Full::new(Bytes::from(body.to_string())))?;
-            let answer = client.request(request).await.with_context(|| uri.clone())?;
-            let status = answer.status();
-            let text = answer.into_body().collect().await?.to_bytes();
-            anyhow::ensure!(
-                status.is_success(),
-                "svix-server answered {status} to POST {uri}: {}",
-                String::from_utf8_lossy(&text)
-            );
-            Ok(())
-        }
+    let make = async |uri: String, body: serde_json::Value| {
+        let (status, text) = post_json(&client, &uri, Some(&authorization), body.to_string())
+            .await
+            .with_context(|| format!("POST {uri}"))?;
+        anyhow::ensure!(
+            status.is_success(),
+            "svix-server answered {status} to POST {uri}: {}",
+            String::from_utf8_lossy(&text)
+        );
+        Ok(())
     };
     make(
         format!("http://{api}/api/v1/app/"),
