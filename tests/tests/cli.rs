@@ -303,7 +303,7 @@ fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
         .collect();
     assert_eq!(rows.len(), 2, "{text}");
     for row in &rows {
-        // | run | deliveries/s | ingest/s | answer | latency | at last POST | delivered | RSS | CPU | machine CPU |
+        // | run | deliveries/s | ingest/s | answer | latency | at last POST | delivered | RSS | CPU | machine CPU | load tool CPU |
         assert_eq!(row[7], "300", "{text}");
         assert!(row[2].parse::<f64>().unwrap() > 0.0, "{text}");
         assert!(row[8].ends_with("MiB") && row[8] != "0 MiB", "{text}");
@@ -311,6 +311,11 @@ fn bench_runs_the_server_apart_and_reports_every_event_delivered() {
         assert!(
             machine_ms > 0.0,
             "the machine was busy during the run: {text}"
+        );
+        let load_tool_ms: f64 = row[11].trim_end_matches(" ms").parse().unwrap();
+        assert!(
+            load_tool_ms > 0.0 && load_tool_ms <= machine_ms,
+            "the load tool's clients and receiver used CPU, within the machine's: {text}"
         );
     }
     assert!(folder.join("db").is_file(), "the data folder is kept");

@@ -9,7 +9,9 @@
 //! ingest-to-delivery percentiles, how many were delivered when the last
 //! POST returned, the server's RSS and CPU per delivery (from /proc), and
 //! the whole machine's busy CPU per delivery (the server with its database,
-//! the load tool and the kernel).
+//! the load tool and the kernel), and the load tool's own CPU per delivery
+//! (this process: clients and receiver), so that what the machine spent
+//! besides the server and the load tool (a database, the kernel) shows.
 //! `--data DIR` keeps the data folder across runs (and after), so a run can
 //! start on the history of the ones before. `--nodes N` (with `--postgres`)
 //! runs N servers on one schema; RSS and CPU are then the nodes' sums.
@@ -312,6 +314,7 @@ struct RunResult {
     rss_mib: f64,
     cpu_ms_per_delivery: f64,
     machine_cpu_ms_per_delivery: f64,
+    load_tool_cpu_ms_per_delivery: f64,
 }
 
 /// POSTs the JSON `body` to `uri`: the answer's status and body (empty if
@@ -439,6 +442,7 @@ async fn load(options: &BenchOptions, routes: &[IngestRoute], sink: &Sink) -> Ru
         rss_mib: 0.0,
         cpu_ms_per_delivery: 0.0,
         machine_cpu_ms_per_delivery: 0.0,
+        load_tool_cpu_ms_per_delivery: 0.0,
     }
 }
 
@@ -491,9 +495,9 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         }
     );
     println!(
-        "| run | deliveries/s | ingest events/s | ingest answer p50 / p99 | ingest → delivery p50 / p99 | delivered at last POST | delivered | RSS at end | CPU per delivery | machine CPU per delivery |"
+        "| run | deliveries/s | ingest events/s | ingest answer p50 / p99 | ingest → delivery p50 / p99 | delivered at last POST | delivered | RSS at end | CPU per delivery | machine CPU per delivery | load tool CPU per delivery |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut all_delivered = true;
     let mut latency_log = match &options.latency_log {
         Some(path) => {
@@ -556,14 +560,18 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         };
         let cpu_before = total(Process::cpu_ms);
         let machine_before = process_stats::machine_busy_ms().unwrap_or(0);
+        let load_tool_before = Process::Current.cpu_ms().unwrap_or(0);
         let mut result = runtime.block_on(load(&options, &routes, &sink));
         result.rss_mib = total(Process::rss_kib) as f64 / 1024.0;
         let cpu_after = total(Process::cpu_ms);
         let machine_after = process_stats::machine_busy_ms().unwrap_or(0);
+        let load_tool_after = Process::Current.cpu_ms().unwrap_or(0);
         let per_delivery = |ms: u64| ms as f64 / result.delivered.max(1) as f64;
         result.cpu_ms_per_delivery = per_delivery(cpu_after.saturating_sub(cpu_before));
         result.machine_cpu_ms_per_delivery =
             per_delivery(machine_after.saturating_sub(machine_before));
+        result.load_tool_cpu_ms_per_delivery =
+            per_delivery(load_tool_after.saturating_sub(load_tool_before));
         for server in servers {
             server.stop()?;
         }
@@ -578,7 +586,7 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
         let expected = options.events - result.refused;
         all_delivered &= result.delivered >= expected;
         println!(
-            "| {run} | {:.0} | {:.0} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {} of {expected} | {}{} | {:.0} MiB | {:.3} ms | {:.3} ms |",
+            "| {run} | {:.0} | {:.0} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {} of {expected} | {}{} | {:.0} MiB | {:.3} ms | {:.3} ms | {:.3} ms |",
             result.deliveries_per_s,
             result.ingest_per_s,
             result.answer_p50_ms,
@@ -595,6 +603,7 @@ pub fn bench(options: BenchOptions) -> anyhow::Result<ExitCode> {
             result.rss_mib,
             result.cpu_ms_per_delivery,
             result.machine_cpu_ms_per_delivery,
+            result.load_tool_cpu_ms_per_delivery,
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
