@@ -607,6 +607,98 @@ fn a_server_on_postgres_keeps_its_deliveries_in_the_database() {
     );
 }
 
+/// On PostgreSQL a new job is attempted before it is stored and then
+/// written once, in its first attempt's state, by the transaction that
+/// finishes its event's pipeline (one row version instead of an insert
+/// and an update). An attempt that hangs does not hide its job: the job is
+/// stored pending meanwhile, and its outcome updates it later.
+#[test]
+fn on_postgres_a_delivered_job_is_written_once_and_a_hanging_one_shows_pending() {
+    use hookhost_tests::http::{Answer, Receiver, post};
+    use hookhost_tests::{PATIENCE, Running};
+    use std::time::Duration;
+    let receiver = Receiver::start();
+    // Far longer than the wait for first attempts (250 ms), so the job
+    // is stored pending well before its answer.
+    receiver.script("slow", Answer::Slow(Duration::from_secs(10), 204));
+    let root = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[[subscriptions]]\nid = \"fast\"\nurl = \"{}\"\ntypes = [\"report\"]\nenvelope = \"plain\"\n\
+         [[subscriptions]]\nid = \"slow\"\nurl = \"{}\"\ntypes = [\"late\"]\nenvelope = \"plain\"\n\
+         retry = {{ timeout_ms = 60000 }}\n{}",
+        receiver.url("fast"),
+        receiver.url("slow"),
+        hookhost_tests::postgres::store_section(root.path())
+    );
+    let config = hookhost_tests::write_config(root.path(), "", "", &body);
+    let mut server = Running::start(&["serve", "--config", &config]);
+    let api = server.api_addr(PATIENCE);
+    let pg = hookhost_tests::postgres::shared();
+    let schema = hookhost_tests::postgres::schema_for(root.path());
+
+    // The same transaction wrote the job's only version and cleared its
+    // event's pipeline mark when their `xmin`s agree; a job stored first
+    // and updated after its attempt (as before) never agrees. Until the
+    // node's lease is first renewed (within about a second of its start)
+    // its new jobs are stored free to claim, the old way: so events are
+    // posted one by one until one is written once.
+    let mut posted = 0;
+    let written_once = |event_id: &str, job_id: &str| {
+        pg.psql(&format!(
+            "SELECT j.xmin = e.xmin AND NOT e.in_pipeline FROM {schema}.jobs j, {schema}.events e \
+             WHERE j.id = '{job_id}' AND e.id = '{event_id}' AND j.status = 'delivered'"
+        ))
+    };
+    let once = hookhost_tests::wait_until(PATIENCE, || {
+        posted += 1;
+        let (status, answer) = post(
+            api,
+            "/v1/events",
+            format!(r#"{{"type": "report", "data": {{"n": {posted}}}}}"#).as_bytes(),
+        );
+        assert_eq!(status, 202, "{answer}");
+        let event_id = answer["ids"][0].as_str().unwrap().to_string();
+        let job_id = hookhost_tests::delivery_id(&event_id, "fast");
+        let mut seen = String::new();
+        let stored = hookhost_tests::wait_until(PATIENCE, || {
+            seen = written_once(&event_id, &job_id);
+            !seen.is_empty()
+        });
+        assert!(stored.is_some(), "delivery {job_id} never stored delivered");
+        seen == "t"
+    });
+    assert!(
+        once.is_some(),
+        "after {posted} events, no delivered job was written in its event's pipeline transaction"
+    );
+    assert_eq!(receiver.count("fast"), posted);
+
+    let (status, answer) = post(api, "/v1/events", br#"{"type": "late", "data": {}}"#);
+    assert_eq!(status, 202, "{answer}");
+    let event_id = answer["ids"][0].as_str().unwrap().to_string();
+    let job_id = hookhost_tests::delivery_id(&event_id, "slow");
+    let status_of = || {
+        pg.psql(&format!(
+            "SELECT status FROM {schema}.jobs WHERE id = '{job_id}'"
+        ))
+    };
+    let mut seen = Vec::new();
+    let done = hookhost_tests::wait_until(PATIENCE, || {
+        let now = status_of();
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+        }
+        now == "delivered"
+    });
+    assert!(done.is_some(), "statuses seen: {seen:?}");
+    assert!(
+        seen.iter().any(|s| s == "pending"),
+        "the job of a hanging attempt was not stored pending meanwhile: {seen:?}"
+    );
+    assert_eq!(receiver.count("slow"), 1);
+    assert_eq!(server.terminate(PATIENCE).code(), Some(0));
+}
+
 /// `hookhost migrate` makes the schema once, says so, does nothing the
 /// second time, and refuses a schema newer than it knows.
 #[test]

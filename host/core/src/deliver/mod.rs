@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 mod attempt;
 mod client;
+mod first_states;
 mod health;
 mod in_memory;
 mod order;
@@ -47,7 +48,7 @@ use crate::backlog::{Backlog, EndpointLoad, SlotWait};
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::model::Subscription;
-use crate::model::{EndpointHealth, Job, JobStatus, OnDead, StoredEvent, WhenDisabled};
+use crate::model::{EndpointHealth, Job, JobStatus, OnDead, Processed, StoredEvent, WhenDisabled};
 use crate::operational;
 use crate::sign;
 use crate::ssrf::TargetPolicy;
@@ -207,6 +208,16 @@ pub struct Deliverer {
     /// Acknowledged work not yet started: new deliveries waiting for a
     /// slot count in it (see [`crate::backlog`]).
     backlog: Arc<Backlog>,
+    /// On a shared store: new jobs attempted before their pipeline batch
+    /// is stored (see [`first_states`]).
+    unstored: first_states::Unstored,
+}
+
+/// Whether a new job goes to delivery before its pipeline batch is stored
+/// (on a store of the node's own): unordered pending ones (a lane reads its
+/// next job from the store).
+pub fn goes_early(job: &Job) -> bool {
+    job.status == JobStatus::Pending && job.order.is_none()
 }
 
 /// Takes an operational event to accept like an ingested one.
@@ -277,6 +288,7 @@ impl Deliverer {
                 config.server.ingest_backlog,
                 Duration::from_millis(config.server.ingest_wait_ms),
             ),
+            unstored: Default::default(),
         })
     }
 
@@ -515,6 +527,26 @@ impl Deliverer {
         self.advance(lane, None);
     }
 
+    /// A pipeline batch's new jobs, handed over before the batch is stored
+    /// where that saves time or writes: on a store of this node's own, the
+    /// first attempts overlap the batch's write and their states wait for
+    /// the returned gate; on a shared one, the outcomes whose jobs are
+    /// attempted first are taken out of `outcomes` and stored with those
+    /// jobs' first states (see [`first_states`]).
+    pub fn take_early(self: &Arc<Self>, outcomes: &mut Vec<Processed>) -> Option<StoredGate> {
+        if self.leases.is_some() {
+            self.attempt_before_storing(outcomes);
+            return None;
+        }
+        let jobs = outcomes
+            .iter()
+            .flat_map(|o| &o.jobs)
+            .filter(|j| goes_early(j))
+            .cloned()
+            .collect();
+        self.take_new_before_stored(jobs).ok()
+    }
+
     /// New jobs whose pipeline batch the store is still writing: started
     /// now, so their first attempt overlaps that write, while their states
     /// wait for the returned gate (a state must not land before its job).
@@ -522,10 +554,7 @@ impl Deliverer {
     /// store of this node's own (a shared one decides by that write which
     /// node keeps a job), and all of them within `max_jobs_in_memory`;
     /// otherwise they are given back, to hand over once stored.
-    pub fn take_new_before_stored(
-        self: &Arc<Self>,
-        jobs: Vec<Job>,
-    ) -> Result<StoredGate, Vec<Job>> {
+    fn take_new_before_stored(self: &Arc<Self>, jobs: Vec<Job>) -> Result<StoredGate, Vec<Job>> {
         if jobs.is_empty() || self.leases.is_some() || jobs.iter().any(|j| j.order.is_some()) {
             return Err(jobs);
         }
@@ -1096,6 +1125,7 @@ impl Deliverer {
         self.stop.cancel();
         self.tasks.close();
         let finished = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+        self.write_all_unstored();
         self.states.sync().await;
         if let Some(leases) = self.leases.clone() {
             // The other nodes take what this one held now, not when its
@@ -1306,6 +1336,9 @@ impl Deliverer {
     }
 
     fn save(&self, job: &Job) {
+        if self.leases.is_some() && self.hold_unstored_state(job) {
+            return;
+        }
         self.states.save(job.clone());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{EndpointHealth, Job};
+use crate::model::{EndpointHealth, Job, Processed};
 use crate::store::{JobLeases, Store, StoreError};
 
 use super::in_memory::{JobsInMemory, lock};
@@ -27,6 +27,10 @@ enum StateWrite {
     Health(String, EndpointHealth),
     /// Answered once every earlier write is applied.
     Sync(tokio::sync::oneshot::Sender<()>),
+    /// Pipeline outcomes whose jobs were attempted before they were stored
+    /// (on a shared store; see [`super::first_states`]): written before
+    /// the states that follow them, which are of those jobs' later attempts.
+    Outcomes(Vec<Processed>),
     /// Later writes wait until the pipeline batch this stands for is in the
     /// store (or failed): they may be states of its jobs, which must not
     /// land before the jobs themselves.
@@ -104,6 +108,34 @@ fn record(
     Ok(())
 }
 
+/// Stores outcomes whose jobs were attempted first, then job states.
+/// On failure, gives back the outcomes still to write: all of them when
+/// their own write failed, and the states then wait with them (a later
+/// state of a job not yet stored would find no row to update).
+fn write_all(
+    store: &dyn Store,
+    leases: Option<&dyn JobLeases>,
+    live: &JobsInMemory,
+    outcomes: Vec<Processed>,
+    jobs: &[Job],
+    released: &[String],
+) -> Result<(), (StoreError, Vec<Processed>)> {
+    if let Some(leases) = leases
+        && !outcomes.is_empty()
+    {
+        // A pending job whose task has ended is left free to claim: this
+        // node no longer delivers it.
+        let held = |job: &Job| lock(live).contains(&job.id) && !released.contains(&job.id);
+        leases
+            .complete_pipeline_attempted(&outcomes, &held)
+            .map_err(|e| (e, outcomes))?;
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    record(store, leases, jobs).map_err(|e| (e, Vec::new()))
+}
+
 impl StateWriter {
     /// With `leases` (a store shared by a cluster) only states of jobs this
     /// node still holds are recorded: one another node took over (this
@@ -121,6 +153,7 @@ impl StateWriter {
                 // newer ones once it takes writes again, and the jobs they
                 // release stay held until then.
                 let mut unwritten: Vec<Job> = Vec::new();
+                let mut unwritten_outcomes: Vec<Processed> = Vec::new();
                 let mut held: Vec<String> = Vec::new();
                 let mut failing = false;
                 let linger = if leases.is_none() {
@@ -129,7 +162,7 @@ impl StateWriter {
                     std::time::Duration::ZERO
                 };
                 loop {
-                    let first = if unwritten.is_empty() {
+                    let first = if unwritten.is_empty() && unwritten_outcomes.is_empty() {
                         match writes.recv() {
                             Ok(write) => Some(write),
                             Err(_) => break,
@@ -142,6 +175,7 @@ impl StateWriter {
                         }
                     };
                     let mut jobs = std::mem::take(&mut unwritten);
+                    let mut outcomes = std::mem::take(&mut unwritten_outcomes);
                     let mut released = std::mem::take(&mut held);
                     let mut synced = Vec::new();
                     let mut health = Vec::new();
@@ -161,11 +195,12 @@ impl StateWriter {
                                 }
                             }
                             StateWrite::Save(job) => jobs.push(job),
+                            StateWrite::Outcomes(o) => outcomes.extend(o),
                             StateWrite::Release(id) => released.push(id),
                             StateWrite::Health(id, h) => health.push((id, h)),
                             StateWrite::Sync(done) => synced.push(done),
                         }
-                        next = if jobs.len() >= STATE_BATCH {
+                        next = if jobs.len() >= STATE_BATCH || outcomes.len() >= STATE_BATCH {
                             None
                         } else {
                             match writes.try_recv() {
@@ -181,17 +216,23 @@ impl StateWriter {
                             }
                         };
                     }
-                    if !jobs.is_empty()
-                        && let Err(e) = record(&*store, leases.as_deref(), &jobs)
+                    let outcomes_written = outcomes.len();
+                    if let Err((e, back)) =
+                        write_all(&*store, leases.as_deref(), &live, outcomes, &jobs, &released)
                     {
+                        unwritten_outcomes = back;
                         if !failing {
-                            tracing::error!(error = %e, jobs = jobs.len(), "cannot record delivery states; retried until the store writes");
+                            tracing::error!(error = %e, jobs = jobs.len(), events = unwritten_outcomes.len(), "cannot record delivery states; retried until the store writes");
                         }
                         failing = true;
                         unwritten = latest_only(jobs);
                         held = released;
                     } else if std::mem::take(&mut failing) {
-                        tracing::info!(jobs = jobs.len(), "delivery states recorded again");
+                        tracing::info!(
+                            jobs = jobs.len(),
+                            events = outcomes_written,
+                            "delivery states recorded again"
+                        );
                         release(&live, &released);
                     } else if !released.is_empty() {
                         release(&live, &released);
@@ -218,6 +259,16 @@ impl StateWriter {
     pub(super) fn save(&self, job: Job) {
         if self.to_thread.send(StateWrite::Save(job)).is_err() {
             tracing::error!("the job-state writer stopped; a delivery state is not recorded");
+        }
+    }
+
+    /// Stores pipeline outcomes whose jobs were attempted first, before
+    /// any state saved after this call.
+    pub(super) fn save_outcomes(&self, outcomes: Vec<Processed>) {
+        if self.to_thread.send(StateWrite::Outcomes(outcomes)).is_err() {
+            tracing::error!(
+                "the job-state writer stopped; pipeline outcomes are not recorded (their events run again at next start)"
+            );
         }
     }
 

@@ -452,6 +452,20 @@ pub trait JobLeases: Send + Sync {
     /// Whether `job_id`, a new job the pipeline or a window just wrote,
     /// was written as held by this node (asked once per job).
     fn kept(&self, job_id: &str) -> bool;
+    /// Whether the pipeline's write would hold `job`, one of its new jobs,
+    /// for this node (its share while it has room, as for [`JobLeases::kept`]).
+    fn would_keep(&self, job: &Job) -> bool;
+    /// Stores a pipeline batch whose new jobs this node began delivering
+    /// before the write, each job in the state its first attempt left it
+    /// in: one row version per job rather than an insert and an update.
+    /// Pending ones are held by this node where `held` says it still has
+    /// them in memory, free to claim otherwise. Fenced by the lead, as
+    /// [`EventStore::complete_pipeline`] is.
+    fn complete_pipeline_attempted(
+        &self,
+        processed: &[Processed],
+        held: &dyn Fn(&Job) -> bool,
+    ) -> Result<(), StoreError>;
     /// Whether this node's lease surely still runs: its last successful
     /// renewal was sent less than a lease ago. While it may not, no
     /// attempt of a held job starts (other nodes may have freed it).

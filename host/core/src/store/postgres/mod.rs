@@ -954,17 +954,16 @@ async fn write_processed(
     Ok(())
 }
 
-impl EventStore for PgStore {
-    fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
-        if processed.is_empty() {
-            return Ok(());
-        }
+impl PgStore {
+    /// Writes a leader's pipeline batch, its new jobs held as `holder`
+    /// says, fenced by the lead; returns the jobs' rows as written.
+    fn write_pipeline(
+        &self,
+        processed: &[Processed],
+        holder: Holder<'_>,
+    ) -> Result<JobRows, StoreError> {
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let keeps = |job: &Job| self.keeps(job);
-        let jobs = JobRows::of(
-            processed.iter().flat_map(|p| &p.jobs),
-            Holder::New(self.node_name(), &keeps),
-        )?;
+        let jobs = JobRows::of(processed.iter().flat_map(|p| &p.jobs), holder)?;
         let channel = self.jobs_channel();
         let processed: Vec<&Processed> = processed.iter().collect();
         // One round trip: the fence first (its lock before the writes'),
@@ -979,6 +978,17 @@ impl EventStore for PgStore {
             })
             .await
         })?;
+        Ok(jobs)
+    }
+}
+
+impl EventStore for PgStore {
+    fn complete_pipeline(&self, processed: &[Processed]) -> Result<(), StoreError> {
+        if processed.is_empty() {
+            return Ok(());
+        }
+        let keeps = |job: &Job| self.keeps(job);
+        let jobs = self.write_pipeline(processed, Holder::New(self.node_name(), &keeps))?;
         self.note_kept(&jobs);
         Ok(())
     }
@@ -1598,6 +1608,23 @@ impl JobLeases for PgStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(job_id)
+    }
+
+    fn would_keep(&self, job: &Job) -> bool {
+        self.keeps(job)
+    }
+
+    fn complete_pipeline_attempted(
+        &self,
+        processed: &[Processed],
+        held: &dyn Fn(&Job) -> bool,
+    ) -> Result<(), StoreError> {
+        if processed.is_empty() {
+            return Ok(());
+        }
+        // Not noted as kept: these jobs are in this node's delivery already.
+        self.write_pipeline(processed, Holder::New(self.node_name(), held))
+            .map(drop)
     }
 
     fn lease_current(&self) -> bool {
