@@ -125,7 +125,8 @@ fn write_all(
     {
         // A pending job whose task has ended is left free to claim: this
         // node no longer delivers it.
-        let held = |job: &Job| lock(live).contains(&job.id) && !released.contains(&job.id);
+        let ended: std::collections::HashSet<&str> = released.iter().map(String::as_str).collect();
+        let held = |job: &Job| lock(live).contains(&job.id) && !ended.contains(job.id.as_str());
         leases
             .complete_pipeline_attempted(&outcomes, &held)
             .map_err(|e| (e, outcomes))?;
