@@ -10,7 +10,7 @@
 //! for any batch not yet stored.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Deliverer, lock};
@@ -36,10 +36,6 @@ struct Batch {
     reported: HashSet<String>,
     jobs: usize,
     written: bool,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether `outcome` may wait for its jobs' first attempts to be stored:
@@ -96,7 +92,7 @@ impl Deliverer {
             written: false,
         }));
         {
-            let mut by_job = locked(&self.unstored.by_job);
+            let mut by_job = lock(&self.unstored.by_job);
             for job in &jobs {
                 by_job.insert(job.id.clone(), batch.clone());
             }
@@ -109,7 +105,7 @@ impl Deliverer {
                 // Shutdown writes it too, once the attempts have stopped.
                 _ = this.stop.cancelled() => return,
             }
-            this.write_unstored(&mut locked(&timed));
+            this.write_unstored(&mut lock(&timed));
         });
         for job in jobs {
             self.spawn_task(job, None, true);
@@ -120,10 +116,10 @@ impl Deliverer {
     /// false otherwise (the state is then recorded as any other, after the
     /// batch). The last job to report writes the batch.
     pub(super) fn hold_unstored_state(&self, job: &Job) -> bool {
-        let Some(batch) = locked(&self.unstored.by_job).get(&job.id).cloned() else {
+        let Some(batch) = lock(&self.unstored.by_job).get(&job.id).cloned() else {
             return false;
         };
-        let mut batch = locked(&batch);
+        let mut batch = lock(&batch);
         if batch.written {
             return false;
         }
@@ -150,7 +146,7 @@ impl Deliverer {
         }
         let outcomes = std::mem::take(&mut batch.outcomes);
         {
-            let mut by_job = locked(&self.unstored.by_job);
+            let mut by_job = lock(&self.unstored.by_job);
             for job in outcomes.iter().flat_map(|o| &o.jobs) {
                 by_job.remove(&job.id);
             }
@@ -162,7 +158,7 @@ impl Deliverer {
     /// shutdown, once the attempts have stopped).
     pub(super) fn write_all_unstored(&self) {
         let batches: Vec<Arc<Mutex<Batch>>> = {
-            let by_job = locked(&self.unstored.by_job);
+            let by_job = lock(&self.unstored.by_job);
             let mut seen = HashSet::new();
             by_job
                 .values()
@@ -171,7 +167,7 @@ impl Deliverer {
                 .collect()
         };
         for batch in batches {
-            self.write_unstored(&mut locked(&batch));
+            self.write_unstored(&mut lock(&batch));
         }
     }
 }

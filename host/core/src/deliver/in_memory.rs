@@ -17,8 +17,9 @@ use crate::model::Job;
 /// Shared by the deliverer, its refill and the state writer.
 pub(super) type JobsInMemory = Arc<Mutex<InMemory>>;
 
-pub(super) fn lock(live: &JobsInMemory) -> MutexGuard<'_, InMemory> {
-    live.lock().unwrap_or_else(|p| p.into_inner())
+/// Locks `m`, even if a panic poisoned it.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Default)]
