@@ -32,10 +32,17 @@ pub(super) struct Unstored {
 struct Batch {
     /// Emptied when written.
     outcomes: Vec<Processed>,
-    /// Jobs whose first state is in.
-    reported: HashSet<String>,
-    jobs: usize,
+    /// Where each job's latest state goes in `outcomes`.
+    slots: HashMap<String, Slot>,
+    /// Jobs whose first state is not in yet.
+    unreported: usize,
     written: bool,
+}
+
+struct Slot {
+    outcome: usize,
+    job: usize,
+    reported: bool,
 }
 
 /// Whether `outcome` may wait for its jobs' first attempts to be stored:
@@ -85,10 +92,24 @@ impl Deliverer {
                 live.insert(&job.id);
             }
         }
+        let slots: HashMap<String, Slot> = first
+            .iter()
+            .enumerate()
+            .flat_map(|(outcome, o)| {
+                o.jobs.iter().enumerate().map(move |(job, j)| {
+                    let slot = Slot {
+                        outcome,
+                        job,
+                        reported: false,
+                    };
+                    (j.id.clone(), slot)
+                })
+            })
+            .collect();
         let batch = Arc::new(Mutex::new(Batch {
             outcomes: first,
-            reported: HashSet::new(),
-            jobs: jobs.len(),
+            unreported: slots.len(),
+            slots,
             written: false,
         }));
         {
@@ -119,21 +140,19 @@ impl Deliverer {
         let Some(batch) = lock(&self.unstored.by_job).get(&job.id).cloned() else {
             return false;
         };
-        let mut batch = lock(&batch);
+        let mut guard = lock(&batch);
+        let batch = &mut *guard;
         if batch.written {
             return false;
         }
-        if let Some(held) = batch
-            .outcomes
-            .iter_mut()
-            .flat_map(|o| o.jobs.iter_mut())
-            .find(|j| j.id == job.id)
-        {
-            *held = job.clone();
+        if let Some(slot) = batch.slots.get_mut(&job.id) {
+            batch.outcomes[slot.outcome].jobs[slot.job] = job.clone();
+            if !std::mem::replace(&mut slot.reported, true) {
+                batch.unreported -= 1;
+            }
         }
-        batch.reported.insert(job.id.clone());
-        if batch.reported.len() == batch.jobs {
-            self.write_unstored(&mut batch);
+        if batch.unreported == 0 {
+            self.write_unstored(batch);
         }
         true
     }
@@ -147,8 +166,8 @@ impl Deliverer {
         let outcomes = std::mem::take(&mut batch.outcomes);
         {
             let mut by_job = lock(&self.unstored.by_job);
-            for job in outcomes.iter().flat_map(|o| &o.jobs) {
-                by_job.remove(&job.id);
+            for id in std::mem::take(&mut batch.slots).keys() {
+                by_job.remove(id);
             }
         }
         self.states.save_outcomes(outcomes);
