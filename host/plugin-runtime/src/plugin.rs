@@ -172,9 +172,10 @@ impl std::fmt::Debug for Plugin {
 
 /// One loaded, pre-linked version of a plugin.
 pub struct Plugin {
-    /// Keeps the engine's epoch ticker running while this plugin can be
-    /// called: without it a CPU deadline would never arrive.
-    _ticker: Arc<EpochTicker>,
+    /// The engine's epoch ticker, kept alive while this plugin can be
+    /// called and told of each call: without ticks a CPU deadline would
+    /// never arrive.
+    ticker: Arc<EpochTicker>,
     name: Arc<str>,
     file: PathBuf,
     sha256: [u8; 32],
@@ -289,7 +290,7 @@ impl Plugin {
     ) -> Plugin {
         let epoch_ticks = ticks_for(settings.cpu_limit());
         Plugin {
-            _ticker: ticker,
+            ticker,
             name: name.into(),
             file: file.to_owned(),
             sha256,
@@ -475,6 +476,7 @@ impl Plugin {
         // not refused because the machine was loaded at that moment; a start
         // function that spins is still refused.
         let ticks = ticks_for(self.settings.call_timeout());
+        let _busy = self.ticker.busy();
         let live = self.instantiate("", ticks).map_err(|e| e.to_string())?;
         if self.settings.isolation == Isolation::Reuse {
             self.lock_warm().push(live);
@@ -551,6 +553,7 @@ impl Plugin {
         f: impl FnOnce(&mut WarmInstance) -> Result<R, CallFail>,
     ) -> Result<R, CallError> {
         let started = Instant::now();
+        let _busy = self.ticker.busy();
         let warm = match self.settings.isolation {
             Isolation::Reuse => self.lock_warm().pop(),
             Isolation::Fresh => None,
