@@ -168,7 +168,10 @@ fn sent_us(body: &[u8]) -> Option<u64> {
     const FIELD: &[u8] = b"\"sent_us\":";
     let at = body.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
     let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&body[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&body[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
