@@ -1242,7 +1242,10 @@ impl Deliverer {
             // during an attempt and what follows it: a task that waits (a
             // million pending deliveries may) holds neither, about 1.6 KB
             // less each.
-            let span = tracing::info_span!("delivery", job_id = %job.id, event_id = %job.event_id, subscription = %job.subscription_id);
+            // A debug span: at the default level it is off, and costs
+            // nothing per attempt (an enabled one formats its fields every
+            // time). The warnings below name their job themselves.
+            let span = tracing::debug_span!("delivery", job_id = %job.id, event_id = %job.event_id, subscription = %job.subscription_id);
             let (attempt, outcome) = Box::pin(self.attempt(&endpoint, &job.id, body.clone()))
                 .instrument(span.clone())
                 .await;
@@ -1319,6 +1322,9 @@ impl Deliverer {
                         ),
                     });
                     tracing::warn!(
+                        job_id = %job.id,
+                        event_id = %job.event_id,
+                        subscription = %job.subscription_id,
                         error = job.error.as_deref().unwrap_or(""),
                         "delivery moved to dead letters"
                     );
