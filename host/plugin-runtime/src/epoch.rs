@@ -209,8 +209,8 @@ fn wall_time() -> Duration {
 mod tests {
     use super::*;
 
-    /// Waits (polling; no bound on how long a loaded machine takes) until
-    /// `done`, failing only after a minute.
+    /// Polls until `done`; fails only after a minute, far longer than a
+    /// loaded machine needs.
     fn wait_for(what: &str, done: impl Fn() -> bool) {
         let start = std::time::Instant::now();
         while !done() {
