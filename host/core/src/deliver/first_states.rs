@@ -80,17 +80,9 @@ impl Deliverer {
             return;
         }
         let jobs: Vec<Job> = first.iter().flat_map(|o| &o.jobs).cloned().collect();
-        {
-            let mut live = lock(&self.live);
-            if live.len() + jobs.len() > self.max_live || jobs.iter().any(|j| live.contains(&j.id))
-            {
-                drop(live);
-                outcomes.extend(first);
-                return;
-            }
-            for job in &jobs {
-                live.insert(&job.id);
-            }
+        if !self.reserve_live(&jobs) {
+            outcomes.extend(first);
+            return;
         }
         let slots: HashMap<String, Slot> = first
             .iter()

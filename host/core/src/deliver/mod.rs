@@ -533,47 +533,46 @@ impl Deliverer {
     /// the returned gate; on a shared one, the outcomes whose jobs are
     /// attempted first are taken out of `outcomes` and stored with those
     /// jobs' first states (see [`first_states`]).
+    ///
+    /// On a store of this node's own, the jobs taken are the unordered
+    /// pending ones (a lane reads its next job from the store), all of them
+    /// within `max_jobs_in_memory`, or none (all are then handed over once
+    /// stored). Their first attempts start now and their states wait for
+    /// the gate (a state must not land before its job).
     pub fn take_early(self: &Arc<Self>, outcomes: &mut Vec<Processed>) -> Option<StoredGate> {
         if self.leases.is_some() {
             self.attempt_before_storing(outcomes);
             return None;
         }
-        let jobs = outcomes
+        let jobs: Vec<Job> = outcomes
             .iter()
             .flat_map(|o| &o.jobs)
             .filter(|j| goes_early(j))
             .cloned()
             .collect();
-        self.take_new_before_stored(jobs).ok()
-    }
-
-    /// New jobs whose pipeline batch the store is still writing: started
-    /// now, so their first attempt overlaps that write, while their states
-    /// wait for the returned gate (a state must not land before its job).
-    /// Unordered jobs only (a lane reads its next job from the store), on a
-    /// store of this node's own (a shared one decides by that write which
-    /// node keeps a job), and all of them within `max_jobs_in_memory`;
-    /// otherwise they are given back, to hand over once stored.
-    fn take_new_before_stored(self: &Arc<Self>, jobs: Vec<Job>) -> Result<StoredGate, Vec<Job>> {
-        if jobs.is_empty() || self.leases.is_some() || jobs.iter().any(|j| j.order.is_some()) {
-            return Err(jobs);
-        }
-        {
-            let mut live = lock(&self.live);
-            if live.len() + jobs.len() > self.max_live || jobs.iter().any(|j| live.contains(&j.id))
-            {
-                return Err(jobs);
-            }
-            for job in &jobs {
-                live.insert(&job.id);
-            }
+        if jobs.is_empty() || !self.reserve_live(&jobs) {
+            return None;
         }
         // Before any of them can save a state.
         let gate = self.states.gate();
         for job in jobs {
             self.spawn_task(job, None, true);
         }
-        Ok(gate)
+        Some(gate)
+    }
+
+    /// Counts `jobs`, new ones handed over before they are stored, as in
+    /// memory, if all of them fit within `max_jobs_in_memory` and none is
+    /// there already; false (nothing counted) otherwise.
+    fn reserve_live(&self, jobs: &[Job]) -> bool {
+        let mut live = lock(&self.live);
+        if live.len() + jobs.len() > self.max_live || jobs.iter().any(|j| live.contains(&j.id)) {
+            return false;
+        }
+        for job in jobs {
+            live.insert(&job.id);
+        }
+        true
     }
 
     /// Gives `job` a task. An unordered one waits in the store instead when
