@@ -1367,3 +1367,33 @@ fn nodes_claim_jobs_once_and_lose_them_when_their_lease_ends() {
     assert!(!la.kept("k0"), "asked once");
     assert!(lb.claim(10, &known).unwrap().is_empty());
 }
+
+/// A transaction the store ends without committing (here a window close
+/// that finds nothing due and returns early) must still end on the server
+/// at once: each pooled connection is driven only while a call waits on it,
+/// and a `ROLLBACK` left queued until the connection's next use kept the
+/// close's `FOR UPDATE` lock, stalling every other node's close.
+#[test]
+fn a_transaction_ended_without_commit_leaves_no_session_in_it() {
+    use hookhost_core::store::WindowStore;
+    use hookhost_tests::{PATIENCE, wait_until};
+    // A server of its own: other tests' sessions are between statements of
+    // their transactions at any moment.
+    let pg = hookhost_tests::postgres::TestPostgres::private();
+    let root = tempfile::tempdir().unwrap();
+    let store =
+        PgStore::open(&pg.settings(hookhost_tests::postgres::schema_for(root.path()))).unwrap();
+    let none = |_: &[WindowMember]| -> Vec<Job> { Vec::new() };
+    assert_eq!(store.close_due_windows(150, 100, &none).unwrap().members, 0);
+    let in_transaction = || {
+        pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hookhost' \
+             AND state LIKE 'idle in transaction%'",
+        )
+    };
+    assert!(
+        wait_until(PATIENCE, || in_transaction() == "0").is_some(),
+        "a hookhost session stayed in its transaction: {} such sessions",
+        in_transaction()
+    );
+}

@@ -11,6 +11,12 @@
 //! writes each request when its future is first polled, and the answers
 //! come back in order), which [`Conn::at_once`] uses to send a whole
 //! transaction before reading any answer.
+//!
+//! Each pooled connection runs on a runtime of its own, driven by the
+//! thread that checked the connection out while it waits for its answer
+//! ([`Driver`]). With the connection's task on a shared database thread
+//! instead, every round trip cost two thread hand-overs (the request to
+//! that thread, the answer back), each a futex wake and a context switch.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row, Statement, Transaction};
 
+use super::tls::PgTls;
 use crate::store::StoreError;
 
 /// Distinct SQL texts kept per connection at most. The store's texts are a
@@ -100,6 +107,93 @@ pub(super) trait Sql {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError>;
+}
+
+/// A runtime of one connection's own (single-threaded, no thread of its
+/// own): the task reading and writing the connection's socket runs only
+/// while a caller waits in [`Driver::block_on`], on the caller's thread.
+/// Between calls nothing reads the socket; what the server sent meanwhile
+/// (a notice, its closing) is read at the next call.
+pub(super) struct Driver(Option<tokio::runtime::Runtime>);
+
+impl Driver {
+    pub(super) fn new() -> Result<Driver, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError(format!("cannot start a database connection's runtime: {e}"))
+            })?;
+        Ok(Driver(Some(runtime)))
+    }
+
+    /// Runs `future` to its end on this thread, driving the connection.
+    ///
+    /// Tokio refuses to start a runtime on a thread inside another one's
+    /// task; there, [`tokio::task::block_in_place`] first leaves that
+    /// runtime (handing a worker's other tasks to a new thread). So a call
+    /// works from a plain thread, `spawn_blocking` and a multi-threaded
+    /// runtime's tasks, but not from a current-thread runtime's tasks.
+    pub(super) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let Some(runtime) = &self.0 else {
+            // Only while dropping, when nothing calls.
+            return futures_executor::block_on(future);
+        };
+        let flushed = async {
+            let out = future.await;
+            // A transaction dropped unfinished (a read that returns early,
+            // an error) queues its `ROLLBACK` without waiting for it. The
+            // connection's task must send it now: left queued until this
+            // connection is next used, it would keep the transaction's locks
+            // and stall every other connection waiting on them. A yield runs
+            // the tasks woken meanwhile (the connection's) before this one.
+            tokio::task::yield_now().await;
+            out
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Outside every runtime: the intake's committer, the state writer.
+            runtime.block_on(flushed)
+        } else {
+            tokio::task::block_in_place(|| runtime.block_on(flushed))
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio refuses on another
+        // runtime's task: a store may well be dropped on one.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A connection of the pool and the runtime that drives it.
+pub(super) struct Pooled {
+    pub(super) conn: Conn,
+    pub(super) driver: Driver,
+}
+
+/// Connects with `config`, on the runtime this is awaited on (its
+/// connection task is spawned there), and sets the search path to `schema`.
+pub(super) async fn connect_in_schema(
+    config: tokio_postgres::Config,
+    tls: PgTls,
+    schema: String,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %StoreError::from(e), "database connection ended");
+        }
+    });
+    // The schema may not exist yet (before the first migration):
+    // search_path names it anyway.
+    client
+        .batch_execute(&format!("SET search_path TO {schema}"))
+        .await?;
+    Ok(client)
 }
 
 /// A connection of the pool.

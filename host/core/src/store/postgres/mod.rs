@@ -3,9 +3,11 @@
 //!
 //! The seams are synchronous (sled's calls return at once); here each call
 //! borrows one pooled connection and waits for PostgreSQL on the calling
-//! thread, while the connections themselves are driven by a small tokio
-//! runtime of the store's own. So a call works from any thread, a blocking
-//! one or a tokio worker, and never needs the caller's runtime.
+//! thread, which drives the connection itself meanwhile (see [`conn`]). So
+//! a call works from a blocking thread or a multi-threaded runtime's
+//! worker, and never needs the caller's runtime. A small runtime of the
+//! store's own drives the connections that live between calls (the lead
+//! lock's, the listeners').
 //!
 //! Every write is one transaction, committed (and so durable, with
 //! PostgreSQL's default `synchronous_commit`) before the call returns:
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use conn::{Conn, Sql};
+use conn::{Conn, Driver, Pooled, Sql, connect_in_schema};
 
 use super::{
     Admitted, Backlog, ClosedWindows, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired,
@@ -206,7 +208,7 @@ pub struct PgStore {
     schema: String,
     /// Drives the connections; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
-    pool: Vec<Mutex<Option<Conn>>>,
+    pool: Vec<Mutex<Option<Pooled>>>,
     next: AtomicUsize,
     applied_at_open: Vec<i32>,
     /// This store's part in leading: [`TOOL`] (not a node's: nothing is
@@ -737,35 +739,42 @@ impl PgStore {
         Ok(row.get(0))
     }
 
-    /// Opens a connection on the store's runtime, in the store's schema.
+    /// Opens a connection on the store's runtime, in the store's schema
+    /// (the lead lock's: its connection lives between calls).
     fn connect(&self) -> Result<Client, StoreError> {
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| StoreError("the store is closed".into()))?;
-        let (config, tls) = (self.config.clone(), self.tls.clone());
-        let schema = self.schema.clone();
-        let task = runtime.spawn(async move {
-            let (client, connection) = config.connect(tls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %StoreError::from(e), "database connection ended");
-                }
-            });
-            // The schema may not exist yet (before the first migration):
-            // search_path names it anyway.
-            client
-                .batch_execute(&format!("SET search_path TO {schema}"))
-                .await?;
-            Ok::<_, tokio_postgres::Error>(client)
-        });
+        let task = runtime.spawn(connect_in_schema(
+            self.config.clone(),
+            self.tls.clone(),
+            self.schema.clone(),
+        ));
         futures_executor::block_on(task)
             .map_err(|e| StoreError(format!("database connect task: {e}")))?
             .map_err(StoreError::from)
     }
 
+    /// Opens a pooled connection, on a runtime of its own that the thread
+    /// using it drives (see [`Pooled`]).
+    fn connect_pooled(&self) -> Result<Pooled, StoreError> {
+        let driver = Driver::new()?;
+        let client = driver
+            .block_on(connect_in_schema(
+                self.config.clone(),
+                self.tls.clone(),
+                self.schema.clone(),
+            ))
+            .map_err(StoreError::from)?;
+        Ok(Pooled {
+            conn: Conn::new(client),
+            driver,
+        })
+    }
+
     /// A free pooled connection slot, or the next one to wait for.
-    fn checkout(&self) -> MutexGuard<'_, Option<Conn>> {
+    fn checkout(&self) -> MutexGuard<'_, Option<Pooled>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.pool.len();
         for i in 0..n {
@@ -787,14 +796,14 @@ impl PgStore {
         f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut slot = self.checkout();
-        if slot.as_ref().is_none_or(Conn::is_closed) {
+        if slot.as_ref().is_none_or(|p| p.conn.is_closed()) {
             *slot = None;
-            *slot = Some(Conn::new(self.connect()?));
+            *slot = Some(self.connect_pooled()?);
         }
-        let Some(conn) = slot.as_mut() else {
+        let Some(Pooled { conn, driver }) = slot.as_mut() else {
             return Err(StoreError("no database connection".into()));
         };
-        let out = futures_executor::block_on(f(conn));
+        let out = driver.block_on(f(conn));
         if out.is_err() {
             if conn.is_closed() {
                 *slot = None;
