@@ -12,20 +12,22 @@
 //! come back in order), which [`Conn::at_once`] uses to send a whole
 //! transaction before reading any answer.
 //!
-//! Each pooled connection runs on a runtime of its own, driven by the
-//! thread that checked the connection out while it waits for its answer
-//! ([`Driver`]). With the connection's task on a shared database thread
-//! instead, every round trip cost two thread hand-overs (the request to
-//! that thread, the answer back), each a futex wake and a context switch.
+//! Each pooled connection's socket is driven by the thread that checked
+//! the connection out, while it waits for its answers ([`Pooled::run`]).
+//! With the socket's task on a shared database thread instead, every round
+//! trip cost two thread hand-overs (the request to that thread, the answer
+//! back), each a futex wake and a context switch.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row, Statement, Transaction};
 
-use super::tls::PgTls;
+use super::tls::{PgTls, PgTlsStream};
 use crate::store::StoreError;
 
 /// Distinct SQL texts kept per connection at most. The store's texts are a
@@ -109,15 +111,19 @@ pub(super) trait Sql {
     ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError>;
 }
 
-/// A runtime of one connection's own (single-threaded, no thread of its
-/// own): the task reading and writing the connection's socket runs only
-/// while a caller waits in [`Driver::block_on`], on the caller's thread.
-/// Between calls nothing reads the socket; what the server sent meanwhile
-/// (a notice, its closing) is read at the next call.
-pub(super) struct Driver(Option<tokio::runtime::Runtime>);
+/// A pooled connection's socket task, owned by the pool rather than
+/// spawned: it is polled beside each call's statements, on the caller's
+/// thread, and at no other time. What the server sends between calls (a
+/// notice, its closing) is read at the next call.
+type Connection = tokio_postgres::Connection<tokio_postgres::Socket, PgTlsStream>;
+
+/// A runtime of one connection's own, single-threaded and without a thread
+/// of its own: it holds the socket's registration and the connect timer,
+/// and runs only while a caller waits in [`Driver::block_on`].
+struct Driver(Option<tokio::runtime::Runtime>);
 
 impl Driver {
-    pub(super) fn new() -> Result<Driver, StoreError> {
+    fn new() -> Result<Driver, StoreError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -127,34 +133,23 @@ impl Driver {
         Ok(Driver(Some(runtime)))
     }
 
-    /// Runs `future` to its end on this thread, driving the connection.
+    /// Runs `future` to its end on this thread.
     ///
     /// Tokio refuses to start a runtime on a thread inside another one's
     /// task; there, [`tokio::task::block_in_place`] first leaves that
     /// runtime (handing a worker's other tasks to a new thread). So a call
     /// works from a plain thread, `spawn_blocking` and a multi-threaded
     /// runtime's tasks, but not from a current-thread runtime's tasks.
-    pub(super) fn block_on<F: Future>(&self, future: F) -> F::Output {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
         let Some(runtime) = &self.0 else {
             // Only while dropping, when nothing calls.
             return futures_executor::block_on(future);
         };
-        let flushed = async {
-            let out = future.await;
-            // A transaction dropped unfinished (a read that returns early,
-            // an error) queues its `ROLLBACK` without waiting for it. The
-            // connection's task must send it now: left queued until this
-            // connection is next used, it would keep the transaction's locks
-            // and stall every other connection waiting on them. A yield runs
-            // the tasks woken meanwhile (the connection's) before this one.
-            tokio::task::yield_now().await;
-            out
-        };
         if tokio::runtime::Handle::try_current().is_err() {
             // Outside every runtime: the intake's committer, the state writer.
-            runtime.block_on(flushed)
+            runtime.block_on(future)
         } else {
-            tokio::task::block_in_place(|| runtime.block_on(flushed))
+            tokio::task::block_in_place(|| runtime.block_on(future))
         }
     }
 }
@@ -169,14 +164,97 @@ impl Drop for Driver {
     }
 }
 
-/// A connection of the pool and the runtime that drives it.
+/// A connection of the pool, with its socket task and the runtime that
+/// drives both (fields drop in this order: the socket before its runtime).
 pub(super) struct Pooled {
-    pub(super) conn: Conn,
-    pub(super) driver: Driver,
+    conn: Conn,
+    /// `None` once it ended (the server closed it, or it broke).
+    connection: Option<Pin<Box<Connection>>>,
+    driver: Driver,
 }
 
-/// Connects with `config`, on the runtime this is awaited on (its
-/// connection task is spawned there), and sets the search path to `schema`.
+impl Pooled {
+    /// Connects with `config` and sets the search path to `schema` (which
+    /// may not exist yet, before the first migration).
+    pub(super) fn connect(
+        config: &tokio_postgres::Config,
+        tls: &PgTls,
+        schema: &str,
+    ) -> Result<Pooled, StoreError> {
+        let driver = Driver::new()?;
+        let (client, connection) = driver.block_on(config.connect(tls.clone()))?;
+        let mut pooled = Pooled {
+            conn: Conn::new(client),
+            connection: Some(Box::pin(connection)),
+            driver,
+        };
+        let sql = format!("SET search_path TO {schema}");
+        pooled.run(async |c| c.batch_execute(&sql).await)?;
+        Ok(pooled)
+    }
+
+    pub(super) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// Runs `f` on the connection and waits for it here, driving the
+    /// socket meanwhile.
+    pub(super) fn run<T>(&mut self, f: impl AsyncFnOnce(&mut Conn) -> T) -> T {
+        let Pooled {
+            conn,
+            connection,
+            driver,
+        } = self;
+        driver.block_on(drive(connection, f(conn)))
+    }
+}
+
+/// Polls `work` and then the connection, in turn, until `work` ends; then
+/// the connection once more. That last poll sends what `work` queued on
+/// its way out: a transaction dropped unfinished (a read that returns
+/// early, an error) queues its `ROLLBACK` without waiting for it, and left
+/// queued until this connection's next use, it would keep the transaction's
+/// locks and stall every other connection waiting on them.
+async fn drive<T>(
+    connection: &mut Option<Pin<Box<Connection>>>,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let out = std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        poll_connection(connection, cx);
+        Poll::Pending
+    })
+    .await;
+    std::future::poll_fn(|cx| {
+        poll_connection(connection, cx);
+        Poll::Ready(())
+    })
+    .await;
+    out
+}
+
+/// Lets the connection send what is queued and read what arrived (waking
+/// `work` with its answers). Once it ended it is dropped: the answers
+/// still awaited then fail, which ends `work` with an error.
+fn poll_connection(connection: &mut Option<Pin<Box<Connection>>>, cx: &mut Context<'_>) {
+    let Some(socket) = connection.as_mut() else {
+        return;
+    };
+    if let Poll::Ready(ended) = socket.as_mut().poll(cx) {
+        if let Err(e) = ended {
+            tracing::warn!(error = %StoreError::from(e), "database connection ended");
+        }
+        *connection = None;
+        cx.waker().wake_by_ref();
+    }
+}
+
+/// Connects with `config` on the runtime this is awaited on (its socket
+/// task is spawned there: a connection that lives between calls, like the
+/// lead lock's) and sets the search path to `schema`.
 pub(super) async fn connect_in_schema(
     config: tokio_postgres::Config,
     tls: PgTls,

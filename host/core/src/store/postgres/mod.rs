@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use conn::{Conn, Driver, Pooled, Sql, connect_in_schema};
+use conn::{Conn, Pooled, Sql, connect_in_schema};
 
 use super::{
     Admitted, Backlog, ClosedWindows, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired,
@@ -740,7 +740,8 @@ impl PgStore {
     }
 
     /// Opens a connection on the store's runtime, in the store's schema
-    /// (the lead lock's: its connection lives between calls).
+    /// (the lead lock's: its connection lives between calls; pooled ones
+    /// are [`Pooled::connect`]'s).
     fn connect(&self) -> Result<Client, StoreError> {
         let runtime = self
             .runtime
@@ -754,23 +755,6 @@ impl PgStore {
         futures_executor::block_on(task)
             .map_err(|e| StoreError(format!("database connect task: {e}")))?
             .map_err(StoreError::from)
-    }
-
-    /// Opens a pooled connection, on a runtime of its own that the thread
-    /// using it drives (see [`Pooled`]).
-    fn connect_pooled(&self) -> Result<Pooled, StoreError> {
-        let driver = Driver::new()?;
-        let client = driver
-            .block_on(connect_in_schema(
-                self.config.clone(),
-                self.tls.clone(),
-                self.schema.clone(),
-            ))
-            .map_err(StoreError::from)?;
-        Ok(Pooled {
-            conn: Conn::new(client),
-            driver,
-        })
     }
 
     /// A free pooled connection slot, or the next one to wait for.
@@ -796,19 +780,19 @@ impl PgStore {
         f: impl AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut slot = self.checkout();
-        if slot.as_ref().is_none_or(|p| p.conn.is_closed()) {
+        if slot.as_ref().is_none_or(|p| p.conn().is_closed()) {
             *slot = None;
-            *slot = Some(self.connect_pooled()?);
+            *slot = Some(Pooled::connect(&self.config, &self.tls, &self.schema)?);
         }
-        let Some(Pooled { conn, driver }) = slot.as_mut() else {
+        let Some(pooled) = slot.as_mut() else {
             return Err(StoreError("no database connection".into()));
         };
-        let out = driver.block_on(f(conn));
+        let out = pooled.run(f);
         if out.is_err() {
-            if conn.is_closed() {
+            if pooled.conn().is_closed() {
                 *slot = None;
             } else {
-                conn.forget_statements();
+                pooled.conn().forget_statements();
             }
         }
         out
