@@ -206,7 +206,9 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     tls: tls::PgTls,
     schema: String,
-    /// Drives the connections; `None` only while dropping.
+    /// Drives the connections that live between calls (the lead lock's,
+    /// the listeners'); `None` only while dropping. The pool's are driven
+    /// by their callers ([`Pooled`]).
     runtime: Option<tokio::runtime::Runtime>,
     pool: Vec<Mutex<Option<Pooled>>>,
     next: AtomicUsize,
