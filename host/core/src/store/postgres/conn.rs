@@ -174,8 +174,7 @@ pub(super) struct Pooled {
 }
 
 impl Pooled {
-    /// Connects with `config` and sets the search path to `schema` (which
-    /// may not exist yet, before the first migration).
+    /// Connects with `config`, in `schema`.
     pub(super) fn connect(
         config: &tokio_postgres::Config,
         tls: &PgTls,
@@ -188,7 +187,7 @@ impl Pooled {
             connection: Some(Box::pin(connection)),
             driver,
         };
-        let sql = format!("SET search_path TO {schema}");
+        let sql = set_search_path(schema);
         pooled.run(async |c| c.batch_execute(&sql).await)?;
         Ok(pooled)
     }
@@ -252,26 +251,10 @@ fn poll_connection(connection: &mut Option<Pin<Box<Connection>>>, cx: &mut Conte
     }
 }
 
-/// Connects with `config` on the runtime this is awaited on (its socket
-/// task is spawned there: a connection that lives between calls, like the
-/// lead lock's) and sets the search path to `schema`.
-pub(super) async fn connect_in_schema(
-    config: tokio_postgres::Config,
-    tls: PgTls,
-    schema: String,
-) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(tls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %StoreError::from(e), "database connection ended");
-        }
-    });
-    // The schema may not exist yet (before the first migration):
-    // search_path names it anyway.
-    client
-        .batch_execute(&format!("SET search_path TO {schema}"))
-        .await?;
-    Ok(client)
+/// The statement putting a new connection in `schema`. The schema may not
+/// exist yet (before the first migration): `search_path` names it anyway.
+pub(super) fn set_search_path(schema: &str) -> String {
+    format!("SET search_path TO {schema}")
 }
 
 /// A connection of the pool.

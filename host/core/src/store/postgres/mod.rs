@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use conn::{Conn, Pooled, Sql, connect_in_schema};
+use conn::{Conn, Pooled, Sql, set_search_path};
 
 use super::{
     Admitted, Backlog, ClosedWindows, ClusterStore, DeliveryQueue, EventInbox, EventStore, Expired,
@@ -749,11 +749,18 @@ impl PgStore {
             .runtime
             .as_ref()
             .ok_or_else(|| StoreError("the store is closed".into()))?;
-        let task = runtime.spawn(connect_in_schema(
-            self.config.clone(),
-            self.tls.clone(),
-            self.schema.clone(),
-        ));
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let sql = set_search_path(&self.schema);
+        let task = runtime.spawn(async move {
+            let (client, connection) = config.connect(tls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %StoreError::from(e), "database connection ended");
+                }
+            });
+            client.batch_execute(&sql).await?;
+            Ok::<_, tokio_postgres::Error>(client)
+        });
         futures_executor::block_on(task)
             .map_err(|e| StoreError(format!("database connect task: {e}")))?
             .map_err(StoreError::from)
