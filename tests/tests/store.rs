@@ -1402,7 +1402,7 @@ fn a_transaction_ended_without_commit_leaves_no_session_in_it() {
 /// next one in turn: a steady load then keeps the same few server
 /// processes busy (their caches warm) while the rest of the pool stays
 /// unopened. Taken in turn, the eight connections of a pool all served the
-/// hot path, at 10–15 % more CPU per delivery (BENCHMARKS).
+/// hot path, at about a tenth more PostgreSQL CPU per event (BENCHMARKS).
 #[test]
 fn calls_one_after_another_reuse_one_pooled_connection() {
     use hookhost_core::store::DeliveryQueue;
