@@ -108,6 +108,27 @@ fn record(
     Ok(())
 }
 
+/// Puts each of `jobs`' states whose job is one of `outcomes`' into that
+/// outcome in its job's place (the states are later ones: a batch's jobs
+/// report to the batch until it is handed to the writer, and after it
+/// they queue behind it); returns the others.
+fn fold_later_states(outcomes: &mut [Processed], jobs: &[Job]) -> Vec<Job> {
+    let mut places = std::collections::HashMap::new();
+    for (o, outcome) in outcomes.iter().enumerate() {
+        for (j, job) in outcome.jobs.iter().enumerate() {
+            places.insert(job.id.clone(), (o, j));
+        }
+    }
+    let mut others = Vec::new();
+    for job in jobs {
+        match places.get(&job.id) {
+            Some(&(o, j)) => outcomes[o].jobs[j] = job.clone(),
+            None => others.push(job.clone()),
+        }
+    }
+    others
+}
+
 /// Stores outcomes whose jobs were attempted first, then job states.
 /// On failure, gives back the outcomes still to write: all of them when
 /// their own write failed, and the states then wait with them (a later
@@ -116,13 +137,20 @@ fn write_all(
     store: &dyn Store,
     leases: Option<&dyn JobLeases>,
     live: &JobsInMemory,
-    outcomes: Vec<Processed>,
+    mut outcomes: Vec<Processed>,
     jobs: &[Job],
     released: &[String],
 ) -> Result<(), (StoreError, Vec<Processed>)> {
+    let mut jobs = std::borrow::Cow::Borrowed(jobs);
     if let Some(leases) = leases
         && !outcomes.is_empty()
     {
+        // A job that reported again after its batch was handed over is
+        // written in that later state. Otherwise one delivered meanwhile,
+        // its task ended, was written pending and free to claim (below),
+        // its delivered state then refused as no longer this node's: it
+        // went out again.
+        jobs = std::borrow::Cow::Owned(fold_later_states(&mut outcomes, &jobs));
         // A pending job whose task has ended is left free to claim: this
         // node no longer delivers it.
         let ended: std::collections::HashSet<&str> = released.iter().map(String::as_str).collect();
@@ -134,7 +162,7 @@ fn write_all(
     if jobs.is_empty() {
         return Ok(());
     }
-    record(store, leases, jobs).map_err(|e| (e, Vec::new()))
+    record(store, leases, &jobs).map_err(|e| (e, Vec::new()))
 }
 
 impl StateWriter {
@@ -333,6 +361,23 @@ mod tests {
         let mut p = Processed::new(StoredEvent::for_test("e1"));
         p.jobs = vec![job];
         p
+    }
+
+    /// A batch handed to the writer with a job still pending, and that
+    /// job's delivered state in the same round: the batch writes it
+    /// delivered, and only the other job's state is left to record.
+    #[test]
+    fn a_later_state_in_the_same_round_goes_into_its_batch() {
+        let mut outcomes = vec![batch_with(job(JobStatus::Pending))];
+        let other = Job::for_test("j2", "e2", JobStatus::Delivered);
+        let later = vec![job(JobStatus::Pending), job(JobStatus::Delivered), other];
+        let rest = fold_later_states(&mut outcomes, &later);
+        assert_eq!(outcomes[0].jobs[0].status, JobStatus::Delivered);
+        assert_eq!(outcomes[0].jobs.len(), 1);
+        assert_eq!(
+            rest.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["j2"]
+        );
     }
 
     /// A job delivered while its pipeline batch is being stored: its
