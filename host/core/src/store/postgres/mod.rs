@@ -803,11 +803,27 @@ impl PgStore {
         if out.is_err() {
             if pooled.conn().is_closed() {
                 *slot = None;
+                drop(slot);
+                self.drop_idle_connections();
             } else {
                 pooled.conn().forget_statements();
             }
         }
         out
+    }
+
+    /// Drops the pool's idle connections (the next calls connect anew).
+    /// Called when a call found its connection closed: the server most
+    /// likely closed the others too (a restart), and nothing notices that
+    /// on an idle connection, which nobody drives between calls. Taken
+    /// first free, the idle ones are otherwise found broken one by one
+    /// after the server is back, each failing a call (an ingest's 503).
+    fn drop_idle_connections(&self) {
+        for slot in &self.pool {
+            if let Ok(mut slot) = slot.try_lock() {
+                *slot = None;
+            }
+        }
     }
 
     fn bodies<T: serde::de::DeserializeOwned>(
