@@ -111,22 +111,34 @@ fn record(
 /// Puts each of `jobs`' states whose job is one of `outcomes`' into that
 /// outcome in its job's place (the states are later ones: a batch's jobs
 /// report to the batch until it is handed to the writer, and after it
-/// they queue behind it); returns the others.
-fn fold_later_states(outcomes: &mut [Processed], jobs: &[Job]) -> Vec<Job> {
-    let mut places = std::collections::HashMap::new();
-    for (o, outcome) in outcomes.iter().enumerate() {
-        for (j, job) in outcome.jobs.iter().enumerate() {
-            places.insert(job.id.clone(), (o, j));
+/// they queue behind it); returns the others, `jobs` itself (no copy) in
+/// the usual round where none is folded.
+fn fold_later_states<'a>(
+    outcomes: &mut [Processed],
+    jobs: &'a [Job],
+) -> std::borrow::Cow<'a, [Job]> {
+    let places: Vec<Option<(usize, usize)>> = {
+        let mut by_id = std::collections::HashMap::new();
+        for (o, outcome) in outcomes.iter().enumerate() {
+            for (j, job) in outcome.jobs.iter().enumerate() {
+                by_id.insert(job.id.as_str(), (o, j));
+            }
         }
+        jobs.iter()
+            .map(|job| by_id.get(job.id.as_str()).copied())
+            .collect()
+    };
+    if places.iter().all(Option::is_none) {
+        return std::borrow::Cow::Borrowed(jobs);
     }
     let mut others = Vec::new();
-    for job in jobs {
-        match places.get(&job.id) {
-            Some(&(o, j)) => outcomes[o].jobs[j] = job.clone(),
+    for (job, place) in jobs.iter().zip(places) {
+        match place {
+            Some((o, j)) => outcomes[o].jobs[j] = job.clone(),
             None => others.push(job.clone()),
         }
     }
-    others
+    std::borrow::Cow::Owned(others)
 }
 
 /// Stores outcomes whose jobs were attempted first, then job states.
@@ -141,7 +153,7 @@ fn write_all(
     jobs: &[Job],
     released: &[String],
 ) -> Result<(), (StoreError, Vec<Processed>)> {
-    let mut jobs = std::borrow::Cow::Borrowed(jobs);
+    let mut states = std::borrow::Cow::Borrowed(jobs);
     if let Some(leases) = leases
         && !outcomes.is_empty()
     {
@@ -150,7 +162,7 @@ fn write_all(
         // its task ended, was written pending and free to claim (below),
         // its delivered state then refused as no longer this node's: it
         // went out again.
-        jobs = std::borrow::Cow::Owned(fold_later_states(&mut outcomes, &jobs));
+        states = fold_later_states(&mut outcomes, jobs);
         // A pending job whose task has ended is left free to claim: this
         // node no longer delivers it.
         let ended: std::collections::HashSet<&str> = released.iter().map(String::as_str).collect();
@@ -159,10 +171,10 @@ fn write_all(
             .complete_pipeline_attempted(&outcomes, &held)
             .map_err(|e| (e, outcomes))?;
     }
-    if jobs.is_empty() {
+    if states.is_empty() {
         return Ok(());
     }
-    record(store, leases, &jobs).map_err(|e| (e, Vec::new()))
+    record(store, leases, &states).map_err(|e| (e, Vec::new()))
 }
 
 impl StateWriter {
@@ -378,6 +390,13 @@ mod tests {
             rest.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
             ["j2"]
         );
+        // A round whose states follow no batch's jobs: they are recorded
+        // as they came, not copied.
+        let unrelated = [Job::for_test("j3", "e3", JobStatus::Delivered)];
+        assert!(matches!(
+            fold_later_states(&mut outcomes, &unrelated),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     /// A job delivered while its pipeline batch is being stored: its
